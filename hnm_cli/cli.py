@@ -1,0 +1,128 @@
+"""The `hnm` command line: option aliases, `reported()`, and five thin commands over the stage runners.
+
+Nothing heavy is imported here: stage modules import torch, sklearn and hnswlib inside the functions
+that need them, so `hnm --help` and up-to-date reruns stay fast.
+stdout carries data only (artifact paths, eval JSON); logs, progress and summaries go to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hnm_cli import __version__
+from hnm_cli.errors import HnmError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    help="Mine hard negatives with an ensemble of bi-encoders + PCA + the PD-D rule; train and evaluate rerankers.",
+)
+
+# ---------------------------------------------------------------------------------------------
+# Shared option aliases (one definition, the same name on every command)
+# ---------------------------------------------------------------------------------------------
+
+OutOpt = Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Artifact directory to write.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", exists=True, dir_okay=False, help="TOML config; explicit options override it."),
+]
+DataOpt = Annotated[
+    Path | None,
+    typer.Option("--data", "-d", help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."),
+]
+CorpusOpt = Annotated[
+    Path | None, typer.Option("--corpus", help="Corpus: a JSONL file or a folder of JSONL shards (overrides --data).")
+]
+QueriesOpt = Annotated[
+    Path | None, typer.Option("--queries", help="Queries: a JSONL file or folder (overrides --data).")
+]
+QrelsOpt = Annotated[
+    Path | None, typer.Option("--qrels", help="Qrels TSV file, or a folder with qrels/<split>.tsv (overrides --data).")
+]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if the manifest says up to date.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; only errors on stderr.")]
+SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in the manifest).")]
+BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (cpu, cuda, mps).")]
+
+
+class Precision(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class OnEmpty(StrEnum):
+    error = "error"
+    skip = "skip"
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Plain messages on stderr; the library only ever logs to the 'hnm' logger."""
+    logger = logging.getLogger("hnm")
+    logger.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
+@contextlib.contextmanager
+def reported(quiet: bool = False) -> Iterator[None]:
+    """Turn HnmError into `Error: <message>` (+ `Hint:`) on stderr and exit 1. HNM_DEBUG=1 adds the traceback."""
+    _setup_logging(quiet)
+    try:
+        yield
+    except HnmError as err:
+        if os.environ.get("HNM_DEBUG") == "1":
+            traceback.print_exc()
+        typer.echo(f"Error: {err.message}", err=True)
+        if err.hint:
+            typer.echo(f"Hint: {err.hint}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("Error: interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """hnm: hard-negative mining for domain-specific retrieval."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands (each: merge config, call stages.<name>.run, print the artifact path)
+# ---------------------------------------------------------------------------------------------
+
+# [embed command]
+
+# [reduce command]
+
+# [mine command]
+
+# [train-reranker command]
+
+# [eval command]

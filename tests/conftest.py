@@ -22,14 +22,46 @@ EXAMPLE = REPO / "examples" / "cloud-docs"
 
 # Eight short documents in two look-alike families, and four queries with qrels in train and test.
 TINY_CORPUS = [
-    {"_id": "d1", "title": "Deploy MySQL on the managed service", "text": "Create a managed MySQL database system in the console."},
-    {"_id": "d2", "title": "Deploy MySQL on-premise", "text": "Install MySQL server on your own hosts and manage backups yourself."},
-    {"_id": "d3", "title": "VCN overview", "text": "A virtual cloud network (VCN) is a private network in one region."},
-    {"_id": "d4", "title": "VNIC overview", "text": "A virtual network interface card (VNIC) attaches an instance to a subnet."},
-    {"_id": "d5", "title": "WAF policies", "text": "A web application firewall filters HTTP requests with rules."},
-    {"_id": "d6", "title": "Network firewall", "text": "A network firewall inspects traffic between subnets at layers 3 and 4."},
-    {"_id": "d7", "title": "Block volume backups", "text": "Schedule backups of block volumes with a backup policy."},
-    {"_id": "d8", "title": "Object storage lifecycle", "text": "Lifecycle rules move objects to archive storage after a number of days."},
+    {
+        "_id": "d1",
+        "title": "Deploy MySQL on the managed service",
+        "text": "Create a managed MySQL database system in the console.",
+    },
+    {
+        "_id": "d2",
+        "title": "Deploy MySQL on-premise",
+        "text": "Install MySQL server on your own hosts and manage backups yourself.",
+    },
+    {
+        "_id": "d3",
+        "title": "VCN overview",
+        "text": "A virtual cloud network (VCN) is a private network in one region.",
+    },
+    {
+        "_id": "d4",
+        "title": "VNIC overview",
+        "text": "A virtual network interface card (VNIC) attaches an instance to a subnet.",
+    },
+    {
+        "_id": "d5",
+        "title": "WAF policies",
+        "text": "A web application firewall filters HTTP requests with rules.",
+    },
+    {
+        "_id": "d6",
+        "title": "Network firewall",
+        "text": "A network firewall inspects traffic between subnets at layers 3 and 4.",
+    },
+    {
+        "_id": "d7",
+        "title": "Block volume backups",
+        "text": "Schedule backups of block volumes with a backup policy.",
+    },
+    {
+        "_id": "d8",
+        "title": "Object storage lifecycle",
+        "text": "Lifecycle rules move objects to archive storage after a number of days.",
+    },
 ]
 TINY_QUERIES = [
     {"_id": "q1", "text": "how do I create a managed mysql database"},

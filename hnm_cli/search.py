@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli.errors import DataError
+
 __all__ = ["VectorSource", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS"]
 
 DEFAULT_BLOCK_ROWS = 16384
@@ -33,7 +35,28 @@ class VectorSource:
             paths: The .npy file of each part when it is a memmap; blocks are then read with plain file
                 reads so the pages do not stay resident in this process.
         """
-        raise NotImplementedError
+        if paths is not None and len(paths) != len(shards):
+            raise ValueError(f"{len(shards)} shards but {len(paths)} paths")
+        parts: list[np.ndarray] = []
+        part_paths: list[Path | None] = []
+        dim: int | None = None
+        for i, shard in enumerate(shards):
+            if shard.ndim != 2:
+                raise ValueError(f"vector part {i} has shape {shard.shape}, expected [rows, dim]")
+            if dim is None:
+                dim = int(shard.shape[1])
+            elif int(shard.shape[1]) != dim:
+                where = paths[i] if paths is not None else f"part {i}"
+                raise DataError(f"{where}: dimension {shard.shape[1]}, but the first shard has {dim}")
+            if len(shard) == 0:
+                continue
+            parts.append(shard)
+            part_paths.append(Path(paths[i]) if paths is not None else None)
+        self._parts = parts
+        self._paths = part_paths
+        self._dim = dim if dim is not None else 0
+        # starts[i] = first global row of part i; starts[-1] = n.
+        self._starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
 
     @classmethod
     def from_dir(cls, directory: Path) -> VectorSource:
@@ -42,36 +65,115 @@ class VectorSource:
         Raises:
             DataError: if the shards disagree on dimension or hold no rows.
         """
-        raise NotImplementedError
+        from hnm_cli.shards import list_vector_shards
+
+        paths = [npy for npy, _ in list_vector_shards(Path(directory))]
+        arrays = [np.load(p, mmap_mode="r") for p in paths]
+        source = cls(arrays, paths)
+        if source.n == 0:
+            raise DataError(f"{directory}: no vector shards (zero rows)")
+        return source
 
     @classmethod
     def from_array(cls, array: np.ndarray) -> VectorSource:
         """Wrap an in-memory [n, dim] array (converted to float32, C-contiguous)."""
-        raise NotImplementedError
+        return cls([np.ascontiguousarray(array, dtype=np.float32)])
 
     @property
     def n(self) -> int:
         """Number of rows."""
-        raise NotImplementedError
+        return int(self._starts[-1])
 
     @property
     def dim(self) -> int:
         """Vector dimension."""
-        raise NotImplementedError
+        return self._dim
+
+    def __len__(self) -> int:
+        return self.n
+
+    def _read(self, part: int, lo: int, hi: int) -> np.ndarray:
+        """Rows lo..hi of one part as a fresh float32 array."""
+        arr = self._parts[part]
+        path = self._paths[part]
+        offset = getattr(arr, "offset", None)
+        if (
+            path is not None
+            and offset is not None
+            and arr.dtype == np.float32
+            and arr.flags.c_contiguous
+            and isinstance(arr, np.memmap)
+        ):
+            # A plain read instead of touching the memmap: mapped pages would stay resident (and count in
+            # RSS) for the rest of the scan, so a full pass would hold the whole corpus.
+            count = (hi - lo) * self._dim
+            with open(path, "rb") as fh:
+                out = np.fromfile(fh, dtype=np.float32, count=count, offset=offset + lo * self._dim * 4)
+            if out.size != count:
+                raise DataError(f"{path}: truncated vector shard (expected {len(arr)} rows)")
+            return out.reshape(hi - lo, self._dim)
+        return np.array(arr[lo:hi], dtype=np.float32, order="C")
 
     def blocks(self, block_rows: int = DEFAULT_BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, float32 block)`` with at most ``block_rows`` rows each, in row order.
 
         Blocks never span two shards. Peak memory is one block.
         """
-        raise NotImplementedError
+        if block_rows < 1:
+            raise ValueError(f"block_rows must be >= 1, got {block_rows}")
+        for part, arr in enumerate(self._parts):
+            start = int(self._starts[part])
+            for lo in range(0, len(arr), block_rows):
+                hi = min(lo + block_rows, len(arr))
+                yield start + lo, self._read(part, lo, hi)
 
     def take(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Gather rows (any order, repeats allowed) as a new float32 [len(indices), dim] array.
 
         Reads only the requested rows. Raises IndexError for an index outside 0..n-1.
         """
-        raise NotImplementedError
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(idx), self._dim), dtype=np.float32)
+        if len(idx) == 0:
+            return out
+        if idx.min() < 0 or idx.max() >= self.n:
+            bad = idx[(idx < 0) | (idx >= self.n)][0]
+            raise IndexError(f"row {bad} out of range 0..{self.n - 1}")
+        part_of = np.searchsorted(self._starts, idx, side="right") - 1
+        for part in np.unique(part_of):
+            sel = np.flatnonzero(part_of == part)
+            local = idx[sel] - self._starts[part]
+            out[sel] = self._parts[part][local]
+        return out
+
+
+def _topk_rows(scores: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-k of ``scores`` [m, c] with column ids ``cols`` (shared [c] or per-row [m, c]).
+
+    Order: score descending, then id ascending; exact under ties (a boundary tie keeps the lower ids).
+    """
+    m, c = scores.shape
+    full_cols = np.broadcast_to(cols, (m, c)) if cols.ndim == 1 else cols
+    if k >= c:
+        order = np.lexsort((full_cols, -scores), axis=-1)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(full_cols, order, 1)
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    top_s = np.take_along_axis(scores, part, 1)
+    top_c = np.take_along_axis(full_cols, part, 1)
+    kth = top_s.min(axis=1)
+    # argpartition breaks ties arbitrarily: where more columns equal the k-th score than were kept,
+    # redo that row so the lowest ids win (rare; only exact ties reach this).
+    n_eq_all = (scores == kth[:, None]).sum(axis=1)
+    n_eq_kept = (top_s == kth[:, None]).sum(axis=1)
+    for r in np.flatnonzero(n_eq_all > n_eq_kept):
+        gt = np.flatnonzero(scores[r] > kth[r])
+        eq = np.flatnonzero(scores[r] == kth[r])
+        eq = eq[np.argsort(full_cols[r, eq], kind="stable")][: k - len(gt)]
+        keep = np.concatenate([gt, eq])
+        top_s[r] = scores[r, keep]
+        top_c[r] = full_cols[r, keep]
+    order = np.lexsort((top_c, -top_s), axis=-1)
+    return np.take_along_axis(top_s, order, 1), np.take_along_axis(top_c, order, 1)
 
 
 def exact_topk(
@@ -91,7 +193,22 @@ def exact_topk(
         ``(scores, indices)``, both [nq, min(k, n)]: similarities in descending order (float32) and corpus
         row indices (int64). Equal scores are ordered by lower row first, so results are deterministic.
     """
-    raise NotImplementedError
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != source.dim:
+        raise ValueError(f"queries have shape {q.shape}, corpus dimension is {source.dim}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, source.n)
+    best_s = np.empty((len(q), 0), dtype=np.float32)
+    best_i = np.empty((len(q), 0), dtype=np.int64)
+    if len(q) == 0:
+        return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+    for start, block in source.blocks(block_rows):
+        scores = q @ block.T
+        s, i = _topk_rows(scores, np.arange(start, start + len(block), dtype=np.int64), k)
+        del scores
+        best_s, best_i = _topk_rows(np.concatenate([best_s, s], 1), np.concatenate([best_i, i], 1), k)
+    return best_s, best_i
 
 
 class HnswIndex:
@@ -102,6 +219,7 @@ class HnswIndex:
         self._index = index
         self.dim = dim
         self.n = n
+        self.num_threads = 1
 
     @classmethod
     def build(
@@ -118,21 +236,61 @@ class HnswIndex:
 
         ``num_threads=1`` with a fixed ``random_seed`` gives a reproducible graph.
         """
-        raise NotImplementedError
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=source.dim)
+        index.init_index(max_elements=max(source.n, 1), ef_construction=ef_construction, M=M, random_seed=random_seed)
+        for start, block in source.blocks(block_rows):
+            labels = np.arange(start, start + len(block), dtype=np.int64)
+            index.add_items(block, labels, num_threads=num_threads)
+        out = cls(index, source.dim, source.n)
+        out.num_threads = num_threads
+        return out
 
     def save(self, path: Path) -> None:
         """Write the index to ``path`` atomically."""
-        raise NotImplementedError
+        from hnm_cli.shards import atomic_path
+
+        with atomic_path(Path(path)) as tmp:
+            self._index.save_index(str(tmp))
 
     @classmethod
     def load(cls, path: Path, dim: int, n: int) -> HnswIndex:
-        """Load an index saved by `save` for ``n`` vectors of dimension ``dim``."""
-        raise NotImplementedError
+        """Load an index saved by `save` for ``n`` vectors of dimension ``dim``.
+
+        Raises:
+            DataError: if the file cannot be read or holds a different number of vectors.
+        """
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=dim)
+        try:
+            index.load_index(str(path), max_elements=max(n, 1))
+        except (RuntimeError, OSError) as err:
+            raise DataError(f"{path}: cannot load the hnsw index ({err})") from err
+        if index.get_current_count() != n:
+            raise DataError(f"{path}: hnsw index holds {index.get_current_count()} vectors, expected {n}")
+        return cls(index, dim, n)
 
     def search(self, queries: np.ndarray, k: int, ef: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Approximate top-k. ``ef`` defaults to ``k`` and is raised to at least ``k``.
 
         Returns:
             ``(scores, indices)`` [nq, min(k, n)]: similarities (1 - distance) in descending order, rows.
+            Equal similarities are ordered by lower row first.
+
+        Raises:
+            RuntimeError: from hnswlib when the graph cannot return k results (k close to n, tiny ef/M).
         """
-        raise NotImplementedError
+        q = np.ascontiguousarray(queries, dtype=np.float32)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise ValueError(f"queries have shape {q.shape}, index dimension is {self.dim}")
+        k = min(k, self.n)
+        if len(q) == 0:
+            return np.empty((0, k), np.float32), np.empty((0, k), np.int64)
+        self._index.set_ef(max(ef or k, k))
+        labels, dist = self._index.knn_query(q, k=k, num_threads=self.num_threads)
+        scores = (1.0 - dist).astype(np.float32)
+        labels = labels.astype(np.int64)
+        order = np.lexsort((labels, -scores), axis=-1)
+        return np.take_along_axis(scores, order, 1), np.take_along_axis(labels, order, 1)

@@ -187,6 +187,95 @@ def embed(
 
 # [reduce command]
 
+
+class FitOn(StrEnum):
+    corpus = "corpus"
+    corpus_queries = "corpus+queries"
+
+
+def _parse_weights(values: list[str] | None) -> dict[str, float]:
+    """`--weight NAME=W` pairs as a dict; malformed pairs are usage errors (exit 2)."""
+    weights: dict[str, float] = {}
+    for item in values or []:
+        name, sep, raw = item.rpartition("=")
+        try:
+            weight = float(raw)
+        except ValueError:
+            weight = float("nan")
+        if not sep or not name or not weight > 0 or weight == float("inf"):
+            raise typer.BadParameter(f"expected NAME=W with W > 0, got {item!r}", param_hint="--weight")
+        weights[name] = weight
+    return weights
+
+
+@app.command(
+    epilog="Example: hnm reduce --embeddings runs/dev/embed --out runs/dev/reduce --variance 0.95 "
+    "--weight all-mpnet-base-v2=2"
+)
+def reduce(
+    embeddings: Annotated[
+        Path, typer.Option("--embeddings", "-e", help="The `hnm embed` artifact (folder with manifest.json).")
+    ],
+    out: OutOpt,
+    config: ConfigOpt = None,
+    variance: Annotated[
+        float | None,
+        typer.Option("--variance", min=0.0, max=1.0, help="Keep the fewest PCA components reaching this variance."),
+    ] = None,
+    n_components: Annotated[
+        int | None, typer.Option("--n-components", min=1, help="Keep exactly this many components instead.")
+    ] = None,
+    no_pca: Annotated[
+        bool, typer.Option("--no-pca", help="Only normalise, weight and concatenate (the no-PCA ablation).")
+    ] = False,
+    weight: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--weight",
+            "-w",
+            metavar="NAME=W",
+            help="Repeatable NAME=W: model NAME's share of the fused dot product is W (default 1).",
+        ),
+    ] = None,
+    fit_on: Annotated[FitOn | None, typer.Option("--fit-on", help="Rows the PCA is fitted on.")] = None,
+    max_fit_rows: Annotated[
+        int | None, typer.Option("--max-fit-rows", min=2, help="Fit on a seeded sample above this many rows.")
+    ] = None,
+    seed: SeedOpt = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", metavar="NAME", help="Repeatable: use only these embedded models."),
+    ] = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fuse the embedded models: normalise, weight, concatenate, PCA to a variance target."""
+    import dataclasses
+
+    from hnm_cli.config import load_config
+
+    if variance is not None and n_components is not None:
+        raise typer.BadParameter("give --variance or --n-components, not both", param_hint="--n-components")
+    weights = _parse_weights(weight)
+    with reported(quiet):
+        from hnm_cli.stages import reduce as reduce_stage
+
+        base = load_config(config).reduce
+        cfg = base.merged(
+            variance=variance,
+            n_components=n_components,
+            pca=False if no_pca else None,
+            weights={**base.weights, **weights} if weights else None,
+            fit_on=None if fit_on is None else fit_on.value,
+            max_fit_rows=max_fit_rows,
+            seed=seed,
+        )
+        if variance is not None:  # an explicit variance target beats a config file's n_components
+            cfg = dataclasses.replace(cfg, n_components=None)
+        manifest = reduce_stage.run(embeddings, out, cfg, models=model, force=force, progress=not quiet)
+    typer.echo(manifest.manifest_path)
+
+
 # [mine command]
 
 # [train-reranker command]

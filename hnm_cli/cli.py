@@ -278,6 +278,121 @@ def reduce(
 
 # [mine command]
 
+
+def _value(choice: StrEnum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+class MineStrategy(StrEnum):
+    rule = "rule"
+    topk = "topk"
+    random = "random"
+    bm25 = "bm25"
+
+
+class IndexKind(StrEnum):
+    exact = "exact"
+    hnsw = "hnsw"
+
+
+class Sampling(StrEnum):
+    top = "top"
+    random = "random"
+
+
+class Fallback(StrEnum):
+    none = "none"
+    next = "next"
+    random = "random"
+    bm25 = "bm25"
+
+
+class ExportLayout(StrEnum):
+    triplet = "triplet"
+    n_tuple = "n-tuple"
+    labeled_pair = "labeled-pair"
+    labeled_list = "labeled-list"
+
+
+@app.command(
+    epilog="Example: hnm mine -c configs/default.toml --vectors runs/x/reduce --data examples/cloud-docs "
+    "--split train --out runs/x/mine"
+)
+def mine(
+    out: OutOpt,
+    vectors: Annotated[
+        Path | None,
+        typer.Option("--vectors", help="Vector set: a reduce output, or one model folder of an embed output."),
+    ] = None,
+    data: DataOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    qrels: QrelsOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Qrels split whose pairs are mined (train).")] = None,
+    strategy: Annotated[MineStrategy | None, typer.Option(help="rule (the paper), topk, random or bm25.")] = None,
+    num_negatives: Annotated[int | None, typer.Option(min=1, help="Negatives per (query, positive) pair.")] = None,
+    index: Annotated[IndexKind | None, typer.Option(help="Candidate search: exact or hnsw.")] = None,
+    hnsw_m: Annotated[int | None, typer.Option("--hnsw-m", min=2, help="hnswlib M.")] = None,
+    ef_construction: Annotated[int | None, typer.Option(min=1, help="hnswlib ef_construction.")] = None,
+    ef_search: Annotated[int | None, typer.Option(min=1, help="hnswlib ef at query time.")] = None,
+    candidate_k: Annotated[
+        int | None, typer.Option(min=1, help="First search width; widened until the positive is reached.")
+    ] = None,
+    range_min: Annotated[int | None, typer.Option(min=0, help="topk: skip the first N candidates.")] = None,
+    range_max: Annotated[int | None, typer.Option(min=1, help="topk: consider only the first N candidates.")] = None,
+    max_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity above this.")] = None,
+    min_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity below this.")] = None,
+    absolute_margin: Annotated[
+        float | None, typer.Option(help="topk: keep D only if sim(Q,D) <= sim(Q,PD) - margin.")
+    ] = None,
+    relative_margin: Annotated[
+        float | None, typer.Option(help="topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin); 0.05 = PercPos.")
+    ] = None,
+    sampling_strategy: Annotated[Sampling | None, typer.Option(help="topk: take the top or a seeded sample.")] = None,
+    fallback: Annotated[Fallback | None, typer.Option(help="Negatives for pairs the rule leaves empty.")] = None,
+    seed: SeedOpt = None,
+    allow_eval_queries: Annotated[
+        bool, typer.Option("--allow-eval-queries", help="Allow mining with queries of an evaluation split.")
+    ] = False,
+    audit: Annotated[bool, typer.Option("--audit", help="Write every examined candidate to <out>/audit/.")] = False,
+    from_audit: Annotated[
+        Path | None,
+        typer.Option("--from-audit", file_okay=False, help="Re-select negatives from an audit dir; no search."),
+    ] = None,
+    export: Annotated[
+        ExportLayout | None, typer.Option(help="Also write <out>/export/<layout>.jsonl with texts.")
+    ] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="Write <out>/plots/{pca,margin_hist}.png.")] = False,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Mine hard negatives for every (query, positive) pair of a split (the PD-D rule or a baseline)."""
+    from hnm_cli.config import load_config
+    from hnm_cli.inputs import resolve_data
+
+    with reported(quiet):
+        if vectors is None and from_audit is None:
+            raise typer.BadParameter("give --vectors (or --from-audit)", param_hint="--vectors")
+        # Enum members go in as plain strings so manifest params and comparisons see "rule", not MineStrategy.rule.
+        cfg = load_config(config).mine.merged(
+            strategy=_value(strategy), split=split, num_negatives=num_negatives, index=_value(index),
+            hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
+            range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,
+            absolute_margin=absolute_margin, relative_margin=relative_margin,
+            sampling_strategy=_value(sampling_strategy), fallback=_value(fallback), seed=seed,
+            allow_eval_queries=allow_eval_queries or None,
+        )  # fmt: skip
+        from hnm_cli.stages import mine as mine_stage
+
+        manifest = mine_stage.run(
+            vectors, resolve_data(data, corpus, queries, qrels), out, cfg, audit=audit,
+            export=_value(export), plot=plot, from_audit=from_audit, force=force,
+            progress=not quiet,
+        )  # fmt: skip
+    typer.echo(manifest.manifest_path)
+
+
 # [train-reranker command]
 
 # [eval command]

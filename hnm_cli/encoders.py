@@ -103,7 +103,11 @@ class SentenceTransformerEncoder:
     """
 
     def __init__(self, resolved: ResolvedModel, precision: str = "fp32", device: str = "cpu") -> None:
+        import transformers
         from sentence_transformers import SentenceTransformer  # heavy: torch
+
+        # transformers' "Loading weights" bars would interleave with ours on stderr and ignore --quiet.
+        transformers.utils.logging.disable_progress_bar()
 
         spec = resolved.spec
         where = resolved.weights_path()

@@ -9,12 +9,12 @@ float64 from the stored float32 vectors, so the exact and hnsw paths agree bit f
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from hnm_cli.search import DEFAULT_BLOCK_ROWS, HnswIndex, VectorSource
+from hnm_cli.search import DEFAULT_BLOCK_ROWS, HnswIndex, VectorSource, exact_topk
 
 __all__ = [
     "Pair",
@@ -122,7 +122,10 @@ class MiningStats:
     """Totals over all pairs (what the manifest and stats.json report).
 
     ``margins`` holds d(Q,D) - d(Q,PD) and ``ratios`` d(Q,D) / d(PD,D) of every selected negative that has
-    distances; `to_dict` turns them into histograms.
+    distances; `to_dict` turns them into histograms. ``rejected_c1`` counts examined candidates (see
+    ``PairResult.examined``) that fail C1. ``hnsw_widenings`` counts hnsw re-searches with a doubled k and
+    ``exact_fallbacks`` the queries scanned exactly because hnsw could not prove coverage (both per query).
+    ``rejected_by`` (topk) counts candidates removed by each filter, as sentence-transformers reports them.
     """
 
     pairs: int = 0
@@ -139,14 +142,64 @@ class MiningStats:
     margins: list[float] = field(default_factory=list)
     ratios: list[float] = field(default_factory=list)
 
+    rejected_by: dict[str, int] = field(default_factory=dict)
+
     def add(self, result: PairResult, num_negatives: int) -> None:
-        """Fold one pair's result into the totals."""
-        raise NotImplementedError
+        """Fold one pair's result into the totals.
+
+        ``pairs_short`` counts pairs with fewer than ``num_negatives`` negatives, zero included (as
+        sentence-transformers' "could not find enough negatives"); ``pairs_with_zero`` those with none.
+        """
+        got = len(result.negatives)
+        self.pairs += 1
+        self.pairs_with_zero += got == 0
+        self.pairs_short += got < num_negatives
+        self.selected += got
+        self.candidates_examined += result.examined
+        self.rejected_c1 += int(max(result.examined - result.c1_pass, 0))
+        self.rejected_c2 += result.c2_fail
+        self.rejected_exclusion += result.excluded
+        self.fallback_pairs += result.fallback_used
+        for neg in result.negatives:
+            if neg.d_qd is None or neg.d_qp is None:
+                continue
+            self.margins.append(neg.d_qd - neg.d_qp)
+            if neg.d_pd is not None and neg.d_pd > 0:
+                self.ratios.append(neg.d_qd / neg.d_pd)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready stats: counts, ``selection_rate`` (pairs with >= 1 negative / pairs) and histograms
-        ``{"edges": [...], "counts": [...]}`` under ``hist_margin`` and ``hist_ratio``."""
-        raise NotImplementedError
+        ``{"edges": [...], "counts": [...]}`` under ``hist_margin`` and ``hist_ratio``.
+
+        Values outside the bin range are counted in the first or last bin.
+        """
+
+        def hist(values: list[float], edges: np.ndarray) -> dict[str, Any]:
+            clipped = np.clip(np.asarray(values, dtype=np.float64), edges[0], edges[-1])
+            counts, _ = np.histogram(clipped, bins=edges)
+            return {"edges": [round(float(e), 6) for e in edges], "counts": [int(c) for c in counts]}
+
+        with_neg = self.pairs - self.pairs_with_zero
+        out: dict[str, Any] = {
+            "pairs": self.pairs,
+            "pairs_with_negative": with_neg,
+            "pairs_with_zero": self.pairs_with_zero,
+            "pairs_short": self.pairs_short,
+            "selection_rate": round(with_neg / self.pairs, 6) if self.pairs else 0.0,
+            "selected": self.selected,
+            "candidates_examined": self.candidates_examined,
+            "rejected_c1": self.rejected_c1,
+            "rejected_c2": self.rejected_c2,
+            "rejected_exclusion": self.rejected_exclusion,
+            "hnsw_widenings": self.hnsw_widenings,
+            "exact_fallbacks": self.exact_fallbacks,
+            "fallback_pairs": self.fallback_pairs,
+            "rejected_by": dict(sorted(self.rejected_by.items())),
+            "margin_mean": round(float(np.mean(self.margins)), 6) if self.margins else None,
+            "hist_margin": hist(self.margins, MARGIN_BINS),
+            "hist_ratio": hist(self.ratios, RATIO_BINS),
+        }
+        return out
 
 
 Excluded = Mapping[int, Set[int]]
@@ -202,7 +255,80 @@ def mine_rule(
     Raises:
         ValueError: on a dimension mismatch, a row out of range, or a bad argument.
     """
-    raise NotImplementedError
+    if fallback not in ("none", "next"):
+        raise ValueError(f"fallback must be 'none' or 'next' here, got {fallback!r} (the stage does random/bm25)")
+    if candidate_k < 1 or block_rows < 1 or pair_block < 1:
+        raise ValueError("candidate_k, block_rows and pair_block must be >= 1")
+    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
+    _check_inputs(query_vecs, source, pairs, num_negatives)
+    if index is not None and (index.n != source.n or index.dim != source.dim):
+        raise ValueError(f"hnsw index has {index.n} x {index.dim} vectors, corpus {source.n} x {source.dim}")
+    n, m = source.n, num_negatives
+    stats = MiningStats()
+    if not pairs:
+        return [], stats
+    qrows = np.array([p.query_row for p in pairs], dtype=np.int64)
+    prows = np.array([p.positive_row for p in pairs], dtype=np.int64)
+    qv = query_vecs[qrows]
+    pv = source.take(prows)
+    s_qp = _rowdot64(qv, pv)
+    excl_keys = _excluded_keys(pairs, excluded, n)
+
+    windows: dict[int, np.ndarray] = {}
+    if index is None:
+        cands: dict[int, _Cands] = {}
+        todo = np.arange(len(pairs), dtype=np.int64)
+    else:
+        cands, windows, todo = _hnsw_c1(
+            query_vecs, qrows, pv, s_qp, prows, excl_keys, source, index, ef_search, candidate_k, stats, excluded
+        )
+    if len(todo):
+        # With an audit the whole C1 region is kept (it is written out); otherwise only what can matter.
+        keep = None if audit is not None else m
+        cands.update(_scan_c1(qv, pv, s_qp, prows, excl_keys, todo, source, block_rows, pair_block, keep))
+        if audit is not None:
+            uq = np.unique(qrows[todo])
+            _, top = exact_topk(query_vecs[uq], source, candidate_k, block_rows)
+            windows.update({int(qr): top[j] for j, qr in enumerate(uq)})
+
+    results: list[PairResult] = []
+    window_size = min(candidate_k, n) - 1
+    for i, pair in enumerate(pairs):
+        c = cands[i]
+        pos = np.flatnonzero(c.passing)[:m]
+        negs = [_negative(c.rows[j], SOURCE_RULE, int(j) + 1, c.s_qd[j], s_qp[i], c.s_pd[j]) for j in pos]
+        results.append(
+            PairResult(
+                pair,
+                negs,
+                c1_pass=c.c1_pass,
+                c2_fail=c.c2_fail,
+                excluded=c.excluded,
+                examined=max(c.c1_pass, window_size),
+            )
+        )
+
+    if fallback == "next":
+        empty = np.array([i for i, r in enumerate(results) if not r.negatives], dtype=np.int64)
+        if len(empty):
+            nxt = _scan_next(qv, pv, prows, excl_keys, empty, source, block_rows, pair_block, m)
+            for i in empty:
+                rows, s_qd, s_pd = nxt[int(i)]
+                results[i].negatives = [
+                    _negative(r, SOURCE_FALLBACK_NEXT, None, a, s_qp[i], b)
+                    for r, a, b in zip(rows, s_qd, s_pd, strict=True)
+                ]
+                results[i].fallback_used = bool(len(rows))
+
+    if audit is not None:
+        for i, pair in enumerate(pairs):
+            _emit_audit(
+                audit, pair, cands[i], windows[int(qrows[i])], results[i], qv[i], pv[i], s_qp[i], source, i, excl_keys
+            )
+
+    for r in results:
+        stats.add(r, m)
+    return results, stats
 
 
 def mine_topk(
@@ -226,25 +352,31 @@ def mine_topk(
 ) -> tuple[list[PairResult], MiningStats]:
     """Dense top-k negatives with sentence-transformers' ``mine_hard_negatives`` knobs (source "topk").
 
-    Candidates are the query's dense ranking with PD and the excluded rows removed. Of those, ranks
-    ``range_min`` .. ``range_max`` (0-based over the filtered ranking, end exclusive; None = 100 deep,
-    widened to cover ``range_min + num_negatives``) are kept, then the score filters: similarity
-    ``<= max_score``, ``>= min_score``, ``<= pos_score - absolute_margin``, ``<= pos_score * (1 -
-    relative_margin)`` (pos_score = sim(Q, PD)). ``sampling_strategy="top"`` takes the first
-    ``num_negatives`` survivors, "random" samples them uniformly with ``rng`` (then sorts them by rank).
+    Follows sentence-transformers 6.2 (``util/hard_negatives.py``) knob for knob. Pairs are grouped by
+    query; each query retrieves its top ``range_max + max_positives`` documents (``max_positives`` = most
+    positives of any query in ``pairs``), in float64 similarity order, ties lower row first. PD, the query's
+    other positives and ``excluded[query_row]`` are removed, then the filters, each removing a candidate
+    when: ``sim + absolute_margin > pos``; ``sim > pos - |pos| * relative_margin``; ``sim > max_score``;
+    ``sim < min_score``, where ``pos`` is the query's LOWEST positive similarity (all its pairs share one
+    candidate list, as in sentence-transformers). Of the survivors, in order, positions ``range_min`` ..
+    ``range_max`` (end exclusive) form the window; "top" takes its first ``num_negatives``, "random"
+    samples them uniformly with ``rng`` and keeps them in rank order. ``range_max=None`` means
+    ``range_min + num_negatives + max_positives``, or ``range_min + 10 * num_negatives + max_positives``
+    when a margin or ``max_score`` is set.
 
     Args:
         query_vecs: [nq, dim] float32 query vectors.
         source: Corpus vectors.
-        pairs: (Q, PD) pairs; margins are relative to each pair's own PD.
+        pairs: (Q, PD) pairs; every pair of a query gets the query's negatives.
         excluded: Rows that may never be negatives, per query row.
         num_negatives: Negatives per pair.
         range_min: Skip this many top candidates.
         range_max: Consider only candidates up to this rank (exclusive).
         max_score: Drop candidates with similarity above this.
         min_score: Drop candidates with similarity below this.
-        absolute_margin: Keep only ``sim(Q,D) <= sim(Q,PD) - absolute_margin``.
-        relative_margin: Keep only ``sim(Q,D) <= sim(Q,PD) * (1 - relative_margin)`` (0.05: TopK-PercPos).
+        absolute_margin: Keep only ``sim(Q,D) + absolute_margin <= pos``.
+        relative_margin: Keep only ``sim(Q,D) <= pos - |pos| * relative_margin`` (= pos * (1 - margin) for
+            pos >= 0; 0.05 is NV-Retriever's TopK-PercPos).
         sampling_strategy: "top" or "random".
         rng: Needed for "random"; defaults to ``np.random.default_rng(0)``.
         index: Optional HnswIndex for the candidate search (approximate; exact scan when None).
@@ -252,9 +384,94 @@ def mine_topk(
         block_rows: Corpus rows per matrix product.
 
     Returns:
-        ``(results, stats)`` as in `mine_rule` (C1/C2 counters stay 0; ``examined`` = candidates in range).
+        ``(results, stats)`` as in `mine_rule` (C1/C2 counters stay 0; ``examined`` = candidates in the
+        window; ``stats.rejected_by`` = candidates each filter removed).
+
+    Raises:
+        ValueError: on the argument combinations sentence-transformers rejects (range_min >= range_max,
+            num_negatives larger than the window) and on bad shapes or rows.
     """
-    raise NotImplementedError
+    if sampling_strategy not in ("top", "random"):
+        raise ValueError(f"sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}")
+    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
+    _check_inputs(query_vecs, source, pairs, num_negatives)
+    if range_min < 0:
+        raise ValueError(f"range_min must be non-negative, got range_min={range_min}.")
+    rng = rng if rng is not None else np.random.default_rng(0)
+    n, m = source.n, num_negatives
+    stats = MiningStats()
+    if not pairs:
+        return [], stats
+
+    # Group pairs by query as sentence-transformers does: one candidate list per query, shared by its pairs.
+    by_query: dict[int, list[int]] = {}
+    for i, p in enumerate(pairs):
+        by_query.setdefault(p.query_row, []).append(i)
+    max_positives = max(len({pairs[i].positive_row for i in idx}) for idx in by_query.values())
+    if range_max is None:
+        filtered = absolute_margin is not None or relative_margin is not None or max_score is not None
+        # sentence-transformers' default: room for 10x the negatives when filters may drop candidates.
+        range_max = range_min + (m * 10 if filtered else m) + max_positives
+    if range_min >= range_max:
+        raise ValueError(
+            f"range_min must be smaller than range_max, got range_min={range_min} and range_max={range_max}."
+        )
+    if m > range_max - range_min:
+        raise ValueError(
+            f"Cannot mine {m} negatives per query: only {range_max - range_min} candidates remain after "
+            f"skipping the first range_min={range_min} of range_max={range_max}."
+        )
+
+    qrows = list(by_query)
+    k = min(range_max + max_positives, n)
+    if index is None:
+        _, top = exact_topk(query_vecs[qrows], source, k, block_rows)
+    else:
+        _, top = index.search(query_vecs[qrows], k, ef=max(ef_search, k))
+
+    prows = np.array([p.positive_row for p in pairs], dtype=np.int64)
+    pv = source.take(prows)
+    s_qp = _rowdot64(query_vecs[[p.query_row for p in pairs]], pv)
+    rejected = dict.fromkeys(("absolute_margin", "relative_margin", "max_score", "min_score"), 0)
+    results: list[PairResult] = [PairResult(p, []) for p in pairs]
+    for j, qr in enumerate(qrows):
+        got = top[j]
+        docs = source.take(got)
+        s = _rowdot64(np.broadcast_to(query_vecs[qr], docs.shape), docs)
+        order = np.lexsort((got, -s))  # float64 order; ties: lower row first
+        got, docs, s = got[order], docs[order], s[order]
+        ranks = np.arange(1, len(got) + 1)
+        pair_idx = by_query[qr]
+        banned = {pairs[i].positive_row for i in pair_idx} | set(excluded.get(qr, ()))
+        valid = ~np.isin(got, np.fromiter(banned, dtype=np.int64, count=len(banned)))
+        # The margins compare with the query's hardest (lowest-scoring) positive, as sentence-transformers.
+        ref = float(min(s_qp[i] for i in pair_idx))
+        filters = {
+            "absolute_margin": None if absolute_margin is None else s + absolute_margin > ref,
+            "relative_margin": None if relative_margin is None else s > ref - abs(ref) * relative_margin,
+            "max_score": None if max_score is None else s > max_score,
+            "min_score": None if min_score is None else s < min_score,
+        }
+        for name, removed in filters.items():
+            if removed is not None:
+                rejected[name] += int((valid & removed).sum())
+                valid &= ~removed
+        window = np.flatnonzero(valid)[:range_max][range_min:]
+        if sampling_strategy == "top":
+            chosen = window[:m]
+        else:
+            chosen = np.sort(rng.choice(window, size=min(m, len(window)), replace=False))
+        for i in pair_idx:
+            s_pd = _rowdot64(np.broadcast_to(pv[i], (len(chosen), source.dim)), docs[chosen])
+            results[i].negatives = [
+                _negative(got[c], SOURCE_TOPK, int(ranks[c]), s[c], s_qp[i], spd)
+                for c, spd in zip(chosen, s_pd, strict=True)
+            ]
+            results[i].examined = int(len(window))
+    stats.rejected_by = {k_: v for k_, v in rejected.items() if v}
+    for r in results:
+        stats.add(r, m)
+    return results, stats
 
 
 def sample_random(
@@ -269,7 +486,31 @@ def sample_random(
     Draws without replacement within a pair; fewer than ``num_negatives`` only when the corpus has too few
     candidates. Distances are None (use `fill_distances`).
     """
-    raise NotImplementedError
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    results = []
+    for p in pairs:
+        if not 0 <= p.positive_row < n_docs:
+            raise ValueError(f"pair {p}: positive_row out of range 0..{n_docs - 1}")
+        banned = set(excluded.get(p.query_row, ())) | {p.positive_row}
+        allowed = n_docs - sum(1 for r in banned if 0 <= r < n_docs)
+        want = min(num_negatives, allowed)
+        chosen: list[int] = []
+        if want > 0 and allowed <= 4 * want:
+            # Few candidates left: draw from the explicit list rather than rejection-sample.
+            pool = np.setdiff1d(np.arange(n_docs, dtype=np.int64), np.fromiter(banned, np.int64, len(banned)))
+            chosen = [int(x) for x in rng.choice(pool, size=want, replace=False)]
+        else:
+            seen = set(banned)
+            while len(chosen) < want:
+                for x in rng.integers(0, n_docs, size=2 * (want - len(chosen))):
+                    x = int(x)
+                    if x not in seen and len(chosen) < want:
+                        seen.add(x)
+                        chosen.append(x)
+        negs = [Negative(r, SOURCE_RANDOM, None, None, None, None) for r in chosen]
+        results.append(PairResult(p, negs))
+    return results
 
 
 def fill_distances(query_vecs: np.ndarray, source: VectorSource, results: Sequence[PairResult]) -> list[PairResult]:
@@ -277,4 +518,397 @@ def fill_distances(query_vecs: np.ndarray, source: VectorSource, results: Sequen
 
     For strategies that do not compute distances (random, BM25); ``rank`` is left as it is.
     """
-    raise NotImplementedError
+    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
+    out = []
+    for r in results:
+        if not r.negatives:
+            out.append(replace(r, negatives=[]))
+            continue
+        rows = np.array([neg.doc_row for neg in r.negatives], dtype=np.int64)
+        docs = source.take(rows)
+        pd_vec = source.take([r.pair.positive_row])[0]
+        q = query_vecs[r.pair.query_row]
+        s_qd = _rowdot64(np.broadcast_to(q, docs.shape), docs)
+        s_pd = _rowdot64(np.broadcast_to(pd_vec, docs.shape), docs)
+        s_qp = float(_rowdot64(q[None, :], pd_vec[None, :])[0])
+        negs = [
+            replace(neg, d_qd=float(1.0 - a), d_qp=float(1.0 - s_qp), d_pd=float(1.0 - b))
+            for neg, a, b in zip(r.negatives, s_qd, s_pd, strict=True)
+        ]
+        out.append(replace(r, negatives=negs))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Internals
+# ---------------------------------------------------------------------------------------------
+
+_DOT_CHUNK = 8192
+
+
+def _rowdot64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products in float64 of two [N, dim] arrays, bit-identical wherever a row sits.
+
+    A plain sum in a fixed dimension order (one elementwise multiply-add per dimension) instead of BLAS or
+    einsum: their summation order can depend on the batch shape and memory alignment, and the exact and
+    hnsw paths see the same (Q, D) pair in different batches. Decisions must not depend on that.
+    """
+    n = len(a)
+    out = np.empty(n, dtype=np.float64)
+    for lo in range(0, n, _DOT_CHUNK):
+        at = np.asarray(a[lo : lo + _DOT_CHUNK], dtype=np.float64).T.copy()
+        bt = np.asarray(b[lo : lo + _DOT_CHUNK], dtype=np.float64).T.copy()
+        acc = at[0] * bt[0]
+        for j in range(1, at.shape[0]):
+            acc += at[j] * bt[j]
+        out[lo : lo + _DOT_CHUNK] = acc
+    return out
+
+
+def _gather_dot64(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) -> np.ndarray:
+    """``_rowdot64(a[ai], b[bi])`` gathered in chunks, so memory stays bounded for many candidates."""
+    out = np.empty(len(ai), dtype=np.float64)
+    for lo in range(0, len(ai), _DOT_CHUNK):
+        hi = lo + _DOT_CHUNK
+        out[lo:hi] = _rowdot64(a[ai[lo:hi]], b[bi[lo:hi]])
+    return out
+
+
+def _screen_eps(dim: int) -> float:
+    """Slack for float32 screening before the float64 decision: float32 dot products of unit vectors are
+    off by at most about dim * 2**-24; four times that, and never below 1e-4."""
+    return max(1e-4, 4.0 * dim * 2.0**-24)
+
+
+def _check_inputs(query_vecs: np.ndarray, source: VectorSource, pairs: Sequence[Pair], num_negatives: int) -> None:
+    if query_vecs.ndim != 2:
+        raise ValueError(f"query vectors have shape {query_vecs.shape}, expected [rows, dim]")
+    if query_vecs.shape[1] != source.dim:
+        raise ValueError(f"query vectors have dimension {query_vecs.shape[1]}, corpus vectors {source.dim}")
+    if num_negatives < 1:
+        raise ValueError(f"num_negatives must be >= 1, got {num_negatives}")
+    nq, n = len(query_vecs), source.n
+    for p in pairs:
+        if not 0 <= p.query_row < nq:
+            raise ValueError(f"pair {p}: query_row out of range 0..{nq - 1}")
+        if not 0 <= p.positive_row < n:
+            raise ValueError(f"pair {p}: positive_row out of range 0..{n - 1}")
+
+
+def _excluded_keys(pairs: Sequence[Pair], excluded: Excluded, n: int) -> np.ndarray:
+    """Sorted unique ``pair_index * n + row`` keys of every excluded (pair, row); vectorised lookups."""
+    keys: list[np.ndarray] = []
+    for i, p in enumerate(pairs):
+        rows = excluded.get(p.query_row)
+        if rows:
+            arr = np.fromiter(rows, dtype=np.int64, count=len(rows))
+            arr = arr[(arr >= 0) & (arr < n)]
+            keys.append(i * n + arr)
+    if not keys:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.concatenate(keys))
+
+
+def _in_sorted(keys: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    if len(sorted_keys) == 0:
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.searchsorted(sorted_keys, keys)
+    pos[pos == len(sorted_keys)] = 0
+    return sorted_keys[pos] == keys
+
+
+@dataclass
+class _Cands:
+    """C1-region candidates of one pair, sorted by (similarity desc, row asc).
+
+    With pruning, only the prefix up to the ``num_negatives``-th passing document is kept: nothing below it
+    can be selected or change a selected document's rank. The counts always cover the whole region.
+    """
+
+    rows: np.ndarray
+    s_qd: np.ndarray
+    s_pd: np.ndarray
+    excl: np.ndarray
+    c1_pass: int = 0
+    c2_fail: int = 0
+    excluded: int = 0
+
+    @classmethod
+    def empty(cls) -> _Cands:
+        return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool))
+
+    @property
+    def passing(self) -> np.ndarray:
+        return ~self.excl & (self.s_qd > self.s_pd)
+
+    def merge(self, rows: np.ndarray, s_qd: np.ndarray, s_pd: np.ndarray, excl: np.ndarray, keep: int | None) -> None:
+        r = np.concatenate([self.rows, rows])
+        q = np.concatenate([self.s_qd, s_qd])
+        p = np.concatenate([self.s_pd, s_pd])
+        e = np.concatenate([self.excl, excl])
+        order = np.lexsort((r, -q))
+        r, q, p, e = r[order], q[order], p[order], e[order]
+        if keep is not None:
+            pass_pos = np.flatnonzero(~e & (q > p))
+            if len(pass_pos) >= keep:
+                cut = int(pass_pos[keep - 1]) + 1
+                r, q, p, e = r[:cut], q[:cut], p[:cut], e[:cut]
+        self.rows, self.s_qd, self.s_pd, self.excl = r, q, p, e
+
+
+def _scan_c1(
+    qv: np.ndarray,
+    pv: np.ndarray,
+    s_qp: np.ndarray,
+    prows: np.ndarray,
+    excl_keys: np.ndarray,
+    todo: np.ndarray,
+    source: VectorSource,
+    block_rows: int,
+    pair_block: int,
+    keep: int | None,
+) -> dict[int, _Cands]:
+    """Exact blocked scan: the C1 region of every pair in ``todo`` (pruned to ``keep`` passing unless None).
+
+    float32 matrix products screen with a small slack; every screened candidate is then decided on float64
+    similarities from `_rowdot64`, the same numbers the hnsw path computes.
+    """
+    n = source.n
+    todo = np.sort(np.asarray(todo, dtype=np.int64))
+    state = {int(i): _Cands.empty() for i in todo}
+    thr32 = (s_qp - _screen_eps(source.dim)).astype(np.float32)
+    for start, block in source.blocks(block_rows):
+        for c0 in range(0, len(todo), pair_block):
+            pc = todo[c0 : c0 + pair_block]
+            scores = qv[pc] @ block.T
+            pi, cj = np.nonzero(scores > thr32[pc, None])
+            del scores
+            if len(pi) == 0:
+                continue
+            gp = pc[pi]
+            rows = start + cj.astype(np.int64)
+            ok = rows != prows[gp]
+            gp, rows, cj = gp[ok], rows[ok], cj[ok]
+            s_qd = _gather_dot64(qv, gp, block, cj)
+            c1 = s_qd > s_qp[gp]
+            gp, rows, cj, s_qd = gp[c1], rows[c1], cj[c1], s_qd[c1]
+            if len(gp) == 0:
+                continue
+            s_pd = _gather_dot64(pv, gp, block, cj)
+            excl = _in_sorted(gp * n + rows, excl_keys)
+            # gp is ascending (np.nonzero walks row-major and pc is sorted): split it into runs per pair.
+            uniq, first = np.unique(gp, return_index=True)
+            bounds = list(first[1:]) + [len(gp)]
+            for g, lo, hi in zip(uniq, first, bounds, strict=True):
+                c = state[int(g)]
+                e = excl[lo:hi]
+                c.c1_pass += int(hi - lo)
+                c.excluded += int(e.sum())
+                c.c2_fail += int((~e & ~(s_qd[lo:hi] > s_pd[lo:hi])).sum())
+                c.merge(rows[lo:hi], s_qd[lo:hi], s_pd[lo:hi], e, keep)
+    return state
+
+
+def _scan_next(
+    qv: np.ndarray,
+    pv: np.ndarray,
+    prows: np.ndarray,
+    excl_keys: np.ndarray,
+    todo: np.ndarray,
+    source: VectorSource,
+    block_rows: int,
+    pair_block: int,
+    m: int,
+) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Exact blocked scan for ``fallback="next"``: per pair the ``m`` non-excluded documents (not PD) with
+    the highest similarity to Q that pass C2, as (rows, s_qd, s_pd) sorted best first."""
+    n = source.n
+    eps = _screen_eps(source.dim)
+    slack = m + 16  # float32 screening may let a few C2 near-ties through; the float64 check removes them
+    todo = np.sort(np.asarray(todo, dtype=np.int64))
+    best: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {
+        int(i): (np.empty(0, np.int64), np.empty(0), np.empty(0)) for i in todo
+    }
+    excl_pair = excl_keys // n
+    excl_row = excl_keys % n
+    for start, block in source.blocks(block_rows):
+        b = len(block)
+        for c0 in range(0, len(todo), pair_block):
+            pc = todo[c0 : c0 + pair_block]
+            s_q = qv[pc] @ block.T
+            s_p = pv[pc] @ block.T
+            s_q[~(s_q > s_p - eps)] = -np.inf
+            del s_p
+            local = prows[pc] - start
+            inside = (local >= 0) & (local < b)
+            s_q[np.flatnonzero(inside), local[inside]] = -np.inf
+            sel = (excl_row >= start) & (excl_row < start + b) & np.isin(excl_pair, pc)
+            if sel.any():
+                s_q[np.searchsorted(pc, excl_pair[sel]), excl_row[sel] - start] = -np.inf
+            k = min(slack, b)
+            cols = np.argpartition(-s_q, k - 1, axis=1)[:, :k] if k < b else np.tile(np.arange(b), (len(pc), 1))
+            vals = np.take_along_axis(s_q, cols, 1)
+            del s_q
+            pi, ci = np.nonzero(np.isfinite(vals))
+            if len(pi) == 0:
+                continue
+            gp = pc[pi]
+            cj = cols[pi, ci]
+            s_qd = _gather_dot64(qv, gp, block, cj)
+            s_pd = _gather_dot64(pv, gp, block, cj)
+            ok = s_qd > s_pd
+            gp, cj, s_qd, s_pd = gp[ok], cj[ok], s_qd[ok], s_pd[ok]
+            for g in np.unique(gp):
+                at = gp == g
+                r0, q0, p0 = best[int(g)]
+                r = np.concatenate([r0, start + cj[at].astype(np.int64)])
+                q = np.concatenate([q0, s_qd[at]])
+                p = np.concatenate([p0, s_pd[at]])
+                order = np.lexsort((r, -q))[:m]
+                best[int(g)] = (r[order], q[order], p[order])
+    return best
+
+
+def _negative(row: int, source: str, rank: int | None, s_qd: float, s_qp: float, s_pd: float) -> Negative:
+    return Negative(int(row), source, rank, float(1.0 - s_qd), float(1.0 - s_qp), float(1.0 - s_pd))
+
+
+def _known_rows_returned(
+    q: np.ndarray, rows: Set[int] | None, got: np.ndarray, thr: float, source: VectorSource
+) -> bool:
+    """Every excluded row (positives, duplicates) that ranks above the deepest PD must be in ``got``.
+
+    These are the only documents whose similarity we know to compute without a scan; one of them missing
+    proves a recall gap in the hnsw result, so the query is scanned exactly instead.
+    """
+    if not rows:
+        return True
+    arr = np.fromiter(rows, dtype=np.int64, count=len(rows))
+    arr = arr[(arr >= 0) & (arr < source.n)]
+    docs = source.take(arr)
+    above = arr[_rowdot64(np.broadcast_to(q, docs.shape), docs) > thr]
+    return bool(np.isin(above, got).all())
+
+
+def _hnsw_c1(
+    qv_all: np.ndarray,
+    qrows: np.ndarray,
+    pv: np.ndarray,
+    s_qp: np.ndarray,
+    prows: np.ndarray,
+    excl_keys: np.ndarray,
+    source: VectorSource,
+    index: HnswIndex,
+    ef_search: int,
+    candidate_k: int,
+    stats: MiningStats,
+    excluded: Excluded,
+) -> tuple[dict[int, _Cands], dict[int, np.ndarray], np.ndarray]:
+    """hnsw candidates per pair, widening k until every PD of the query is returned and the list reaches
+    below the deepest PD; returns (complete C1 candidates per covered pair, the search window per covered
+    query row, pair indices left to the exact scan)."""
+    n = source.n
+    eps = _screen_eps(source.dim)
+    by_query: dict[int, list[int]] = {}
+    for i, qr in enumerate(qrows):
+        by_query.setdefault(int(qr), []).append(i)
+    thr = {qr: float(min(s_qp[i] for i in idx)) for qr, idx in by_query.items()}
+    covered: dict[int, np.ndarray] = {}
+    fallback: list[int] = []
+    pending = sorted(by_query)
+    k = min(candidate_k, n)
+    while pending:
+        try:
+            sims, labels = index.search(qv_all[pending], k, ef=max(ef_search, k))
+        except RuntimeError:
+            # hnswlib cannot fill k results (k near n, or a sparse graph): scan these queries exactly.
+            fallback.extend(pending)
+            break
+        again = []
+        for j, qr in enumerate(pending):
+            got = labels[j]
+            has_pd = bool(np.isin(prows[by_query[qr]], got).all())
+            reached = len(got) >= n or float(sims[j, -1]) < thr[qr] - eps
+            if has_pd and reached and _known_rows_returned(qv_all[qr], excluded.get(qr), got, thr[qr], source):
+                covered[qr] = got
+            elif reached:
+                fallback.append(qr)  # recall gap: the list went past PD without returning it
+            else:
+                again.append(qr)
+        if not again:
+            break
+        if 2 * k > n:
+            # Past half the corpus an hnsw search costs more than a scan and cannot promise coverage.
+            fallback.extend(again)
+            break
+        k *= 2
+        stats.hnsw_widenings += len(again)
+        pending = again
+    stats.exact_fallbacks += len(fallback)
+
+    cands: dict[int, _Cands] = {}
+    windows: dict[int, np.ndarray] = {}
+    for qr, got in covered.items():
+        docs = source.take(got)
+        s_qd_all = _rowdot64(np.broadcast_to(qv_all[qr], docs.shape), docs)
+        order = np.lexsort((got, -s_qd_all))
+        got, docs, s_qd_all = got[order], docs[order], s_qd_all[order]
+        windows[qr] = got[:candidate_k]
+        for i in by_query[qr]:
+            c1 = (s_qd_all > s_qp[i]) & (got != prows[i])
+            rows, s_qd = got[c1], s_qd_all[c1]
+            s_pd = _rowdot64(np.broadcast_to(pv[i], (len(rows), docs.shape[1])), docs[c1])
+            excl = _in_sorted(i * n + rows, excl_keys)
+            c = _Cands(rows, s_qd, s_pd, excl)
+            c.c1_pass = int(len(rows))
+            c.excluded = int(excl.sum())
+            c.c2_fail = int((~excl & ~(s_qd > s_pd)).sum())
+            cands[i] = c
+    left = np.array(sorted(i for qr in fallback for i in by_query[qr]), dtype=np.int64)
+    return cands, windows, left
+
+
+def _emit_audit(
+    audit: Callable[[AuditRecord], None],
+    pair: Pair,
+    c: _Cands,
+    window: np.ndarray,
+    result: PairResult,
+    q: np.ndarray,
+    p: np.ndarray,
+    s_qp: float,
+    source: VectorSource,
+    i: int,
+    excl_keys: np.ndarray,
+) -> None:
+    """Report the C1 region plus the search window of one pair, in rank order (PD itself left out)."""
+    n = source.n
+    extra = np.setdiff1d(window, np.concatenate([c.rows, [pair.positive_row]]))
+    docs = source.take(extra)
+    s_qd_x = _rowdot64(np.broadcast_to(q, docs.shape), docs)
+    s_pd_x = _rowdot64(np.broadcast_to(p, docs.shape), docs)
+    rows = np.concatenate([c.rows, extra, [pair.positive_row]])
+    s_qd = np.concatenate([c.s_qd, s_qd_x, [s_qp]])
+    s_pd = np.concatenate([c.s_pd, s_pd_x, [1.0]])
+    order = np.lexsort((rows, -s_qd))
+    excl = _in_sorted(i * n + rows, excl_keys)
+    chosen = {neg.doc_row for neg in result.negatives if neg.source == SOURCE_RULE}
+    for rank, j in enumerate(order, 1):
+        row = int(rows[j])
+        if row == pair.positive_row:
+            continue
+        audit(
+            AuditRecord(
+                query_row=pair.query_row,
+                positive_row=pair.positive_row,
+                doc_row=row,
+                rank=rank,
+                d_qd=float(1.0 - s_qd[j]),
+                d_qp=float(1.0 - s_qp),
+                d_pd=float(1.0 - s_pd[j]),
+                c1=bool(s_qd[j] > s_qp),
+                c2=bool(s_qd[j] > s_pd[j]),
+                excluded=bool(excl[j]),
+                selected=row in chosen,
+            )
+        )

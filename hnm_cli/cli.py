@@ -396,3 +396,96 @@ def mine(
 # [train-reranker command]
 
 # [eval command]
+
+
+class FirstStage(StrEnum):
+    bm25 = "bm25"
+    dense = "dense"
+    run = "run"
+
+
+class Fuse(StrEnum):
+    none = "none"
+    rrf = "rrf"
+
+
+class OutputFormat(StrEnum):
+    json = "json"
+    tsv = "tsv"
+
+
+@app.command(
+    "eval",
+    epilog="Example: hnm eval --data data/scifact --split test --model rule=runs/x/reranker-rule "
+    "--model pkg:all-MiniLM-L6-v2 --fuse rrf --out runs/x/eval",
+)
+def eval_(
+    out: OutOpt,
+    data: DataOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    qrels: QrelsOpt = None,
+    split: Annotated[str | None, typer.Option("--split", help="Qrels split to evaluate (default test).")] = None,
+    first_stage: Annotated[
+        FirstStage | None,
+        typer.Option("--first-stage", help="Candidate lists: bm25, dense (--vectors) or run (--run)."),
+    ] = None,
+    vectors: Annotated[
+        Path | None,
+        typer.Option("--vectors", help="Dense first stage: a reduce output or one model folder of an embed output."),
+    ] = None,
+    run_file: Annotated[
+        Path | None, typer.Option("--run", dir_okay=False, help="First stage 'run': a TREC or JSONL run file.")
+    ] = None,
+    top_k: Annotated[int | None, typer.Option("--top-k", min=1, help="Candidates per query (default 100).")] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            metavar="[NAME=]PATH",
+            help="Repeatable reranker: a cross-encoder or sentence-transformers folder, a train-reranker artifact, "
+            "or pkg:<name>. The same NAME several times = one arm over seeds (mean ± std).",
+        ),
+    ] = None,
+    fuse: Annotated[Fuse | None, typer.Option("--fuse", help="rrf: also report first stage + reranker RRF.")] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Run to compare against (default first-stage).")
+    ] = None,
+    by_length: Annotated[
+        int | None, typer.Option("--by-length", min=1, help="Also break metrics down at N document tokens.")
+    ] = None,
+    batch_size: BatchOpt = None,
+    max_length: Annotated[int | None, typer.Option("--max-length", min=1, help="Reranker input tokens.")] = None,
+    device: DeviceOpt = None,
+    seed: SeedOpt = None,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="stdout: one JSON object, or run<TAB>measure<TAB>value lines.")
+    ] = OutputFormat.json,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Rerank one shared first-stage list with each model; metrics, deltas and p-values (JSON on stdout)."""
+    import orjson
+
+    from hnm_cli.config import load_config
+    from hnm_cli.inputs import resolve_data
+
+    with reported(quiet):
+        from hnm_cli.stages import evaluate
+
+        cfg = load_config(config).eval.merged(
+            split=split, first_stage=_value(first_stage), top_k=top_k, fuse=_value(fuse), baseline=baseline,
+            by_length=by_length, batch_size=batch_size, max_length=max_length, device=device, seed=seed,
+        )  # fmt: skip
+        models = [evaluate.parse_model_option(value) for value in model or []]
+        manifest = evaluate.run(
+            resolve_data(data, corpus, queries, qrels), out, cfg, models=models, vectors=vectors,
+            run_file=run_file, force=force, progress=not quiet,
+        )  # fmt: skip
+        report = evaluate.load_report(manifest)
+    if output_format == OutputFormat.tsv:
+        typer.echo(evaluate.report_to_tsv(report))
+    else:
+        typer.echo(orjson.dumps(report).decode())

@@ -207,22 +207,26 @@ class EvalConfig(_StageConfig):
     """`hnm eval`: first stage, rerankers, metrics and the comparison."""
 
     split: str = "test"
-    first_stage: str = "bm25"  # bm25 | dense
-    top_k: int = 100
-    fuse: str = "none"  # none | rrf
+    first_stage: str = "bm25"  # bm25 | dense (--vectors) | run (--run FILE: a TREC or JSONL run of your own)
+    top_k: int = 100  # candidates per query, shared by every reranker
+    fuse: str = "none"  # none | rrf (adds <name>+rrf: first stage fused with each reranker)
     rrf_k: int = 60
-    baseline: str = "first-stage"
+    baseline: str = "first-stage"  # the run every other run is compared with
     batch_size: int = 32
-    max_length: int = 256
+    max_length: int = 256  # reranker input tokens (a cross-encoder's pair, a bi-encoder's text)
     by_length: int | None = None  # split documents at this many tokens for a short/long breakdown
-    significance: str = "randomization"  # randomization | bootstrap
+    significance: str = "randomization"  # randomization | bootstrap (paired, per-query)
     trials: int = 10_000
-    seed: int = 0
+    seed: int = 0  # seeds the significance test
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
 
     def validate(self) -> None:
-        _choice(self.first_stage, ("bm25", "dense"), "eval.first_stage")
+        _choice(self.first_stage, ("bm25", "dense", "run"), "eval.first_stage")
         _choice(self.fuse, ("none", "rrf"), "eval.fuse")
-        _positive(self.top_k, "eval.top_k")
+        _choice(self.significance, ("randomization", "bootstrap"), "eval.significance")
+        for key in ("top_k", "rrf_k", "batch_size", "max_length", "trials"):
+            _positive(getattr(self, key), f"eval.{key}")
+        _positive(self.by_length, "eval.by_length", allow_none=True)
 
 
 # ---------------------------------------------------------------------------------------------

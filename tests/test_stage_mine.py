@@ -130,8 +130,9 @@ def test_topk_and_percpos(setup):
     run(setup, strategy="topk")
     assert negatives(setup[2]) == {("q1", "d1"): ["d2"], ("q2", "d3"): ["d7"], ("q3", "d5"): ["d6"]}
     # TopK-PercPos: sim(Q,D) <= 0.95 sim(Q,PD) drops every same-plane doc of q1 (cos 20/30/35 > .95 cos 40).
-    run(setup, strategy="topk", relative_margin=0.05, force=True)
+    manifest = run(setup, strategy="topk", relative_margin=0.05, force=True)
     assert negatives(setup[2])[("q1", "d1")] == ["d3"]  # the first other-plane doc (sim 0), lowest row
+    assert manifest.stats["rejected_by"] == {"relative_margin": 4}  # d2, d4, d8 for q1; d6 for q3
 
 
 def test_ties_break_by_lower_row(tmp_path: Path):

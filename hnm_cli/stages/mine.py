@@ -554,8 +554,10 @@ def _restat(results: Sequence[Any], stats: Any, cfg: MineConfig) -> Any:
     for r in results:
         new.add(r, cfg.num_negatives)
     if stats is not None:
+        # Search-level counters are not per pair: carry them over.
         new.hnsw_widenings = stats.hnsw_widenings
         new.exact_fallbacks = stats.exact_fallbacks
+        new.rejected_by = dict(stats.rejected_by)
     return new
 
 

@@ -395,6 +395,81 @@ def mine(
 
 # [train-reranker command]
 
+
+class ModelKind(StrEnum):
+    cross_encoder = "cross-encoder"
+    bi_encoder = "bi-encoder"
+
+
+class TrainLoss(StrEnum):
+    margin = "margin"
+    bce = "bce"
+    listwise = "listwise"
+    mnrl = "mnrl"
+
+
+@app.command(
+    "train-reranker",
+    epilog="Example: hnm train-reranker -c configs/default.toml --mined runs/x/mine --data examples/cloud-docs "
+    "--out runs/x/reranker",
+)
+def train_reranker(
+    out: OutOpt,
+    mined: Annotated[
+        Path | None, typer.Option("--mined", file_okay=False, help="Mine artifact (rows-*.jsonl + manifest).")
+    ] = None,
+    train_file: Annotated[
+        Path | None,
+        typer.Option("--train-file", dir_okay=False, help="Exported JSONL (triplet, n-tuple, labeled-*) instead."),
+    ] = None,
+    data: DataOpt = None,
+    corpus: CorpusOpt = None,
+    queries: QueriesOpt = None,
+    kind: Annotated[ModelKind | None, typer.Option(help="What to fine-tune.")] = None,
+    base_model: Annotated[
+        str | None, typer.Option(help="pkg:all-MiniLM-L6-v2, a local model folder, or a hub id.")
+    ] = None,
+    loss: Annotated[
+        TrainLoss | None, typer.Option(help="cross-encoder: margin|bce|listwise; bi-encoder: mnrl|margin.")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(min=0, help="m of max(0, m - s(Q,PD) + s(Q,HN)).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the examples.")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", min=0, help="Peak learning rate (AdamW).")] = None,
+    batch_size: BatchOpt = None,
+    warmup_ratio: Annotated[float | None, typer.Option(min=0, max=0.99, help="Linear warmup share.")] = None,
+    max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per (query, document) input.")] = None,
+    negatives_per_positive: Annotated[int | None, typer.Option(min=1, help="Mined negatives used per pair.")] = None,
+    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides epochs).")] = None,
+    checkpoint_steps: Annotated[int | None, typer.Option(min=1, help="Save a resumable checkpoint every N steps.")] = None,
+    seed: SeedOpt = None,
+    allow_eval_overlap: Annotated[
+        bool, typer.Option("--allow-eval-overlap", help="Train even if training queries are evaluation queries.")
+    ] = False,
+    device: DeviceOpt = None,
+    config: ConfigOpt = None,
+    force: ForceOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Fine-tune a cross-encoder reranker (or a bi-encoder) on mined hard negatives; resumes killed runs."""
+    from hnm_cli.config import load_config
+
+    with reported(quiet):
+        cfg = load_config(config).train_reranker.merged(
+            kind=kind.value if kind else None, base_model=base_model, loss=loss.value if loss else None,
+            margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
+            max_length=max_length, negatives_per_positive=negatives_per_positive, max_steps=max_steps,
+            checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
+            device=device,
+        )  # fmt: skip
+        from hnm_cli.stages import train_reranker as train_stage
+
+        manifest = train_stage.run(
+            out, cfg, mined=mined, train_file=train_file, data=data, corpus=corpus, queries=queries,
+            force=force, progress=not quiet,
+        )  # fmt: skip
+    typer.echo(manifest.manifest_path)
+
+
 # [eval command]
 
 

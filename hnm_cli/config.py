@@ -184,17 +184,31 @@ class TrainRerankerConfig(_StageConfig):
     warmup_ratio: float = 0.1
     max_length: int = 256
     negatives_per_positive: int = 1
-    max_steps: int = -1
-    checkpoint_steps: int = 100
+    max_steps: int = -1  # > 0 caps the run (overrides epochs)
+    checkpoint_steps: int = 100  # save a resumable checkpoint every N optimizer steps
+    keep_checkpoints: int = 1  # how many checkpoints to keep in <out>/checkpoints
     seed: int = 0
-    eval_split: str = "test"
+    eval_split: str = "test"  # leakage guard: refuse training queries that appear in this split's qrels
     allow_eval_overlap: bool = False
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
 
     def validate(self) -> None:
         _choice(self.kind, ("cross-encoder", "bi-encoder"), "train_reranker.kind")
-        _choice(self.loss, ("margin", "bce", "listwise", "mnrl"), "train_reranker.loss")
-        _positive(self.batch_size, "train_reranker.batch_size")
-        _positive(self.learning_rate, "train_reranker.learning_rate")
+        losses = ("margin", "bce", "listwise") if self.kind == "cross-encoder" else ("mnrl", "margin")
+        if self.loss not in losses:
+            raise ConfigError(
+                f"train_reranker.loss must be one of {', '.join(losses)} for kind {self.kind}; got {self.loss!r}"
+            )
+        for key in ("batch_size", "learning_rate", "epochs", "max_length", "negatives_per_positive"):
+            _positive(getattr(self, key), f"train_reranker.{key}")
+        for key in ("checkpoint_steps", "keep_checkpoints"):
+            _positive(getattr(self, key), f"train_reranker.{key}")
+        if not isinstance(self.margin, int | float) or self.margin < 0:
+            raise ConfigError(f"train_reranker.margin must be >= 0; got {self.margin!r}")
+        if not isinstance(self.warmup_ratio, int | float) or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"train_reranker.warmup_ratio must be in [0, 1); got {self.warmup_ratio!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"train_reranker.max_steps must be -1 (use epochs) or > 0; got {self.max_steps!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,553 @@
+"""`hnm train-reranker`: fine-tune a cross-encoder (or a bi-encoder) on mined hard negatives.
+
+Reads a mine artifact (`rows-*.jsonl`: query_id, positive_id, negatives[]) with the corpus and queries it was
+mined from, or an exported training file (sentence-transformers layouts), and trains with sentence-transformers'
+trainers (`CrossEncoderTrainer` / `SentenceTransformerTrainer`) and the loss chosen in the config (see
+`hnm_cli.training` for which examples each loss sees). Writes:
+
+    <out>/model/         the final model: `CrossEncoder(path)` or `SentenceTransformer(path)` loads it
+    <out>/checkpoints/   resumable trainer checkpoints (every `checkpoint_steps`), keyed by the run fingerprint
+    <out>/manifest.json  resolved settings, seed, data fingerprint, loss curve, train time (written last)
+
+A killed run resumes from its last complete checkpoint when rerun with the same fingerprint. Training queries
+that appear in the evaluation split's qrels are refused (leakage guard) unless `allow_eval_overlap`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from hnm_cli.config import ModelSpec, TrainRerankerConfig
+from hnm_cli.errors import ArtifactMismatchError, DataError, InputError, LeakageError
+from hnm_cli.inputs import (
+    DataPaths,
+    iter_json_objects,
+    read_corpus,
+    read_qrels,
+    read_queries,
+    resolve_data,
+    resolve_jsonl_files,
+    resolve_qrels_file,
+)
+from hnm_cli.manifest import (
+    Manifest,
+    artifact_input,
+    begin_run,
+    compute_fingerprint,
+    file_input,
+    output_entry,
+    require_artifact,
+    skip_if_up_to_date,
+    write_manifest,
+)
+from hnm_cli.shards import atomic_write_bytes, iter_jsonl
+from hnm_cli.training import build_columns, groups_from_records, groups_from_rows, query_overlap, text_overlap
+
+STAGE = "train-reranker"
+MODEL_DIR = "model"
+CHECKPOINT_DIR = "checkpoints"
+_FINGERPRINT_FILE = "fingerprint.txt"
+log = logging.getLogger("hnm")
+
+
+# ---------------------------------------------------------------------------------------------
+# Base model: where it comes from (cheap, before torch) and how it loads (heavy)
+# ---------------------------------------------------------------------------------------------
+
+
+def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
+    """Locate the base model without loading it.
+
+    Args:
+        source: `pkg:<name>`, a local folder, or a hub id.
+        kind: "cross-encoder" or "bi-encoder".
+
+    Returns:
+        (what to load: a folder path or a hub id, identity for the fingerprint).
+
+    Raises:
+        InputError: a folder that is not a model folder (a cross-encoder needs `config.json`), a missing folder.
+        ConfigError: an unknown `pkg:` name, or a `hash:` test encoder (nothing to fine-tune).
+    """
+    from hnm_cli.errors import ConfigError
+    from hnm_cli.models import resolve_model
+
+    if source.startswith("hash:"):
+        raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
+    path = Path(source).expanduser()
+    if path.exists():
+        needs = ("config.json",) if kind == "cross-encoder" else ("config.json", "modules.json")
+        if not path.is_dir() or not any((path / n).is_file() for n in needs):
+            what = "a cross-encoder or transformer model folder" if kind == "cross-encoder" else "a model folder"
+            raise InputError(
+                f"{path} is not {what} (no {' or '.join(needs)} in it)",
+                hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
+            )
+    resolved = resolve_model(ModelSpec(name="base", source=source))
+    if resolved.engine != "sentence-transformers":
+        raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
+    target = resolved.weights_path()
+    if resolved.kind == "folder" and target is not None and kind == "cross-encoder":
+        target = _transformer_subfolder(target)
+    return (str(target) if target is not None else source.strip()), resolved.identity
+
+
+def _transformer_subfolder(folder: Path) -> Path:
+    """A sentence-transformers folder whose transformer sits in a subfolder (old `0_Transformer` layout)."""
+    if (folder / "config.json").is_file():
+        return folder
+    modules = folder / "modules.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        for module in json.loads(modules.read_text()):
+            if module["type"].endswith("Transformer") and (folder / module["path"] / "config.json").is_file():
+                return folder / module["path"]
+    raise InputError(f"{folder} has no transformer weights (no config.json) to build a cross-encoder from")
+
+
+def _short(err: BaseException) -> str:
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def load_cross_encoder(target: str, *, max_length: int, device: str) -> tuple[Any, str]:
+    """A CrossEncoder with one output label: a reranker as is, or a transformer with a fresh scoring head.
+
+    Returns:
+        (model, head) with head "pretrained" (the folder already was a 1-label reranker) or "fresh".
+
+    Raises:
+        InputError: the folder/hub id does not load as a transformer, or is a classifier with != 1 labels.
+    """
+    import transformers
+    from sentence_transformers import CrossEncoder
+
+    try:
+        config = transformers.AutoConfig.from_pretrained(target)
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(f"cannot load {target} as a cross-encoder: {_short(err)}") from err
+    archs = getattr(config, "architectures", None) or []
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
+    if is_classifier and config.num_labels != 1:
+        raise InputError(
+            f"{target} is a classifier with {config.num_labels} labels; a reranker needs 1 "
+            "(give its base transformer to train a fresh 1-label head)"
+        )
+    head = "pretrained" if is_classifier else "fresh"
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the "newly initialised head" report: we log our own line
+    try:
+        kwargs: dict[str, Any] = {} if is_classifier else {"num_labels": 1}
+        model = CrossEncoder(target, max_length=max_length, device=device, **kwargs)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise InputError(f"cannot load {target} as a cross-encoder: {_short(err)}") from err
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    return model, head
+
+
+def load_bi_encoder(target: str, *, max_length: int, device: str) -> Any:
+    """A SentenceTransformer from a folder (sentence-transformers or plain transformers) or a hub id."""
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(target, device=device)
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        raise InputError(f"cannot load {target} as a sentence-transformers model: {_short(err)}") from err
+    model.max_seq_length = max_length
+    return model
+
+
+def resolve_device(device: str) -> str:
+    """`auto` -> cuda if available, else mps, else cpu; anything else unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs and the leakage guard
+# ---------------------------------------------------------------------------------------------
+
+
+def _mined_rows(mine_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file:line, row) of every mine row shard, in shard order."""
+    for path in sorted(Path(mine_dir).glob("rows-*.jsonl")):
+        for lineno, row in enumerate(iter_jsonl(path), 1):
+            yield f"{path}:{lineno}", row
+
+
+def _eval_qrels_files(data: Path | None, mine: Manifest | None, split: str) -> list[Path]:
+    """Existing qrels files of the evaluation split: in the data folder, and beside the mined split's qrels."""
+    found: list[Path] = []
+    if data is not None and Path(data).is_dir():
+        with contextlib.suppress(InputError):
+            found.append(resolve_qrels_file(data, split))
+    if mine is not None:
+        for entry in mine.inputs:
+            if entry.get("role") == "qrels":
+                sibling = Path(entry["path"]).parent / f"{split}.tsv"
+                if sibling.is_file():
+                    found.append(sibling)
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def check_leakage(
+    cfg: TrainRerankerConfig,
+    *,
+    mine: Manifest | None,
+    train_query_ids: list[str],
+    train_query_texts: list[str],
+    data: Path | None,
+    queries_path: Path | None,
+) -> dict[str, Any]:
+    """Refuse training on evaluation queries (LeakageError) unless `cfg.allow_eval_overlap`; return stats.
+
+    Two checks: the mine artifact's split must not be the evaluation split, and no training query may appear
+    in the evaluation split's qrels (by id for mined rows; by normalised text for an exported file, which has
+    no ids, when the queries file is known).
+    """
+    flag = "use --allow-eval-overlap to train anyway"
+    split = cfg.eval_split
+    stats: dict[str, Any] = {"eval_split": split, "eval_overlap": 0, "eval_qrels": None}
+    mined_split = (mine.params.get("split") if mine is not None else None) or None
+    if mined_split == split:
+        msg = f"{mine.path if mine else ''} was mined on the '{split}' split, which is the evaluation split"
+        if not cfg.allow_eval_overlap:
+            raise LeakageError(f"{msg}; {flag}")
+        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
+    files = _eval_qrels_files(data, mine, split)
+    if not files:
+        log.info("train-reranker: no '%s' qrels found beside the data; leakage guard skipped", split)
+        return stats
+    eval_ids: set[str] = set()
+    for f in files:
+        eval_ids |= set(read_qrels(f))
+    stats["eval_qrels"] = [str(f) for f in files]
+    if train_query_ids:
+        overlap = len(query_overlap(train_query_ids, eval_ids))
+        total = len(set(train_query_ids))
+    elif queries_path is not None:
+        queries = read_queries(queries_path)
+        eval_texts = [queries[q].text for q in eval_ids if q in queries]
+        overlap = text_overlap(train_query_texts, eval_texts)
+        total = len(set(train_query_texts))
+    else:
+        log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
+        return stats
+    stats["eval_overlap"] = overlap
+    if overlap:
+        msg = f"{overlap} of {total} training queries are in the '{split}' qrels ({files[0]})"
+        if not cfg.allow_eval_overlap:
+            raise LeakageError(f"{msg}; {flag}")
+        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
+    return stats
+
+
+def _corpus_digests(paths: DataPaths) -> list[dict[str, Any]]:
+    return [file_input(p, "corpus") for p in resolve_jsonl_files(paths.corpus, "corpus")] + [
+        file_input(p, "queries") for p in resolve_jsonl_files(paths.queries, "queries")
+    ]
+
+
+def _check_same_corpus(mine: Manifest, ours: list[dict[str, Any]]) -> None:
+    theirs = {e["sha256"] for e in mine.inputs if e.get("role") == "corpus"}
+    mine_corpus = {e["sha256"] for e in ours if e["role"] == "corpus"}
+    if theirs and theirs != mine_corpus:
+        raise ArtifactMismatchError(
+            f"{mine.path} was mined from a different corpus than {ours[0]['path']} (file digests differ)",
+            hint="give the corpus the mine stage read, or rerun hnm mine",
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+def prepare_checkpoints(directory: Path, fingerprint: str, *, fresh: bool) -> Path | None:
+    """Make `directory` hold checkpoints of this fingerprint only; return the last complete one, if any.
+
+    Checkpoints of another fingerprint (other data or settings) are deleted, as are all of them when `fresh`.
+    A checkpoint is complete when its `trainer_state.json` exists (the trainer writes it last).
+    """
+    marker = directory / _FINGERPRINT_FILE
+    if directory.exists() and (fresh or not marker.is_file() or marker.read_text().strip() != fingerprint):
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(marker, fingerprint.encode() + b"\n")
+    complete = [
+        p
+        for p in directory.glob("checkpoint-*")
+        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()
+    ]
+    if not complete:
+        return None
+    return max(complete, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def _checkpoint_step(path: Path) -> int:
+    return int(path.name.split("-", 1)[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+# ---------------------------------------------------------------------------------------------
+
+
+def run(
+    out: Path,
+    cfg: TrainRerankerConfig,
+    *,
+    mined: Path | None = None,
+    train_file: Path | None = None,
+    data: Path | None = None,
+    corpus: Path | None = None,
+    queries: Path | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Train a reranker on mined negatives (or an exported training file) and write the artifact.
+
+    Args:
+        out: the artifact directory.
+        cfg: resolved TrainRerankerConfig.
+        mined: a mine artifact directory (needs corpus and queries: `data` or `corpus` + `queries`).
+        train_file: an exported JSONL training file instead of `mined` (texts inline; no corpus needed).
+        data: a BEIR folder (corpus, queries, qrels/<eval_split>.tsv for the leakage guard).
+        corpus, queries: explicit files/folders (override `data`).
+        force: retrain even if up to date (and discard checkpoints).
+        progress: show the trainer's progress bar on stderr.
+
+    Returns:
+        The manifest (with `up_to_date` True when nothing ran).
+
+    Raises:
+        InputError, IncompleteArtifactError, ArtifactMismatchError, DataError, ConfigError, LeakageError.
+    """
+    out = Path(out)
+    if (mined is None) == (train_file is None):
+        raise InputError("give exactly one of --mined <mine artifact> or --train-file <exported JSONL>")
+    target, identity = resolve_base_model(cfg.base_model, cfg.kind)
+    mine: Manifest | None = None
+    paths: DataPaths | None = None
+    if mined is not None:
+        mine = require_artifact(mined, "mine", fix=f"hnm mine --vectors <reduce dir> --data <data> --out {mined}")
+        paths = resolve_data(data, corpus, queries)
+        rows = list(_mined_rows(mined))
+        if not rows:
+            raise DataError(f"{mined}: no rows-*.jsonl rows (zero mined pairs)")
+        data_inputs = [artifact_input(mine, "mined"), *_corpus_digests(paths)]
+        _check_same_corpus(mine, data_inputs)
+        train_ids = [str(r.get("query_id")) for _, r in rows]
+        leak = check_leakage(
+            cfg, mine=mine, train_query_ids=train_ids, train_query_texts=[], data=data, queries_path=None
+        )
+    else:
+        assert train_file is not None
+        if not Path(train_file).is_file():
+            raise InputError(f"{train_file} does not exist (expected an exported training JSONL file)")
+        records = [(f"{train_file}:{ln}", obj) for ln, obj in iter_json_objects(Path(train_file))]
+        if not records:
+            raise DataError(f"{train_file}: no training records (zero rows)")
+        groups, layout = groups_from_records(records, cfg.negatives_per_positive)
+        data_inputs = [file_input(Path(train_file), "train-file")]
+        queries_path = queries if queries is not None else data
+        leak = check_leakage(
+            cfg,
+            mine=None,
+            train_query_ids=[],
+            train_query_texts=[g.query for g in groups],
+            data=data,
+            queries_path=queries_path,
+        )
+    params = cfg.to_params() | {"input": "mined" if mined is not None else "train-file"}
+    inputs = [*data_inputs, {"role": "base-model", "path": cfg.base_model, "sha256": identity}]
+    fingerprint = compute_fingerprint(STAGE, params, inputs)
+    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force)) is not None:
+        return done
+
+    started = begin_run(out)
+    if mined is not None:
+        assert paths is not None
+        corpus_rec, query_rec = read_corpus(paths.corpus), read_queries(paths.queries)
+        docs = {d: corpus_rec[d].full_text for d in corpus_rec.ids}
+        qtexts = {q: query_rec[q].text for q in query_rec.ids}
+        groups = groups_from_rows(rows, qtexts, docs, cfg.negatives_per_positive)
+        layout = "mined"
+    columns, ex_stats = build_columns(groups, cfg.kind, cfg.loss, cfg.negatives_per_positive)
+    if ex_stats.examples == 0:
+        raise DataError(
+            f"{mined or train_file}: no training examples for loss '{cfg.loss}': all {ex_stats.pairs} pairs "
+            "have no negative (mine with a fallback, or use --loss bce)"
+        )
+    trained = _train(out, cfg, target, columns, fingerprint, fresh=force, progress=progress)
+    model_dir = out / MODEL_DIR
+    written = sorted(p.relative_to(out).as_posix() for p in model_dir.rglob("*") if p.is_file())
+    outputs = [output_entry(out, rel) for rel in written]
+    stats = {
+        **ex_stats.to_json(),
+        **trained,
+        **leak,
+        "input_layout": layout,
+    }
+    manifest = write_manifest(
+        out,
+        stage=STAGE,
+        fingerprint=fingerprint,
+        params=params,
+        inputs=inputs,
+        outputs=outputs,
+        stats=stats,
+        started=started,
+    )
+    curve = trained["loss_curve"]
+    first, last = (curve[0][1], curve[-1][1]) if curve else (float("nan"), float("nan"))
+    log.info(
+        "train-reranker: %s %s, %d examples from %d pairs (%d without a negative skipped), %d steps in %.1f s, "
+        "loss %.4f -> %.4f",
+        cfg.kind,
+        cfg.loss,
+        ex_stats.examples,
+        ex_stats.pairs,
+        ex_stats.pairs_skipped_no_negative,
+        trained["global_step"],
+        trained["train_seconds"],
+        first,
+        last,
+    )
+    return manifest
+
+
+def _train(
+    out: Path,
+    cfg: TrainRerankerConfig,
+    target: str,
+    columns: dict[str, list[Any]],
+    fingerprint: str,
+    *,
+    fresh: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    """Load the base model, train (resuming from the last checkpoint), save `<out>/model`; return stats."""
+    # Library prints (the trainer's PrinterCallback, tqdm.write of log dicts) must never reach stdout,
+    # which carries only the manifest path.
+    with contextlib.redirect_stdout(sys.stderr):
+        return _train_inner(out, cfg, target, columns, fingerprint, fresh=fresh, progress=progress)
+
+
+def _train_inner(
+    out: Path,
+    cfg: TrainRerankerConfig,
+    target: str,
+    columns: dict[str, list[Any]],
+    fingerprint: str,
+    *,
+    fresh: bool,
+    progress: bool,
+) -> dict[str, Any]:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import datasets
+    import transformers
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from hnm_cli.training import make_loss
+
+    device = resolve_device(cfg.device)
+    transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
+    if cfg.kind == "cross-encoder":
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
+        from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
+
+        model, head = load_cross_encoder(target, max_length=cfg.max_length, device=device)
+    else:
+        from sentence_transformers import SentenceTransformerTrainer as Trainer
+        from sentence_transformers import SentenceTransformerTrainingArguments as Args
+
+        model, head = load_bi_encoder(target, max_length=cfg.max_length, device=device), "n/a"
+    log.info("train-reranker: base %s (%s head) on %s", target, head, device)
+    loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
+    dataset = datasets.Dataset.from_dict(columns)
+
+    n = len(dataset)
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(n / cfg.batch_size) * cfg.epochs
+    ckpt_dir = out / CHECKPOINT_DIR
+    last = prepare_checkpoints(ckpt_dir, fingerprint, fresh=fresh)
+    extra: dict[str, Any] = {}
+    if cfg.kind == "bi-encoder" and cfg.loss == "mnrl":
+        # In-batch negatives must not be another row's copy of this row's positive (a false negative).
+        extra["batch_sampler"] = "no_duplicates"
+    args = Args(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=float(cfg.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of total steps
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        save_strategy="steps",
+        save_steps=cfg.checkpoint_steps,
+        save_total_limit=cfg.keep_checkpoints,
+        logging_strategy="steps",
+        logging_steps=max(1, total_steps // 100),  # at most ~100 points on the loss curve
+        report_to="none",
+        disable_tqdm=not progress,
+        use_cpu=device == "cpu",
+        dataloader_num_workers=0,
+        **extra,
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, loss=loss)
+    trainer.remove_callback(PrinterCallback)
+    if not progress:
+        trainer.remove_callback(ProgressCallback)
+    resumed_from = None
+    if last is not None:
+        resumed_from = _checkpoint_step(last)
+        log.info("train-reranker: resuming from %s (step %d of %d)", last, resumed_from, total_steps)
+    t0 = time.time()
+    try:
+        trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
+    except ValueError as err:
+        raise DataError(f"training failed on the examples given: {_short(err)}") from err
+    train_seconds = time.time() - t0
+
+    model_dir = out / MODEL_DIR
+    tmp = out / f".{MODEL_DIR}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(tmp, model_dir)
+
+    history = trainer.state.log_history
+    curve = [[int(h["step"]), round(float(h["loss"]), 6)] for h in history if "loss" in h and "step" in h]
+    return {
+        "loss_curve": curve,
+        "final_loss": curve[-1][1] if curve else None,
+        "global_step": int(trainer.state.global_step),
+        "planned_steps": int(total_steps),
+        "resumed_from_step": resumed_from,
+        "train_seconds": round(train_seconds, 3),
+        "device": device,
+        "head": head,
+        "base_model_path": target,
+        "checkpoint_dir": CHECKPOINT_DIR,
+    }

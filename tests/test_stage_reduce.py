@@ -363,3 +363,23 @@ def test_peak_memory_is_bounded_by_block_and_fit_moments(tmp_path):
     # (8192 x 768: 24 MiB float32, 48 MiB as float64 for the moments) plus the 768^2 moments (4.5 MiB).
     assert peak_mib - base_mib < 250, f"peak RSS grew by {peak_mib - base_mib} MiB (data: {data_mib:.0f} MiB)"
     assert peak_mib < data_mib
+
+
+def test_models_with_different_shard_layouts(tmp_path, two_models):
+    """Output shards follow the first model; other models are read across their own shard boundaries."""
+    embed, vecs = two_models
+    from hnm_cli.shards import write_vector_shard
+
+    for old in (embed / "m2" / "corpus").iterdir():
+        old.unlink()
+    x = vecs["m2"][0]
+    for shard, (lo, hi) in enumerate([(0, 10), (10, 50), (50, 60)]):
+        write_vector_shard(embed / "m2" / "corpus", shard, [f"d{i}" for i in range(lo, hi)], x[lo:hi])
+    reduce_stage.run(embed, tmp_path / "red", ReduceConfig(pca=False, block_rows=7), progress=False)
+    assert [p.name for p, _ in list_vector_shards(tmp_path / "red" / "corpus")] == [
+        "vectors-00000.npy",
+        "vectors-00002.npy",
+    ]
+    ids, got = load_vectors(tmp_path / "red" / "corpus")
+    assert ids == [f"d{i}" for i in range(60)]
+    np.testing.assert_allclose(got, _norm(_fused(vecs, 0)), atol=1e-6)

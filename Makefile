@@ -74,5 +74,18 @@ eval: train-reranker  ## Score first stage vs reranker on the eval split; metric
 demo: eval  ## All five stages on the bundled example, then the comparison table
 	@cat $(RUN)/eval/report.md
 
+# ----- benchmarks (bench/README.md); both rewrite their section of BENCHMARKS.md and BENCHMARKS.json -----
+# QUICK=1: the small versions. BENCH_ARGS: extra options (see `.venv/bin/python bench/quality.py --help`).
+SPEED_DATA ?= ../shared/data/scifact
+BENCH_QUICK = $(if $(filter 1 yes true,$(QUICK)),--quick,)
+
+bench: bench-quality bench-speed  ## Both benchmarks: quality on DATA, then speed on SPEED_DATA (QUICK=1: small)
+
+bench-quality: $(INSTALL_STAMP)  ## Reranker quality per negative-mining arm on DATA (resumes; nohup-safe)
+	$(PY) bench/quality.py --data $(DATA) $(BENCH_QUICK) $(BENCH_ARGS)
+
+bench-speed: $(INSTALL_STAMP)  ## Speed and memory vs sentence-transformers on SPEED_DATA and synthetic corpora
+	$(PY) bench/speed.py --data $(SPEED_DATA) $(BENCH_QUICK) $(BENCH_ARGS)
+
 clean:  ## Remove run artifacts (not the venv or the model cache)
 	rm -rf runs

@@ -1,0 +1,684 @@
+"""Quality benchmark: which negatives make the better reranker, on any BEIR folder, with the `hnm` CLI.
+
+    make bench-quality DATA=../shared/data/scifact              # the full grid (hours on 2 CPU cores)
+    make bench-quality DATA=../shared/data/scifact QUICK=1      # 3 arms, 1 seed, a 1000-doc sample (~10 min)
+    nohup make bench-quality DATA=../shared/data/scifact > bench.log 2>&1 &    # unattended; rerun to resume
+
+Arms (mined on the train split, evaluated on the test split; `--arms` picks a subset):
+  1 first-stage   no reranker: the fixed first stage itself (dense top-k of the untuned base bi-encoder)
+  2 random        seeded random negatives (re-drawn per seed)
+  3 bm25          BM25 top non-positive
+  4 dense-topk    dense top-1 of the best single model
+  5 st-default    sentence_transformers.util.mine_hard_negatives, all knobs at their defaults, best single model
+  6 percpos       NV-Retriever TopK-PercPos (relative_margin=0.05), best single model
+  7 rule          the paper's rule on the ensemble with PCA (hnm's default)
+  8 rule-best     ablation: the rule on the best single model
+  9 rule-nopca    ablation: the rule on the ensemble without PCA
+ 10 rule-next     the rule with --fallback next (pairs the rule leaves empty get the nearest C2-passing document)
+
+Two families train on the same negatives with the same budget (base model, steps, batch, lr, max length):
+`bi` (bi-encoder, MultipleNegativesRankingLoss with the hard negatives, from the base model: the primary
+comparison) and `cross` (cross-encoder with the paper's margin loss, initialised from the same weights with a
+fresh head). Every trained (family, arm) runs `--seeds` seeds (default 5). The "best single model" is the
+embedded model with the highest nDCG@10 on the *train* split (no test data is used to choose it).
+
+Everything lives in a work dir (default runs/bench/<dataset>/, QUICK: runs/bench/<dataset>-quick/), one hnm
+artifact per step; each step is an `hnm` call that is an up-to-date no-op once done, so rerunning the same
+command after a crash or a kill continues where it stopped. `<work>/state.json` records every step's status and
+time, `<work>/bench.log` every command and its stderr, `<work>/commands.sh` the exact commands.
+Each (family, arm, seed) is evaluated on its own (`<work>/eval/...`, cached); the table aggregates the per-query
+values with the same functions `hnm eval` uses for repeated `--model` names (mean ± std over seeds, per-query
+seed means for the paired randomization test). `--combined-eval` also runs one `hnm eval` per family with every
+model (`<work>/eval/<family>-all/report.md`): the same numbers from one command, at the cost of scoring again.
+
+Output: the quality section of BENCHMARKS.md and the "quality" key of BENCHMARKS.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (  # noqa: E402
+    REPO,
+    CommandError,
+    Log,
+    fmt_gain,
+    fmt_mean_std,
+    fmt_p,
+    hnm_bin,
+    machine_info,
+    machine_line,
+    markdown_table,
+    mean_std,
+    run_logged,
+    sample_beir,
+    shell_join,
+    update_bench_files,
+)
+
+FAMILIES = {
+    "bi": {"kind": "bi-encoder", "loss": "mnrl", "label": "bi-encoder (MultipleNegativesRankingLoss)"},
+    "cross": {"kind": "cross-encoder", "loss": "margin", "label": "cross-encoder (margin loss)"},
+}
+TABLE_METRICS = ("mrr@3", "mrr@10", "ndcg@10")
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One row of the comparison: how its negatives are mined (None: no training)."""
+
+    key: str
+    number: int
+    label: str
+    mine_args: tuple[str, ...] | None  # hnm mine options; None for first-stage and st-default
+    vectors: str | None = None  # "ensemble" (reduce), "best" (best single model), "nopca" (reduce --no-pca)
+    per_seed_mine: bool = False  # the negatives themselves are random: re-mined with each seed
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("first-stage", 1, "first stage only (no reranker)", None),
+    Arm("random", 2, "random negatives", ("--strategy", "random"), "ensemble", per_seed_mine=True),
+    Arm("bm25", 3, "BM25 negatives", ("--strategy", "bm25"), "ensemble"),
+    Arm("dense-topk", 4, "dense top-1, best single model", ("--strategy", "topk"), "best"),
+    Arm("st-default", 5, "sentence-transformers mine_hard_negatives defaults, best single model", None, "best"),
+    Arm(
+        "percpos",
+        6,
+        "NV-Retriever TopK-PercPos (relative_margin=0.05), best single model",
+        ("--strategy", "topk", "--relative-margin", "0.05"),
+        "best",
+    ),
+    Arm("rule", 7, "the paper's rule, ensemble + PCA (hnm default)", ("--strategy", "rule"), "ensemble"),
+    Arm("rule-best", 8, "ablation: the rule, best single model", ("--strategy", "rule"), "best"),
+    Arm("rule-nopca", 9, "ablation: the rule, ensemble without PCA", ("--strategy", "rule"), "nopca"),
+    Arm(
+        "rule-next",
+        10,
+        "the rule + --fallback next, ensemble + PCA",
+        ("--strategy", "rule", "--fallback", "next"),
+        "ensemble",
+    ),
+)
+ARM_BY_KEY = {a.key: a for a in ARMS}
+QUICK_ARMS = ("first-stage", "random", "rule")
+REFERENCE_ARM = "st-default"  # the paired tests are against this arm (arm 5)
+
+
+@dataclass
+class Settings:
+    """Everything that shapes the grid; recorded in state.json and BENCHMARKS.json."""
+
+    data: Path
+    work: Path
+    quick: bool = False
+    seeds: int = 5
+    arms: tuple[str, ...] = tuple(a.key for a in ARMS)
+    families: tuple[str, ...] = ("bi", "cross")
+    config: Path = REPO / "configs" / "default.toml"
+    embed_models: tuple[str, ...] = ()  # empty: the config's [[embed.models]]
+    first_stage_model: str = "all-MiniLM-L6-v2"  # an embedded model's folder name: the fixed first stage
+    best_model: str | None = None  # None: chosen by train-split nDCG@10
+    base_model: str = "pkg:all-MiniLM-L6-v2"
+    max_steps: int = 100
+    batch_size: int = 16
+    lr: float = 2e-5
+    max_length: int = 256
+    negatives_per_positive: int = 3
+    top_k: int = 100
+    eval_batch_size: int = 32
+    sample_docs: int = 1000
+    sample_train: int = 100
+    sample_test: int = 50
+    combined_eval: bool = False
+    md: Path = REPO / "BENCHMARKS.md"
+    json: Path = REPO / "BENCHMARKS.json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# State, lock, commands
+# ---------------------------------------------------------------------------------------------
+
+
+class State:
+    """`<work>/state.json`: per-step status and seconds; survives crashes (written after every step)."""
+
+    def __init__(self, work: Path, settings: Settings) -> None:
+        self.path = work / "state.json"
+        self.data: dict[str, Any] = orjson.loads(self.path.read_bytes()) if self.path.is_file() else {}
+        self.data.setdefault("steps", {})
+        self.data["settings"] = settings.to_json()
+        self.data.setdefault("first_started", time.strftime("%Y-%m-%d %H:%M:%S"))
+        self.data["last_started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+
+    def record(self, key: str, status: str, seconds: float, **extra: Any) -> None:
+        prev = self.data["steps"].get(key, {})
+        entry = {"status": status, "last_seconds": round(seconds, 1), **extra}
+        # Keep the time of the run that did the work: an up-to-date rerun must not overwrite it.
+        entry["work_seconds"] = prev.get("work_seconds") if extra.get("up_to_date") else round(seconds, 1)
+        self.data["steps"][key] = entry
+        self.save()
+
+    def save(self) -> None:
+        from hnm_cli.shards import atomic_write_json
+
+        atomic_write_json(self.path, self.data)
+
+
+def acquire_lock(work: Path) -> Path:
+    """Refuse to run two grids in one work dir at once (they would write the same artifacts)."""
+    lock = work / ".lock"
+    if lock.exists():
+        try:
+            pid = int(lock.read_text().strip())
+            os.kill(pid, 0)
+            raise SystemExit(f"Error: {work} is in use by process {pid} (remove {lock} if that is stale)")
+        except (ValueError, ProcessLookupError, PermissionError):
+            pass
+    lock.write_text(str(os.getpid()))
+    return lock
+
+
+class Runner:
+    """Runs one `hnm` step: logs the command, records it in commands.sh and state.json, keeps going on failure."""
+
+    def __init__(self, work: Path, state: State, log: Log) -> None:
+        self.work, self.state, self.log = work, state, log
+        self.commands = work / "commands.sh"
+        self.failed: list[str] = []
+
+    def __call__(self, key: str, args: list[str], *, timeout: float | None = None) -> bool:
+        args = [str(a) for a in args]
+        line = shell_join(args)
+        seen = self.commands.read_text().splitlines() if self.commands.is_file() else []
+        if line not in seen:
+            with open(self.commands, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        t0 = time.perf_counter()
+        try:
+            _, seconds = run_logged(args, self.log, timeout=timeout)
+        except (CommandError, OSError) as err:
+            self.log(f"FAILED {key}: {err}")
+            self.state.record(key, "failed", time.perf_counter() - t0, error=str(err))
+            self.failed.append(key)
+            return False
+        # A step that finished in a couple of seconds found its manifest up to date.
+        self.state.record(key, "done", seconds, up_to_date=seconds < 8.0)
+        return True
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------------
+
+
+def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str = "train") -> dict[str, Any]:
+    """nDCG@10 of each embedded model on `split` (dense, exact): the selection of the "best single model".
+
+    Uses only the training split, so the choice leaks nothing of the test queries.
+    """
+    import numpy as np
+
+    from hnm_cli.inputs import read_qrels, resolve_qrels_file
+    from hnm_cli.metrics import mean_metrics, per_query_metrics
+    from hnm_cli.shards import load_vectors
+
+    qrels = read_qrels(resolve_qrels_file(data, split))
+    judged = {q: d for q, d in qrels.items() if any(r > 0 for r in d.values())}
+    scores: dict[str, float] = {}
+    for name in names:
+        c_ids, c_vecs = load_vectors(embed_dir / name / "corpus")
+        q_ids, q_vecs = load_vectors(embed_dir / name / "queries")
+        row = {q: i for i, q in enumerate(q_ids)}
+        qids = [q for q in judged if q in row]
+        sims = q_vecs[[row[q] for q in qids]] @ c_vecs.T
+        top = np.argsort(-sims, axis=1, kind="stable")[:, :10]
+        run = {q: {c_ids[j]: float(sims[i, j]) for j in top[i]} for i, q in enumerate(qids)}
+        scores[name] = mean_metrics(per_query_metrics(judged, run, ["ndcg@10"]), ["ndcg@10"])["ndcg@10"]
+    best = max(scores, key=lambda n: (scores[n], n))
+    return {"split": split, "ndcg@10": scores, "best": best}
+
+
+def embedded_models(embed_dir: Path) -> list[str]:
+    """Model folder names of an embed artifact, in the order of its manifest."""
+    from hnm_cli.manifest import load_manifest
+
+    manifest = load_manifest(embed_dir)
+    if manifest is None:
+        raise SystemExit(f"Error: {embed_dir} has no manifest.json (embed did not finish)")
+    names = [m.get("name") for m in manifest.params.get("models", [])]
+    return [n for n in names if n and (embed_dir / n).is_dir()]
+
+
+def run_grid(s: Settings) -> int:
+    """Run (or resume) every step, refreshing the report after each evaluated model. Returns an exit code."""
+    work = s.work
+    work.mkdir(parents=True, exist_ok=True)
+    lock = acquire_lock(work)
+    log = Log(work / "bench.log")
+    state = State(work, s)
+    step = Runner(work, state, log)
+    hnm = hnm_bin()
+    try:
+        log(f"bench-quality: data {s.data}, work {work}, quick={s.quick}, arms {','.join(s.arms)}, seeds {s.seeds}")
+        data = s.data
+        if s.quick:
+            summary = sample_beir(
+                s.data, work / "data", n_docs=s.sample_docs, n_train=s.sample_train, n_test=s.sample_test, seed=0
+            )
+            data = work / "data"
+            state.data["sample"] = summary
+            log(
+                f"sample: {summary['docs']} docs, {summary['train_queries']} train / "
+                f"{summary['test_queries']} test queries"
+            )
+        state.data["data_used"] = str(data)
+
+        embed = work / "embed"
+        models = [a for m in s.embed_models for a in ("--model", m)]
+        if not step("embed", [hnm, "embed", "-c", s.config, "--data", data, "--out", embed, "-q", *models]):
+            return 1
+        names = embedded_models(embed)
+        if s.first_stage_model not in names:
+            raise SystemExit(f"Error: first-stage model {s.first_stage_model!r} is not embedded (have {names})")
+        need = {ARM_BY_KEY[a].vectors for a in s.arms}
+        if "ensemble" in need and not step(
+            "reduce", [hnm, "reduce", "--embeddings", embed, "--out", work / "reduce", "-q"]
+        ):
+            return 1
+        if "nopca" in need and not step(
+            "reduce-nopca", [hnm, "reduce", "--embeddings", embed, "--out", work / "reduce-nopca", "--no-pca", "-q"]
+        ):
+            return 1
+        best = s.best_model
+        if best is None:
+            choice = best_single_model(embed, data, names)
+            state.data["best_model"] = choice
+            state.save()
+            best = choice["best"]
+            log(f"best single model (train nDCG@10): {best} {choice['ndcg@10']}")
+        vectors = {"ensemble": work / "reduce", "nopca": work / "reduce-nopca", "best": embed / best}
+        fs_vectors = embed / s.first_stage_model
+
+        eval_common = [
+            "--data", data, "--split", "test", "--first-stage", "dense", "--vectors", fs_vectors,
+            "--top-k", s.top_k, "--max-length", s.max_length, "--batch-size", s.eval_batch_size, "-q",
+        ]  # fmt: skip
+        step("eval:first-stage", [hnm, "eval", *eval_common, "--out", work / "eval" / "first-stage"])
+        write_report(s, data, best)
+
+        def mine_dir(arm: Arm, seed: int) -> Path | None:
+            name = f"{arm.key}-s{seed}" if arm.per_seed_mine else arm.key
+            out = work / "mine" / name
+            if arm.key == REFERENCE_ARM:
+                cmd = [sys.executable, REPO / "bench" / "st_arm.py", "--vectors", vectors["best"], "--data", data]
+                ok = step(f"mine:{name}", [*cmd, "--split", "train", "--out", out])
+            else:
+                assert arm.mine_args is not None and arm.vectors is not None
+                cmd = [hnm, "mine", "--vectors", vectors[arm.vectors], "--data", data, "--split", "train"]
+                mine_seed = seed if arm.per_seed_mine else 0
+                ok = step(f"mine:{name}", [*cmd, *arm.mine_args, "--seed", mine_seed, "--out", out, "-q"])
+            return out if ok else None
+
+        trained = [ARM_BY_KEY[a] for a in s.arms if ARM_BY_KEY[a].mine_args is not None or a == REFERENCE_ARM]
+        for seed in range(s.seeds):
+            for fam in s.families:
+                for arm in trained:
+                    mined = mine_dir(arm, seed)
+                    if mined is None:
+                        continue
+                    tdir = work / "train" / fam / arm.key / f"s{seed}"
+                    cfg = FAMILIES[fam]
+                    ok = step(
+                        f"train:{fam}:{arm.key}:s{seed}",
+                        [
+                            hnm, "train-reranker", "--mined", mined, "--data", data, "--out", tdir,
+                            "--kind", cfg["kind"], "--loss", cfg["loss"], "--base-model", s.base_model,
+                            "--max-steps", s.max_steps, "--batch-size", s.batch_size, "--lr", s.lr,
+                            "--max-length", s.max_length, "--negatives-per-positive", s.negatives_per_positive,
+                            "--seed", seed, "-q",
+                        ],
+                    )  # fmt: skip
+                    if not ok:
+                        continue
+                    edir = work / "eval" / fam / arm.key / f"s{seed}"
+                    if step(
+                        f"eval:{fam}:{arm.key}:s{seed}",
+                        [hnm, "eval", *eval_common, "--model", f"{arm.key}={tdir}", "--out", edir],
+                    ):
+                        write_report(s, data, best)
+        if s.combined_eval:
+            for fam in s.families:
+                models = [
+                    a
+                    for arm in trained
+                    for seed in range(s.seeds)
+                    if (work / "train" / fam / arm.key / f"s{seed}" / "manifest.json").is_file()
+                    for a in ("--model", f"{arm.key}={work / 'train' / fam / arm.key / f's{seed}'}")
+                ]
+                base = ["--baseline", REFERENCE_ARM] if REFERENCE_ARM in s.arms else []
+                step(
+                    f"eval:{fam}-all",
+                    [hnm, "eval", *eval_common, *models, *base, "--out", work / "eval" / f"{fam}-all"],
+                )
+        write_report(s, data, best)
+        if step.failed:
+            log(f"bench-quality: {len(step.failed)} step(s) failed: {', '.join(step.failed)}; rerun to retry them")
+            return 1
+        log("bench-quality: done")
+        return 0
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation and report
+# ---------------------------------------------------------------------------------------------
+
+
+def _per_query(eval_dir: Path, run: str) -> dict[str, dict[str, float]] | None:
+    """{query_id: {metric: value}} of `run` in a finished eval artifact, or None if it is not done."""
+    if not (eval_dir / "manifest.json").is_file() or not (eval_dir / "per-query.jsonl").is_file():
+        return None
+    out: dict[str, dict[str, float]] = {}
+    with open(eval_dir / "per-query.jsonl", "rb") as fh:
+        for line in fh:
+            row = orjson.loads(line)
+            if row.get("run") == run:
+                out[row["query_id"]] = {k: v for k, v in row.items() if k not in ("run", "query_id")}
+    return out or None
+
+
+def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seeds: int) -> dict[str, Any]:
+    """Collect every finished evaluation into per-family tables: mean, std and n over seeds; relative gain over
+    the first stage; paired randomization tests (per-query seed means, as `hnm eval` does) against arm 5 and
+    against the first stage. Pure over the files: rerun it any time, it reports what exists."""
+    from hnm_cli.stages.evaluate import arm_per_query, compare
+
+    metrics = list(TABLE_METRICS)
+    fs = _per_query(work / "eval" / "first-stage", "first-stage")
+    result: dict[str, Any] = {"families": {}}
+    for fam in families:
+        rows: dict[str, dict[str, Any]] = {}
+        pq_by_arm: dict[str, dict[str, dict[str, float]]] = {}
+        for key in arms:
+            arm = ARM_BY_KEY[key]
+            if key == "first-stage":
+                seed_pq = [fs] if fs else []
+            else:
+                found = (_per_query(work / "eval" / fam / key / f"s{seed}", key) for seed in range(seeds))
+                seed_pq = [pq for pq in found if pq]
+            seed_means = [{m: sum(v[m] for v in pq.values()) / len(pq) for m in metrics} for pq in seed_pq]
+            rows[key] = {
+                "number": arm.number,
+                "label": arm.label,
+                "seeds_done": len(seed_pq),
+                "per_seed": seed_means,
+                "mean": {m: mean_std([s[m] for s in seed_means])[0] for m in metrics} if seed_means else None,
+                "std": {m: mean_std([s[m] for s in seed_means])[1] for m in metrics} if seed_means else None,
+            }
+            if seed_pq:
+                pq_by_arm[key] = arm_per_query(seed_pq, metrics)
+        for key, row in rows.items():
+            for ref, field_name in ((REFERENCE_ARM, "vs_st_default"), ("first-stage", "vs_first_stage")):
+                if key != ref and key in pq_by_arm and ref in pq_by_arm:
+                    row[field_name] = compare(
+                        pq_by_arm[key], pq_by_arm[ref], metrics, method="randomization", trials=10_000, seed=0
+                    )
+        result["families"][fam] = rows
+    result["test_queries"] = len(fs) if fs else None
+    return result
+
+
+def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str, Any], state: dict[str, Any]) -> str:
+    """The quality section of BENCHMARKS.md."""
+    info = state.get("machine") or machine_info()
+    mode = "QUICK MODE (3 arms, 1 seed, a seeded corpus sample)" if s.quick else "full grid"
+    seeds_done = [r["seeds_done"] for f in agg["families"].values() for k, r in f.items() if k != "first-stage"]
+    partial = (not s.quick) and any(n < s.seeds for n in seeds_done)
+    lines = [
+        "## Quality: which negatives make the better reranker",
+        "",
+        f"**Mode: {mode}{' — PARTIAL: the grid has not finished, see the n= of each cell' if partial else ''}.** "
+        f"Dataset `{s.data}`"
+        + (
+            f" (sampled to `{data_used}`: {state.get('sample', {}).get('docs')} docs, "
+            f"{state.get('sample', {}).get('train_queries')} train / "
+            f"{state.get('sample', {}).get('test_queries')} test queries)"
+            if s.quick
+            else ""
+        )
+        + f"; mined on `train`, evaluated on `test` ({agg.get('test_queries')} queries with a relevant document).",
+        "",
+        f"- Machine: {machine_line(info)}.",
+        f"- First stage (identical for every arm and family): dense top-{s.top_k} of `{s.first_stage_model}`"
+        + (" (the untuned base bi-encoder)" if s.base_model.endswith(s.first_stage_model) else "")
+        + "; a positive outside it is a miss for everyone.",
+        f"- Best single model (highest train-split nDCG@10 among the embedded models): `{best}` "
+        f"{_fmt_choice(state.get('best_model'))}.",
+        f"- Training, every arm and seed: base `{s.base_model}`, max length {s.max_length} tokens, "
+        f"{s.max_steps} optimizer steps, batch {s.batch_size}, lr {s.lr}, up to {s.negatives_per_positive} "
+        "negatives per (query, positive) pair (each miner at its own default count: 1 for hnm's strategies, 3 for "
+        "sentence-transformers), seeds 0.." + str(s.seeds - 1) + ".",
+        "- Cells: mean ± sample std over seeds (n = seeds finished). Gain: relative change of the mean over arm 1. "
+        "p: two-sided paired randomization test (10,000 sign flips, per-query mean over seeds), against arm 5 "
+        "(sentence-transformers defaults) and against arm 1.",
+        "",
+    ]
+    for fam, rows in agg["families"].items():
+        lines.append(f"### {FAMILIES[fam]['label']}")
+        lines.append("")
+        base = rows.get("first-stage", {}).get("mean")
+        header = ["#", "arm", *[m.replace("mrr", "MRR").replace("ndcg", "nDCG") for m in TABLE_METRICS]]
+        header += ["gain nDCG@10 vs 1", "gain MRR@10 vs 1", "p nDCG@10 vs 5", "p MRR@10 vs 5", "p nDCG@10 vs 1"]
+        table = []
+        for key, r in rows.items():
+            vals = [fmt_mean_std([sd[m] for sd in r["per_seed"]]) for m in TABLE_METRICS]
+            mean = r["mean"] or {}
+            vs5, vs1 = r.get("vs_st_default", {}), r.get("vs_first_stage", {})
+            table.append(
+                [
+                    r["number"],
+                    f"{key}: {r['label']}",
+                    *vals,
+                    fmt_gain(mean.get("ndcg@10"), (base or {}).get("ndcg@10")) if key != "first-stage" else "",
+                    fmt_gain(mean.get("mrr@10"), (base or {}).get("mrr@10")) if key != "first-stage" else "",
+                    fmt_p(vs5.get("p_value", {}).get("ndcg@10")) if vs5 else "",
+                    fmt_p(vs5.get("p_value", {}).get("mrr@10")) if vs5 else "",
+                    fmt_p(vs1.get("p_value", {}).get("ndcg@10")) if vs1 else "",
+                ]
+            )
+        lines += [markdown_table(header, table), ""]
+    lines += _mining_notes(s)
+    cmd = "make bench-quality DATA=" + str(s.data) + (" QUICK=1" if s.quick else "")
+    lines += [
+        "Commands: `" + cmd + "` (the same, rerun, resumes), i.e. `" + " ".join(_argv_for(s)) + "`. Every "
+        f"hnm call it made is in `{_rel(s.work)}/commands.sh`; the per-step times are in `{_rel(s.work)}/state.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt_choice(choice: dict[str, Any] | None) -> str:
+    if not choice:
+        return ""
+    return "(" + ", ".join(f"{k} {v:.4f}" for k, v in choice["ndcg@10"].items()) + ")"
+
+
+def _rel(p: Path) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def _mining_notes(s: Settings) -> list[str]:
+    """One line per mined arm: pairs with a negative (the share of training pairs each arm can use)."""
+    out = []
+    for key in s.arms:
+        arm = ARM_BY_KEY[key]
+        if arm.mine_args is None and key != REFERENCE_ARM:
+            continue
+        name = f"{key}-s0" if arm.per_seed_mine else key
+        stats_file = s.work / "mine" / name / "stats.json"
+        if stats_file.is_file():
+            st = orjson.loads(stats_file.read_bytes())
+            pairs, zero = st.get("pairs", 0), st.get("pairs_with_zero", 0)
+            out.append(f"`{key}` {pairs - zero}/{pairs} ({100.0 * (pairs - zero) / max(pairs, 1):.1f}%)")
+    if not out:
+        return []
+    return ["Training pairs with at least one negative, per arm: " + ", ".join(out) + ".", ""]
+
+
+def _argv_for(s: Settings) -> list[str]:
+    argv = [".venv/bin/python", "bench/quality.py", "--data", str(s.data)]
+    return argv + (["--quick"] if s.quick else [])
+
+
+def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, Any]:
+    """Aggregate what exists and rewrite the quality section of BENCHMARKS.md / BENCHMARKS.json."""
+    state_path = s.work / "state.json"
+    state = orjson.loads(state_path.read_bytes()) if state_path.is_file() else {}
+    if "machine" not in state:
+        state["machine"] = machine_info()
+        if state_path.is_file():
+            from hnm_cli.shards import atomic_write_json
+
+            atomic_write_json(state_path, state)
+    agg = aggregate(s.work, s.families, s.arms, s.seeds)
+    body = render_quality(s, data_used, best, agg, state)
+    data = {
+        "mode": "quick" if s.quick else "full",
+        "settings": s.to_json(),
+        "machine": state["machine"],
+        "best_model": state.get("best_model"),
+        "sample": state.get("sample"),
+        "results": _jsonable(agg),
+        "step_seconds": {k: v.get("work_seconds") for k, v in state.get("steps", {}).items()},
+    }
+    update_bench_files(s.md, s.json, "quality", body, data)
+    return data
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and math.isnan(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> Settings:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], epilog=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )  # noqa: E501
+    ap.add_argument(
+        "--data", type=Path, required=True, help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv)"
+    )  # noqa: E501
+    ap.add_argument("--work", type=Path, help="work dir (default runs/bench/<dataset>[-quick])")
+    ap.add_argument("--quick", action="store_true", help="3 arms, 1 seed, a seeded corpus sample, few steps")
+    ap.add_argument("--seeds", type=int, help="seeds per trained arm (default 5; quick 1)")
+    ap.add_argument("--arms", help="comma-separated arm keys (default all; quick: first-stage,random,rule)")
+    ap.add_argument("--families", default=None, help="bi,cross (default both)")
+    ap.add_argument(
+        "-c", "--config", type=Path, default=REPO / "configs" / "default.toml", help="hnm config (embed models)"
+    )  # noqa: E501
+    ap.add_argument(
+        "--embed-model",
+        action="append",
+        default=None,
+        help="repeatable: ensemble member (default: the config's; quick: all-MiniLM-L6-v2)",
+    )  # noqa: E501
+    ap.add_argument("--first-stage-model", default="all-MiniLM-L6-v2", help="embedded model folder used as first stage")  # noqa: E501
+    ap.add_argument("--best-model", default=None, help="skip the selection: this embedded model is the best single one")  # noqa: E501
+    ap.add_argument("--base-model", default="pkg:all-MiniLM-L6-v2", help="what both families fine-tune")
+    ap.add_argument("--max-steps", type=int, help="optimizer steps per training (default 100; quick 20)")
+    ap.add_argument("--batch-size", type=int, help="training batch (default 16; quick 8)")
+    ap.add_argument("--lr", type=float, default=2e-5)
+    ap.add_argument("--max-length", type=int, help="max tokens (default 256; quick 128)")
+    ap.add_argument("--negatives-per-positive", type=int, default=3)
+    ap.add_argument("--top-k", type=int, help="first-stage depth (default 100; quick 30)")
+    ap.add_argument("--sample-docs", type=int, default=1000)
+    ap.add_argument("--sample-train", type=int, default=100)
+    ap.add_argument("--sample-test", type=int, default=50)
+    ap.add_argument("--combined-eval", action="store_true", help="also one `hnm eval` per family with every model")
+    ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
+    ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
+    ap.add_argument("--report-only", action="store_true", help="only re-aggregate what exists into the report")
+    a = ap.parse_args(argv)
+    quick = a.quick
+    name = a.data.resolve().name + ("-quick" if quick else "")
+    arms = (
+        tuple(x.strip() for x in a.arms.split(",")) if a.arms else (QUICK_ARMS if quick else tuple(x.key for x in ARMS))
+    )
+    unknown = [x for x in arms if x not in ARM_BY_KEY]
+    if unknown:
+        ap.error(f"unknown arm(s) {unknown}; known: {', '.join(ARM_BY_KEY)}")
+    if "first-stage" not in arms:
+        arms = ("first-stage", *arms)
+    arms = tuple(k for k in ARM_BY_KEY if k in arms)  # table order
+    families = tuple(x.strip() for x in a.families.split(",")) if a.families else ("bi", "cross")
+    if any(f not in FAMILIES for f in families):
+        ap.error(f"--families takes a subset of {','.join(FAMILIES)}")
+    s = Settings(
+        data=a.data.resolve(),
+        work=(a.work or REPO / "runs" / "bench" / name).resolve(),
+        quick=quick,
+        seeds=a.seeds or (1 if quick else 5),
+        arms=arms,
+        families=families,
+        config=a.config.resolve(),
+        embed_models=tuple(a.embed_model or (["all-MiniLM-L6-v2"] if quick else [])),
+        first_stage_model=a.first_stage_model,
+        best_model=a.best_model,
+        base_model=a.base_model,
+        max_steps=a.max_steps or (20 if quick else 100),
+        batch_size=a.batch_size or (8 if quick else 16),
+        lr=a.lr,
+        max_length=a.max_length or (128 if quick else 256),
+        negatives_per_positive=a.negatives_per_positive,
+        top_k=a.top_k or (30 if quick else 100),
+        sample_docs=a.sample_docs,
+        sample_train=a.sample_train,
+        sample_test=a.sample_test,
+        combined_eval=a.combined_eval,
+        md=a.md.resolve(),
+        json=a.json.resolve(),
+    )
+    s.extra["report_only"] = a.report_only
+    return s
+
+
+def main(argv: list[str] | None = None) -> int:
+    s = parse_args(argv)
+    if s.extra.get("report_only"):
+        state = orjson.loads((s.work / "state.json").read_bytes()) if (s.work / "state.json").is_file() else {}
+        best = s.best_model or (state.get("best_model") or {}).get("best")
+        write_report(s, Path(state.get("data_used", s.data)), best)
+        return 0
+    return run_grid(s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

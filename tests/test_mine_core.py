@@ -618,4 +618,4 @@ def test_topk_matches_sentence_transformers(knobs) -> None:
     got = sorted(
         (queries[r.pair.query_row], docs[r.pair.positive_row], docs[n.doc_row]) for r in ours for n in r.negatives
     )
-    assert got == want
+    assert len(want) >= 30 and got == want

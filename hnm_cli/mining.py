@@ -557,19 +557,23 @@ _MIN_EF = 64
 def _rowdot64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Row-wise dot products in float64 of two [N, dim] arrays, bit-identical wherever a row sits.
 
-    A plain sum in a fixed dimension order (one elementwise multiply-add per dimension) instead of BLAS or
-    einsum: their summation order can depend on the batch shape and memory alignment, and the exact and
-    hnsw paths see the same (Q, D) pair in different batches. Decisions must not depend on that.
+    The products are summed by a fixed binary tree of elementwise additions (dim zero-padded to a power
+    of two; adding 0.0 is exact). Matrix products and ``sum(axis=1)`` may order the additions differently
+    depending on the batch shape and memory layout, and the exact and hnsw paths see the same (Q, D)
+    pair in different batches: decisions and reported distances must not depend on that.
     """
-    n = len(a)
+    n, dim = a.shape
     out = np.empty(n, dtype=np.float64)
+    width = 1 << max(dim - 1, 0).bit_length()
     for lo in range(0, n, _DOT_CHUNK):
-        at = np.asarray(a[lo : lo + _DOT_CHUNK], dtype=np.float64).T.copy()
-        bt = np.asarray(b[lo : lo + _DOT_CHUNK], dtype=np.float64).T.copy()
-        acc = at[0] * bt[0]
-        for j in range(1, at.shape[0]):
-            acc += at[j] * bt[j]
-        out[lo : lo + _DOT_CHUNK] = acc
+        hi = min(lo + _DOT_CHUNK, n)
+        prod = np.zeros((hi - lo, width), dtype=np.float64)
+        np.multiply(a[lo:hi], b[lo:hi], out=prod[:, :dim], dtype=np.float64)
+        while width > 1:
+            width //= 2
+            prod = prod[:, :width] + prod[:, width:]
+        out[lo:hi] = prod[:, 0]
+        width = 1 << max(dim - 1, 0).bit_length()
     return out
 
 
@@ -664,6 +668,44 @@ class _Cands:
         self.rows, self.s_qd, self.s_pd, self.excl = r, q, p, e
 
 
+@dataclass
+class _ScanState:
+    """Streaming C1-region state of one pair in the exact scan, keyed on float32 similarities.
+
+    ``passing`` is already exact (float64 wherever float32 was within ``eps`` of a boundary). Pruning drops
+    documents more than ``2 * eps`` below the ``keep``-th passing one: even in float64 they rank below
+    ``keep`` passing documents, so they can neither be chosen nor sit above a chosen one.
+    """
+
+    rows: list[np.ndarray] = field(default_factory=list)
+    s32: list[np.ndarray] = field(default_factory=list)
+    passing: list[np.ndarray] = field(default_factory=list)
+    c1_pass: int = 0
+    c2_fail: int = 0
+    excluded: int = 0
+
+    def add(self, rows: np.ndarray, s32: np.ndarray, passing: np.ndarray, keep: int | None, eps: float) -> None:
+        self.rows.append(rows)
+        self.s32.append(s32)
+        self.passing.append(passing)
+        if keep is None or len(self.rows) < 8:
+            return  # merge and prune in batches, not on every block
+        self.prune(keep, eps)
+
+    def prune(self, keep: int | None, eps: float) -> None:
+        if not self.rows:
+            self.rows, self.s32, self.passing = [np.empty(0, np.int64)], [np.empty(0)], [np.empty(0, bool)]
+            return
+        r, s, p = np.concatenate(self.rows), np.concatenate(self.s32), np.concatenate(self.passing)
+        if keep is not None:
+            ps = s[p]
+            if len(ps) >= keep:
+                tau = np.partition(ps, len(ps) - keep)[len(ps) - keep]  # keep-th largest passing similarity
+                sel = s >= tau - 2 * eps
+                r, s, p = r[sel], s[sel], p[sel]
+        self.rows, self.s32, self.passing = [r], [s], [p]
+
+
 def _scan_c1(
     qv: np.ndarray,
     pv: np.ndarray,
@@ -678,43 +720,70 @@ def _scan_c1(
 ) -> dict[int, _Cands]:
     """Exact blocked scan: the C1 region of every pair in ``todo`` (pruned to ``keep`` passing unless None).
 
-    float32 matrix products screen with a small slack; every screened candidate is then decided on float64
-    similarities from `_rowdot64`, the same numbers the hnsw path computes.
+    Two float32 matrix products per block (Q.D and PD.D) decide C1 and C2 wherever they are farther than
+    ``eps`` from the boundary; the few candidates within ``eps`` are decided on float64 similarities from
+    `_rowdot64`, as are the kept candidates at the end: the same numbers the hnsw path computes, so both
+    paths take the same decisions and report the same distances.
     """
     n = source.n
+    eps = _screen_eps(source.dim)
     todo = np.sort(np.asarray(todo, dtype=np.int64))
-    state = {int(i): _Cands.empty() for i in todo}
-    thr32 = (s_qp - _screen_eps(source.dim)).astype(np.float32)
+    state = {int(i): _ScanState() for i in todo}
+    lo32 = (s_qp - eps).astype(np.float32)
     for start, block in source.blocks(block_rows):
         for c0 in range(0, len(todo), pair_block):
             pc = todo[c0 : c0 + pair_block]
             scores = qv[pc] @ block.T
-            pi, cj = np.nonzero(scores > thr32[pc, None])
-            del scores
+            pi, cj = np.nonzero(scores > lo32[pc, None])
             if len(pi) == 0:
                 continue
+            s_qd = scores[pi, cj].astype(np.float64)
+            del scores
             gp = pc[pi]
             rows = start + cj.astype(np.int64)
-            ok = rows != prows[gp]
-            gp, rows, cj = gp[ok], rows[ok], cj[ok]
-            s_qd = _gather_dot64(qv, gp, block, cj)
-            c1 = s_qd > s_qp[gp]
+            # C1 on float32 where it is clear, float64 within eps of d(Q,PD).
+            c1 = s_qd > s_qp[gp] + eps
+            near = np.flatnonzero(~c1)
+            if len(near):
+                c1[near] = _gather_dot64(qv, gp[near], block, cj[near]) > s_qp[gp[near]]
+            c1 &= rows != prows[gp]
             gp, rows, cj, s_qd = gp[c1], rows[c1], cj[c1], s_qd[c1]
             if len(gp) == 0:
                 continue
-            s_pd = _gather_dot64(pv, gp, block, cj)
+            # C2 needs PD.D for these candidates: one more matrix product when they are many.
+            if len(gp) > len(pc) * 64:
+                s_pd = (pv[pc] @ block.T)[np.searchsorted(pc, gp), cj].astype(np.float64)
+            else:
+                s_pd = _gather_dot64(pv, gp, block, cj)
+            c2 = s_qd > s_pd + eps
+            near = np.flatnonzero(np.abs(s_qd - s_pd) <= eps)
+            if len(near):
+                c2[near] = _gather_dot64(qv, gp[near], block, cj[near]) > _gather_dot64(pv, gp[near], block, cj[near])
             excl = _in_sorted(gp * n + rows, excl_keys)
+            passing = c2 & ~excl
             # gp is ascending (np.nonzero walks row-major and pc is sorted): split it into runs per pair.
             uniq, first = np.unique(gp, return_index=True)
-            bounds = list(first[1:]) + [len(gp)]
+            bounds = [*first[1:], len(gp)]
             for g, lo, hi in zip(uniq, first, bounds, strict=True):
-                c = state[int(g)]
-                e = excl[lo:hi]
-                c.c1_pass += int(hi - lo)
-                c.excluded += int(e.sum())
-                c.c2_fail += int((~e & ~(s_qd[lo:hi] > s_pd[lo:hi])).sum())
-                c.merge(rows[lo:hi], s_qd[lo:hi], s_pd[lo:hi], e, keep)
-    return state
+                st = state[int(g)]
+                st.c1_pass += int(hi - lo)
+                st.excluded += int(excl[lo:hi].sum())
+                st.c2_fail += int((~c2[lo:hi] & ~excl[lo:hi]).sum())
+                st.add(rows[lo:hi], s_qd[lo:hi], passing[lo:hi], keep, eps)
+
+    out: dict[int, _Cands] = {}
+    for i, st in state.items():
+        st.prune(keep, eps)
+        rows = st.rows[0]
+        docs = source.take(rows)
+        s_qd = _rowdot64(np.broadcast_to(qv[i], docs.shape), docs)
+        s_pd = _rowdot64(np.broadcast_to(pv[i], docs.shape), docs)
+        excl = _in_sorted(i * n + rows, excl_keys)
+        order = np.lexsort((rows, -s_qd))
+        c = _Cands(rows[order], s_qd[order], s_pd[order], excl[order])
+        c.c1_pass, c.c2_fail, c.excluded = st.c1_pass, st.c2_fail, st.excluded
+        out[i] = c
+    return out
 
 
 def _scan_next(

@@ -281,6 +281,22 @@ def test_a_folder_that_is_not_a_model_is_one_error_line(tiny_data, tmp_path, cli
     ]
 
 
+def test_a_mine_artifact_of_another_corpus_is_refused(tmp_path, tiny_data, fake_model):
+    from hnm_cli.errors import ArtifactMismatchError
+    from hnm_cli.stages import train_reranker
+
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "corpus.jsonl").write_text('{"_id": "d1", "text": "another corpus"}\n')
+    cfg = TrainRerankerConfig(base_model=str(fake_model))
+    with pytest.raises(ArtifactMismatchError) as err:
+        train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, corpus=other / "corpus.jsonl")
+    assert str(err.value) == (
+        f"{mine} was mined from different corpus files than {other / 'corpus.jsonl'} (file digests differ)"
+    )
+
+
 def test_cli_needs_exactly_one_input(cli, tmp_path):
     result = cli("train-reranker", "--out", tmp_path / "rr")
     assert (result.exit_code, result.stderr) == (
@@ -351,6 +367,7 @@ def test_cross_encoder_margin_end_to_end(cli, tmp_path, tiny_data, tiny_model):
     result = cli(*args, *TRAIN_FLAGS)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"{out / 'manifest.json'}\n"
+    assert result.stderr == ""  # --quiet: no bars, no library warnings
     manifest = load_manifest(out)
     assert manifest.stage == "train-reranker"
     assert manifest.params["loss"] == "margin" and manifest.params["seed"] == 0 and manifest.params["max_steps"] == 3

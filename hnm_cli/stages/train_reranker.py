@@ -268,14 +268,16 @@ def _corpus_digests(paths: DataPaths) -> list[dict[str, Any]]:
     ]
 
 
-def _check_same_corpus(mine: Manifest, ours: list[dict[str, Any]]) -> None:
-    theirs = {e["sha256"] for e in mine.inputs if e.get("role") == "corpus"}
-    mine_corpus = {e["sha256"] for e in ours if e["role"] == "corpus"}
-    if theirs and theirs != mine_corpus:
-        raise ArtifactMismatchError(
-            f"{mine.path} was mined from a different corpus than {ours[0]['path']} (file digests differ)",
-            hint="give the corpus the mine stage read, or rerun hnm mine",
-        )
+def _check_same_files(mine: Manifest, ours: list[dict[str, Any]]) -> None:
+    """Refuse a corpus or queries file other than the one the mine artifact recorded (ids would not match)."""
+    for role in ("corpus", "queries"):
+        theirs = {e["sha256"] for e in mine.inputs if e.get("role") == role}
+        given = [e for e in ours if e.get("role") == role]
+        if theirs and given and theirs != {e["sha256"] for e in given}:
+            raise ArtifactMismatchError(
+                f"{mine.path} was mined from different {role} files than {given[0]['path']} (file digests differ)",
+                hint=f"give the {role} the mine stage read, or rerun hnm mine",
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,7 +358,7 @@ def run(
         if not rows:
             raise DataError(f"{mined}: no rows-*.jsonl rows (zero mined pairs)")
         data_inputs = [artifact_input(mine, "mined"), *_corpus_digests(paths)]
-        _check_same_corpus(mine, data_inputs)
+        _check_same_files(mine, data_inputs)
         train_ids = [str(r.get("query_id")) for _, r in rows]
         leak = check_leakage(
             cfg, mine=mine, train_query_ids=train_ids, train_query_texts=[], data=data, queries_path=None
@@ -450,8 +452,34 @@ def _train(
     """Load the base model, train (resuming from the last checkpoint), save `<out>/model`; return stats."""
     # Library prints (the trainer's PrinterCallback, tqdm.write of log dicts) must never reach stdout,
     # which carries only the manifest path.
-    with contextlib.redirect_stdout(sys.stderr):
+    with contextlib.redirect_stdout(sys.stderr), _libraries_quiet(not progress):
         return _train_inner(out, cfg, target, columns, fingerprint, fresh=fresh, progress=progress)
+
+
+@contextlib.contextmanager
+def _libraries_quiet(enabled: bool) -> Iterator[None]:
+    """With --quiet, silence transformers' weight loading/saving bars and the libraries' info/warning logs."""
+    if not enabled:
+        yield
+        return
+    import transformers
+
+    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers")]
+    levels = [lg.level for lg in loggers]
+    bars = transformers.utils.logging.is_progress_bar_enabled()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+        transformers.logging.set_verbosity(verbosity)
+        if bars:
+            transformers.utils.logging.enable_progress_bar()
 
 
 def _train_inner(

@@ -424,20 +424,20 @@ class _Context:
             corpus_row = {d: i for i, d in enumerate(corpus_ids)}
 
         # Exclusions: every positive of the query by id, and every document whose normalised text equals a
-        # positive's (the same passage under another id is a false negative waiting to happen).
-        by_hash: dict[str, list[str]] = {}
+        # positive's (the same passage under another id is a false negative waiting to happen). Only the
+        # positives' hashes are kept, so memory grows with the qrels, not with the corpus.
+        queries_by_hash: dict[str, set[str]] = {}
+        for q, pos in positives.items():
+            for d in pos:
+                queries_by_hash.setdefault(text_hash(corpus[d].full_text), set()).add(q)
+        excluded_ids = {q: set(pos) for q, pos in positives.items()}
         for d in corpus_ids:
             doc = corpus.items.get(d)
-            if doc is not None:
-                by_hash.setdefault(text_hash(doc.full_text), []).append(d)
-        excluded_ids: dict[str, set[str]] = {}
-        dups = 0
-        for q, pos in positives.items():
-            ex = set(pos)
-            for d in pos:
-                ex.update(by_hash.get(text_hash(corpus[d].full_text), ()))
-            dups += len(ex) - len(set(pos))
-            excluded_ids[q] = ex
+            if doc is None:
+                continue
+            for q in queries_by_hash.get(text_hash(doc.full_text), ()):
+                excluded_ids[q].add(d)
+        dups = sum(len(excluded_ids[q]) - len(set(pos)) for q, pos in positives.items())
         return cls(
             corpus=corpus,
             queries=queries,

@@ -260,12 +260,21 @@ def test_leakage_train_reranker_trained_on_eval_split(data: Path, tmp_path: Path
         assert str(err.value) == expected
 
 
-def _fake_train_artifact(out: Path, mine_dir: Path) -> Path:
+def test_leakage_forced_overlap_recorded_by_train_reranker(data: Path, tmp_path: Path) -> None:
+    tr = _fake_train_artifact(tmp_path / "tr", None, stats={"eval_split": "test", "eval_overlap": 3})
+    with pytest.raises(evaluate.LeakageError) as err:
+        evaluate.run(resolve_data(data), tmp_path / "e", _cfg(), models=[("r", str(tr))], progress=False)
+    assert str(err.value) == (
+        f"--model r: {tr} was trained with 3 queries of the 'test' split (train-reranker --allow-eval-overlap)"
+    )
+
+
+def _fake_train_artifact(out: Path, mine_dir: Path | None, stats: dict | None = None) -> Path:
     (out / "model").mkdir(parents=True, exist_ok=True)
     (out / "model" / "config_sentence_transformers.json").write_text('{"model_type": "CrossEncoder"}')
-    inputs = [{"role": "mined", "path": str(mine_dir), "stage": "mine", "sha256": "x"}]
+    inputs = [{"role": "mined", "path": str(mine_dir), "stage": "mine", "sha256": "x"}] if mine_dir else []
     write_manifest(out, stage="train-reranker", fingerprint="y", params={}, inputs=inputs, outputs=[],
-                   stats={}, started=0.0)  # fmt: skip
+                   stats=stats or {}, started=0.0)  # fmt: skip
     return out
 
 

@@ -141,6 +141,14 @@ def check_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[str]) 
     for ref in refs:
         if ref.artifact is None:
             continue
+        # train-reranker records its own overlap check (it can be forced); an overlap with this split is final.
+        stats = ref.artifact.stats
+        if stats.get("eval_split") == split and stats.get("eval_overlap"):
+            raise LeakageError(
+                f"--model {ref.name}: {ref.source} was trained with {stats['eval_overlap']} queries of the "
+                f"'{split}' split (train-reranker --allow-eval-overlap)",
+                hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
+            )
         mine = _mine_manifest(ref.artifact)
         if mine is None:
             unchecked += 1

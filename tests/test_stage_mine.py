@@ -445,6 +445,30 @@ def test_cli_contract(setup, cli):
     assert load_manifest(out).params["num_negatives"] == 2
 
 
+def test_cli_from_audit_needs_no_vectors(setup, cli, tmp_path: Path):
+    data, vectors, out = setup
+    assert cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--num-negatives", "2").exit_code == 0
+    result = cli("mine", "--from-audit", out, "--data", data, "--out", tmp_path / "re")
+    assert result.exit_code == 1
+    assert result.stderr == f"Error: {out} was mined without --audit; rerun it with --audit\n"
+    assert (
+        cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--audit", "--num-negatives", "2").exit_code
+        == 0
+    )
+    result = cli(
+        "mine", "--from-audit", out / "audit", "--data", data, "--out", tmp_path / "re", "--num-negatives", "1"
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stderr.startswith("mine: rule from audit on 3 pairs: 1 with >=1 negative (33.3%), 0 short, ")
+    assert negatives(tmp_path / "re")[("q1", "d1")] == ["d2"]
+    result = cli("mine", "--from-audit", out, "--data", data, "--out", out)
+    assert result.exit_code == 1
+    assert (
+        result.stderr == f"Error: --from-audit {out} lies inside --out {out}; write the re-selection to another --out\n"
+    )
+    assert cli("mine", "--data", data, "--out", out).exit_code == 2
+
+
 def test_cli_bad_enum_is_a_usage_error(setup, cli):
     data, vectors, out = setup
     result = cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--strategy", "nearest")

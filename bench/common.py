@@ -237,8 +237,11 @@ def measure(
     for t in readers:
         t.join(timeout=5)
     stdout, stderr = "".join(out_chunks), "".join(err_chunks)
-    if timed and (m := _TIME_RSS.findall(stderr)):
-        peak = max(peak, int(m[-1]) * 1024)
+    if timed:
+        if m := _TIME_RSS.findall(stderr):
+            peak = max(peak, int(m[-1]) * 1024)
+        # Keep the command's own stderr: /usr/bin/time's report starts at its "Command being timed" line.
+        stderr = re.split(r"(?:Command exited with non-zero status \d+\n)?\tCommand being timed:", stderr)[0]
     if status == "ok" and proc.returncode != 0:
         status = "failed"
     result = {

@@ -208,6 +208,8 @@ class Runner:
         if line not in seen:
             with open(self.commands, "a", encoding="utf-8") as fh:
                 fh.write(line + "\n")
+        out = Path(args[args.index("--out") + 1]) / "manifest.json" if "--out" in args else None
+        before = out.stat().st_mtime_ns if out is not None and out.is_file() else None
         t0 = time.perf_counter()
         try:
             _, seconds = run_logged(args, self.log, timeout=timeout)
@@ -216,8 +218,9 @@ class Runner:
             self.state.record(key, "failed", time.perf_counter() - t0, error=str(err))
             self.failed.append(key)
             return False
-        # A step that finished in a couple of seconds found its manifest up to date.
-        self.state.record(key, "done", seconds, up_to_date=seconds < 8.0)
+        # An untouched manifest means the step found its artifact up to date and did no work.
+        after = out.stat().st_mtime_ns if out is not None and out.is_file() else None
+        self.state.record(key, "done", seconds, up_to_date=before is not None and before == after)
         return True
 
 

@@ -1,0 +1,264 @@
+"""Benchmark helpers (bench/): the pure pieces that decide numbers, and a slow end-to-end quick grid."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from conftest import REPO, write_beir
+
+sys.path.insert(0, str(REPO / "bench"))
+
+import common  # noqa: E402
+import quality  # noqa: E402
+import synth  # noqa: E402
+
+# ---------------------------------------------------------------------------------------------
+# Formatting
+# ---------------------------------------------------------------------------------------------
+
+
+def test_fmt_mean_std_gain_p():
+    assert common.fmt_mean_std([0.5, 0.6]) == "0.550 ± 0.071 (n=2)"
+    assert common.fmt_mean_std([0.25]) == "0.250 (n=1)"
+    assert common.fmt_mean_std([]) == "-"
+    assert common.fmt_gain(0.55, 0.5) == "+10.0%"
+    assert common.fmt_gain(0.45, 0.5) == "-10.0%"
+    assert common.fmt_gain(0.5, 0.0) == "-"
+    assert common.fmt_gain(None, 0.5) == "-"
+    assert common.fmt_p(0.0004) == "<0.001"
+    assert common.fmt_p(0.04321) == "0.043"
+    assert common.fmt_p(None) == "-"
+
+
+def test_markdown_table_escapes_pipes():
+    table = common.markdown_table(["a", "b"], [[1, "x|y"]])
+    assert table == "| a | b |\n|---|---|\n| 1 | x\\|y |"
+
+
+def test_replace_section_inserts_then_replaces_only_its_own_block():
+    text = common.BENCH_MD_HEADER
+    text = common.replace_section(text, "quality", "Q1")
+    text = common.replace_section(text, "speed", "S1")
+    text = common.replace_section(text, "quality", "Q2")
+    assert "<!-- quality:begin -->\nQ2\n<!-- quality:end -->" in text
+    assert "<!-- speed:begin -->\nS1\n<!-- speed:end -->" in text
+    assert "Q1" not in text
+    assert text.index("quality:begin") < text.index("speed:begin")
+
+
+def test_update_bench_files_keeps_the_other_section(tmp_path):
+    md, js = tmp_path / "B.md", tmp_path / "B.json"
+    common.update_bench_files(md, js, "speed", "speed body", {"x": 1})
+    common.update_bench_files(md, js, "quality", "quality body", {"y": 2})
+    assert orjson.loads(js.read_bytes()) == {"speed": {"x": 1}, "quality": {"y": 2}}
+    text = md.read_text()
+    assert "speed body" in text and "quality body" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# Corpus sampling
+# ---------------------------------------------------------------------------------------------
+
+DOCS = [f"d{i}" for i in range(40)]
+TRAIN = {f"t{i}": [f"d{i}"] for i in range(10)} | {"both": ["d30"]}
+TEST = {f"e{i}": [f"d{10 + i}", f"d{20 + i}"] for i in range(5)} | {"both": ["d31"]}
+
+
+def test_sample_ids_is_seeded_and_keeps_every_positive():
+    docs, train_q, test_q = common.sample_ids(DOCS, TRAIN, TEST, n_docs=15, n_train=3, n_test=2, seed=7)
+    again = common.sample_ids(DOCS, TRAIN, TEST, n_docs=15, n_train=3, n_test=2, seed=7)
+    assert (docs, train_q, test_q) == again
+    assert len(docs) == 15 and len(train_q) == 3 and len(test_q) == 2
+    assert "both" not in train_q  # a query of both splits is only ever a test query
+    kept = set(docs)
+    assert all(d in kept for q in train_q for d in TRAIN[q])
+    assert all(d in kept for q in test_q for d in TEST[q])
+    assert docs == [d for d in DOCS if d in kept]  # corpus order preserved
+    other = common.sample_ids(DOCS, TRAIN, TEST, n_docs=15, n_train=3, n_test=2, seed=8)
+    assert other != (docs, train_q, test_q)
+
+
+def test_sample_ids_exceeds_n_docs_only_for_positives():
+    docs, train_q, test_q = common.sample_ids(DOCS, TRAIN, TEST, n_docs=1, n_train=2, n_test=2, seed=0)
+    assert len(docs) == 2 * 1 + 2 * 2  # the positives alone
+
+
+def test_sample_beir_writes_a_valid_folder_and_skips_a_rerun(tmp_path):
+    from hnm_cli.inputs import read_corpus, read_qrels, read_queries
+
+    src = write_beir(tmp_path / "src")
+    summary = common.sample_beir(src, tmp_path / "dst", n_docs=5, n_train=2, n_test=1, seed=0)
+    assert (summary["docs"], summary["train_queries"], summary["test_queries"]) == (5, 2, 1)
+    corpus, queries = read_corpus(tmp_path / "dst"), read_queries(tmp_path / "dst")
+    assert len(corpus) == 5 and len(queries) == 3
+    train = read_qrels(tmp_path / "dst" / "qrels" / "train.tsv", query_ids=queries, doc_ids=corpus)
+    test = read_qrels(tmp_path / "dst" / "qrels" / "test.tsv", query_ids=queries, doc_ids=corpus)
+    assert len(train) == 2 and test == {"q4": {"d7": 1}}
+    mtime = (tmp_path / "dst" / "corpus.jsonl").stat().st_mtime_ns
+    assert common.sample_beir(src, tmp_path / "dst", n_docs=5, n_train=2, n_test=1, seed=0) == summary
+    assert (tmp_path / "dst" / "corpus.jsonl").stat().st_mtime_ns == mtime
+
+
+# ---------------------------------------------------------------------------------------------
+# sentence-transformers output -> mine rows
+# ---------------------------------------------------------------------------------------------
+
+
+def test_st_triplets_to_rows_maps_texts_back_to_ids():
+    doc_text = {"p1": "alpha", "p2": "beta", "n1": "gamma", "n1dup": "gamma", "n2": "delta", "p3": "eps"}
+    query_text = {"q1": "what", "q2": "who"}
+    pairs = [("q1", "p1"), ("q1", "p2"), ("q2", "p3")]
+    # The miner's triplets: q1 got two negatives for each of its positives, q2 none.
+    anchors = ["what", "what", "what", "what"]
+    positives = ["alpha", "alpha", "beta", "beta"]
+    negatives = ["gamma", "delta", "gamma", "delta"]
+    scores = [[0.9, 0.8], [0.9, 0.5], [0.7, 0.8], [0.7, 0.5]]
+    rows = common.st_triplets_to_rows(anchors, positives, negatives, pairs, query_text, doc_text, scores=scores)
+    assert [(r["query_id"], r["positive_id"]) for r in rows] == pairs
+    assert [n["doc_id"] for n in rows[0]["negatives"]] == ["n1", "n2"]  # first id of a duplicated text
+    assert rows[0]["negatives"][0] == {
+        "doc_id": "n1",
+        "source": "st-mine-hard-negatives",
+        "rank": 1,
+        "d_qd": pytest.approx(0.2),
+        "d_qp": pytest.approx(0.1),
+        "d_pd": None,
+    }
+    assert [n["rank"] for n in rows[1]["negatives"]] == [1, 2]
+    assert rows[2]["negatives"] == []
+
+
+def test_st_triplets_to_rows_refuses_foreign_output():
+    with pytest.raises(ValueError, match="matches no non-positive corpus id"):
+        common.st_triplets_to_rows(["q"], ["a"], ["zzz"], [("q1", "p1")], {"q1": "q"}, {"p1": "a"})
+
+
+# ---------------------------------------------------------------------------------------------
+# Aggregation over per-(arm, seed) evaluations
+# ---------------------------------------------------------------------------------------------
+
+
+def _fake_eval(directory: Path, run: str, values: dict[str, float]) -> None:
+    directory.mkdir(parents=True)
+    (directory / "manifest.json").write_text("{}")
+    rows = [{"run": run, "query_id": q, "mrr@3": v, "mrr@10": v, "ndcg@10": v} for q, v in values.items()]
+    (directory / "per-query.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def test_aggregate_mean_std_over_seeds_and_paired_tests(tmp_path):
+    _fake_eval(tmp_path / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.5})
+    _fake_eval(tmp_path / "eval" / "bi" / "rule" / "s0", "rule", {"a": 1.0, "b": 0.5})
+    _fake_eval(tmp_path / "eval" / "bi" / "rule" / "s1", "rule", {"a": 0.5, "b": 0.5})
+    _fake_eval(tmp_path / "eval" / "bi" / "st-default" / "s0", "st-default", {"a": 0.5, "b": 0.5})
+    agg = quality.aggregate(tmp_path, ("bi",), ("first-stage", "st-default", "rule"), seeds=2)
+    rows = agg["families"]["bi"]
+    assert agg["test_queries"] == 2
+    assert rows["rule"]["seeds_done"] == 2
+    assert rows["rule"]["mean"]["ndcg@10"] == pytest.approx(0.625)  # seed means 0.75 and 0.5
+    assert rows["rule"]["std"]["ndcg@10"] == pytest.approx(0.1767767)
+    assert rows["st-default"]["seeds_done"] == 1
+    # Per-query seed means (a: 0.75, b: 0.5) against st-default (0.5, 0.5): delta 0.125.
+    assert rows["rule"]["vs_st_default"]["delta"]["ndcg@10"] == pytest.approx(0.125)
+    assert rows["rule"]["vs_first_stage"]["relative_delta"]["mrr@10"] == pytest.approx(0.25)
+    assert 0 < rows["rule"]["vs_st_default"]["p_value"]["ndcg@10"] <= 1
+    assert "vs_st_default" not in rows["st-default"]
+    assert "vs_first_stage" not in rows["first-stage"]
+
+
+def test_aggregate_reports_nothing_for_missing_evaluations(tmp_path):
+    agg = quality.aggregate(tmp_path, ("cross",), ("first-stage", "random"), seeds=5)
+    assert agg["test_queries"] is None
+    assert agg["families"]["cross"]["random"]["seeds_done"] == 0
+    assert agg["families"]["cross"]["random"]["mean"] is None
+
+
+def test_quick_defaults_and_arm_selection(tmp_path):
+    s = quality.parse_args(["--data", str(tmp_path), "--quick"])
+    assert s.arms == ("first-stage", "random", "rule") and s.seeds == 1 and s.max_steps == 20
+    s = quality.parse_args(["--data", str(tmp_path), "--arms", "rule,bm25"])
+    assert s.arms == ("first-stage", "bm25", "rule") and s.seeds == 5
+    assert s.work == (REPO / "runs" / "bench" / tmp_path.name).resolve()
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--data", str(tmp_path), "--arms", "nope"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Synthetic corpora
+# ---------------------------------------------------------------------------------------------
+
+
+def test_synthetic_vector_set_is_seeded_and_accepted_by_hnm_mine(tmp_path, cli):
+    from hnm_cli.shards import load_vectors
+
+    synth.make_synthetic(tmp_path / "a", n_docs=300, n_queries=20, dim=8, seed=3)
+    synth.make_synthetic(tmp_path / "b", n_docs=300, n_queries=20, dim=8, seed=3)
+    ids_a, vec_a = load_vectors(tmp_path / "a" / "vectors" / "corpus")
+    ids_b, vec_b = load_vectors(tmp_path / "b" / "vectors" / "corpus")
+    assert ids_a == ids_b and (vec_a == vec_b).all() and vec_a.shape == (300, 8)
+    assert list(synth.positive_rows(300, 4)) == [0, 75, 150, 225]
+    result = cli(
+        "mine",
+        "--vectors",
+        tmp_path / "a" / "vectors",
+        "--data",
+        tmp_path / "a" / "data",
+        "--out",
+        tmp_path / "m",
+        "-q",
+    )
+    assert result.exit_code == 0, result.stderr
+    stats = orjson.loads((tmp_path / "m" / "stats.json").read_bytes())
+    assert stats["pairs"] == 20
+
+
+# ---------------------------------------------------------------------------------------------
+# Slow: the real thing on tiny inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_st_arm_writes_a_mine_artifact_train_reranker_accepts(tmp_path, tiny_data, cli):
+    import st_arm
+
+    assert cli("embed", "--data", tiny_data, "--out", tmp_path / "embed", "--model", "hash:16", "-q").exit_code == 0
+    manifest = st_arm.run(tmp_path / "embed" / "hash-16", tiny_data, "train", tmp_path / "st")
+    assert manifest.stage == "mine" and manifest.params["strategy"] == "st-mine-hard-negatives"
+    rows = [orjson.loads(line) for line in (tmp_path / "st" / "rows-00000.jsonl").read_bytes().splitlines()]
+    assert [(r["query_id"], r["positive_id"]) for r in rows] == [("q1", "d1"), ("q2", "d3"), ("q3", "d5")]
+    assert all(len(r["negatives"]) == 3 for r in rows)  # the default num_negatives over an 8-doc corpus
+    assert all(n["doc_id"] != r["positive_id"] for r in rows for n in r["negatives"])
+    again = st_arm.run(tmp_path / "embed" / "hash-16", tiny_data, "train", tmp_path / "st")
+    assert again.up_to_date
+
+
+@pytest.mark.slow
+def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
+    from conftest import TINY_CORPUS, TINY_QUERIES
+    from tiny_models import build_tiny_bert
+
+    words = [f"{d['title']} {d['text']}" for d in TINY_CORPUS] + [q["text"] for q in TINY_QUERIES]
+    base = build_tiny_bert(tmp_path / "tinybert", words=words)
+    argv = [
+        "--data", str(tiny_data), "--work", str(tmp_path / "work"), "--quick", "--arms", "rule", "--families", "bi",
+        "--embed-model", "hash:16", "--first-stage-model", "hash-16", "--base-model", str(base),
+        "--max-steps", "2", "--batch-size", "2", "--sample-docs", "8", "--sample-train", "3", "--sample-test", "1",
+        "--md", str(tmp_path / "B.md"), "--json", str(tmp_path / "B.json"),
+    ]  # fmt: skip
+    assert quality.main(argv) == 0
+    blob = orjson.loads((tmp_path / "B.json").read_bytes())["quality"]
+    rows = blob["results"]["families"]["bi"]
+    assert rows["rule"]["seeds_done"] == 1 and rows["first-stage"]["seeds_done"] == 1
+    assert blob["mode"] == "quick"
+    text = (tmp_path / "B.md").read_text()
+    assert "QUICK MODE" in text and "| 7 | rule:" in text
+    state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())
+    assert state["steps"]["train:bi:rule:s0"]["status"] == "done"
+    work_seconds = state["steps"]["train:bi:rule:s0"]["work_seconds"]
+    # A rerun finds every artifact up to date and keeps the time of the run that did the work.
+    assert quality.main(argv) == 0
+    state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())
+    assert state["steps"]["train:bi:rule:s0"]["up_to_date"] is True
+    assert state["steps"]["train:bi:rule:s0"]["work_seconds"] == work_seconds

@@ -430,3 +430,11 @@ def test_up_to_date_check_does_not_import_torch(tiny_data, tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
     out2 = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out2 == "False\n"
+
+
+def test_corpus_only_needs_no_queries(tmp_path):
+    data = write_beir(tmp_path / "data")
+    (data / "queries.jsonl").unlink()
+    m = embed.run(paths(data), tmp_path / "o", cfg(parts=("corpus",)), progress=False)
+    assert [i["role"] for i in m.inputs] == ["corpus"]
+    assert sorted(p.name for p in (tmp_path / "o" / "hash-16").iterdir()) == ["corpus", "manifest.json"]

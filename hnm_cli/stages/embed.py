@@ -205,10 +205,8 @@ def plan(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> _Plan:
     for spec in cfg.models:
         _check_name(spec.name)
         models.append(resolve_model(spec))
-    files = {
-        "corpus": inputs.resolve_jsonl_files(data_paths.corpus, "corpus"),
-        "queries": inputs.resolve_jsonl_files(data_paths.queries, "queries"),
-    }
+    where = {"corpus": data_paths.corpus, "queries": data_paths.queries}
+    files = {part: inputs.resolve_jsonl_files(where[part], part) for part in cfg.parts}
     digests = [file_input(f, part) for part in cfg.parts for f in files[part]]
     layout = _layout_params(cfg)
     mparams = {m.name: model_params(m, cfg) for m in models}

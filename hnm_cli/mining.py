@@ -312,6 +312,23 @@ def mine_rule(
             )
         )
 
+    recount = {
+        i: (
+            np.array([neg.doc_row for neg in r.negatives], dtype=np.int64),
+            np.array([1.0 - neg.d_qd for neg in r.negatives]),
+        )
+        for i, r in enumerate(results)
+        if r.negatives and not cands[i].rank_exact
+    }
+    if recount:
+        # Exact s64 values of the chosen documents, for the counting scan (1 - d_qd would round).
+        for i, (rows, _) in recount.items():
+            docs = source.take(rows)
+            recount[i] = (rows, _rowdot64(np.broadcast_to(qv[i], docs.shape), docs))
+        ranks = _count_ranks(qv, recount, source, block_rows, pair_block)
+        for i, rk in ranks.items():
+            results[i].negatives = [replace(neg, rank=int(k)) for neg, k in zip(results[i].negatives, rk, strict=True)]
+
     if fallback == "next":
         empty = np.array([i for i, r in enumerate(results) if not r.negatives], dtype=np.int64)
         if len(empty):
@@ -552,6 +569,10 @@ _COVER_FRACTION = 0.5
 # hnsw ef floor for the rule: below about 64, hnsw misses top neighbours often enough to change negatives
 # (0.5% of pairs at ef 8-16 on 3000 x 32 clustered vectors; none from 64 up), and the rule needs coverage.
 _MIN_EF = 64
+# Failing C1 documents kept per pair for the ranks before falling back to a recount scan.
+_RANK_CAP = 4096
+# Rows of the score matrix turned into candidate lists at once: bounds memory when C1 regions are huge.
+_CAND_ROWS = 32
 
 
 def _rowdot64(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -644,6 +665,7 @@ class _Cands:
     c1_pass: int = 0
     c2_fail: int = 0
     excluded: int = 0
+    rank_exact: bool = True  # False: the documents above were too many to keep; ranks come from a recount
 
     @classmethod
     def empty(cls) -> _Cands:
@@ -674,23 +696,30 @@ class _ScanState:
 
     ``passing`` is already exact (float64 wherever float32 was within ``eps`` of a boundary). Pruning drops
     documents more than ``2 * eps`` below the ``keep``-th passing one: even in float64 they rank below
-    ``keep`` passing documents, so they can neither be chosen nor sit above a chosen one.
+    ``keep`` passing documents, so they can neither be chosen nor sit above a chosen one. Until ``keep``
+    documents pass, failing ones are kept for the ranks, up to ``_RANK_CAP``; past that they are dropped
+    (``overflow``) and the ranks of the chosen documents are recounted in a second scan.
     """
 
     rows: list[np.ndarray] = field(default_factory=list)
     s32: list[np.ndarray] = field(default_factory=list)
     passing: list[np.ndarray] = field(default_factory=list)
+    size: int = 0
     c1_pass: int = 0
     c2_fail: int = 0
     excluded: int = 0
+    overflow: bool = False
 
     def add(self, rows: np.ndarray, s32: np.ndarray, passing: np.ndarray, keep: int | None, eps: float) -> None:
-        self.rows.append(rows)
-        self.s32.append(s32)
-        self.passing.append(passing)
-        if keep is None or len(self.rows) < 8:
-            return  # merge and prune in batches, not on every block
-        self.prune(keep, eps)
+        if self.overflow:
+            rows, s32, passing = rows[passing], s32[passing], passing[passing]
+        # Copies, not views: a view would keep the whole slice's candidate arrays alive.
+        self.rows.append(rows.copy())
+        self.s32.append(s32.copy())
+        self.passing.append(passing.copy())
+        self.size += len(rows)
+        if keep is not None and (len(self.rows) >= 8 or self.size > _RANK_CAP):
+            self.prune(keep, eps)  # merge and prune in batches, not on every block
 
     def prune(self, keep: int | None, eps: float) -> None:
         if not self.rows:
@@ -703,7 +732,11 @@ class _ScanState:
                 tau = np.partition(ps, len(ps) - keep)[len(ps) - keep]  # keep-th largest passing similarity
                 sel = s >= tau - 2 * eps
                 r, s, p = r[sel], s[sel], p[sel]
+            if len(r) > _RANK_CAP:
+                self.overflow = True
+                r, s, p = r[p], s[p], p[p]
         self.rows, self.s32, self.passing = [r], [s], [p]
+        self.size = len(r)
 
 
 def _scan_c1(
@@ -734,42 +767,24 @@ def _scan_c1(
         for c0 in range(0, len(todo), pair_block):
             pc = todo[c0 : c0 + pair_block]
             scores = qv[pc] @ block.T
-            pi, cj = np.nonzero(scores > lo32[pc, None])
-            if len(pi) == 0:
-                continue
-            s_qd = scores[pi, cj].astype(np.float64)
+            for r0 in range(0, len(pc), _CAND_ROWS):
+                _scan_rows(
+                    scores[r0 : r0 + _CAND_ROWS],
+                    pc[r0 : r0 + _CAND_ROWS],
+                    start,
+                    block,
+                    qv,
+                    pv,
+                    s_qp,
+                    lo32,
+                    prows,
+                    excl_keys,
+                    n,
+                    eps,
+                    state,
+                    keep,
+                )
             del scores
-            gp = pc[pi]
-            rows = start + cj.astype(np.int64)
-            # C1 on float32 where it is clear, float64 within eps of d(Q,PD).
-            c1 = s_qd > s_qp[gp] + eps
-            near = np.flatnonzero(~c1)
-            if len(near):
-                c1[near] = _gather_dot64(qv, gp[near], block, cj[near]) > s_qp[gp[near]]
-            c1 &= rows != prows[gp]
-            gp, rows, cj, s_qd = gp[c1], rows[c1], cj[c1], s_qd[c1]
-            if len(gp) == 0:
-                continue
-            # C2 needs PD.D for these candidates: one more matrix product when they are many.
-            if len(gp) > len(pc) * 64:
-                s_pd = (pv[pc] @ block.T)[np.searchsorted(pc, gp), cj].astype(np.float64)
-            else:
-                s_pd = _gather_dot64(pv, gp, block, cj)
-            c2 = s_qd > s_pd + eps
-            near = np.flatnonzero(np.abs(s_qd - s_pd) <= eps)
-            if len(near):
-                c2[near] = _gather_dot64(qv, gp[near], block, cj[near]) > _gather_dot64(pv, gp[near], block, cj[near])
-            excl = _in_sorted(gp * n + rows, excl_keys)
-            passing = c2 & ~excl
-            # gp is ascending (np.nonzero walks row-major and pc is sorted): split it into runs per pair.
-            uniq, first = np.unique(gp, return_index=True)
-            bounds = [*first[1:], len(gp)]
-            for g, lo, hi in zip(uniq, first, bounds, strict=True):
-                st = state[int(g)]
-                st.c1_pass += int(hi - lo)
-                st.excluded += int(excl[lo:hi].sum())
-                st.c2_fail += int((~c2[lo:hi] & ~excl[lo:hi]).sum())
-                st.add(rows[lo:hi], s_qd[lo:hi], passing[lo:hi], keep, eps)
 
     out: dict[int, _Cands] = {}
     for i, st in state.items():
@@ -782,8 +797,96 @@ def _scan_c1(
         order = np.lexsort((rows, -s_qd))
         c = _Cands(rows[order], s_qd[order], s_pd[order], excl[order])
         c.c1_pass, c.c2_fail, c.excluded = st.c1_pass, st.c2_fail, st.excluded
+        c.rank_exact = not st.overflow
         out[i] = c
     return out
+
+
+def _scan_rows(
+    scores: np.ndarray,
+    pc: np.ndarray,
+    start: int,
+    block: np.ndarray,
+    qv: np.ndarray,
+    pv: np.ndarray,
+    s_qp: np.ndarray,
+    lo32: np.ndarray,
+    prows: np.ndarray,
+    excl_keys: np.ndarray,
+    n: int,
+    eps: float,
+    state: dict[int, _ScanState],
+    keep: int | None,
+) -> None:
+    """One slice of `_scan_c1`: Q.D scores of pairs ``pc`` against one corpus block -> candidate updates."""
+    pi, cj = np.nonzero(scores > lo32[pc, None])
+    if len(pi) == 0:
+        return
+    s_qd = scores[pi, cj].astype(np.float64)
+    gp = pc[pi]
+    rows = start + cj.astype(np.int64)
+    # C1 on float32 where it is clear, float64 within eps of d(Q,PD).
+    c1 = s_qd > s_qp[gp] + eps
+    near = np.flatnonzero(~c1)
+    if len(near):
+        c1[near] = _gather_dot64(qv, gp[near], block, cj[near]) > s_qp[gp[near]]
+    c1 &= rows != prows[gp]
+    gp, rows, cj, s_qd = gp[c1], rows[c1], cj[c1], s_qd[c1]
+    if len(gp) == 0:
+        return
+    # C2 needs PD.D for these candidates: one more matrix product when they are many.
+    if len(gp) > len(pc) * 64:
+        s_pd = (pv[pc] @ block.T)[np.searchsorted(pc, gp), cj].astype(np.float64)
+    else:
+        s_pd = _gather_dot64(pv, gp, block, cj)
+    c2 = s_qd > s_pd + eps
+    near = np.flatnonzero(np.abs(s_qd - s_pd) <= eps)
+    if len(near):
+        c2[near] = _gather_dot64(qv, gp[near], block, cj[near]) > _gather_dot64(pv, gp[near], block, cj[near])
+    excl = _in_sorted(gp * n + rows, excl_keys)
+    passing = c2 & ~excl
+    # gp is ascending (np.nonzero walks row-major and pc is sorted): split it into runs per pair.
+    uniq, first = np.unique(gp, return_index=True)
+    bounds = [*first[1:], len(gp)]
+    for g, lo, hi in zip(uniq, first, bounds, strict=True):
+        st = state[int(g)]
+        st.c1_pass += int(hi - lo)
+        st.excluded += int(excl[lo:hi].sum())
+        st.c2_fail += int((~c2[lo:hi] & ~excl[lo:hi]).sum())
+        st.add(rows[lo:hi], s_qd[lo:hi], passing[lo:hi], keep, eps)
+
+
+def _count_ranks(
+    qv: np.ndarray,
+    targets: dict[int, tuple[np.ndarray, np.ndarray]],
+    source: VectorSource,
+    block_rows: int,
+    pair_block: int,
+) -> dict[int, np.ndarray]:
+    """1-based ranks of given documents in their pair's query ranking, by a counting scan.
+
+    ``targets[i] = (rows, s64)``: documents of pair i and their float64 similarities. A document D' counts
+    above D when s(D') > s(D), or equal with a lower row; float32 decides where it is clear.
+    """
+    eps = _screen_eps(source.dim)
+    todo = np.array(sorted(targets), dtype=np.int64)
+    counts = {int(i): np.zeros(len(targets[int(i)][0]), dtype=np.int64) for i in todo}
+    for start, block in source.blocks(block_rows):
+        for c0 in range(0, len(todo), pair_block):
+            pc = todo[c0 : c0 + pair_block]
+            scores = qv[pc] @ block.T
+            for r, i in enumerate(pc):
+                rows, s64 = targets[int(i)]
+                row_scores = scores[r]
+                for j, (t_row, t) in enumerate(zip(rows, s64, strict=True)):
+                    counts[int(i)][j] += int(np.count_nonzero(row_scores > t + eps))
+                    near = np.flatnonzero(np.abs(row_scores - t) <= eps)
+                    if len(near):
+                        s_near = _rowdot64(np.broadcast_to(qv[i], (len(near), block.shape[1])), block[near])
+                        above = (s_near > t) | ((s_near == t) & (start + near < t_row))
+                        counts[int(i)][j] += int(np.count_nonzero(above))
+            del scores
+    return {i: c + 1 for i, c in counts.items()}
 
 
 def _scan_next(

@@ -8,6 +8,7 @@ saved or loaded.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,48 @@ class VectorSource:
         for part in np.unique(part_of):
             sel = np.flatnonzero(part_of == part)
             local = idx[sel] - self._starts[part]
-            out[sel] = self._parts[part][local]
+            if self._readable(int(part)):
+                out[sel] = self._pread_rows(int(part), local)
+            else:
+                out[sel] = self._parts[part][local]
         return out
+
+    def _readable(self, part: int) -> bool:
+        """Whether a part is a float32 C-order .npy memmap that plain file reads can serve."""
+        arr = self._parts[part]
+        return (
+            self._paths[part] is not None
+            and isinstance(arr, np.memmap)
+            and arr.dtype == np.float32
+            and arr.flags.c_contiguous
+        )
+
+    def _pread_rows(self, part: int, local: np.ndarray) -> np.ndarray:
+        """Rows of one memmapped part by positioned reads, one per run of consecutive rows.
+
+        Indexing the memmap instead would fault pages in with kernel readahead: 200 random rows of a
+        200k x 256 shard left ~150 MB resident.
+        """
+        arr = self._parts[part]
+        row_bytes = self._dim * 4
+        base = int(arr.offset)
+        uniq, inverse = np.unique(local, return_inverse=True)
+        buf = np.empty((len(uniq), self._dim), dtype=np.float32)
+        view = memoryview(buf).cast("B")
+        # Split the sorted rows into runs of consecutive rows: one read each.
+        breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
+        starts = np.concatenate([[0], breaks])
+        ends = np.concatenate([breaks, [len(uniq)]])
+        fd = os.open(self._paths[part], os.O_RDONLY)
+        try:
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                want = (b - a) * row_bytes
+                got = os.preadv(fd, [view[a * row_bytes : b * row_bytes]], base + int(uniq[a]) * row_bytes)
+                if got != want:
+                    raise DataError(f"{self._paths[part]}: truncated vector shard")
+        finally:
+            os.close(fd)
+        return buf[inverse.reshape(-1)]
 
 
 def _topk_rows(scores: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -337,6 +337,27 @@ def test_hnsw_forced_fallback_on_recall_gap_is_identical(thousands) -> None:
     assert base.exact_fallbacks < stats.exact_fallbacks <= base.exact_fallbacks + 30
 
 
+def test_rank_recount_when_too_many_documents_rank_above(thousands, monkeypatch) -> None:
+    # With a tiny cap the scan drops the failing documents it keeps for ranks and recounts them instead.
+    import hnm_cli.mining as mining
+
+    x, q, pairs, excluded, src, _ = thousands
+    want, _ = mine_rule(q, src, pairs, excluded, num_negatives=2)
+    monkeypatch.setattr(mining, "_RANK_CAP", 3)
+    recounted: list[int] = []
+    real = mining._count_ranks
+
+    def spy(qv, targets, *args):
+        recounted.extend(targets)
+        return real(qv, targets, *args)
+
+    monkeypatch.setattr(mining, "_count_ranks", spy)
+    got, _ = mine_rule(q, src, pairs, excluded, num_negatives=2, block_rows=500, pair_block=64)
+    assert got == want
+    assert recounted
+    assert any(n.rank > 3 for i in recounted for n in got[i].negatives)
+
+
 def test_audit_is_identical_between_paths(thousands) -> None:
     x, q, pairs, excluded, src, index = thousands
     a: list[AuditRecord] = []

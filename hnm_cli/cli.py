@@ -69,11 +69,23 @@ class OnEmpty(StrEnum):
     skip = "skip"
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at emit time (test runners swap it between invocations)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
     """Plain messages on stderr; the library only ever logs to the 'hnm' logger."""
     logger = logging.getLogger("hnm")
     logger.handlers.clear()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)

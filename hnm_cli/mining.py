@@ -229,7 +229,7 @@ def mine_rule(
     Exact path (``index=None``): one blocked scan over the corpus keeps a streaming best-``num_negatives``
     per pair; exact without any k. HNSW path: searches ``candidate_k`` neighbours and doubles k until the
     documents at or above the query's deepest PD fill at most half of the returned list and every PD of the
-    query is in it. A query is scanned exactly instead when k would pass n/2, or when the list is deep
+    query is in it. A query is scanned exactly instead when k would pass n/16, or when the list is deep
     enough but misses a PD or an excluded row that ranks above PD (a detected recall gap). Candidates are
     then judged on recomputed similarities, never on hnsw's distances, so whenever hnsw returned every
     document above PD the two paths return identical results (measured: identical on 3000 x 32 clustered
@@ -569,6 +569,8 @@ _COVER_FRACTION = 0.5
 # hnsw ef floor for the rule: below about 64, hnsw misses top neighbours often enough to change negatives
 # (0.5% of pairs at ef 8-16 on 3000 x 32 clustered vectors; none from 64 up), and the rule needs coverage.
 _MIN_EF = 64
+# Widening stops when k would pass this share of the corpus; such queries are scanned exactly.
+_MAX_K_FRACTION = 1 / 16
 # Failing C1 documents kept per pair for the ranks before falling back to a recount scan.
 _RANK_CAP = 4096
 # Rows of the score matrix turned into candidate lists at once: bounds memory when C1 regions are huge.
@@ -1021,8 +1023,9 @@ def _hnsw_c1(
                 again.append(qr)
         if not again:
             break
-        if 2 * k > n:
-            # Past half the corpus an hnsw search costs more than a scan and cannot promise coverage.
+        if 2 * k > max(n * _MAX_K_FRACTION, candidate_k):
+            # An hnsw search for k neighbours visits about k * M vectors: past n/16 that costs as much as
+            # scanning the corpus for the query, and the batched exact scan is cheaper still.
             fallback.extend(again)
             break
         k *= 2

@@ -201,7 +201,11 @@ def test_audit_lists_c1_region_and_window_in_rank_order() -> None:
     assert again == records
 
 
-def test_hnsw_widening_and_fallbacks_are_counted() -> None:
+def test_hnsw_widening_and_fallbacks_are_counted(monkeypatch) -> None:
+    import hnm_cli.mining as mining
+
+    # Widen up to n here (the default n/16 would stop at once on these tiny corpora).
+    monkeypatch.setattr(mining, "_MAX_K_FRACTION", 1.0)
     # PD at 30 is rank 4 of 5: k=1 -> 2 -> 4 still ends at PD, and 8 > n: one exact fallback, two widenings.
     src = VectorSource.from_array(BASIC)
     index = ExactIndex(src)

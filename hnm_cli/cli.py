@@ -146,6 +146,7 @@ def embed(
         typer.Option(
             "--model",
             "-m",
+            metavar="SPEC",
             help="Repeatable. A model named in the config, pkg:<name> (all-MiniLM-L6-v2, all-mpnet-base-v2, "
             "multilingual-e5-small), a local folder, a hub id, or hash:<dim> (test encoder). Replaces the "
             "config's list.",

@@ -164,6 +164,7 @@ class State:
         self.data["settings"] = settings.to_json()
         self.data.setdefault("first_started", time.strftime("%Y-%m-%d %H:%M:%S"))
         self.data["last_started"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.data["machine"] = machine_info()  # of this invocation: its date, load and commit head the report
 
     def record(self, key: str, status: str, seconds: float, **extra: Any) -> None:
         prev = self.data["steps"].get(key, {})
@@ -276,6 +277,7 @@ def run_grid(s: Settings) -> int:
     state = State(work, s)
     step = Runner(work, state, log)
     hnm = hnm_bin()
+    t_start = time.perf_counter()
     try:
         log(f"bench-quality: data {s.data}, work {work}, quick={s.quick}, arms {','.join(s.arms)}, seeds {s.seeds}")
         data = s.data
@@ -378,6 +380,9 @@ def run_grid(s: Settings) -> int:
                     f"eval:{fam}-all",
                     [hnm, "eval", *eval_common, *models, *base, "--out", work / "eval" / f"{fam}-all"],
                 )
+        state.data["last_finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+        state.data["last_run_seconds"] = round(time.perf_counter() - t_start, 1)
+        state.save()
         write_report(s, data, best)
         if step.failed:
             log(f"bench-quality: {len(step.failed)} step(s) failed: {', '.join(step.failed)}; rerun to retry them")
@@ -477,6 +482,14 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         f"{s.max_steps} optimizer steps, batch {s.batch_size}, lr {s.lr}, up to {s.negatives_per_positive} "
         "negatives per (query, positive) pair (each miner at its own default count: 1 for hnm's strategies, 3 for "
         "sentence-transformers), seeds 0.." + str(s.seeds - 1) + ".",
+        *(
+            [
+                f"- Wall time of the last complete run of this command: {state['last_run_seconds'] / 60:.1f} min "
+                f"(finished {state.get('last_finished')}; load average at its start {info.get('load_average_at_start')})."
+            ]
+            if state.get("last_run_seconds")
+            else []
+        ),
         "- Cells: mean ± sample std over seeds (n = seeds finished). Gain: relative change of the mean over arm 1. "
         "p: two-sided paired randomization test (10,000 sign flips, per-query mean over seeds), against arm 5 "
         "(sentence-transformers defaults) and against arm 1.",

@@ -201,12 +201,13 @@ def rerank_bi_encoder(
     doc_texts: Mapping[str, str],
     *,
     batch_size: int,
+    progress: bool = False,
 ) -> ScoredRun:
     """Cosine of each query with each of its candidates; every unique document is encoded once."""
     qids = list(candidates)
     doc_ids = sorted({d for ds in candidates.values() for d in ds})
-    q_vecs = encoder.encode([query_texts[q] for q in qids], "query", batch_size)
-    d_vecs = encoder.encode([doc_texts[d] for d in doc_ids], "document", batch_size)
+    q_vecs = _encode(encoder, [query_texts[q] for q in qids], "query", batch_size, progress)
+    d_vecs = _encode(encoder, [doc_texts[d] for d in doc_ids], "document", batch_size, progress)
     row = {d: i for i, d in enumerate(doc_ids)}
     run: ScoredRun = {}
     for qi, qid in enumerate(qids):
@@ -217,6 +218,20 @@ def rerank_bi_encoder(
         sims = d_vecs[[row[d] for d in docs]] @ q_vecs[qi]
         run[qid] = {d: float(s) for d, s in zip(docs, sims, strict=True)}
     return run
+
+
+def _encode(encoder: Any, texts: list[str], kind: str, batch_size: int, progress: bool) -> np.ndarray:
+    """Encode in chunks of a few batches so a long encode shows a bar (stderr) with rate and ETA."""
+    from tqdm.auto import tqdm
+
+    chunk = batch_size * 8
+    parts = []
+    with tqdm(total=len(texts), desc=f"{getattr(encoder, 'name', 'model')}/{kind}", unit="text",
+              disable=not progress or len(texts) <= chunk) as bar:  # fmt: skip
+        for lo in range(0, len(texts), chunk):
+            parts.append(np.asarray(encoder.encode(texts[lo : lo + chunk], kind, batch_size), dtype=np.float32))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
 def rerank_cross_encoder(
@@ -268,7 +283,7 @@ def rerank(
 
         return rerank_cross_encoder(score, candidates, query_texts, doc_texts)
     encoder = load_bi_encoder(ref, max_length=max_length, device=device)
-    return rerank_bi_encoder(encoder, candidates, query_texts, doc_texts, batch_size=batch_size)
+    return rerank_bi_encoder(encoder, candidates, query_texts, doc_texts, batch_size=batch_size, progress=progress)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Everything here works on corpus ROW INDICES (0..n-1 in `VectorSource` order) and query-vector rows; the
 stage maps them to ids, reads files and writes outputs. Vectors are L2-normalised float32, so cosine
-distance is ``d = 1 - dot``. Decisions (C1, C2, thresholds, ties) are made on similarities recomputed in
-float64 from the stored float32 vectors, so the exact and hnsw paths agree bit for bit.
+distance is ``d = 1 - dot``. Decisions (C1, C2, thresholds, ties) are those of float64 similarities of the
+stored float32 vectors, summed in a fixed order (float32 block products decide only where they are farther
+than a proven error bound from the boundary), so the exact and hnsw paths agree bit for bit.
 """
 
 from __future__ import annotations
@@ -669,27 +670,9 @@ class _Cands:
     excluded: int = 0
     rank_exact: bool = True  # False: the documents above were too many to keep; ranks come from a recount
 
-    @classmethod
-    def empty(cls) -> _Cands:
-        return cls(np.empty(0, np.int64), np.empty(0), np.empty(0), np.empty(0, bool))
-
     @property
     def passing(self) -> np.ndarray:
         return ~self.excl & (self.s_qd > self.s_pd)
-
-    def merge(self, rows: np.ndarray, s_qd: np.ndarray, s_pd: np.ndarray, excl: np.ndarray, keep: int | None) -> None:
-        r = np.concatenate([self.rows, rows])
-        q = np.concatenate([self.s_qd, s_qd])
-        p = np.concatenate([self.s_pd, s_pd])
-        e = np.concatenate([self.excl, excl])
-        order = np.lexsort((r, -q))
-        r, q, p, e = r[order], q[order], p[order], e[order]
-        if keep is not None:
-            pass_pos = np.flatnonzero(~e & (q > p))
-            if len(pass_pos) >= keep:
-                cut = int(pass_pos[keep - 1]) + 1
-                r, q, p, e = r[:cut], q[:cut], p[:cut], e[:cut]
-        self.rows, self.s_qd, self.s_pd, self.excl = r, q, p, e
 
 
 @dataclass

@@ -28,6 +28,19 @@ RSS_BUDGET_MB = 350  # measured ~180 MB; loading the corpus (205 MB) plus a 2k x
 
 
 def _maxrss_mb() -> float:
+    """Peak RSS of this process in MB.
+
+    /proc's VmHWM belongs to this process's own memory map. ``ru_maxrss`` survives exec on Linux, so a
+    child started from a large pytest process (torch imported by other tests) would report the parent's
+    size at fork time: it is only the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 

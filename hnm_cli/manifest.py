@@ -83,11 +83,13 @@ def outputs_digest(outputs: list[dict[str, Any]]) -> str:
 
 def compute_fingerprint(stage: str, params: dict[str, Any], inputs: list[dict[str, Any]]) -> str:
     """Fingerprint of a run: stage, tool version, resolved params and input digests."""
+    # Inputs count by role and content, not by path: the same corpus reached through another path
+    # (relative vs absolute, a moved folder, CI's fresh clone) must not trigger hours of re-encoding.
     payload = {
         "stage": stage,
         "version": __version__,
         "params": params,
-        "inputs": sorted(inputs, key=lambda i: (i.get("role", ""), i.get("path", ""))),
+        "inputs": sorted((i.get("role", ""), i.get("sha256", "")) for i in inputs),
     }
     return "sha256:" + hashlib.sha256(canonical_json(payload)).hexdigest()
 

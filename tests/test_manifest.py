@@ -34,6 +34,8 @@ def test_fingerprint_is_stable_and_sensitive():
     assert a != mf.compute_fingerprint("reduce", {"k": 1, "seed": 0}, inputs)
     assert a != mf.compute_fingerprint("mine", {"k": 1, "seed": 0}, [{**inputs[0], "sha256": "abd"}])
     assert a.startswith("sha256:") and len(a) == 7 + 64
+    moved = [{**inputs[0], "path": "/elsewhere/c.jsonl"}]
+    assert a == mf.compute_fingerprint("mine", {"k": 1, "seed": 0}, moved), "a moved input is the same input"
 
 
 def test_up_to_date_needs_matching_fingerprint_and_intact_outputs(tmp_path: Path):

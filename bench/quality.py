@@ -164,7 +164,7 @@ class State:
         self.data["settings"] = settings.to_json()
         self.data.setdefault("first_started", time.strftime("%Y-%m-%d %H:%M:%S"))
         self.data["last_started"] = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.data["machine"] = machine_info()  # of this invocation: its date, load and commit head the report
+        self.data["machine"] = machine_info()  # of this invocation: date, load average and commit of the report
 
     def record(self, key: str, status: str, seconds: float, **extra: Any) -> None:
         prev = self.data["steps"].get(key, {})
@@ -482,14 +482,8 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         f"{s.max_steps} optimizer steps, batch {s.batch_size}, lr {s.lr}, up to {s.negatives_per_positive} "
         "negatives per (query, positive) pair (each miner at its own default count: 1 for hnm's strategies, 3 for "
         "sentence-transformers), seeds 0.." + str(s.seeds - 1) + ".",
-        *(
-            [
-                f"- Wall time of the last complete run of this command: {state['last_run_seconds'] / 60:.1f} min "
-                f"(finished {state.get('last_finished')}; load average at its start {info.get('load_average_at_start')})."
-            ]
-            if state.get("last_run_seconds")
-            else []
-        ),
+        f"- Steps ran between {state.get('first_started')} and {state.get('last_finished') or 'now'} (machine "
+        f"local time); summed working time of all steps {_work_minutes(state):.1f} min (up-to-date reruns excluded).",
         "- Cells: mean ± sample std over seeds (n = seeds finished). Gain: relative change of the mean over arm 1. "
         "p: two-sided paired randomization test (10,000 sign flips, per-query mean over seeds), against arm 5 "
         "(sentence-transformers defaults) and against arm 1.",
@@ -527,6 +521,10 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         "",
     ]
     return "\n".join(lines)
+
+
+def _work_minutes(state: dict[str, Any]) -> float:
+    return sum((v.get("work_seconds") or 0.0) for v in state.get("steps", {}).values()) / 60.0
 
 
 def _fmt_choice(choice: dict[str, Any] | None) -> str:

@@ -464,7 +464,7 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         f"**Mode: {mode}{' — PARTIAL: the grid has not finished, see the n= of each cell' if partial else ''}.** "
         f"Dataset `{s.data}`"
         + (
-            f" (sampled to `{data_used}`: {state.get('sample', {}).get('docs')} docs, "
+            f" (sampled to `{_rel(data_used)}`: {state.get('sample', {}).get('docs')} docs, "
             f"{state.get('sample', {}).get('train_queries')} train / "
             f"{state.get('sample', {}).get('test_queries')} test queries)"
             if s.quick

@@ -67,7 +67,7 @@ class Bench:
         self.path = self.work / "results.json"
         self.results: dict[str, Any] = orjson.loads(self.path.read_bytes()) if self.path.is_file() else {}
         self.results.setdefault("runs", {})
-        self.results["machine"] = machine_info()
+        self.results.setdefault("machine", machine_info())  # of the first invocation; each run has its own load
         self.hnm = hnm_bin()
         self.py = sys.executable
 
@@ -327,7 +327,8 @@ def render(b: Bench) -> str:
         f"- Machine: {machine_line(info)}. The machine was shared with other jobs while these ran (load average "
         "before each run in BENCHMARKS.json): compare ratios within a table rather than absolute times.",
         "- Each row is one fresh process under `/usr/bin/time -v` (wall seconds include Python start and imports; "
-        f"peak RSS is the kernel's), timeout {a.timeout:.0f} s, memory cap {a.mem_limit_gib} GiB.",
+        f"peak RSS is the kernel's), timeout {a.timeout:.0f} s, memory cap {a.mem_limit_gib} GiB. `load`: the 1-minute "
+        "load average just before the run (2 = both cores busy); timings taken at different loads do not compare.",
         "",
         "### Embedding: `hnm embed` vs `SentenceTransformer.encode`",
         "",
@@ -352,12 +353,12 @@ def render(b: Bench) -> str:
             texts, enc, rate = rep.get("texts"), rep.get("encode_seconds"), rep.get("docs_per_s")
         rows.append(
             [label, res["status"], texts or "-", _f(enc), _f(rate), _ratio(rate, base_rate), _f(res.get("seconds")),
-             _f(res.get("peak_rss_mib"), 0)]
+             _f(res.get("peak_rss_mib"), 0), _f(res.get("load_average_before"))]
         )  # fmt: skip
     if rows:
         lines += [
             markdown_table(
-                ["run", "status", "texts", "encode s", "texts/s", "vs hnm fp32", "wall s", "peak RSS MiB"], rows
+                ["run", "status", "texts", "encode s", "texts/s", "vs hnm fp32", "wall s", "peak RSS MiB", "load"], rows
             ),
             "",
         ]
@@ -377,7 +378,8 @@ def render(b: Bench) -> str:
         if res:
             rows.append(
                 [label, res["status"], _f(res.get("mining_seconds"), 2), _f(res.get("seconds")),
-                 _f(res.get("peak_rss_mib"), 0), f"{res.get('pairs_with_negative', '-')}/{res.get('pairs', '-')}"]
+                 _f(res.get("peak_rss_mib"), 0), f"{res.get('pairs_with_negative', '-')}/{res.get('pairs', '-')}",
+                 _f(res.get("load_average_before"))]
             )  # fmt: skip
     e2e = r.get("mine:scifact:st-end-to-end")
     if e2e:
@@ -385,11 +387,14 @@ def render(b: Bench) -> str:
         rows.append(
             ["sentence-transformers end to end (its own encoding included)", e2e["status"],
              _f(rep.get("seconds_mine_incl_embedding"), 2), _f(e2e.get("seconds")), _f(e2e.get("peak_rss_mib"), 0),
-             f"{rep.get('pairs_with_negative', '-')}/{rep.get('distinct_pairs', '-')}"]
+             f"{rep.get('pairs_with_negative', '-')}/{rep.get('distinct_pairs', '-')}",
+             _f(e2e.get("load_average_before"))]
         )  # fmt: skip
     if rows:
         lines += [
-            markdown_table(["tool", "status", "mining s", "wall s", "peak RSS MiB", "pairs with >= 1 negative"], rows),
+            markdown_table(
+                ["tool", "status", "mining s", "wall s", "peak RSS MiB", "pairs with >= 1 negative", "load"], rows
+            ),
             "",
             "mining s: the tool's own timing of search + selection (hnm: `stats.mining_seconds` of the manifest, "
             "reading the data included; sentence-transformers: the `mine_hard_negatives` call). The rule leaves "
@@ -406,11 +411,14 @@ def render(b: Bench) -> str:
             rows.append(
                 [f"{n:,}", TOOL_LABELS[tool], res["status"], _f(res.get("mining_seconds"), 1), _f(res.get("seconds")),
                  _f(res.get("peak_rss_mib"), 0),
-                 f"{res.get('pairs_with_negative', '-')}/{res.get('pairs', '-')}" if res["status"] == "ok" else "-"]
+                 f"{res.get('pairs_with_negative', '-')}/{res.get('pairs', '-')}" if res["status"] == "ok" else "-",
+                 _f(res.get("load_average_before"))]
             )  # fmt: skip
     if rows:
         lines += [
-            markdown_table(["docs", "tool", "status", "mining s", "wall s", "peak RSS MiB", "pairs with neg."], rows),
+            markdown_table(
+                ["docs", "tool", "status", "mining s", "wall s", "peak RSS MiB", "pairs with neg.", "load"], rows
+            ),
             "",
             "status `memory`: killed at the memory cap; `timeout`: killed at the time limit; `skipped`: the "
             "tool already failed at a smaller size. Synthetic vectors: `bench/synth.py` (clusters of 100 "
@@ -421,12 +429,15 @@ def render(b: Bench) -> str:
     for stage in ("embed", "reduce", "mine", "train-reranker", "eval"):
         res = r.get(f"rerun:{stage}")
         if res:
-            rows.append([stage, res["status"], _f(res.get("seconds"), 2), "yes" if res.get("up_to_date") else "no"])
+            rows.append(
+                [stage, res["status"], _f(res.get("seconds"), 2), "yes" if res.get("up_to_date") else "no",
+                 _f(res.get("load_average_before"))]
+            )  # fmt: skip
     if rows:
         lines += [
             "### Rerun with everything up to date",
             "",
-            markdown_table(["stage", "status", "wall s", "up to date"], rows),
+            markdown_table(["stage", "status", "wall s", "up to date", "load"], rows),
             "",
         ]
     cmd = "make bench-speed" + (" QUICK=1" if a.quick else "")
@@ -462,6 +473,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mem-limit-gib", type=float, default=12.0, help="kill a run above this RSS")
     ap.add_argument("--keep-synthetic", action="store_true", help="keep the synthetic vectors after each size")
     ap.add_argument("--remeasure", action="store_true", help="measure again what results.json already holds")
+    ap.add_argument("--report-only", action="store_true", help="only rewrite the report from results.json")
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
     a = ap.parse_args(argv)
@@ -482,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         a.data_used = a.work / "data"
         sample_beir(a.data, a.data_used, n_docs=1000, n_train=200, n_test=100, seed=0)
     b = Bench(a)
+    if a.report_only:
+        b.report()
+        return 0
     b.log(f"bench-speed: data {a.data_used}, parts {','.join(a.parts)}, sizes {a.sizes}")
     if "embed" in a.parts:
         bench_embed(b, a.data_used)

@@ -452,8 +452,12 @@ def train_reranker(
     warmup_ratio: Annotated[float | None, typer.Option(min=0, max=0.99, help="Linear warmup share.")] = None,
     max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per (query, document) input.")] = None,
     negatives_per_positive: Annotated[int | None, typer.Option(min=1, help="Mined negatives used per pair.")] = None,
-    max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides epochs).")] = None,
-    checkpoint_steps: Annotated[int | None, typer.Option(min=1, help="Save a resumable checkpoint every N steps.")] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides epochs).")
+    ] = None,
+    checkpoint_steps: Annotated[
+        int | None, typer.Option(min=1, help="Save a resumable checkpoint every N steps.")
+    ] = None,
     seed: SeedOpt = None,
     allow_eval_overlap: Annotated[
         bool, typer.Option("--allow-eval-overlap", help="Train even if training queries are evaluation queries.")

@@ -349,7 +349,7 @@ def render(b: Bench) -> str:
             st = res.get("stats") or {}
             texts, enc, rate = st.get("rows"), st.get("encode_seconds"), st.get("docs_per_s")
         else:
-            rep = res.get("report") or {}
+            rep = res.get("report") or _json_out(res)
             texts, enc, rate = rep.get("texts"), rep.get("encode_seconds"), rep.get("docs_per_s")
         rows.append(
             [label, res["status"], texts or "-", _f(enc), _f(rate), _ratio(rate, base_rate), _f(res.get("seconds")),
@@ -383,7 +383,7 @@ def render(b: Bench) -> str:
             )  # fmt: skip
     e2e = r.get("mine:scifact:st-end-to-end")
     if e2e:
-        rep = e2e.get("report") or {}
+        rep = e2e.get("report") or _json_out(e2e)
         rows.append(
             ["sentence-transformers end to end (its own encoding included)", e2e["status"],
              _f(rep.get("seconds_mine_incl_embedding"), 2), _f(e2e.get("seconds")), _f(e2e.get("peak_rss_mib"), 0),

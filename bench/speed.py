@@ -122,6 +122,12 @@ def _json_out(res: dict[str, Any]) -> dict[str, Any]:
         return orjson.loads(text)  # one (possibly indented) JSON document
     except orjson.JSONDecodeError:
         pass
+    start = text.rfind("\n{")  # a JSON document printed after other output (sentence-transformers' verbose stats)
+    if start >= 0:
+        try:
+            return orjson.loads(text[start + 1 :])
+        except orjson.JSONDecodeError:
+            pass
     try:
         return orjson.loads(text.splitlines()[-1])
     except (IndexError, orjson.JSONDecodeError):

@@ -293,7 +293,7 @@ def mine_rule(
         cands.update(_scan_c1(qv, pv, s_qp, prows, excl_keys, todo, source, block_rows, pair_block, keep))
         if audit is not None:
             uq = np.unique(qrows[todo])
-            _, top = exact_topk(query_vecs[uq], source, candidate_k, block_rows)
+            _, top = exact_topk(query_vecs[uq], source, candidate_k, block_rows, pair_block)
             windows.update({int(qr): top[j] for j, qr in enumerate(uq)})
 
     results: list[PairResult] = []
@@ -371,6 +371,7 @@ def mine_topk(
     index: HnswIndex | None = None,
     ef_search: int = 200,
     block_rows: int = DEFAULT_BLOCK_ROWS,
+    query_block: int = 1024,
 ) -> tuple[list[PairResult], MiningStats]:
     """Dense top-k negatives with sentence-transformers' ``mine_hard_negatives`` knobs (source "topk").
 
@@ -404,6 +405,7 @@ def mine_topk(
         index: Optional HnswIndex for the candidate search (approximate; exact scan when None).
         ef_search: hnsw ef.
         block_rows: Corpus rows per matrix product.
+        query_block: Queries per matrix product (exact scan); memory ~ query_block x block_rows x 16 bytes.
 
     Returns:
         ``(results, stats)`` as in `mine_rule` (C1/C2 counters stay 0; ``examined`` = candidates in the
@@ -447,7 +449,7 @@ def mine_topk(
     qrows = list(by_query)
     k = min(range_max + max_positives, n)
     if index is None:
-        _, top = exact_topk(query_vecs[qrows], source, k, block_rows)
+        _, top = exact_topk(query_vecs[qrows], source, k, block_rows, query_block)
     else:
         _, top = index.search(query_vecs[qrows], k, ef=max(ef_search, k))
 

@@ -20,6 +20,9 @@ from hnm_cli.errors import DataError
 __all__ = ["VectorSource", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS"]
 
 DEFAULT_BLOCK_ROWS = 16384
+# Queries scored against one corpus block at a time: the score matrix and argpartition's int64 indices are
+# query_block x block_rows each (~270 MB at the defaults), whatever the number of queries.
+DEFAULT_QUERY_BLOCK = 1024
 
 
 class VectorSource:
@@ -218,17 +221,24 @@ def _topk_rows(scores: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray
 
 
 def exact_topk(
-    queries: np.ndarray, source: VectorSource, k: int, block_rows: int = DEFAULT_BLOCK_ROWS
+    queries: np.ndarray,
+    source: VectorSource,
+    k: int,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    query_block: int = DEFAULT_QUERY_BLOCK,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by dot product: blocked matrix products with a streaming per-query merge.
 
-    Peak memory is about ``len(queries) * (block_rows + k)`` scores, independent of the corpus size.
+    Peak working memory is about ``min(len(queries), query_block) * (block_rows + k) * 16`` bytes, independent
+    of the corpus size and of the number of queries (plus the [nq, k] result itself).
 
     Args:
         queries: [nq, dim] float32 query vectors.
         source: The corpus.
         k: Neighbours per query; clipped to ``source.n``.
         block_rows: Corpus rows per matrix product.
+        query_block: Queries per pass over the corpus (the corpus is read once per pass; memmapped shards
+            stay in the page cache between passes).
 
     Returns:
         ``(scores, indices)``, both [nq, min(k, n)]: similarities in descending order (float32) and corpus
@@ -239,7 +249,18 @@ def exact_topk(
         raise ValueError(f"queries have shape {q.shape}, corpus dimension is {source.dim}")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if query_block < 1:
+        raise ValueError(f"query_block must be >= 1, got {query_block}")
     k = min(k, source.n)
+    if len(q) > query_block:
+        parts = [
+            _exact_topk_block(q[lo : lo + query_block], source, k, block_rows) for lo in range(0, len(q), query_block)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    return _exact_topk_block(q, source, k, block_rows)
+
+
+def _exact_topk_block(q: np.ndarray, source: VectorSource, k: int, block_rows: int) -> tuple[np.ndarray, np.ndarray]:
     best_s = np.empty((len(q), 0), dtype=np.float32)
     best_i = np.empty((len(q), 0), dtype=np.int64)
     if len(q) == 0:

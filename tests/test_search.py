@@ -78,6 +78,22 @@ def test_exact_topk_matches_brute_force(tmp_path: Path, block_rows: int) -> None
     np.testing.assert_allclose(scores, ref_scores, atol=1e-6)
 
 
+@pytest.mark.parametrize("query_block", [1, 4, 9, 100])
+def test_exact_topk_query_blocks_change_nothing(tmp_path: Path, query_block: int) -> None:
+    # Query blocking bounds memory (10k queries x a 16k-row block was ~2.8 GB at once); results must not move.
+    rng = np.random.default_rng(5)
+    # Small integers: every dot product is exact in float32 whatever BLAS kernel a block size picks, and
+    # there are many exact ties, so the tie order (lower row first) is exercised too.
+    x = rng.integers(-3, 4, (200, 8)).astype(np.float32)
+    q = rng.integers(-3, 4, (9, 8)).astype(np.float32)
+    src = VectorSource.from_dir(write_shards(tmp_path, x, [120, 80]))
+    s_all, i_all = exact_topk(q, src, 15, block_rows=64, query_block=10_000)
+    s_blk, i_blk = exact_topk(q, src, 15, block_rows=64, query_block=query_block)
+    assert np.array_equal(i_blk, i_all) and np.array_equal(s_blk, s_all)
+    with pytest.raises(ValueError, match="query_block"):
+        exact_topk(q, src, 1, query_block=0)
+
+
 def test_exact_topk_ties_lower_row_first_and_k_clipped() -> None:
     # Rows 1, 3 and 4 tie with score 1; row 2 scores 0; row 0 scores -1.
     x = np.array([[-1, 0], [1, 0], [0, 1], [1, 0], [1, 0]], np.float32)

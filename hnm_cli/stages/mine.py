@@ -531,6 +531,7 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
             index=index,
             ef_search=cfg.hnsw_ef_search,
             block_rows=cfg.block_size,
+            query_block=cfg.query_block,
         )
     elif cfg.strategy == "random":
         results = mining.sample_random(source.n, pairs, excluded, cfg.num_negatives, rng)

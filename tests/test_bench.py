@@ -178,8 +178,12 @@ def test_aggregate_reports_nothing_for_missing_evaluations(tmp_path):
 def test_quick_defaults_and_arm_selection(tmp_path):
     s = quality.parse_args(["--data", str(tmp_path), "--quick"])
     assert s.arms == ("first-stage", "random", "rule") and s.seeds == 1 and s.max_steps == 20
-    s = quality.parse_args(["--data", str(tmp_path), "--arms", "rule,bm25"])
-    assert s.arms == ("first-stage", "bm25", "rule") and s.seeds == 5
+    assert s.embed_precision == "fp32"
+    s = quality.parse_args(["--data", str(tmp_path), "--arms", "rule,bm25", "--embed-precision", "bf16"])
+    # The table keeps arm-number order; the grid runs the arms in the order given.
+    assert s.arms == ("first-stage", "bm25", "rule") and s.run_order == ("rule", "bm25") and s.seeds == 5
+    assert s.embed_precision == "bf16"
+    assert quality.parse_args(["--data", str(tmp_path)]).run_order[:2] == ("st-default", "rule")
     assert s.work == (REPO / "runs" / "bench" / tmp_path.name).resolve()
     with pytest.raises(SystemExit):
         quality.parse_args(["--data", str(tmp_path), "--arms", "nope"])

@@ -367,6 +367,13 @@ def mine(
     allow_eval_queries: Annotated[
         bool, typer.Option("--allow-eval-queries", help="Allow mining with queries of an evaluation split.")
     ] = False,
+    keep_query_duplicates: Annotated[
+        bool,
+        typer.Option(
+            "--keep-query-duplicates",
+            help="Let a document whose text equals the query's be its negative (excluded by default).",
+        ),
+    ] = False,
     audit: Annotated[bool, typer.Option("--audit", help="Write every examined candidate to <out>/audit/.")] = False,
     from_audit: Annotated[
         Path | None,
@@ -395,6 +402,7 @@ def mine(
             absolute_margin=absolute_margin, relative_margin=relative_margin,
             sampling_strategy=_value(sampling_strategy), fallback=_value(fallback), seed=seed,
             allow_eval_queries=allow_eval_queries or None,
+            exclude_query_duplicates=False if keep_query_duplicates else None,
         )  # fmt: skip
         from hnm_cli.stages import mine as mine_stage
 
@@ -551,6 +559,13 @@ def eval_(
     max_length: Annotated[int | None, typer.Option("--max-length", min=1, help="Reranker input tokens.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    ignore_identical_ids: Annotated[
+        bool,
+        typer.Option(
+            "--ignore-identical-ids",
+            help="Drop candidates whose doc id equals the query id (BEIR's option; for Quora, ArguAna).",
+        ),
+    ] = False,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="stdout: one JSON object, or run<TAB>measure<TAB>value lines.")
     ] = OutputFormat.json,
@@ -570,6 +585,7 @@ def eval_(
         cfg = load_config(config).eval.merged(
             split=split, first_stage=_value(first_stage), top_k=top_k, fuse=_value(fuse), baseline=baseline,
             by_length=by_length, batch_size=batch_size, max_length=max_length, device=device, seed=seed,
+            ignore_identical_ids=ignore_identical_ids or None,
         )  # fmt: skip
         models = [evaluate.parse_model_option(value) for value in model or []]
         manifest = evaluate.run(

@@ -154,6 +154,7 @@ class MineConfig(_StageConfig):
     seed: int = 0
     allow_eval_queries: bool = False
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
+    exclude_query_duplicates: bool = True  # a document whose text equals the query's is never its negative
 
     def validate(self) -> None:
         _choice(self.strategy, ("rule", "topk", "random", "bm25"), "mine.strategy")
@@ -233,6 +234,9 @@ class EvalConfig(_StageConfig):
     trials: int = 10_000
     seed: int = 0  # seeds the significance test
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
+    # BEIR's ignore_identical_ids: drop a candidate whose doc id equals the query id (Quora, ArguAna, where the
+    # query is in the corpus). Off by default, as in MTEB for most datasets: SciFact's ids only collide by chance.
+    ignore_identical_ids: bool = False
 
     def validate(self) -> None:
         _choice(self.first_stage, ("bm25", "dense", "run"), "eval.first_stage")

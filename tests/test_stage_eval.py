@@ -159,7 +159,7 @@ def test_cli_dense_needs_vectors(cli, data: Path, tmp_path: Path) -> None:
 
 
 def _cfg(**kw) -> EvalConfig:
-    return EvalConfig().merged(top_k=20, trials=200, **kw)
+    return EvalConfig().merged(**{"top_k": 20, "trials": 200, **kw})
 
 
 def test_user_run_first_stage_and_metrics(data: Path, tmp_path: Path) -> None:
@@ -185,6 +185,37 @@ def test_user_run_first_stage_and_metrics(data: Path, tmp_path: Path) -> None:
         ("first-stage", "q4", 0.0),
     ]
     assert "| first-stage (baseline) | 1 | 0.3750 | 0.3750 | " in (m.path / "report.md").read_text()
+
+
+def test_ignore_identical_ids_drops_the_query_itself_and_keeps_top_k(tmp_path: Path) -> None:
+    # Quora/ArguAna layout: the corpus holds a document under the query's own id, ranked first.
+    from conftest import TINY_CORPUS
+
+    corpus = [*TINY_CORPUS, {"_id": "q1", "title": "", "text": "how do I create a managed mysql database"}]
+    data = write_beir(tmp_path / "data", corpus=corpus, qrels=QRELS)
+    run = tmp_path / "run.jsonl"
+    rows = [{"query_id": "q1", "candidates": [["q1", 9.0], ["d2", 3.0], ["d1", 2.0]]}]
+    run.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    kept = evaluate.run(
+        resolve_data(data), tmp_path / "kept", _cfg(first_stage="run", top_k=2), run_file=run, progress=False
+    )
+    dropped = evaluate.run(
+        resolve_data(data),
+        tmp_path / "dropped",
+        _cfg(first_stage="run", top_k=2, ignore_identical_ids=True),
+        run_file=run,
+        progress=False,
+    )
+    k_rep = orjson.loads((kept.path / "report.json").read_bytes())
+    d_rep = orjson.loads((dropped.path / "report.json").read_bytes())
+    # Without the option q1's positive d1 falls outside top-2 behind the query itself; with it, d1 is rank 2.
+    assert k_rep["runs"]["first-stage"]["mean"]["mrr@10"] == pytest.approx(0.0)
+    assert d_rep["runs"]["first-stage"]["mean"]["mrr@10"] == pytest.approx(0.5 / 4)
+    fs = load_manifest(dropped.path / "first-stage")
+    assert fs.stats["identical_ids_dropped"] == 1 and fs.params["ignore_identical_ids"] is True
+    # Off (the default), the option is not in the params: reports made before it existed stay up to date.
+    assert "ignore_identical_ids" not in kept.params
+    assert "ignore_identical_ids" not in load_manifest(kept.path / "first-stage").params
 
 
 def test_arm_over_seeds_and_rrf(data: Path, tmp_path: Path) -> None:

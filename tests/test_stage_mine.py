@@ -162,6 +162,31 @@ def test_duplicate_text_of_a_positive_is_never_a_negative(tmp_path: Path):
     assert negatives(tmp_path / "mine-rule-none")[("q1", "d1")] == ["d2", "d8"]
 
 
+def test_document_equal_to_the_query_is_never_its_negative(tmp_path: Path):
+    # Quora/ArguAna layout: the corpus holds the query itself (d9 under a title, d10 as the bare text). Both
+    # sit nearer q1 than d1 and pass the rule; a reranker trained on them learns a text does not match itself.
+    q1_text = next(q["text"] for q in TINY_QUERIES if q["_id"] == "q1")
+    corpus = [
+        *TINY_CORPUS,
+        {"_id": "d9", "title": "A title", "text": q1_text.upper()},
+        {"_id": "d10", "title": "", "text": " " + q1_text},
+    ]
+    angles = dict(DOC_ANGLES, d9=("A", -2), d10=("A", 1))
+    ids = [d["_id"] for d in corpus]
+    data = write_beir(tmp_path / "data", corpus=corpus)
+    embed = make_embed_artifact(tmp_path, {"m": (corpus_vectors(angles, ids), query_vectors())}, data=data)
+    for strategy in ("rule", "topk"):
+        out = tmp_path / f"mine-{strategy}"
+        manifest = mine.run(embed / "m", resolve_data(data), out, MineConfig(strategy=strategy), progress=False)
+        assert negatives(out)[("q1", "d1")] == ["d2"], strategy
+        assert manifest.stats["query_duplicates_excluded"] == 2 and manifest.stats["duplicates_excluded"] == 0
+    kept = mine.run(
+        embed / "m", resolve_data(data), tmp_path / "kept", MineConfig(exclude_query_duplicates=False), progress=False
+    )
+    assert negatives(tmp_path / "kept")[("q1", "d1")] == ["d10"]  # the opt-out really lets them through
+    assert kept.stats["query_duplicates_excluded"] == 0
+
+
 @pytest.mark.parametrize(
     ("strategy", "fallback"),
     [

@@ -318,6 +318,8 @@ def build_first_stage(
         force: rebuild even when up to date.
     """
     params: dict[str, Any] = {"method": cfg.first_stage, "top_k": cfg.top_k, "split": cfg.split}
+    if cfg.ignore_identical_ids:  # only when on, so artifacts built before the option existed stay up to date
+        params["ignore_identical_ids"] = True
     inputs = list(base_inputs)
     if cfg.first_stage == "bm25":
         params["bm25"] = BM25_PARAMS
@@ -331,14 +333,22 @@ def build_first_stage(
     if (done := skip_if_up_to_date(out, FIRST_STAGE, fingerprint, force=force)) is not None:
         return _read_candidates(out / CANDIDATES, corpus), done
     started = begin_run(out)
+    # One extra candidate when the query's own id will be dropped, so every query still gets top_k (BEIR's way).
+    depth = cfg.top_k + 1 if cfg.ignore_identical_ids else cfg.top_k
     if cfg.first_stage == "bm25":
-        candidates = _bm25_candidates(corpus, queries, qids, cfg.top_k)
+        candidates = _bm25_candidates(corpus, queries, qids, depth)
     elif cfg.first_stage == "dense":
         assert vectors is not None
-        candidates = _dense_candidates(vectors.path, corpus, qids, cfg.top_k)
+        candidates = _dense_candidates(vectors.path, corpus, qids, depth)
     else:
         assert run_file is not None
-        candidates = read_run_file(run_file, corpus, set(qids), cfg.top_k)
+        candidates = read_run_file(run_file, corpus, set(qids), depth)
+    identical_dropped = 0
+    if cfg.ignore_identical_ids:
+        for q, cands in candidates.items():
+            kept = [(d, s) for d, s in cands if d != q]
+            identical_dropped += len(cands) - len(kept)
+            candidates[q] = kept[: cfg.top_k]
     rows = [{"query_id": q, "candidates": [[d, s] for d, s in candidates.get(q, [])]} for q in qids]
     write_jsonl(out / CANDIDATES, rows)
     lengths = [len(r["candidates"]) for r in rows]
@@ -348,6 +358,8 @@ def build_first_stage(
         "queries_short": sum(1 for n in lengths if n < cfg.top_k),
         "queries_empty": sum(1 for n in lengths if n == 0),
     }
+    if cfg.ignore_identical_ids:
+        stats["identical_ids_dropped"] = identical_dropped
     manifest = write_manifest(
         out,
         stage=FIRST_STAGE,
@@ -547,7 +559,10 @@ def run(
         inputs.append(artifact_input(vec_manifest, "vectors"))
     if run_file is not None and cfg.first_stage == "run":
         inputs.append(file_input(run_file, "run"))
-    params = cfg.to_params() | {
+    params = cfg.to_params()
+    if not cfg.ignore_identical_ids:  # added later: off, it must not change the fingerprint of older reports
+        del params["ignore_identical_ids"]
+    params |= {
         "metrics": list(DEFAULT_METRICS),
         "models": [{"name": r.name, "source": r.source, "kind": r.kind, "identity": _model_identity(r)} for r in refs],
     }

@@ -382,7 +382,8 @@ class _Context:
     query_ids: list[str]  # the queries that have pairs, in first-seen order; row i of query_vecs
     query_row: dict[str, int]
     excluded_ids: dict[str, set[str]]  # query id -> doc ids that may never be negatives
-    duplicates_excluded: int
+    duplicates_excluded: int  # documents excluded for repeating a positive's text under another id
+    query_duplicates_excluded: int  # documents excluded for repeating the query's own text
     vectors_dir: Path | None
     query_vecs: np.ndarray | None = None
     hnsw_files: list[str] = field(default_factory=list)
@@ -431,13 +432,31 @@ class _Context:
             for d in pos:
                 queries_by_hash.setdefault(text_hash(corpus[d].full_text), set()).add(q)
         excluded_ids = {q: set(pos) for q, pos in positives.items()}
+        # A document that *is* the query (Quora, ArguAna and CQADupStack put queries in the corpus too) has
+        # d(Q,D) ~ 0: every strategy would pick it first, teaching the reranker that a text does not match
+        # itself. Matched on the body alone as well, since the query has no title.
+        same_as_query: dict[str, list[str]] = {}
+        if cfg.exclude_query_duplicates:
+            for q in query_ids:
+                if (query := queries.items.get(q)) is not None:
+                    same_as_query.setdefault(text_hash(query.text), []).append(q)
+        identical = 0
         for d in corpus_ids:
             doc = corpus.items.get(d)
             if doc is None:
                 continue
-            for q in queries_by_hash.get(text_hash(doc.full_text), ()):
+            full = text_hash(doc.full_text)
+            for q in queries_by_hash.get(full, ()):
                 excluded_ids[q].add(d)
-        dups = sum(len(excluded_ids[q]) - len(set(pos)) for q, pos in positives.items())
+            if same_as_query:
+                for q in {
+                    *same_as_query.get(full, ()),
+                    *(same_as_query.get(text_hash(doc.text), ()) if doc.title else ()),
+                }:
+                    if d not in excluded_ids[q]:
+                        excluded_ids[q].add(d)
+                        identical += 1
+        dups = sum(len(excluded_ids[q]) - len(set(pos)) for q, pos in positives.items()) - identical
         return cls(
             corpus=corpus,
             queries=queries,
@@ -448,6 +467,7 @@ class _Context:
             query_row={q: i for i, q in enumerate(query_ids)},
             excluded_ids=excluded_ids,
             duplicates_excluded=dups,
+            query_duplicates_excluded=identical,
             vectors_dir=vectors_dir,
         )
 
@@ -801,6 +821,7 @@ def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> d
             "queries": len(ctx.query_ids),
             "corpus_docs": len(ctx.corpus_ids),
             "duplicates_excluded": ctx.duplicates_excluded,
+            "query_duplicates_excluded": ctx.query_duplicates_excluded,
             "mining_seconds": round(seconds, 3),
         }
     )
@@ -823,6 +844,8 @@ def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit:
         )
     if stats.get("fallback_pairs"):
         parts.append(f"{stats['fallback_pairs']} by fallback {cfg.fallback}")
+    if stats.get("query_duplicates_excluded"):
+        parts.append(f"{stats['query_duplicates_excluded']} document(s) equal to their query's text excluded")
     if stats.get("hnsw_widenings") or stats.get("exact_fallbacks"):
         parts.append(f"hnsw widened {stats['hnsw_widenings']}, exact fallbacks {stats['exact_fallbacks']}")
     parts.append(f"{seconds:.1f} s")

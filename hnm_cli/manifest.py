@@ -76,8 +76,12 @@ def canonical_json(obj: Any) -> bytes:
 
 
 def outputs_digest(outputs: list[dict[str, Any]]) -> str:
-    """sha256 over (path, sha256) of every output, order-independent."""
-    pairs = sorted((o["path"], o.get("sha256", "")) for o in outputs)
+    """sha256 over (path, sha256) of every output that downstream stages read, order-independent.
+
+    Outputs marked ``"downstream": False`` (statistics with timings, plots, a search index) are left out: they
+    change on every run, and counting them would make any forced rerun cascade even with identical data.
+    """
+    pairs = sorted((o["path"], o.get("sha256", "")) for o in outputs if o.get("downstream", True))
     return "sha256:" + hashlib.sha256(canonical_json(pairs)).hexdigest()
 
 

@@ -57,6 +57,14 @@ def test_manifest_round_trip_and_digest_ignores_everything_but_outputs(tmp_path:
     assert a.digest == b.digest
 
 
+def test_digest_leaves_out_outputs_not_read_downstream():
+    rows = {"path": "rows-00000.jsonl", "sha256": "a"}
+    stats = {"path": "stats.json", "sha256": "timing-1", "downstream": False}
+    assert mf.outputs_digest([rows, stats]) == mf.outputs_digest([rows, {**stats, "sha256": "timing-2"}])
+    assert mf.outputs_digest([rows, stats]) != mf.outputs_digest([{**rows, "sha256": "b"}, stats])
+    assert mf.outputs_digest([rows]) != mf.outputs_digest([rows, {**stats, "downstream": True}])
+
+
 def test_begin_run_makes_directory_incomplete(tmp_path: Path):
     _write(tmp_path)
     mf.begin_run(tmp_path)

@@ -135,6 +135,14 @@ def test_topk_and_percpos(setup):
     assert manifest.stats["rejected_by"] == {"relative_margin": 4}  # d2, d4, d8 for q1; d6 for q3
 
 
+def test_forced_remine_with_the_same_rows_keeps_the_digest(setup):
+    # stats.json holds the mining time, so it differs on every run; downstream stages must not rerun for it.
+    first = run(setup, plot=False)
+    again = run(setup, force=True)
+    assert (setup[2] / "stats.json").is_file() and again.digest == first.digest
+    assert {o["path"]: o.get("downstream", True) for o in again.outputs}["stats.json"] is False
+
+
 def test_ties_break_by_lower_row(tmp_path: Path):
     angles = dict(DOC_ANGLES, d8=("A", -20))  # d8 now has exactly d2's vector
     data = write_beir(tmp_path / "data")

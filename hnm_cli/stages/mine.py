@@ -347,9 +347,11 @@ def run(
 
     outputs = [output_entry(out, rel, rows=n) for rel, n in written]
     outputs += [output_entry(out, rel, rows=n) for rel, n in audit_files]  # type: ignore[misc]
-    outputs += [output_entry(out, rel) for rel in [*plot_files, "stats.json"]]
+    # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
+    # (stats.json holds the timing) leaves downstream artifacts up to date.
+    outputs += [output_entry(out, rel, downstream=False) for rel in [*plot_files, "stats.json"]]
     if ctx.hnsw_files:
-        outputs += [output_entry(out, rel) for rel in ctx.hnsw_files]
+        outputs += [output_entry(out, rel, downstream=False) for rel in ctx.hnsw_files]
     remove_stale_files(out, keep=[o["path"] for o in outputs], patterns=STALE_PATTERNS)
     manifest = write_manifest(
         out,

@@ -471,6 +471,10 @@ def train_reranker(
         bool, typer.Option("--allow-eval-overlap", help="Train even if training queries are evaluation queries.")
     ] = False,
     device: DeviceOpt = None,
+    precision: Annotated[
+        Precision | None,
+        typer.Option("--precision", help="fp32, or bf16 mixed precision (GPUs; CPUs with native bf16)."),
+    ] = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -484,7 +488,7 @@ def train_reranker(
             margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
             max_length=max_length, negatives_per_positive=negatives_per_positive, max_steps=max_steps,
             checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
-            device=device,
+            device=device, precision=_value(precision),
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage
 
@@ -559,6 +563,9 @@ def eval_(
     max_length: Annotated[int | None, typer.Option("--max-length", min=1, help="Reranker input tokens.")] = None,
     device: DeviceOpt = None,
     seed: SeedOpt = None,
+    precision: Annotated[
+        Precision | None, typer.Option("--precision", help="fp32, or bf16 autocast while scoring (2-3x on bf16 CPUs).")
+    ] = None,
     ignore_identical_ids: Annotated[
         bool,
         typer.Option(
@@ -585,7 +592,7 @@ def eval_(
         cfg = load_config(config).eval.merged(
             split=split, first_stage=_value(first_stage), top_k=top_k, fuse=_value(fuse), baseline=baseline,
             by_length=by_length, batch_size=batch_size, max_length=max_length, device=device, seed=seed,
-            ignore_identical_ids=ignore_identical_ids or None,
+            ignore_identical_ids=ignore_identical_ids or None, precision=_value(precision),
         )  # fmt: skip
         models = [evaluate.parse_model_option(value) for value in model or []]
         manifest = evaluate.run(

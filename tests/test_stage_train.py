@@ -6,6 +6,7 @@ The end-to-end trains use a random-weight 1-layer BERT built offline (tests/tiny
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -401,6 +402,31 @@ def test_cross_encoder_other_losses_train(tmp_path, tiny_data, tiny_model, loss)
     assert manifest.stats["global_step"] == 2
     assert manifest.stats["examples"] == (5 if loss == "bce" else 2)  # bce: 3 positives + 2 negatives
     assert (tmp_path / "rr" / "model" / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains_and_is_recorded(tmp_path, tiny_data, tiny_model):
+    from hnm_cli.config import EvalConfig
+    from hnm_cli.inputs import resolve_data
+    from hnm_cli.stages import evaluate, train_reranker
+
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data)
+    cfg = TrainRerankerConfig(base_model=str(tiny_model), max_steps=2, batch_size=2, device="cpu", precision="bf16")
+    manifest = train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, progress=False)
+    assert manifest.stats["global_step"] == 2 and manifest.params["precision"] == "bf16"
+    assert all(math.isfinite(loss) for _, loss in manifest.stats["loss_curve"])
+    # Scoring under bf16 autocast gives finite scores close to fp32's (bf16 keeps ~3 significant digits).
+    ecfg = EvalConfig(split="test", top_k=8, trials=50, device="cpu")
+    reports = {}
+    for precision in ("fp32", "bf16"):
+        m = evaluate.run(
+            resolve_data(tiny_data), tmp_path / f"e-{precision}", ecfg.merged(precision=precision),
+            models=[("rr", str(tmp_path / "rr"))], progress=False,
+        )  # fmt: skip
+        reports[precision] = orjson.loads((m.path / "report.json").read_bytes())
+    assert "precision" not in load_manifest(tmp_path / "e-fp32").params  # the default leaves old reports valid
+    fp32, bf16 = (reports[p]["runs"]["rr"]["mean"]["ndcg@10"] for p in ("fp32", "bf16"))
+    assert math.isfinite(bf16) and abs(fp32 - bf16) < 0.35
 
 
 @pytest.mark.slow

@@ -559,10 +559,7 @@ def run(
         inputs.append(artifact_input(vec_manifest, "vectors"))
     if run_file is not None and cfg.first_stage == "run":
         inputs.append(file_input(run_file, "run"))
-    params = cfg.to_params()
-    if not cfg.ignore_identical_ids:  # added later: off, it must not change the fingerprint of older reports
-        del params["ignore_identical_ids"]
-    params |= {
+    params = cfg.to_params() | {
         "metrics": list(DEFAULT_METRICS),
         "models": [{"name": r.name, "source": r.source, "kind": r.kind, "identity": _model_identity(r)} for r in refs],
     }
@@ -616,6 +613,7 @@ def run(
                 batch_size=cfg.batch_size,
                 max_length=cfg.max_length,
                 device=cfg.device,
+                precision=cfg.precision,
                 progress=progress,
             )
             seed_runs.setdefault(name, []).append((ref, scored, round(time.time() - t0, 3)))

@@ -511,7 +511,12 @@ def _train_inner(
         from sentence_transformers import SentenceTransformerTrainingArguments as Args
 
         model, head = load_bi_encoder(target, max_length=cfg.max_length, device=device), "n/a"
-    log.info("train-reranker: base %s (%s head) on %s", target, head, device)
+    log.info("train-reranker: base %s (%s head) on %s, %s", target, head, device, cfg.precision)
+    if cfg.precision == "bf16" and device == "cpu":
+        from hnm_cli.encoders import cpu_has_bf16
+
+        if not cpu_has_bf16():
+            log.warning("train-reranker: this CPU has no native bf16; bf16 autocast will be emulated and slow")
     loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
     dataset = datasets.Dataset.from_dict(columns)
 
@@ -540,6 +545,8 @@ def _train_inner(
         report_to="none",
         disable_tqdm=not progress,
         use_cpu=device == "cpu",
+        # Mixed precision through accelerate: bf16 autocast, fp32 master weights (also on CPUs with native bf16).
+        bf16=cfg.precision == "bf16",
         dataloader_num_workers=0,
         **extra,
     )

@@ -368,6 +368,16 @@ def render(b: Bench) -> str:
             ),
             "",
         ]
+    # Single runs repeated later under a different load: shown beside the table, never mixed into it, because
+    # the table's ratios only hold between rows measured under the same conditions.
+    for key, res in sorted((b.results.get("other_embed_runs") or {}).items()):
+        st = res.get("stats") or {}
+        lines += [
+            f"Also measured, alone at load {_f(res.get('load_average_before'))}: `{key}` {res.get('status')}, "
+            f"{_f(st.get('docs_per_s'))} texts/s, wall {_f(res.get('seconds'))} s, peak RSS "
+            f"{_f(res.get('peak_rss_mib'), 0)} MiB (not comparable with the rows above).",
+            "",
+        ]
     ev = {p: r.get(f"eval:first-stage:{p}", {}) for p in ("fp32", "bf16")}
     if ev["fp32"].get("ndcg@10") is not None and ev["bf16"].get("ndcg@10") is not None:
         d = ev["bf16"]["ndcg@10"] - ev["fp32"]["ndcg@10"]

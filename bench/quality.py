@@ -530,7 +530,9 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
             )
         lines += [markdown_table(header, table), ""]
     lines += _mining_notes(s)
+    extra = " ".join(_argv_for(s)[5 if s.quick else 4 :])
     cmd = "make bench-quality DATA=" + str(s.data) + (" QUICK=1" if s.quick else "")
+    cmd += f' BENCH_ARGS="{extra}"' if extra else ""
     lines += [
         "Commands: `" + cmd + "` (the same, rerun, resumes), i.e. `" + " ".join(_argv_for(s)) + "`. Every "
         f"hnm call it made is in `{_rel(s.work)}/commands.sh`; the per-step times are in `{_rel(s.work)}/state.json`.",
@@ -575,8 +577,22 @@ def _mining_notes(s: Settings) -> list[str]:
 
 
 def _argv_for(s: Settings) -> list[str]:
+    """The command line that reproduces this grid: the data, --quick, then every option not at its default."""
     argv = [".venv/bin/python", "bench/quality.py", "--data", str(s.data)]
-    return argv + (["--quick"] if s.quick else [])
+    argv += ["--quick"] if s.quick else []
+    defaults = parse_args(["--data", str(s.data), *(["--quick"] if s.quick else [])])
+    for key, flag in (
+        ("embed_precision", "--embed-precision"), ("precision", "--precision"), ("seeds", "--seeds"),
+        ("max_steps", "--max-steps"), ("batch_size", "--batch-size"), ("max_length", "--max-length"),
+        ("top_k", "--top-k"),
+    ):  # fmt: skip
+        if getattr(s, key) != getattr(defaults, key):
+            argv += [flag, str(getattr(s, key))]
+    if s.families != defaults.families:
+        argv += ["--families", ",".join(s.families)]
+    if s.arms != defaults.arms:
+        argv += ["--arms", ",".join(s.run_order)]
+    return argv
 
 
 def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, Any]:

@@ -564,7 +564,8 @@ def eval_(
     device: DeviceOpt = None,
     seed: SeedOpt = None,
     precision: Annotated[
-        Precision | None, typer.Option("--precision", help="fp32, or bf16 autocast while scoring (2-3x on bf16 CPUs).")
+        Precision | None,
+        typer.Option("--precision", help="fp32, or bf16 autocast while scoring (GPUs; CPUs with native bf16)."),
     ] = None,
     ignore_identical_ids: Annotated[
         bool,

@@ -616,7 +616,8 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
         "results": _jsonable(agg),
         "step_seconds": {k: v.get("work_seconds") for k, v in state.get("steps", {}).items()},
     }
-    update_bench_files(s.md, s.json, "quality", body, data)
+    # Quick mode has its own section, so a smoke run never overwrites the full grid's table (or the reverse).
+    update_bench_files(s.md, s.json, "quality-quick" if s.quick else "quality", body, data)
     return data
 
 

@@ -252,7 +252,7 @@ def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
         "--md", str(tmp_path / "B.md"), "--json", str(tmp_path / "B.json"),
     ]  # fmt: skip
     assert quality.main(argv) == 0
-    blob = orjson.loads((tmp_path / "B.json").read_bytes())["quality"]
+    blob = orjson.loads((tmp_path / "B.json").read_bytes())["quality-quick"]
     rows = blob["results"]["families"]["bi"]
     assert rows["rule"]["seeds_done"] == 1 and rows["first-stage"]["seeds_done"] == 1
     assert blob["mode"] == "quick"

@@ -93,6 +93,12 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def warn_if_bf16_emulated(precision: str, device_type: str, what: str) -> None:
+    """Warn once per model when bf16 was asked for on a CPU without native bf16 (emulated: slower than fp32)."""
+    if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16():
+        log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", what)
+
+
 class SentenceTransformerEncoder:
     """A SentenceTransformer model loaded from a local folder (or a hub id, for users with network).
 
@@ -125,8 +131,7 @@ class SentenceTransformerEncoder:
             raise HnmError(f"model '{spec.name}': cannot load {source}: {_first_line(err)}") from err
         if spec.max_seq_length is not None:
             model.max_seq_length = spec.max_seq_length
-        if precision == "bf16" and model.device.type == "cpu" and not cpu_has_bf16():
-            log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", spec.name)
+        warn_if_bf16_emulated(precision, model.device.type, spec.name)
         self.model = model
         self.spec = spec
         self.name = spec.name

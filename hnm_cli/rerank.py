@@ -171,11 +171,9 @@ def score_pairs_cross_encoder(
         model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
-    if precision == "bf16" and model.device.type == "cpu":
-        from hnm_cli.encoders import cpu_has_bf16
+    from hnm_cli.encoders import warn_if_bf16_emulated
 
-        if not cpu_has_bf16():
-            log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", model_path)
+    warn_if_bf16_emulated(precision, model.device.type, str(model_path))
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
         scores = model.predict(

@@ -512,11 +512,9 @@ def _train_inner(
 
         model, head = load_bi_encoder(target, max_length=cfg.max_length, device=device), "n/a"
     log.info("train-reranker: base %s (%s head) on %s, %s", target, head, device, cfg.precision)
-    if cfg.precision == "bf16" and device == "cpu":
-        from hnm_cli.encoders import cpu_has_bf16
+    from hnm_cli.encoders import warn_if_bf16_emulated
 
-        if not cpu_has_bf16():
-            log.warning("train-reranker: this CPU has no native bf16; bf16 autocast will be emulated and slow")
+    warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
     loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
     dataset = datasets.Dataset.from_dict(columns)
 

@@ -145,7 +145,7 @@ def torch_device(device: str) -> str:
 
     if torch.cuda.is_available():
         return "cuda"
-    if torch.backends.mps.is_available():
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
 

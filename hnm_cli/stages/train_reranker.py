@@ -167,19 +167,6 @@ def load_bi_encoder(target: str, *, max_length: int, device: str) -> Any:
     return model
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda if available, else mps, else cpu; anything else unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 # ---------------------------------------------------------------------------------------------
 # Inputs and the leakage guard
 # ---------------------------------------------------------------------------------------------
@@ -497,9 +484,10 @@ def _train_inner(
     import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+    from hnm_cli.rerank import torch_device
     from hnm_cli.training import make_loss
 
-    device = resolve_device(cfg.device)
+    device = torch_device(cfg.device)
     transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
     if cfg.kind == "cross-encoder":
         from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer

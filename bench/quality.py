@@ -530,11 +530,12 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
             )
         lines += [markdown_table(header, table), ""]
     lines += _mining_notes(s)
-    extra = " ".join(_argv_for(s)[5 if s.quick else 4 :])
+    options = _options_for(s)
     cmd = "make bench-quality DATA=" + str(s.data) + (" QUICK=1" if s.quick else "")
-    cmd += f' BENCH_ARGS="{extra}"' if extra else ""
+    cmd += f' BENCH_ARGS="{" ".join(options)}"' if options else ""
+    argv = [".venv/bin/python", "bench/quality.py", "--data", str(s.data), *(["--quick"] if s.quick else []), *options]
     lines += [
-        "Commands: `" + cmd + "` (the same, rerun, resumes), i.e. `" + " ".join(_argv_for(s)) + "`. Every "
+        "Commands: `" + cmd + "` (the same, rerun, resumes), i.e. `" + " ".join(argv) + "`. Every "
         f"hnm call it made is in `{_rel(s.work)}/commands.sh`; the per-step times are in `{_rel(s.work)}/state.json`.",
         "",
     ]
@@ -576,10 +577,9 @@ def _mining_notes(s: Settings) -> list[str]:
     return ["Training pairs with at least one negative, per arm: " + ", ".join(out) + ".", ""]
 
 
-def _argv_for(s: Settings) -> list[str]:
-    """The command line that reproduces this grid: the data, --quick, then every option not at its default."""
-    argv = [".venv/bin/python", "bench/quality.py", "--data", str(s.data)]
-    argv += ["--quick"] if s.quick else []
+def _options_for(s: Settings) -> list[str]:
+    """The options that reproduce this grid beside --data and --quick: every one not at its default."""
+    argv: list[str] = []
     defaults = parse_args(["--data", str(s.data), *(["--quick"] if s.quick else [])])
     for key, flag in (
         ("embed_precision", "--embed-precision"), ("precision", "--precision"), ("seeds", "--seeds"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.search import DEFAULT_BLOCK_ROWS, HnswIndex, VectorSource, exact_topk
+from hnm_cli.search import DEFAULT_BLOCK_ROWS, DEFAULT_QUERY_BLOCK, HnswIndex, VectorSource, exact_topk
 
 __all__ = [
     "Pair",
@@ -371,7 +371,7 @@ def mine_topk(
     index: HnswIndex | None = None,
     ef_search: int = 200,
     block_rows: int = DEFAULT_BLOCK_ROWS,
-    query_block: int = 1024,
+    query_block: int = DEFAULT_QUERY_BLOCK,
 ) -> tuple[list[PairResult], MiningStats]:
     """Dense top-k negatives with sentence-transformers' ``mine_hard_negatives`` knobs (source "topk").
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from hnm_cli.errors import DataError
 
-__all__ = ["VectorSource", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS"]
+__all__ = ["VectorSource", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS", "DEFAULT_QUERY_BLOCK"]
 
 DEFAULT_BLOCK_ROWS = 16384
 # Queries scored against one corpus block at a time: the score matrix and argpartition's int64 indices are

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -82,7 +83,9 @@ class Arm:
     number: int
     label: str
     mine_args: tuple[str, ...] | None  # hnm mine options; None for first-stage and st-default
-    vectors: str | None = None  # "ensemble" (reduce), "best" (best single model), "nopca" (reduce --no-pca)
+    # "ensemble" (reduce), "best" (best single model), "nopca" (reduce --no-pca), "balanced" (reduce --balance
+    # variance)
+    vectors: str | None = None
     per_seed_mine: bool = False  # the negatives themselves are random: re-mined with each seed
 
 
@@ -318,6 +321,11 @@ def run_grid(s: Settings) -> int:
             "reduce-nopca", [hnm, "reduce", "--embeddings", embed, "--out", work / "reduce-nopca", "--no-pca", "-q"]
         ):
             return 1
+        if "balanced" in need and not step(
+            "reduce-balanced",
+            [hnm, "reduce", "--embeddings", embed, "--out", work / "reduce-balanced", "--balance", "variance", "-q"],
+        ):
+            return 1
         best = s.best_model
         if best is None:
             choice = best_single_model(embed, data, names)
@@ -325,7 +333,12 @@ def run_grid(s: Settings) -> int:
             state.save()
             best = choice["best"]
             log(f"best single model (train nDCG@10): {best} {choice['ndcg@10']}")
-        vectors = {"ensemble": work / "reduce", "nopca": work / "reduce-nopca", "best": embed / best}
+        vectors = {
+            "ensemble": work / "reduce",
+            "nopca": work / "reduce-nopca",
+            "balanced": work / "reduce-balanced",
+            "best": embed / best,
+        }
         fs_vectors = embed / s.first_stage_model
 
         eval_common = [
@@ -592,6 +605,10 @@ def _options_for(s: Settings) -> list[str]:
         argv += ["--families", ",".join(s.families)]
     if s.arms != defaults.arms:
         argv += ["--arms", ",".join(s.run_order)]
+    for spec in s.extra.get("explore", []):
+        argv += ["--explore", shlex.quote(spec)]
+    if s.extra.get("section"):
+        argv += ["--section", s.extra["section"]]
     return argv
 
 
@@ -617,7 +634,8 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
         "step_seconds": {k: v.get("work_seconds") for k, v in state.get("steps", {}).items()},
     }
     # Quick mode has its own section, so a smoke run never overwrites the full grid's table (or the reverse).
-    update_bench_files(s.md, s.json, "quality-quick" if s.quick else "quality", body, data)
+    section = s.extra.get("section") or ("quality-quick" if s.quick else "quality")
+    update_bench_files(s.md, s.json, section, body, data)
     return data
 
 
@@ -634,6 +652,13 @@ def _jsonable(obj: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
+
+
+def _register_arm(arm: Arm) -> None:
+    """Add an exploration arm to the grid's tables (this script's process only)."""
+    global ARMS
+    ARMS = (*ARMS, arm)
+    ARM_BY_KEY[arm.key] = arm
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -689,7 +714,27 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
     ap.add_argument("--report-only", action="store_true", help="only re-aggregate what exists into the report")
+    ap.add_argument(
+        "--explore",
+        action="append",
+        default=[],
+        metavar="KEY=VECTORS:ARGS",
+        help="repeatable: an extra arm, e.g. 'w3=ensemble:--strategy rule --fallback next --fill short "
+        "--num-negatives 3' (VECTORS: ensemble, best, nopca, balanced); recipes under study, reported beside the rest",
+    )
+    ap.add_argument("--section", default=None, help="BENCHMARKS.md section to write (default quality / quality-quick)")
     a = ap.parse_args(argv)
+    for i, spec in enumerate(a.explore):
+        key, _, rest = spec.partition("=")
+        vec, _, args = rest.partition(":")
+        if not key or vec not in ("ensemble", "best", "nopca", "balanced"):
+            ap.error(f"--explore {spec!r}: expected KEY=VECTORS:ARGS with VECTORS in ensemble,best,nopca,balanced")
+        mine_args = tuple(shlex.split(args))
+        arm = Arm(key, 100 + i, f"explore: {vec}, {args}", mine_args, vec, per_seed_mine="random" in mine_args)
+        if ARM_BY_KEY.get(key, arm) != arm:
+            ap.error(f"--explore {spec!r}: arm key {key!r} is taken")
+        if key not in ARM_BY_KEY:
+            _register_arm(arm)
     quick = a.quick
     name = a.data.resolve().name + ("-quick" if quick else "")
     arms = (
@@ -734,6 +779,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         json=a.json.resolve(),
     )
     s.extra["report_only"] = a.report_only
+    s.extra["section"] = a.section
+    s.extra["explore"] = list(a.explore)
     return s
 
 

@@ -201,6 +201,11 @@ def embed(
 # [reduce command]
 
 
+class Balance(StrEnum):
+    none = "none"
+    variance = "variance"
+
+
 class FitOn(StrEnum):
     corpus = "corpus"
     corpus_queries = "corpus+queries"
@@ -254,6 +259,10 @@ def reduce(
     max_fit_rows: Annotated[
         int | None, typer.Option("--max-fit-rows", min=2, help="Fit on a seeded sample above this many rows.")
     ] = None,
+    balance: Annotated[
+        Balance | None,
+        typer.Option(help="variance: scale each model to unit total variance before weighting and PCA."),
+    ] = None,
     seed: SeedOpt = None,
     model: Annotated[
         list[str] | None,
@@ -282,6 +291,7 @@ def reduce(
             fit_on=None if fit_on is None else fit_on.value,
             max_fit_rows=max_fit_rows,
             seed=seed,
+            balance=None if balance is None else balance.value,
         )
         if variance is not None:  # an explicit variance target beats a config file's n_components
             cfg = dataclasses.replace(cfg, n_components=None)
@@ -318,6 +328,16 @@ class Fallback(StrEnum):
     next = "next"
     random = "random"
     bm25 = "bm25"
+
+
+class PairsWithoutNegative(StrEnum):
+    in_batch = "in-batch"
+    skip = "skip"
+
+
+class Fill(StrEnum):
+    empty = "empty"
+    short = "short"
 
 
 class ExportLayout(StrEnum):
@@ -363,6 +383,12 @@ def mine(
     ] = None,
     sampling_strategy: Annotated[Sampling | None, typer.Option(help="topk: take the top or a seeded sample.")] = None,
     fallback: Annotated[Fallback | None, typer.Option(help="Negatives for pairs the rule leaves empty.")] = None,
+    fill: Annotated[
+        Fill | None, typer.Option(help="Which pairs the fallback fills: empty ones, or short ones too.")
+    ] = None,
+    c2_margin: Annotated[
+        float | None, typer.Option(min=0.0, help="rule: keep D only if d(PD,D) - d(Q,D) > margin (0: the paper).")
+    ] = None,
     seed: SeedOpt = None,
     allow_eval_queries: Annotated[
         bool, typer.Option("--allow-eval-queries", help="Allow mining with queries of an evaluation split.")
@@ -400,8 +426,8 @@ def mine(
             hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
             range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,
             absolute_margin=absolute_margin, relative_margin=relative_margin,
-            sampling_strategy=_value(sampling_strategy), fallback=_value(fallback), seed=seed,
-            allow_eval_queries=allow_eval_queries or None,
+            sampling_strategy=_value(sampling_strategy), fallback=_value(fallback), fill=_value(fill),
+            c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
         )  # fmt: skip
         from hnm_cli.stages import mine as mine_stage
@@ -460,6 +486,10 @@ def train_reranker(
     warmup_ratio: Annotated[float | None, typer.Option(min=0, max=0.99, help="Linear warmup share.")] = None,
     max_length: Annotated[int | None, typer.Option(min=8, help="Max tokens per (query, document) input.")] = None,
     negatives_per_positive: Annotated[int | None, typer.Option(min=1, help="Mined negatives used per pair.")] = None,
+    pairs_without_negative: Annotated[
+        PairsWithoutNegative | None,
+        typer.Option(help="mnrl: train pairs without a mined negative on in-batch negatives, or skip them."),
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides epochs).")
     ] = None,
@@ -488,7 +518,7 @@ def train_reranker(
             margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
             max_length=max_length, negatives_per_positive=negatives_per_positive, max_steps=max_steps,
             checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
-            device=device, precision=_value(precision),
+            device=device, precision=_value(precision), pairs_without_negative=_value(pairs_without_negative),
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage
 

@@ -119,8 +119,12 @@ class ReduceConfig(_StageConfig):
     max_fit_rows: int = 200_000  # above this, fit on a seeded sample
     block_rows: int = 8192  # rows transformed per block
     seed: int = 0
+    balance: str = "none"  # none | variance: scale each model to unit total variance before weights and PCA
+
+    late_options: ClassVar[dict[str, Any]] = {"balance": "none"}
 
     def validate(self) -> None:
+        _choice(self.balance, ("none", "variance"), "reduce.balance")
         if not 0 < self.variance <= 1:
             raise ConfigError(f"reduce.variance must be in (0, 1]; got {self.variance!r}")
         _positive(self.n_components, "reduce.n_components", allow_none=True)
@@ -156,13 +160,20 @@ class MineConfig(_StageConfig):
     relative_margin: float | None = None
     sampling_strategy: str = "top"  # top | random
     fallback: str = "none"  # none | next | random | bm25
+    fill: str = "empty"  # empty | short: which pairs the fallback fills (none at all, or fewer than asked)
+    c2_margin: float = 0.0  # rule: C2 with a margin, d(PD,D) - d(Q,D) > c2_margin (0: the paper)
     seed: int = 0
     allow_eval_queries: bool = False
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
     exclude_query_duplicates: bool = True  # a document whose text equals the query's is never its negative
 
+    late_options: ClassVar[dict[str, Any]] = {"fill": "empty", "c2_margin": 0.0}
+
     def validate(self) -> None:
         _choice(self.strategy, ("rule", "topk", "random", "bm25"), "mine.strategy")
+        _choice(self.fill, ("empty", "short"), "mine.fill")
+        if not isinstance(self.c2_margin, int | float) or self.c2_margin < 0:
+            raise ConfigError(f"mine.c2_margin must be >= 0; got {self.c2_margin!r}")
         _choice(self.index, ("exact", "hnsw"), "mine.index")
         _choice(self.sampling_strategy, ("top", "random"), "mine.sampling_strategy")
         _choice(self.fallback, ("none", "next", "random", "bm25"), "mine.fallback")
@@ -198,11 +209,14 @@ class TrainRerankerConfig(_StageConfig):
     allow_eval_overlap: bool = False
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 (mixed precision: bf16 autocast, fp32 master weights)
+    # mnrl: train pairs the miner left without a negative with in-batch negatives ("in-batch"), or drop them.
+    pairs_without_negative: str = "in-batch"  # in-batch | skip
 
     late_options: ClassVar[dict[str, Any]] = {"precision": "fp32"}
 
     def validate(self) -> None:
         _choice(self.kind, ("cross-encoder", "bi-encoder"), "train_reranker.kind")
+        _choice(self.pairs_without_negative, ("in-batch", "skip"), "train_reranker.pairs_without_negative")
         _choice(self.precision, ("fp32", "bf16"), "train_reranker.precision")
         losses = ("margin", "bce", "listwise") if self.kind == "cross-encoder" else ("mnrl", "margin")
         if self.loss not in losses:

@@ -219,6 +219,12 @@ def mine_rule(
     block_rows: int = DEFAULT_BLOCK_ROWS,
     pair_block: int = 1024,
     fallback: str = "none",
+    fill: str = "empty",
+    c2_margin: float = 0.0,
+    range_min: int = 0,
+    range_max: int | None = None,
+    sampling_strategy: str = "top",
+    rng: np.random.Generator | None = None,
     audit: Callable[[AuditRecord], None] | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
     """The paper's rule: D passes iff C1 d(Q,D) < d(Q,PD) and C2 d(Q,D) < d(PD,D) (strict), not excluded.
@@ -251,6 +257,17 @@ def mine_rule(
         pair_block: Pairs per matrix product (exact scan); memory ~ pair_block x block_rows x 4 bytes.
         fallback: "none" (the paper) or "next": pairs the rule leaves empty get the nearest non-excluded
             documents that pass C2 only, with source "fallback-next".
+        fill: Which pairs the "next" fallback fills: "empty" (no rule negative) or "short" (fewer than the
+            window asks for). The C1-passing documents head the C2-passing list in similarity order, so a
+            filled pair gets the nearest C2-passing documents: its rule negatives, then fallback-next ones.
+        c2_margin: C2 with a margin, against false negatives: D must satisfy d(PD,D) - d(Q,D) > c2_margin
+            (0: the paper's strict C2).
+        range_min: Skip this many of a pair's passing documents (nearest first) before selecting.
+        range_max: The selection window ends at this position of the passing list (exclusive); None means
+            ``range_min + num_negatives``.
+        sampling_strategy: "top" takes the window's first ``num_negatives``; "random" samples them with
+            ``rng`` (kept in rank order).
+        rng: Needed for "random"; defaults to ``np.random.default_rng(0)``.
         audit: Called once per examined candidate (the C1 region plus the top ``candidate_k`` window), after
             selection, in pair order then rank order.
 
@@ -262,13 +279,24 @@ def mine_rule(
     """
     if fallback not in ("none", "next"):
         raise ValueError(f"fallback must be 'none' or 'next' here, got {fallback!r} (the stage does random/bm25)")
+    if fill not in ("empty", "short"):
+        raise ValueError(f"fill must be 'empty' or 'short', got {fill!r}")
+    if sampling_strategy not in ("top", "random"):
+        raise ValueError(f"sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}")
     if candidate_k < 1 or block_rows < 1 or pair_block < 1:
         raise ValueError("candidate_k, block_rows and pair_block must be >= 1")
+    if range_min < 0 or c2_margin < 0:
+        raise ValueError("range_min and c2_margin must be >= 0")
     query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
     _check_inputs(query_vecs, source, pairs, num_negatives)
     if index is not None and (index.n != source.n or index.dim != source.dim):
         raise ValueError(f"hnsw index has {index.n} x {index.dim} vectors, corpus {source.n} x {source.dim}")
     n, m = source.n, num_negatives
+    # The selection window over a pair's passing documents, nearest first.
+    need = range_min + m if range_max is None else range_max
+    if need - range_min < m:
+        raise ValueError(f"the window range_min={range_min}..range_max={range_max} holds fewer than {m} negatives")
+    rng = rng if rng is not None else np.random.default_rng(0)
     stats = MiningStats()
     if not pairs:
         return [], stats
@@ -285,12 +313,24 @@ def mine_rule(
         todo = np.arange(len(pairs), dtype=np.int64)
     else:
         cands, windows, todo = _hnsw_c1(
-            query_vecs, qrows, pv, s_qp, prows, excl_keys, source, index, ef_search, candidate_k, stats, excluded
+            query_vecs,
+            qrows,
+            pv,
+            s_qp,
+            prows,
+            excl_keys,
+            source,
+            index,
+            ef_search,
+            candidate_k,
+            stats,
+            excluded,
+            c2_margin,
         )
     if len(todo):
         # With an audit the whole C1 region is kept (it is written out); otherwise only what can matter.
-        keep = None if audit is not None else m
-        cands.update(_scan_c1(qv, pv, s_qp, prows, excl_keys, todo, source, block_rows, pair_block, keep))
+        keep = None if audit is not None else need
+        cands.update(_scan_c1(qv, pv, s_qp, prows, excl_keys, todo, source, block_rows, pair_block, keep, c2_margin))
         if audit is not None:
             uq = np.unique(qrows[todo])
             _, top = exact_topk(query_vecs[uq], source, candidate_k, block_rows, pair_block)
@@ -300,7 +340,7 @@ def mine_rule(
     window_size = min(candidate_k, n) - 1
     for i, pair in enumerate(pairs):
         c = cands[i]
-        pos = np.flatnonzero(c.passing)[:m]
+        pos = np.flatnonzero(c.passing(c2_margin))[:need]
         negs = [_negative(c.rows[j], SOURCE_RULE, int(j) + 1, c.s_qd[j], s_qp[i], c.s_pd[j]) for j in pos]
         results.append(
             PairResult(
@@ -331,21 +371,45 @@ def mine_rule(
             results[i].negatives = [replace(neg, rank=int(k)) for neg, k in zip(results[i].negatives, rk, strict=True)]
 
     if fallback == "next":
-        empty = np.array([i for i, r in enumerate(results) if not r.negatives], dtype=np.int64)
-        if len(empty):
-            nxt = _scan_next(qv, pv, prows, excl_keys, empty, source, block_rows, pair_block, m)
-            for i in empty:
-                rows, s_qd, s_pd = nxt[int(i)]
-                results[i].negatives = [
-                    _negative(r, SOURCE_FALLBACK_NEXT, None, a, s_qp[i], b)
+        lacking = [
+            i for i, r in enumerate(results) if (len(r.negatives) < need if fill == "short" else not r.negatives)
+        ]
+        if lacking:
+            todo_next = np.array(lacking, dtype=np.int64)
+            nxt = _scan_next(qv, pv, prows, excl_keys, todo_next, source, block_rows, pair_block, need, c2_margin)
+            for i in lacking:
+                rows, s_qd, s_pd = nxt[i]
+                # The rule's own negatives head this list (same order, same float64 values): keep them as they are.
+                have = {neg.doc_row: neg for neg in results[i].negatives}
+                negs = [
+                    have.get(int(r)) or _negative(r, SOURCE_FALLBACK_NEXT, None, a, s_qp[i], b)
                     for r, a, b in zip(rows, s_qd, s_pd, strict=True)
                 ]
-                results[i].fallback_used = bool(len(rows))
+                results[i].fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in negs)
+                results[i].negatives = negs
+
+    for r in results:
+        window = r.negatives[range_min:need]
+        if sampling_strategy == "random" and len(window) > m:
+            window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
+        r.negatives = window[:m]
+        r.fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in r.negatives)
 
     if audit is not None:
         for i, pair in enumerate(pairs):
             _emit_audit(
-                audit, pair, cands[i], windows[int(qrows[i])], results[i], qv[i], pv[i], s_qp[i], source, i, excl_keys
+                audit,
+                pair,
+                cands[i],
+                windows[int(qrows[i])],
+                results[i],
+                qv[i],
+                pv[i],
+                s_qp[i],
+                source,
+                i,
+                excl_keys,
+                c2_margin,
             )
 
     for r in results:
@@ -612,6 +676,13 @@ def _gather_dot64(a: np.ndarray, ai: np.ndarray, b: np.ndarray, bi: np.ndarray) 
     return out
 
 
+def _c2(s_qd: np.ndarray, s_pd: np.ndarray, c2_margin: float) -> np.ndarray:
+    """C2 on float64 similarities: d(Q,D) + margin < d(PD,D), i.e. s(Q,D) - s(PD,D) > margin.
+
+    At margin 0 this is the paper's strict ``s_qd > s_pd``, written so, bit for bit."""
+    return s_qd > s_pd if c2_margin == 0 else (s_qd - s_pd) > c2_margin
+
+
 def _screen_eps(dim: int) -> float:
     """Slack for float32 screening before the float64 decision: float32 dot products of unit vectors are
     off by at most about dim * 2**-24; four times that, and never below 1e-4."""
@@ -672,9 +743,8 @@ class _Cands:
     excluded: int = 0
     rank_exact: bool = True  # False: the documents above were too many to keep; ranks come from a recount
 
-    @property
-    def passing(self) -> np.ndarray:
-        return ~self.excl & (self.s_qd > self.s_pd)
+    def passing(self, c2_margin: float = 0.0) -> np.ndarray:
+        return ~self.excl & _c2(self.s_qd, self.s_pd, c2_margin)
 
 
 @dataclass
@@ -737,6 +807,7 @@ def _scan_c1(
     block_rows: int,
     pair_block: int,
     keep: int | None,
+    c2_margin: float = 0.0,
 ) -> dict[int, _Cands]:
     """Exact blocked scan: the C1 region of every pair in ``todo`` (pruned to ``keep`` passing unless None).
 
@@ -770,6 +841,7 @@ def _scan_c1(
                     eps,
                     state,
                     keep,
+                    c2_margin,
                 )
             del scores
 
@@ -804,6 +876,7 @@ def _scan_rows(
     eps: float,
     state: dict[int, _ScanState],
     keep: int | None,
+    c2_margin: float = 0.0,
 ) -> None:
     """One slice of `_scan_c1`: Q.D scores of pairs ``pc`` against one corpus block -> candidate updates."""
     pi, cj = np.nonzero(scores > lo32[pc, None])
@@ -826,10 +899,12 @@ def _scan_rows(
         s_pd = (pv[pc] @ block.T)[np.searchsorted(pc, gp), cj].astype(np.float64)
     else:
         s_pd = _gather_dot64(pv, gp, block, cj)
-    c2 = s_qd > s_pd + eps
-    near = np.flatnonzero(np.abs(s_qd - s_pd) <= eps)
+    c2 = s_qd > s_pd + c2_margin + eps
+    near = np.flatnonzero(np.abs(s_qd - s_pd - c2_margin) <= eps)
     if len(near):
-        c2[near] = _gather_dot64(qv, gp[near], block, cj[near]) > _gather_dot64(pv, gp[near], block, cj[near])
+        c2[near] = _c2(
+            _gather_dot64(qv, gp[near], block, cj[near]), _gather_dot64(pv, gp[near], block, cj[near]), c2_margin
+        )
     excl = _in_sorted(gp * n + rows, excl_keys)
     passing = c2 & ~excl
     # gp is ascending (np.nonzero walks row-major and pc is sorted): split it into runs per pair.
@@ -886,6 +961,7 @@ def _scan_next(
     block_rows: int,
     pair_block: int,
     m: int,
+    c2_margin: float = 0.0,
 ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Exact blocked scan for ``fallback="next"``: per pair the ``m`` non-excluded documents (not PD) with
     the highest similarity to Q that pass C2, as (rows, s_qd, s_pd) sorted best first."""
@@ -904,7 +980,7 @@ def _scan_next(
             pc = todo[c0 : c0 + pair_block]
             s_q = qv[pc] @ block.T
             s_p = pv[pc] @ block.T
-            s_q[~(s_q > s_p - eps)] = -np.inf
+            s_q[~(s_q > s_p + c2_margin - eps)] = -np.inf
             del s_p
             local = prows[pc] - start
             inside = (local >= 0) & (local < b)
@@ -923,7 +999,7 @@ def _scan_next(
             cj = cols[pi, ci]
             s_qd = _gather_dot64(qv, gp, block, cj)
             s_pd = _gather_dot64(pv, gp, block, cj)
-            ok = s_qd > s_pd
+            ok = _c2(s_qd, s_pd, c2_margin)
             gp, cj, s_qd, s_pd = gp[ok], cj[ok], s_qd[ok], s_pd[ok]
             for g in np.unique(gp):
                 at = gp == g
@@ -970,6 +1046,7 @@ def _hnsw_c1(
     candidate_k: int,
     stats: MiningStats,
     excluded: Excluded,
+    c2_margin: float = 0.0,
 ) -> tuple[dict[int, _Cands], dict[int, np.ndarray], np.ndarray]:
     """hnsw candidates per pair, widening k until every PD of the query is returned and the list reaches
     below the deepest PD; returns (complete C1 candidates per covered pair, the search window per covered
@@ -1034,7 +1111,7 @@ def _hnsw_c1(
             c = _Cands(rows, s_qd, s_pd, excl)
             c.c1_pass = int(len(rows))
             c.excluded = int(excl.sum())
-            c.c2_fail = int((~excl & ~(s_qd > s_pd)).sum())
+            c.c2_fail = int((~excl & ~_c2(s_qd, s_pd, c2_margin)).sum())
             cands[i] = c
     left = np.array(sorted(i for qr in fallback for i in by_query[qr]), dtype=np.int64)
     return cands, windows, left
@@ -1052,6 +1129,7 @@ def _emit_audit(
     source: VectorSource,
     i: int,
     excl_keys: np.ndarray,
+    c2_margin: float = 0.0,
 ) -> None:
     """Report the C1 region plus the search window of one pair, in rank order (PD itself left out)."""
     n = source.n
@@ -1079,7 +1157,7 @@ def _emit_audit(
                 d_qp=float(1.0 - s_qp),
                 d_pd=float(1.0 - s_pd[j]),
                 c1=bool(s_qd[j] > s_qp),
-                c2=bool(s_qd[j] > s_pd[j]),
+                c2=bool(_c2(s_qd[j : j + 1], s_pd[j : j + 1], c2_margin)[0]),
                 excluded=bool(excl[j]),
                 selected=row in chosen,
             )

@@ -13,7 +13,8 @@ Which examples each loss sees (one *group* is one labelled (query, positive) pai
 | cross-encoder | margin   | anchor, positive, negative (one per neg.)  | skipped                   |
 | cross-encoder | bce      | query, passage, label (1 / 0)              | positive kept (label 1)   |
 | cross-encoder | listwise | query, docs [positive, negatives...]       | skipped                   |
-| bi-encoder    | mnrl     | anchor, positive, negative_1..negative_n   | skipped                   |
+| bi-encoder    | mnrl     | anchor, positive, negative_1..negative_n   | kept: a second dataset of |
+|               |          | (pairs: anchor, positive)                  | pairs, in-batch negatives |
 | bi-encoder    | margin   | anchor, positive, negative (one per neg.)  | skipped                   |
 """
 
@@ -50,6 +51,7 @@ class ExampleStats:
     pairs_skipped_no_negative: int = 0  # groups without a negative, skipped by a contrastive loss
     pairs_positive_only: int = 0  # bce: groups without a negative that still gave a label-1 example
     pairs_padded: int = 0  # mnrl: groups with fewer negatives than columns, filled by repeating their own
+    pairs_in_batch_only: int = 0  # mnrl: groups without a negative trained with in-batch negatives alone
     negatives_used: int = 0
     examples: int = 0  # dataset rows
     extra: dict[str, Any] = field(default_factory=dict)
@@ -197,6 +199,30 @@ def _neg_sort(where: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Columns per loss
 # ---------------------------------------------------------------------------------------------
+
+
+PAIRS_DATASET = "pairs"  # the name of the (anchor, positive) dataset of groups without a negative
+
+
+def build_datasets(
+    groups: Sequence[Group], kind: str, loss: str, negatives_per_positive: int, *, pairs_without_negative: str
+) -> tuple[dict[str, dict[str, list[Any]]], ExampleStats]:
+    """The training datasets' columns, by dataset name: "hard" (`build_columns`), and for mnrl with
+    ``pairs_without_negative="in-batch"`` also "pairs" (anchor, positive) for the groups without a negative,
+    which MultipleNegativesRankingLoss trains with the batch's other positives as negatives. Arms that differ
+    in how many pairs their miner covered then train on the same positives and differ only in their negatives.
+    """
+    cols, stats = build_columns(groups, kind, loss, negatives_per_positive)
+    out = {"hard": cols} if stats.examples else {}
+    if kind == "bi-encoder" and loss == "mnrl" and pairs_without_negative == "in-batch":
+        bare = [g for g in groups if not g.negatives]
+        if bare:
+            out[PAIRS_DATASET] = {"anchor": [g.query for g in bare], "positive": [g.positive for g in bare]}
+            stats.pairs_in_batch_only = len(bare)
+            stats.pairs_skipped_no_negative = 0
+            stats.pairs_used += len(bare)
+            stats.examples += len(bare)
+    return out, stats
 
 
 def build_columns(

@@ -313,6 +313,72 @@ def test_exact_rule_matches_brute_force_and_is_interesting(thousands) -> None:
     assert stats.rejected_c2 > 0 and stats.rejected_exclusion > 0
 
 
+def brute_window(x, q, pairs, excluded, m, *, c1, c2_margin=0.0, range_min=0):
+    """Reference for the windowed rule: the C2(+margin)-passing documents nearest first, C1 optional,
+    positions range_min..range_min+m; written the obvious way in float64."""
+    x64, q64 = x.astype(np.float64), q.astype(np.float64)
+    out = []
+    for p in pairs:
+        sq = sum(x64[:, j] * q64[p.query_row, j] for j in range(x.shape[1]))
+        sp = sum(x64[:, j] * x64[p.positive_row, j] for j in range(x.shape[1]))
+        ok = (sq - sp > c2_margin) if c2_margin else (sq > sp)
+        if c1:
+            ok &= sq > sq[p.positive_row]
+        ok[list(excluded.get(p.query_row, ())) + [p.positive_row]] = False
+        cand = np.flatnonzero(ok)
+        out.append([int(c) for c in cand[np.lexsort((cand, -sq[cand]))][range_min : range_min + m]])
+    return out
+
+
+@pytest.mark.parametrize("use_index", [False, True])
+def test_fill_short_is_the_nearest_c2_passing_documents(thousands, use_index: bool) -> None:
+    x, q, pairs, excluded, src, index = thousands
+    kw = {"index": index, "candidate_k": 4} if use_index else {"block_rows": 700, "pair_block": 64}
+    res, stats = mine_rule(q, src, pairs, excluded, num_negatives=3, fallback="next", fill="short", **kw)
+    assert rows_of(res) == brute_window(x, q, pairs, excluded, 3, c1=False)
+    # Labels: a negative above PD is the rule's own, one below comes from the fill.
+    for r in res:
+        for neg in r.negatives:
+            assert neg.source == (SOURCE_RULE if neg.d_qd < neg.d_qp else SOURCE_FALLBACK_NEXT)
+    assert stats.pairs_short == 0 < stats.fallback_pairs
+    # fill="empty" leaves the short pairs short: only pairs without any rule negative are filled.
+    empty_only, _ = mine_rule(q, src, pairs, excluded, num_negatives=3, fallback="next", **kw)
+    strict = brute_rule(x, q, pairs, excluded, 3)
+    for got, rule_rows, full in zip(
+        rows_of(empty_only), strict, brute_window(x, q, pairs, excluded, 3, c1=False), strict=True
+    ):
+        assert got == (rule_rows or full)
+
+
+def test_c2_margin_and_window_match_brute_force(thousands) -> None:
+    x, q, pairs, excluded, src, _ = thousands
+    res, _ = mine_rule(q, src, pairs, excluded, num_negatives=2, c2_margin=0.05, block_rows=700)
+    assert rows_of(res) == brute_window(x, q, pairs, excluded, 2, c1=True, c2_margin=0.05)
+    res, _ = mine_rule(
+        q, src, pairs, excluded, num_negatives=2, c2_margin=0.02, fallback="next", fill="short", range_min=3
+    )
+    assert rows_of(res) == brute_window(x, q, pairs, excluded, 2, c1=False, c2_margin=0.02, range_min=3)
+    # The margin changes picks, and every pick keeps it.
+    base, _ = mine_rule(q, src, pairs, excluded, num_negatives=1)
+    tight, stats = mine_rule(q, src, pairs, excluded, num_negatives=1, c2_margin=0.1)
+    assert rows_of(tight) != rows_of(base) and stats.rejected_c2 > 0
+    assert all(n.d_pd - n.d_qd > 0.1 for r in tight for n in r.negatives)
+
+
+def test_random_window_sampling_is_seeded_and_inside_the_window(thousands) -> None:
+    x, q, pairs, excluded, src, _ = thousands
+    kw = {"num_negatives": 2, "fallback": "next", "fill": "short", "range_max": 10, "sampling_strategy": "random"}
+    a, _ = mine_rule(q, src, pairs, excluded, rng=np.random.default_rng(5), **kw)
+    b, _ = mine_rule(q, src, pairs, excluded, rng=np.random.default_rng(5), **kw)
+    assert a == b
+    window = brute_window(x, q, pairs, excluded, 10, c1=False)
+    for got, allowed in zip(rows_of(a), window, strict=True):
+        assert set(got) <= set(allowed) and len(got) == min(2, len(allowed))
+        assert got == [r for r in allowed if r in got]  # rank order kept
+    top, _ = mine_rule(q, src, pairs, excluded, **(kw | {"sampling_strategy": "top"}))
+    assert rows_of(top) != rows_of(a)
+
+
 @pytest.mark.parametrize(("candidate_k", "ef_search"), [(100, 200), (2, 200), (8, 64), (4, 8)])
 def test_hnsw_gives_identical_negatives(thousands, candidate_k: int, ef_search: int) -> None:
     x, q, pairs, excluded, src, index = thousands

@@ -328,7 +328,8 @@ def run(
     started = begin_run(out)
 
     if from_audit is not None:
-        results, stats = _select_from_audit(plan.audit_dir, ctx, cfg)  # type: ignore[arg-type]
+        assert plan.audit_dir is not None and plan.audit_manifest is not None
+        results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
         audit_files: list[str] = []
     else:
         results, stats, audit_files = _mine(ctx, cfg, out, audit=audit)
@@ -531,6 +532,12 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
             block_rows=cfg.block_size,
             pair_block=cfg.query_block,
             fallback="next" if cfg.fallback == "next" else "none",
+            fill=cfg.fill,
+            c2_margin=cfg.c2_margin,
+            range_min=cfg.range_min,
+            range_max=cfg.range_max,
+            sampling_strategy=cfg.sampling_strategy,
+            rng=rng,
             audit=writer.add if writer is not None else None,
         )
         if writer is not None:
@@ -725,7 +732,9 @@ def _iter_audit(audit_dir: Path) -> Iterator[dict[str, Any]]:
         yield from iter_jsonl(path)
 
 
-def _select_from_audit(audit_dir: Path, ctx: _Context, cfg: MineConfig) -> tuple[list[Any], Any]:
+def _select_from_audit(
+    audit_dir: Path, ctx: _Context, cfg: MineConfig, audited: dict[str, Any]
+) -> tuple[list[Any], Any]:
     """Re-apply the rule to audited candidates: C1 and C2 and not excluded, plus this run's score bounds.
 
     The audit holds the whole C1 region of every pair, so any `num_negatives` gives what a fresh search
@@ -748,19 +757,35 @@ def _select_from_audit(audit_dir: Path, ctx: _Context, cfg: MineConfig) -> tuple
             return False
         return not (cfg.min_score is not None and sim < cfg.min_score)
 
+    audited_margin = float(audited.get("c2_margin", 0.0))
+
+    def c2(rec: dict[str, Any]) -> bool:
+        # The recorded outcome where this run asks for the audited C2; otherwise recomputed from the distances.
+        if cfg.c2_margin == audited_margin:
+            return bool(rec["c2"])
+        return rec["d_pd"] - rec["d_qd"] > cfg.c2_margin
+
+    need = cfg.range_min + cfg.num_negatives if cfg.range_max is None else cfg.range_max
+    rng = np.random.default_rng(cfg.seed)
     results = []
     for q, d in ctx.pair_ids:
         recs = sorted(by_pair.get((q, d), []), key=lambda r: r["rank"])
         pair = Pair(ctx.query_row[q], ctx.corpus_row[d])
-        passing = [r for r in recs if r["c1"] and r["c2"] and not r["excluded"] and in_bounds(r)]
+        passing = [(r, SOURCE_RULE) for r in recs if r["c1"] and c2(r) and not r["excluded"] and in_bounds(r)]
         c1_region = [r for r in recs if r["c1"]]
-        source = SOURCE_RULE
-        if not passing and cfg.fallback == "next":
-            passing = [r for r in recs if r["c2"] and not r["excluded"] and r["doc_id"] != d and in_bounds(r)]
-            source = SOURCE_FALLBACK_NEXT
+        lacking = len(passing) < need if cfg.fill == "short" else not passing
+        if lacking and cfg.fallback == "next":
+            passing = [
+                (r, SOURCE_RULE if r["c1"] else SOURCE_FALLBACK_NEXT)
+                for r in recs
+                if c2(r) and not r["excluded"] and r["doc_id"] != d and in_bounds(r)
+            ]
+        window = passing[cfg.range_min : need]
+        if cfg.sampling_strategy == "random" and len(window) > cfg.num_negatives:
+            window = [window[j] for j in np.sort(rng.choice(len(window), size=cfg.num_negatives, replace=False))]
         negs = [
             Negative(ctx.corpus_row[r["doc_id"]], source, r["rank"], r["d_qd"], r["d_qp"], r["d_pd"])
-            for r in passing[: cfg.num_negatives]
+            for r, source in window[: cfg.num_negatives]
         ]
         results.append(
             PairResult(
@@ -770,7 +795,7 @@ def _select_from_audit(audit_dir: Path, ctx: _Context, cfg: MineConfig) -> tuple
                 c2_fail=sum(1 for r in c1_region if not r["excluded"] and not r["c2"]),
                 excluded=sum(1 for r in c1_region if r["excluded"]),
                 examined=len(recs),
-                fallback_used=bool(negs) and source != SOURCE_RULE,
+                fallback_used=any(n.source == SOURCE_FALLBACK_NEXT for n in negs),
             )
         )
     if cfg.fallback in ("random", "bm25"):

@@ -260,6 +260,15 @@ def _fit(fusions: dict[str, _Fusion], cfg: ReduceConfig, progress: bool) -> tupl
     return acc.fit(variance=cfg.variance, n_components=cfg.n_components), acc, picked is not None
 
 
+def _total_variance(part: _Part, block_rows: int) -> float:
+    """Total variance (trace of the covariance) of a model's L2-normalised corpus vectors: 1 - ||mean||^2."""
+    total = np.zeros(part.dim, dtype=np.float64)
+    for lo in range(0, part.rows, block_rows):
+        total += l2_normalize(part.read(lo, min(lo + block_rows, part.rows))).sum(axis=0, dtype=np.float64)
+    mean = total / part.rows
+    return float(1.0 - mean @ mean)
+
+
 def _write_npy_blocks(path: Path, rows: int, dim: int, blocks: Iterator[np.ndarray]) -> None:
     """Write a float32 (rows, dim) .npy from blocks, never holding more than one block.
 
@@ -375,6 +384,13 @@ def run(
     for what, model_parts in parts.items():
         _check_same_ids(embed_dir, names, model_parts, what)
     scales = [math.sqrt(weights[n]) for n in names]
+    model_variance: dict[str, float] = {}
+    if cfg.balance == "variance":
+        # Equal footing before the weights: an anisotropic model (multilingual-e5's vectors share one narrow
+        # cone) otherwise brings a sliver of the concatenation's variance and hardly shapes the PCA axes.
+        for i, name in enumerate(names):
+            model_variance[name] = _total_variance(parts["corpus"][i], cfg.block_rows)
+            scales[i] /= math.sqrt(max(model_variance[name], 1e-12))
     fusions = {what: _Fusion(model_parts, scales) for what, model_parts in parts.items()}
     dims = fusions["corpus"].dims
     concat_dim = sum(dims)
@@ -386,6 +402,8 @@ def run(
         "input_dims": dict(zip(names, dims, strict=True)),
         "concat_dim": concat_dim,
     }
+    if model_variance:
+        stats["model_total_variance"] = {n: round(v, 6) for n, v in model_variance.items()}
     fit: PcaFit | None = None
     if cfg.pca:
         fit, acc, sampled = _fit(fusions, cfg, progress)

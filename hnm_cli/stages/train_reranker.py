@@ -51,7 +51,7 @@ from hnm_cli.manifest import (
     write_manifest,
 )
 from hnm_cli.shards import atomic_write_bytes, iter_jsonl
-from hnm_cli.training import build_columns, groups_from_records, groups_from_rows, query_overlap, text_overlap
+from hnm_cli.training import build_datasets, groups_from_records, groups_from_rows, query_overlap, text_overlap
 
 STAGE = "train-reranker"
 MODEL_DIR = "model"
@@ -369,6 +369,15 @@ def run(
             queries_path=queries_path,
         )
     params = cfg.to_params() | {"input": "mined" if mined is not None else "train-file"}
+    # The setting only changes the examples when some pair has no negative (and the loss can use it): left out
+    # of the fingerprint otherwise, so fully covered artifacts trained before it existed stay up to date.
+    bare = (
+        sum(1 for _, r in rows if not r.get("negatives"))
+        if mined is not None
+        else sum(1 for g in groups if not g.negatives)
+    )
+    if not (bare and cfg.kind == "bi-encoder" and cfg.loss == "mnrl"):
+        params.pop("pairs_without_negative", None)
     inputs = [*data_inputs, {"role": "base-model", "path": cfg.base_model, "sha256": identity}]
     fingerprint = compute_fingerprint(STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force)) is not None:
@@ -382,7 +391,9 @@ def run(
         qtexts = {q: query_rec[q].text for q in query_rec.ids}
         groups = groups_from_rows(rows, qtexts, docs, cfg.negatives_per_positive)
         layout = "mined"
-    columns, ex_stats = build_columns(groups, cfg.kind, cfg.loss, cfg.negatives_per_positive)
+    columns, ex_stats = build_datasets(
+        groups, cfg.kind, cfg.loss, cfg.negatives_per_positive, pairs_without_negative=cfg.pairs_without_negative
+    )
     if ex_stats.examples == 0:
         raise DataError(
             f"{mined or train_file}: no training examples for loss '{cfg.loss}': all {ex_stats.pairs} pairs "
@@ -411,13 +422,14 @@ def run(
     curve = trained["loss_curve"]
     first, last = (curve[0][1], curve[-1][1]) if curve else (float("nan"), float("nan"))
     log.info(
-        "train-reranker: %s %s, %d examples from %d pairs (%d without a negative skipped), %d steps in %.1f s, "
-        "loss %.4f -> %.4f",
+        "train-reranker: %s %s, %d examples from %d pairs (%d without a negative skipped, %d in-batch only), "
+        "%d steps in %.1f s, loss %.4f -> %.4f",
         cfg.kind,
         cfg.loss,
         ex_stats.examples,
         ex_stats.pairs,
         ex_stats.pairs_skipped_no_negative,
+        ex_stats.pairs_in_batch_only,
         trained["global_step"],
         trained["train_seconds"],
         first,
@@ -430,7 +442,7 @@ def _train(
     out: Path,
     cfg: TrainRerankerConfig,
     target: str,
-    columns: dict[str, list[Any]],
+    columns: dict[str, dict[str, list[Any]]],
     fingerprint: str,
     *,
     fresh: bool,
@@ -473,7 +485,7 @@ def _train_inner(
     out: Path,
     cfg: TrainRerankerConfig,
     target: str,
-    columns: dict[str, list[Any]],
+    columns: dict[str, dict[str, list[Any]]],
     fingerprint: str,
     *,
     fresh: bool,
@@ -504,9 +516,12 @@ def _train_inner(
 
     warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
     loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
-    dataset = datasets.Dataset.from_dict(columns)
+    sets = {name: datasets.Dataset.from_dict(cols) for name, cols in columns.items()}
+    # One dataset trains exactly as before; several (hard rows + in-batch-only pairs) go in as a DatasetDict, and
+    # sentence-transformers draws each batch from one of them, in proportion to their sizes.
+    dataset: Any = next(iter(sets.values())) if len(sets) == 1 else datasets.DatasetDict(sets)
 
-    n = len(dataset)
+    n = sum(len(d) for d in sets.values())
     total_steps = cfg.max_steps if cfg.max_steps > 0 else math.ceil(n / cfg.batch_size) * cfg.epochs
     ckpt_dir = out / CHECKPOINT_DIR
     last = prepare_checkpoints(ckpt_dir, fingerprint, fresh=fresh)

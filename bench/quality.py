@@ -186,7 +186,7 @@ class State:
         self.save()
 
     def save(self) -> None:
-        from hnm_cli.shards import atomic_write_json
+        from hnm_cli.artifacts.files import atomic_write_json
 
         atomic_write_json(self.path, self.data)
 
@@ -248,9 +248,9 @@ def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str 
     """
     import numpy as np
 
+    from hnm_cli.artifacts.vectors import load_vectors
     from hnm_cli.inputs import read_qrels, resolve_qrels_file
     from hnm_cli.metrics import mean_metrics, per_query_metrics
-    from hnm_cli.shards import load_vectors
 
     qrels = read_qrels(resolve_qrels_file(data, split))
     judged = {q: d for q, d in qrels.items() if any(r > 0 for r in d.values())}
@@ -270,7 +270,7 @@ def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str 
 
 def embedded_models(embed_dir: Path) -> list[str]:
     """Model folder names of an embed artifact, in the order of its manifest."""
-    from hnm_cli.manifest import load_manifest
+    from hnm_cli.artifacts.manifest import load_manifest
 
     manifest = load_manifest(embed_dir)
     if manifest is None:
@@ -619,7 +619,7 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
     if "machine" not in state:
         state["machine"] = machine_info()
         if state_path.is_file():
-            from hnm_cli.shards import atomic_write_json
+            from hnm_cli.artifacts.files import atomic_write_json
 
             atomic_write_json(state_path, state)
     agg = aggregate(s.work, s.families, s.arms, s.seeds)

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ST_SOURCE, st_triplets_to_rows  # noqa: E402
 
-from hnm_cli.manifest import (  # noqa: E402
+from hnm_cli.artifacts.files import atomic_write_json, rows_name, write_jsonl
+from hnm_cli.artifacts.manifest import (
     artifact_input,
     begin_run,
     compute_fingerprint,
@@ -40,7 +41,7 @@ from hnm_cli.manifest import (  # noqa: E402
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.shards import atomic_write_json, load_vectors, rows_name, write_jsonl  # noqa: E402
+from hnm_cli.artifacts.vectors import load_vectors
 
 log = logging.getLogger("hnm")
 

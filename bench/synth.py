@@ -44,8 +44,9 @@ def make_synthetic(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write the synthetic BEIR folder and vector set; return the settings (see the module docstring)."""
-    from hnm_cli.manifest import compute_fingerprint, file_input, load_manifest, output_entry, write_manifest
-    from hnm_cli.shards import atomic_write_bytes, write_vector_shard
+    from hnm_cli.artifacts.files import atomic_write_bytes
+    from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, output_entry, write_manifest
+    from hnm_cli.artifacts.vectors import write_vector_shard
 
     out = Path(out)
     settings = {

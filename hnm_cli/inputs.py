@@ -21,8 +21,8 @@ from typing import Any, Literal
 
 import orjson
 
+from hnm_cli.artifacts.manifest import file_input
 from hnm_cli.errors import DataError, InputError
-from hnm_cli.manifest import file_input
 
 OnEmpty = Literal["error", "skip"]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hnm_cli.shards import atomic_path
+from hnm_cli.artifacts.files import atomic_path
 
 FIT_FILES = ("mean.npy", "components.npy", "explained_variance.npy", "explained_variance_ratio.npy")
 
@@ -226,7 +226,7 @@ def save_fit(directory: Path, fit: PcaFit) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     arrays = (fit.mean, fit.components, fit.explained_variance, fit.explained_variance_ratio)
     for name, array in zip(FIT_FILES, arrays, strict=True):
-        # Not shards.save_npy: that one stores float32, and the fit keeps float64 for exactness.
+        # Not files.save_npy: that one stores float32, and the fit keeps float64 for exactness.
         with atomic_path(directory / name) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False)
             fh.flush()

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.errors import InputError
-from hnm_cli.manifest import Manifest, load_manifest
 from hnm_cli.metrics import ranked
 
 log = logging.getLogger("hnm")

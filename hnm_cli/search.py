@@ -28,7 +28,7 @@ DEFAULT_QUERY_BLOCK = 1024
 class VectorSource:
     """Row-addressable corpus vectors, either on-disk shards or one in-memory array.
 
-    Rows are numbered 0..n-1 across shards in shard order (the order of ``shards.read_ids``).
+    Rows are numbered 0..n-1 across shards in shard order (the order of ``artifacts.vectors.read_ids``).
     """
 
     def __init__(self, shards: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> None:
@@ -69,7 +69,7 @@ class VectorSource:
         Raises:
             DataError: if the shards disagree on dimension or hold no rows.
         """
-        from hnm_cli.shards import list_vector_shards
+        from hnm_cli.artifacts.vectors import list_vector_shards
 
         paths = [npy for npy, _ in list_vector_shards(Path(directory))]
         arrays = [np.load(p, mmap_mode="r") for p in paths]
@@ -311,7 +311,7 @@ class HnswIndex:
 
     def save(self, path: Path) -> None:
         """Write the index to ``path`` atomically."""
-        from hnm_cli.shards import atomic_path
+        from hnm_cli.artifacts.files import atomic_path
 
         with atomic_path(Path(path)) as tmp:
             self._index.save_index(str(tmp))

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hnm_cli.artifacts.files import iter_jsonl
+from hnm_cli.artifacts.manifest import require_artifact
 from hnm_cli.errors import HnmError
 from hnm_cli.inputs import read_corpus, read_queries, resolve_data
-from hnm_cli.manifest import require_artifact
-from hnm_cli.shards import iter_jsonl
 
 
 def iter_mined_rows(mine_dir: Path) -> Iterator[dict[str, Any]]:

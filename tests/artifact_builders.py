@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli.manifest import compute_fingerprint, file_input, output_entry, write_manifest
-from hnm_cli.shards import write_vector_shard
+from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, output_entry, write_manifest
+from hnm_cli.artifacts.vectors import write_vector_shard
 
 
 def _shard_sizes(rows: int, shard_rows: int | Sequence[int] | None) -> list[int]:

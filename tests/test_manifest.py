@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hnm_cli import manifest as mf
+from hnm_cli.artifacts import manifest as mf
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError
 
 

@@ -52,7 +52,8 @@ def write_synthetic(
     About 100 documents per topic, and query noise spread so that the positive ranks from 1 to hundreds.
     Writes ``corpus/`` (vector shards), ``queries.npy`` and ``pairs.npy`` ([n_pairs, 2]: query, positive).
     """
-    from hnm_cli.shards import save_npy, write_vector_shard
+    from hnm_cli.artifacts.files import save_npy
+    from hnm_cli.artifacts.vectors import write_vector_shard
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((max(n // 100, 1), dim)).astype(np.float32)

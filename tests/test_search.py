@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hnm_cli.artifacts.vectors import write_vector_shard
 from hnm_cli.errors import DataError
 from hnm_cli.search import HnswIndex, VectorSource, exact_topk
-from hnm_cli.shards import write_vector_shard
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 
+from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoders import HashEncoder, load_encoder
 from hnm_cli.inputs import DataPaths
-from hnm_cli.manifest import load_manifest
 from hnm_cli.stages import embed
 from hnm_cli.stages.embed import dedup_and_sort
 
@@ -120,7 +120,7 @@ def test_run_writes_a_vector_set_per_model(tiny_data, tmp_path):
     assert model.stats["rows"] == 12 and model.stats["dim"] == 16
     assert [i["role"] for i in model.inputs] == ["corpus", "queries"]
 
-    from hnm_cli.shards import load_vectors
+    from hnm_cli.artifacts.vectors import load_vectors
 
     ids, vectors = load_vectors(out / "hash-16" / "corpus")
     assert ids == [d["_id"] for d in TINY_CORPUS]
@@ -139,7 +139,7 @@ def test_duplicates_are_encoded_once(tmp_path):
     assert sorted(rec.texts) == sorted(["same text", "other"] + [q["text"] for q in TINY_QUERIES])
     stats = m.stats["models"]["hash-16"]
     assert (stats["duplicates_skipped"], stats["parts"]["corpus"]["unique_encoded"]) == (7, 2)
-    from hnm_cli.shards import load_vectors
+    from hnm_cli.artifacts.vectors import load_vectors
 
     _, vectors = load_vectors(tmp_path / "out" / "hash-16" / "corpus")
     np.testing.assert_array_equal(vectors[0], vectors[2])
@@ -458,7 +458,7 @@ def test_cli_real_models_minilm_and_e5(cli, tiny_data, tmp_path):
         "pkg:multilingual-e5-small",
     )
     assert (r.exit_code, r.stdout) == (0, f"{out / 'manifest.json'}\n")
-    from hnm_cli.shards import load_vectors
+    from hnm_cli.artifacts.vectors import load_vectors
 
     for name, engine, prompt in [
         ("all-MiniLM-L6-v2", "sentence-transformers", ""),

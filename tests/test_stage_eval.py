@@ -10,12 +10,12 @@ import orjson
 import pytest
 from conftest import write_beir
 
+from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, write_manifest
+from hnm_cli.artifacts.vectors import write_vector_shard
 from hnm_cli.config import EvalConfig
 from hnm_cli.inputs import resolve_data
-from hnm_cli.manifest import compute_fingerprint, file_input, load_manifest, write_manifest
 from hnm_cli.metrics import DEFAULT_METRICS, per_query_metrics
 from hnm_cli.rerank import detect_model, folder_kind, rrf
-from hnm_cli.shards import write_vector_shard
 from hnm_cli.stages import evaluate
 
 # Every tiny query is judged in "test"; "train" holds other pairs for the leakage checks.

@@ -23,10 +23,10 @@ import pytest
 from artifact_builders import make_embed_artifact
 from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 
+from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError, LeakageError
 from hnm_cli.inputs import resolve_data
-from hnm_cli.manifest import load_manifest
 from hnm_cli.stages import mine
 
 DIM = 6

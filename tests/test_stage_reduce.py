@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from artifact_builders import make_embed_artifact
 
+from hnm_cli.artifacts.manifest import load_manifest
+from hnm_cli.artifacts.vectors import list_vector_shards, load_vectors
 from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, IncompleteArtifactError, InputError
-from hnm_cli.manifest import load_manifest
 from hnm_cli.pca import fit_pca, load_fit
-from hnm_cli.shards import list_vector_shards, load_vectors
 from hnm_cli.stages import reduce as reduce_stage
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,8 +325,8 @@ def test_peak_memory_is_bounded_by_block_and_fit_moments(tmp_path):
     rng = np.random.default_rng(0)
     basis = rng.normal(size=(2, 32, dim)).astype(np.float32)
     embed = tmp_path / "embed"
-    from hnm_cli.manifest import compute_fingerprint, output_entry, write_manifest
-    from hnm_cli.shards import write_vector_shard
+    from hnm_cli.artifacts.manifest import compute_fingerprint, output_entry, write_manifest
+    from hnm_cli.artifacts.vectors import write_vector_shard
 
     records = [{"role": "corpus", "path": "synthetic", "sha256": "0" * 64, "bytes": 0}]
     top_outputs = []
@@ -368,7 +368,7 @@ def test_peak_memory_is_bounded_by_block_and_fit_moments(tmp_path):
 def test_models_with_different_shard_layouts(tmp_path, two_models):
     """Output shards follow the first model; other models are read across their own shard boundaries."""
     embed, vecs = two_models
-    from hnm_cli.shards import write_vector_shard
+    from hnm_cli.artifacts.vectors import write_vector_shard
 
     for old in (embed / "m2" / "corpus").iterdir():
         old.unlink()

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_stage_train import make_mine_artifact
 
-from hnm_cli.manifest import load_manifest
+from hnm_cli.artifacts.manifest import load_manifest
 
 SLOW_WRAPPER = """
 import sys, time

@@ -27,10 +27,8 @@ import numpy as np
 import orjson
 
 from hnm_cli import inputs
-from hnm_cli.config import EmbedConfig
-from hnm_cli.encoders import Encoder, Kind, load_encoder
-from hnm_cli.errors import ConfigError, DataError
-from hnm_cli.manifest import (
+from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
+from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
     Manifest,
     begin_run,
@@ -42,8 +40,11 @@ from hnm_cli.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
+from hnm_cli.config import EmbedConfig
+from hnm_cli.encoders import Encoder, Kind, load_encoder
+from hnm_cli.errors import ConfigError, DataError
 from hnm_cli.models import ResolvedModel, resolve_model
-from hnm_cli.shards import atomic_write_json, ids_name, remove_stale_files, vectors_name, write_vector_shard
 
 log = logging.getLogger("hnm")
 

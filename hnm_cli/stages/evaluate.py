@@ -25,6 +25,19 @@ from typing import Any
 
 import orjson
 
+from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.manifest import (
+    Manifest,
+    artifact_input,
+    begin_run,
+    compute_fingerprint,
+    file_input,
+    load_manifest,
+    output_entry,
+    require_artifact,
+    skip_if_up_to_date,
+    write_manifest,
+)
 from hnm_cli.config import EvalConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError, LeakageError
 from hnm_cli.inputs import (
@@ -37,21 +50,8 @@ from hnm_cli.inputs import (
     resolve_jsonl_files,
     resolve_qrels_file,
 )
-from hnm_cli.manifest import (
-    Manifest,
-    artifact_input,
-    begin_run,
-    compute_fingerprint,
-    file_input,
-    load_manifest,
-    output_entry,
-    require_artifact,
-    skip_if_up_to_date,
-    write_manifest,
-)
 from hnm_cli.metrics import DEFAULT_METRICS, PRIMARY_METRIC, mean_metrics, per_query_metrics, ranked
 from hnm_cli.rerank import RerankerRef, detect_model, run_name
-from hnm_cli.shards import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
 
 log = logging.getLogger("hnm")
 
@@ -204,8 +204,8 @@ def _bm25_candidates(corpus: Records, queries: Records, qids: list[str], top_k: 
 
 
 def _dense_candidates(vec_dir: Path, corpus: Records, qids: list[str], top_k: int) -> Candidates:
+    from hnm_cli.artifacts.vectors import read_ids
     from hnm_cli.search import VectorSource, exact_topk
-    from hnm_cli.shards import read_ids
 
     doc_ids = read_ids(vec_dir / "corpus")
     for row, doc in enumerate(doc_ids):

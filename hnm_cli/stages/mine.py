@@ -21,6 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, remove_stale_files, rows_name, write_jsonl
+from hnm_cli.artifacts.manifest import (
+    MANIFEST_NAME,
+    Manifest,
+    artifact_input,
+    begin_run,
+    compute_fingerprint,
+    file_input,
+    load_manifest,
+    output_entry,
+    require_artifact,
+    skip_if_up_to_date,
+    write_manifest,
+)
+from hnm_cli.artifacts.vectors import read_ids, vector_dim
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import (
     ArtifactMismatchError,
@@ -39,28 +54,6 @@ from hnm_cli.inputs import (
     resolve_jsonl_files,
     resolve_qrels_file,
     text_hash,
-)
-from hnm_cli.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    artifact_input,
-    begin_run,
-    compute_fingerprint,
-    file_input,
-    load_manifest,
-    output_entry,
-    require_artifact,
-    skip_if_up_to_date,
-    write_manifest,
-)
-from hnm_cli.shards import (
-    atomic_write_json,
-    iter_jsonl,
-    read_ids,
-    remove_stale_files,
-    rows_name,
-    vector_dim,
-    write_jsonl,
 )
 
 STAGE = "mine"

@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.config import ReduceConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
-from hnm_cli.manifest import (
+from hnm_cli.artifacts.files import atomic_path, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
     Manifest,
     artifact_input,
@@ -32,18 +31,10 @@ from hnm_cli.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.vectors import ids_name, list_vector_shards, npy_layout, read_vector_rows, vectors_name
+from hnm_cli.config import ReduceConfig
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.pca import PcaAccumulator, PcaFit, l2_normalize, sample_indices, save_fit, transform
-from hnm_cli.shards import (
-    atomic_path,
-    ids_name,
-    iter_jsonl,
-    list_vector_shards,
-    npy_layout,
-    read_vector_rows,
-    remove_stale_files,
-    vectors_name,
-    write_jsonl,
-)
 
 log = logging.getLogger("hnm")
 

@@ -27,6 +27,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl
+from hnm_cli.artifacts.manifest import (
+    Manifest,
+    artifact_input,
+    begin_run,
+    compute_fingerprint,
+    file_input,
+    output_entry,
+    require_artifact,
+    skip_if_up_to_date,
+    write_manifest,
+)
 from hnm_cli.config import ModelSpec, TrainRerankerConfig
 from hnm_cli.errors import ArtifactMismatchError, DataError, InputError, LeakageError
 from hnm_cli.inputs import (
@@ -39,18 +51,6 @@ from hnm_cli.inputs import (
     resolve_jsonl_files,
     resolve_qrels_file,
 )
-from hnm_cli.manifest import (
-    Manifest,
-    artifact_input,
-    begin_run,
-    compute_fingerprint,
-    file_input,
-    output_entry,
-    require_artifact,
-    skip_if_up_to_date,
-    write_manifest,
-)
-from hnm_cli.shards import atomic_write_bytes, iter_jsonl
 from hnm_cli.training import build_datasets, groups_from_records, groups_from_rows, query_overlap, text_overlap
 
 STAGE = "train-reranker"

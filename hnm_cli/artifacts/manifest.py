@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 
 from hnm_cli import __version__
+from hnm_cli.artifacts.files import atomic_write_json, file_sha256
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError
-from hnm_cli.shards import atomic_write_json, file_sha256
 
 MANIFEST_NAME = "manifest.json"
 log = logging.getLogger("hnm")

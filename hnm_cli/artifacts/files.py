@@ -1,0 +1,132 @@
+"""Files every artifact is made of: atomic writes, JSONL, digests, shard names, stale-file removal.
+
+Every file an hnm stage writes goes through `atomic_path`: it is written under a temporary name in the
+same directory and `os.replace`d into place, so a killed process never leaves a half-written file under
+a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from hnm_cli.errors import DataError
+
+SHARD_DIGITS = 5
+
+
+def shard_name(prefix: str, shard: int, suffix: str) -> str:
+    """`<prefix>-NNNNN.<suffix>`: the fixed 5-digit pad makes `sorted(glob)` give shard order."""
+    return f"{prefix}-{shard:0{SHARD_DIGITS}d}.{suffix}"
+
+
+def rows_name(shard: int) -> str:
+    """File name of a JSONL record shard (`rows-00000.jsonl`), used by mine and eval outputs."""
+    return shard_name("rows", shard, "jsonl")
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, on failure delete it.
+
+    The temporary name ends in `.tmp` and carries the pid, so two processes never share one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write one JSON document (pretty-printed, sorted keys) atomically."""
+    atomic_write_bytes(path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+
+
+def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
+    """Write rows as JSONL atomically; return the number of rows written."""
+    n = 0
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            for row in rows:
+                fh.write(orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY))
+                fh.write(b"\n")
+                n += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+    return n
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    """Save a float32 C-contiguous array as .npy atomically."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def iter_jsonl(path: Path) -> Iterator[Any]:
+    """Stream the JSON values of an hnm-written JSONL file (trusted input; see inputs.py for user data)."""
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise DataError(f"{path}:{lineno}: malformed JSON ({err})") from err
+
+
+# ---------------------------------------------------------------------------------------------
+# Digests
+# ---------------------------------------------------------------------------------------------
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_stale_files(directory: Path, keep: Iterable[str], patterns: Iterable[str]) -> list[str]:
+    """Delete files matching `patterns` that the current run did not produce; return their names."""
+    directory = Path(directory)
+    keep_set = set(keep)
+    removed = []
+    for pattern in patterns:
+        for path in directory.glob(pattern):
+            rel = path.relative_to(directory).as_posix()
+            if rel not in keep_set and path.is_file():
+                path.unlink()
+                removed.append(rel)
+    return sorted(removed)

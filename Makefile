@@ -63,7 +63,7 @@ reduce: embed  ## Normalise, concatenate and PCA-reduce the ensemble
 
 mine: reduce  ## Mine hard negatives with the paper's rule, then show a few triplets
 	$(HNM) mine -c $(CONFIG) --vectors $(RUN)/reduce --data $(DATA) --split $(SPLIT) --out $(RUN)/mine
-	@$(PY) -m hnm_cli.triplets $(RUN)/mine --data $(DATA) -n 5
+	@$(HNM) show $(RUN)/mine --data $(DATA) -n 5
 
 # The demo fine-tunes the bi-encoder (MNRL with the mined negatives as extra columns): it starts from a strong
 # pre-trained model, whereas a cross-encoder grown from bi-encoder weights on a few dozen triplets ranks below its

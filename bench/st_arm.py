@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import ST_SOURCE, st_triplets_to_rows  # noqa: E402
 
-from hnm_cli.artifacts.files import atomic_write_json, rows_name, write_jsonl
+from hnm_cli.artifacts import mined
+from hnm_cli.artifacts.files import atomic_write_json
 from hnm_cli.artifacts.manifest import (
     artifact_input,
     begin_run,
@@ -105,8 +106,8 @@ def run(vectors: Path, data: Path, split: str, out: Path, *, corpus_pool: str = 
         file_input(qrels_file, "qrels"),
         artifact_input(vman, "vectors"),
     ]
-    fingerprint = compute_fingerprint("mine", params, inputs)
-    if (done := skip_if_up_to_date(out, "mine", fingerprint, force=force)) is not None:
+    fingerprint = compute_fingerprint(mined.STAGE, params, inputs)
+    if (done := skip_if_up_to_date(out, mined.STAGE, fingerprint, force=force)) is not None:
         return done
 
     from datasets import Dataset
@@ -130,15 +131,15 @@ def run(vectors: Path, data: Path, split: str, out: Path, *, corpus_pool: str = 
     model = PrecomputedModel(query_table, doc_table)
     dataset = Dataset.from_dict({"anchor": [q_text[q] for q, _ in pairs], "positive": [d_text[d] for _, d in pairs]})
     pool = list(dict.fromkeys(d_text[d] for d in corpus.ids)) if corpus_pool == "full" else None
-    mined = mine_hard_negatives(dataset, model, corpus=pool, output_scores=True, verbose=False)  # type: ignore[arg-type]
+    st_out = mine_hard_negatives(dataset, model, corpus=pool, output_scores=True, verbose=False)  # type: ignore[arg-type]
     mining_seconds = time.time() - t0
     rows = st_triplets_to_rows(
-        mined["anchor"], mined["positive"], mined["negative"], pairs, q_text, d_text, scores=mined["scores"]
+        st_out["anchor"], st_out["positive"], st_out["negative"], pairs, q_text, d_text, scores=st_out["scores"]
     )
 
     out = Path(out)
     started = begin_run(out)
-    n = write_jsonl(out / rows_name(0), rows)
+    outputs = mined.write_rows(out, rows)
     with_neg = sum(1 for r in rows if r["negatives"])
     stats = {
         "strategy": ST_SOURCE,
@@ -152,11 +153,11 @@ def run(vectors: Path, data: Path, split: str, out: Path, *, corpus_pool: str = 
         "corpus_docs": len(corpus),
         "mining_seconds": round(mining_seconds, 3),
     }
-    atomic_write_json(out / "stats.json", stats)
-    outputs = [output_entry(out, rows_name(0), rows=n), output_entry(out, "stats.json")]
+    atomic_write_json(out / mined.STATS_FILE, stats)
+    outputs.append(output_entry(out, mined.STATS_FILE))
     manifest = write_manifest(
         out,
-        stage="mine",
+        stage=mined.STAGE,
         fingerprint=fingerprint,
         params=params,
         inputs=inputs,

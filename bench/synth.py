@@ -45,8 +45,8 @@ def make_synthetic(
 ) -> dict[str, Any]:
     """Write the synthetic BEIR folder and vector set; return the settings (see the module docstring)."""
     from hnm_cli.artifacts.files import atomic_write_bytes
-    from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, output_entry, write_manifest
-    from hnm_cli.artifacts.vectors import write_vector_shard
+    from hnm_cli.artifacts.manifest import file_input, load_manifest
+    from hnm_cli.artifacts.vectors import VectorSetWriter
 
     out = Path(out)
     settings = {
@@ -81,7 +81,7 @@ def make_synthetic(
     # Document noise is drawn block by block; the positives' noise is kept for their queries.
     pos_noise: dict[int, np.ndarray] = {}
     pos_set = {int(p): i for i, p in enumerate(pos)}
-    files: list[tuple[str, int, int]] = []
+    writer = VectorSetWriter(vec_dir)
     for shard, lo in enumerate(range(0, n_docs, SHARD_ROWS)):
         hi = min(lo + SHARD_ROWS, n_docs)
         c = centers[np.arange(lo, hi) // cluster]
@@ -91,28 +91,16 @@ def make_synthetic(
                 pos_noise[r] = g[r - lo].copy()
         x = c + a * g
         x /= np.linalg.norm(x, axis=1, keepdims=True)
-        names = write_vector_shard(vec_dir / "corpus", shard, [f"d{i}" for i in range(lo, hi)], x)
-        files += [(f"corpus/{names[0]}", hi - lo, dim), (f"corpus/{names[1]}", hi - lo, 0)]
+        writer.add_shard("corpus", shard, [f"d{i}" for i in range(lo, hi)], x)
     h = rng.standard_normal((n_queries, dim), dtype=np.float32) / np.sqrt(dim)
     g_pos = np.stack([pos_noise[int(p)] for p in pos])
     q = centers[pos // cluster] + a * (link * g_pos + np.sqrt(1 - link**2) * h)
     q /= np.linalg.norm(q, axis=1, keepdims=True)
-    names = write_vector_shard(vec_dir / "queries", 0, [f"q{i}" for i in range(n_queries)], q)
-    files += [(f"queries/{names[0]}", n_queries, dim), (f"queries/{names[1]}", n_queries, 0)]
+    writer.add_shard("queries", 0, [f"q{i}" for i in range(n_queries)], q)
 
     inputs = [file_input(data / "corpus.jsonl", "corpus"), file_input(data / "queries.jsonl", "queries")]
     params = {"name": "synthetic", "source": "bench/synth.py", "dim": dim, "synthetic": settings}
-    outputs = [output_entry(vec_dir, rel, rows=rows, **({"dim": d} if d else {})) for rel, rows, d in files]
-    write_manifest(
-        vec_dir,
-        stage="embed-model",
-        fingerprint=compute_fingerprint("embed-model", params, inputs),
-        params=params,
-        inputs=inputs,
-        outputs=outputs,
-        stats={"corpus_rows": n_docs, "queries_rows": n_queries, "dim": dim},
-        started=0.0,
-    )
+    writer.finish(stage="embed-model", params=params, inputs=inputs)
     return settings
 
 

@@ -1,4 +1,4 @@
-"""The `hnm` command line: option aliases, `reported()`, and five thin commands over the stage runners.
+"""The `hnm` command line: option aliases, `reported()`, and thin commands over the stage runners (the five stages, and show).
 
 Nothing heavy is imported here: stage modules import torch, sklearn and hnswlib inside the functions
 that need them, so `hnm --help` and up-to-date reruns stay fast.
@@ -635,3 +635,31 @@ def eval_(
         typer.echo(evaluate.report_to_tsv(report))
     else:
         typer.echo(orjson.dumps(report).decode())
+
+
+# [show command]
+
+
+class ShowFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+@app.command(epilog="Example: hnm show runs/x/mine -n 5; hnm show runs/x/eval --format json")
+def show(
+    artifact: Annotated[Path, typer.Argument(help="A mine or eval artifact folder.")],
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", "-d", help="Mine: the BEIR folder it was mined from (default: as recorded)."),
+    ] = None,
+    n: Annotated[int, typer.Option("-n", min=1, help="Mine: how many triplets.")] = 5,
+    output_format: Annotated[
+        ShowFormat, typer.Option("--format", help="text for people, or one JSON document.")
+    ] = ShowFormat.text,
+) -> None:
+    """Show an artifact: a mine artifact's triplets with texts and distances, an eval artifact's comparison table."""
+    with reported():
+        from hnm_cli.stages import show as show_stage
+
+        text = show_stage.run(artifact, data=data, n=n, fmt=output_format.value)
+    typer.echo(text)

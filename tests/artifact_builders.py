@@ -15,7 +15,7 @@ import numpy as np
 import orjson
 
 from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, output_entry, write_manifest
-from hnm_cli.artifacts.vectors import write_vector_shard
+from hnm_cli.artifacts.vectors import VectorSetWriter
 
 
 def _shard_sizes(rows: int, shard_rows: int | Sequence[int] | None) -> list[int]:
@@ -29,17 +29,14 @@ def _shard_sizes(rows: int, shard_rows: int | Sequence[int] | None) -> list[int]
     return sizes
 
 
-def _write_part(directory: Path, ids: list[str], vectors: np.ndarray, sizes: list[int]) -> list[tuple[str, int, int]]:
-    """Write parallel shards; zero-size entries leave a gap in the numbering. Returns (file, rows, dim)."""
-    written: list[tuple[str, int, int]] = []
+def _write_part(writer: VectorSetWriter, part: str, ids: list[str], vectors: np.ndarray, sizes: list[int]) -> None:
+    """Write parallel shards; zero-size entries leave a gap in the numbering."""
     lo = 0
     for shard, size in enumerate(sizes):
         if size == 0:
             continue
-        names = write_vector_shard(directory, shard, ids[lo : lo + size], vectors[lo : lo + size])
-        written += [(names[0], size, int(vectors.shape[1])), (names[1], size, 0)]
+        writer.add_shard(part, shard, ids[lo : lo + size], vectors[lo : lo + size])
         lo += size
-    return written
 
 
 def _ids_of(path: Path) -> list[str]:
@@ -98,30 +95,13 @@ def make_embed_artifact(
         if per_model_ids and model in per_model_ids:
             c_ids, q_ids = per_model_ids[model][0], per_model_ids[model][1] if query_vecs is not None else None
         model_dir = out / model
-        files = [
-            (f"corpus/{f}", rows, dim)
-            for f, rows, dim in _write_part(
-                model_dir / "corpus", c_ids, corpus_vecs, _shard_sizes(len(c_ids), shard_rows)
-            )
-        ]
+        writer = VectorSetWriter(model_dir)
+        _write_part(writer, "corpus", c_ids, corpus_vecs, _shard_sizes(len(c_ids), shard_rows))
         if query_vecs is not None and q_ids is not None:
-            sizes = _shard_sizes(len(q_ids), query_shard_rows)
-            files += [
-                (f"queries/{f}", rows, dim)
-                for f, rows, dim in _write_part(model_dir / "queries", q_ids, query_vecs, sizes)
-            ]
-        outputs = [output_entry(model_dir, rel, rows=rows, **({"dim": dim} if dim else {})) for rel, rows, dim in files]
+            _write_part(writer, "queries", q_ids, query_vecs, _shard_sizes(len(q_ids), query_shard_rows))
         params = {"name": model, "source": f"test:{model}", "dim": int(corpus_vecs.shape[1])}
-        write_manifest(
-            model_dir,
-            stage="embed-model",
-            fingerprint=compute_fingerprint("embed-model", params, records),
-            params=params,
-            inputs=records,
-            outputs=outputs,
-            stats={"corpus_rows": len(c_ids), "queries_rows": len(q_ids or []), "dim": int(corpus_vecs.shape[1])},
-            started=0.0,
-        )
+        writer.finish(stage="embed-model", params=params, inputs=records)
+        outputs = writer.outputs
         top_outputs += [{**o, "path": f"{model}/{o['path']}"} for o in outputs]
         top_outputs.append(output_entry(out, f"{model}/manifest.json"))
         specs.append({"name": model, "source": f"test:{model}"})

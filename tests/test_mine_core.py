@@ -202,10 +202,10 @@ def test_audit_lists_c1_region_and_window_in_rank_order() -> None:
 
 
 def test_hnsw_widening_and_fallbacks_are_counted(monkeypatch) -> None:
-    import hnm_cli.mining as mining
+    from hnm_cli.mining import rule_hnsw
 
     # Widen up to n here (the default n/16 would stop at once on these tiny corpora).
-    monkeypatch.setattr(mining, "_MAX_K_FRACTION", 1.0)
+    monkeypatch.setattr(rule_hnsw, "MAX_K_FRACTION", 1.0)
     # PD at 30 is rank 4 of 5: k=1 -> 2 -> 4 still ends at PD, and 8 > n: one exact fallback, two widenings.
     src = VectorSource.from_array(BASIC)
     index = ExactIndex(src)
@@ -409,19 +409,19 @@ def test_hnsw_forced_fallback_on_recall_gap_is_identical(thousands) -> None:
 
 def test_rank_recount_when_too_many_documents_rank_above(thousands, monkeypatch) -> None:
     # With a tiny cap the scan drops the failing documents it keeps for ranks and recounts them instead.
-    import hnm_cli.mining as mining
+    from hnm_cli.mining import rule_exact
 
     x, q, pairs, excluded, src, _ = thousands
     want, _ = mine_rule(q, src, pairs, excluded, num_negatives=2)
-    monkeypatch.setattr(mining, "_RANK_CAP", 3)
+    monkeypatch.setattr(rule_exact, "RANK_CAP", 3)
     recounted: list[int] = []
-    real = mining._count_ranks
+    real = rule_exact.count_ranks
 
     def spy(qv, targets, *args):
         recounted.extend(targets)
         return real(qv, targets, *args)
 
-    monkeypatch.setattr(mining, "_count_ranks", spy)
+    monkeypatch.setattr(rule_exact, "count_ranks", spy)
     got, _ = mine_rule(q, src, pairs, excluded, num_negatives=2, block_rows=500, pair_block=64)
     assert got == want
     assert recounted

@@ -24,6 +24,7 @@ from artifact_builders import make_embed_artifact
 from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 
 from hnm_cli.artifacts.manifest import load_manifest
+from hnm_cli.artifacts.vectors import resolve_vector_set
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError, LeakageError
 from hnm_cli.inputs import resolve_data
@@ -402,7 +403,7 @@ def test_incomplete_vectors(setup, cli):
         f"Error: {vectors} is incomplete (no manifest.json). Rerun: hnm reduce --embeddings <embed dir> --out {vectors}\n"
     )
     with pytest.raises(IncompleteArtifactError):
-        mine.resolve_vectors(vectors)
+        resolve_vector_set(vectors)
 
 
 def test_leakage_guard(setup, cli):
@@ -424,7 +425,7 @@ def test_leakage_guard(setup, cli):
 def test_embed_dir_with_one_model_is_descended_and_two_models_refused(tmp_path: Path):
     data = write_beir(tmp_path / "data")
     one = make_embed_artifact(tmp_path, {"m": (corpus_vectors(), query_vectors())}, data=data, name="one")
-    assert mine.resolve_vectors(one).path == one / "m"
+    assert resolve_vector_set(one).path == one / "m"
     two = make_embed_artifact(
         tmp_path,
         {"a": (corpus_vectors(), query_vectors()), "b": (corpus_vectors(), query_vectors())},
@@ -432,7 +433,7 @@ def test_embed_dir_with_one_model_is_descended_and_two_models_refused(tmp_path: 
         name="two",
     )
     with pytest.raises(ArtifactMismatchError) as err:
-        mine.resolve_vectors(two)
+        resolve_vector_set(two)
     assert str(err.value) == (
         f"{two} holds 2 models (a, b): give one model folder (--vectors {two / 'a'}) or fuse them first with hnm reduce"
     )

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.artifacts.files import iter_jsonl, save_npy, shard_name, write_jsonl
-from hnm_cli.errors import DataError, IncompleteArtifactError
+from hnm_cli.artifacts.manifest import Manifest, load_manifest, require_artifact
+from hnm_cli.errors import ArtifactMismatchError, DataError, IncompleteArtifactError
 
 
 def vectors_name(shard: int) -> str:
@@ -134,3 +135,105 @@ def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
     if data.size != count:
         raise DataError(f"{path}: truncated (expected {shape[0]} rows of {shape[1]})")
     return data.reshape(-1, shape[1]).astype(np.float32, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Vector sets: a folder with manifest.json, corpus/ and queries/
+# ---------------------------------------------------------------------------------------------
+
+# The stages whose output is one vector set: an embed model folder, or a reduce output.
+VECTOR_STAGES = ("reduce", "embed-model")
+
+
+def resolve_vector_set(directory: Path) -> Manifest:
+    """The manifest of the vector set at `directory`.
+
+    A top-level embed artifact with exactly one model is descended into; with several models the user must pick
+    one or fuse them with `hnm reduce`.
+
+    Raises:
+        IncompleteArtifactError: no directory, no manifest, or no corpus/ or queries/ vectors.
+        ArtifactMismatchError: not a vector set, or an embed artifact with several models.
+    """
+    directory = Path(directory)
+    fix = f"hnm reduce --embeddings <embed dir> --out {directory}"
+    manifest = load_manifest(directory) if directory.is_dir() else None
+    if manifest is not None and manifest.stage == "embed":
+        models = sorted(
+            d.name for d in directory.iterdir() if d.is_dir() and (d / "corpus").is_dir() and (d / "queries").is_dir()
+        )
+        if len(models) == 1:
+            return require_artifact(
+                directory / models[0], "embed-model", fix=f"hnm embed ... --out {directory} (it did not finish)"
+            )
+        if not models:
+            raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
+        raise ArtifactMismatchError(
+            f"{directory} holds {len(models)} models ({', '.join(models)}): give one model folder "
+            f"(--vectors {directory / models[0]}) or fuse them first with hnm reduce"
+        )
+    manifest = require_artifact(directory, VECTOR_STAGES, fix=fix)
+    for part in ("corpus", "queries"):
+        if not (directory / part).is_dir():
+            raise IncompleteArtifactError(f"{directory} has no {part}/ vectors. Rerun: {fix}")
+    return manifest
+
+
+def read_rows_of(directory: Path, ids: list[str]) -> np.ndarray:
+    """Float32 vectors of `ids` (in that order) from the vector folder `directory` (few rows: read into RAM)."""
+    from hnm_cli.search import VectorSource
+
+    source = VectorSource.from_dir(directory)
+    row = {q: i for i, q in enumerate(read_ids(directory))}
+    return source.take([row[q] for q in ids])
+
+
+class VectorSetWriter:
+    """Writes one vector set: parallel shards part by part (`corpus`, `queries`), then the manifest, last.
+
+    What `hnm embed` (per model) and `hnm reduce` produce, for callers that hold vectors in memory: the Python
+    API, the benchmark's synthetic corpora and the tests' hand-built artifacts.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.outputs: list[dict[str, Any]] = []
+        self.rows: dict[str, int] = {}
+        self.dim: int | None = None
+
+    def add_shard(self, part: str, shard: int, ids: list[str], vectors: np.ndarray) -> None:
+        """Write shard `shard` of `part` (the .npy before the ids file) and record both as outputs."""
+        from hnm_cli.artifacts.manifest import output_entry
+
+        vectors = np.asarray(vectors, dtype=np.float32)
+        names = write_vector_shard(self.directory / part, shard, ids, vectors)
+        self.dim = int(vectors.shape[1])
+        self.outputs += [
+            output_entry(self.directory, f"{part}/{names[0]}", rows=len(ids), dim=self.dim),
+            output_entry(self.directory, f"{part}/{names[1]}", rows=len(ids)),
+        ]
+        self.rows[part] = self.rows.get(part, 0) + len(ids)
+
+    def finish(
+        self,
+        *,
+        stage: str,
+        params: dict[str, Any],
+        inputs: list[dict[str, Any]],
+        stats: dict[str, Any] | None = None,
+        started: float = 0.0,
+    ) -> Manifest:
+        """Write the manifest (fingerprint of `stage`, `params`, `inputs`); the set is complete from here on."""
+        from hnm_cli.artifacts.manifest import compute_fingerprint, write_manifest
+
+        base = {f"{p}_rows": self.rows.get(p, 0) for p in ("corpus", "queries")} | {"dim": self.dim}
+        return write_manifest(
+            self.directory,
+            stage=stage,
+            fingerprint=compute_fingerprint(stage, params, inputs),
+            params=params,
+            inputs=inputs,
+            outputs=self.outputs,
+            stats=base | (stats or {}),
+            started=started,
+        )

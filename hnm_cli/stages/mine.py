@@ -1,29 +1,25 @@
-"""`hnm mine`: (query, positive) pairs of a split + a vector set -> hard negatives, stats, audit, exports, plots.
+"""`hnm mine`: (query, positive) pairs of a split + a vector set -> the mine artifact (rows, stats, audit, extras).
 
-The stage owns paths, validation, the output schema and the manifest; the selection itself is the pure
-core in `hnm_cli.mining` (the paper's rule, dense top-k, random) and `hnm_cli.bm25`. One row per
-(query, positive) pair, in qrels order, written even when it got no negative so the file is complete:
-
-    {"query_id", "positive_id", "negatives": [{"doc_id", "source", "rank", "d_qd", "d_qp", "d_pd"}], "meta"}
-
-`rank` is the 1-based rank of the negative in the ranking its source used (dense for rule/topk/next, BM25
-for bm25; null for random); `meta` passes the query record's extra fields through.
+The runner resolves and checks paths and data, maps ids to rows, calls `hnm_cli.mining.mine_negatives` once (or
+re-selects from an audit) and writes through `hnm_cli.artifacts.mined`, whose docstring shows the row schema.
+One row per (query, positive) pair, in qrels order, written even when it got no negative.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, remove_stale_files, rows_name, write_jsonl
+from hnm_cli.artifacts import mined
+from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.guards import check_mining_split, check_same_files
 from hnm_cli.artifacts.manifest import (
-    MANIFEST_NAME,
     Manifest,
     artifact_input,
     begin_run,
@@ -31,20 +27,12 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     load_manifest,
     output_entry,
-    require_artifact,
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import read_ids, vector_dim
+from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, vector_dim
 from hnm_cli.config import MineConfig
-from hnm_cli.errors import (
-    ArtifactMismatchError,
-    ConfigError,
-    DataError,
-    IncompleteArtifactError,
-    InputError,
-    LeakageError,
-)
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -53,17 +41,13 @@ from hnm_cli.inputs import (
     read_queries,
     resolve_jsonl_files,
     resolve_qrels_file,
-    text_hash,
 )
+from hnm_cli.mining.exclusions import build_exclusions
 
-STAGE = "mine"
-VECTOR_STAGES = ("reduce", "embed-model")
-ROWS_PER_SHARD = 10_000
-AUDIT_ROWS_PER_SHARD = 200_000
+STAGE = mined.STAGE
 HNSW_FILE = "index/hnsw.bin"
 HNSW_FINGERPRINT = "index/fingerprint.json"
 PLOT_MAX_PAIRS = 2000  # points beyond this make Figure 2 an unreadable blob; a seeded sample is drawn
-STALE_PATTERNS = ("rows-*.jsonl", "stats.json", "audit/rows-*.jsonl", "export/*.jsonl", "plots/*.png")
 
 log = logging.getLogger("hnm")
 
@@ -71,90 +55,6 @@ log = logging.getLogger("hnm")
 # ---------------------------------------------------------------------------------------------
 # Resolving and validating inputs (cheap: no vectors are read here)
 # ---------------------------------------------------------------------------------------------
-
-
-def _reduce_fix(directory: Path) -> str:
-    return f"hnm reduce --embeddings <embed dir> --out {directory}"
-
-
-def resolve_vectors(directory: Path) -> Manifest:
-    """The manifest of the vector set to mine from.
-
-    A top-level embed artifact with exactly one model is descended into; with several models the user
-    must pick one or fuse them with `hnm reduce`.
-
-    Raises:
-        IncompleteArtifactError: no directory or no manifest.
-        ArtifactMismatchError: not a vector set, or an embed artifact with several models.
-    """
-    directory = Path(directory)
-    manifest = load_manifest(directory) if directory.is_dir() else None
-    if manifest is not None and manifest.stage == "embed":
-        models = sorted(
-            d.name for d in directory.iterdir() if d.is_dir() and (d / "corpus").is_dir() and (d / "queries").is_dir()
-        )
-        if len(models) == 1:
-            return require_artifact(
-                directory / models[0], "embed-model", fix=f"hnm embed ... --out {directory} (it did not finish)"
-            )
-        if not models:
-            raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
-        raise ArtifactMismatchError(
-            f"{directory} holds {len(models)} models ({', '.join(models)}): give one model folder "
-            f"(--vectors {directory / models[0]}) or fuse them first with hnm reduce"
-        )
-    manifest = require_artifact(directory, VECTOR_STAGES, fix=_reduce_fix(directory))
-    for part in ("corpus", "queries"):
-        if not (directory / part).is_dir():
-            raise IncompleteArtifactError(f"{directory} has no {part}/ vectors. Rerun: {_reduce_fix(directory)}")
-    return manifest
-
-
-def _recorded_digests(manifest: Manifest, role: str, depth: int = 0) -> list[dict[str, Any]]:
-    """Input records of `role` in a vector set's manifest, following upstream artifacts (reduce -> embed)."""
-    found = [i for i in manifest.inputs if i.get("role") == role and "stage" not in i]
-    if found or depth >= 3:
-        return found
-    for record in manifest.inputs:
-        if "stage" in record and record.get("path"):
-            upstream = load_manifest(Path(record["path"]))
-            if upstream is not None:
-                found += _recorded_digests(upstream, role, depth + 1)
-    return found
-
-
-def check_same_files(vectors: Manifest, given: list[dict[str, Any]], role: str) -> None:
-    """Refuse a vector set built from other `role` files (corpus, queries) than the ones given.
-
-    Only content digests are compared (paths may differ: a copied data folder is the same data).
-    A vector set that records no digest for `role` is not checked.
-
-    Raises:
-        ArtifactMismatchError: the digests differ.
-    """
-    recorded = _recorded_digests(vectors, role)
-    if not recorded:
-        log.warning(
-            "mine: %s records no %s digest; cannot check that it matches %s", vectors.path, role, given[0]["path"]
-        )
-        return
-    want = sorted(r["sha256"] for r in recorded)
-    have = sorted(g["sha256"] for g in given)
-    if want != have:
-        raise ArtifactMismatchError(
-            f"{vectors.path} was built from a different {role} than {given[0]['path']} "
-            f"(sha256 {have[0][:12]} given, {want[0][:12]} recorded); re-embed with this {role} or pass the one "
-            "the vectors were built from"
-        )
-
-
-def check_split(cfg: MineConfig) -> None:
-    """The leakage guard: mining with an evaluation split's queries turns test answers into training data."""
-    if cfg.split in cfg.eval_splits and not cfg.allow_eval_queries:
-        raise LeakageError(
-            f"split '{cfg.split}' is an evaluation split ({', '.join(cfg.eval_splits)}): mining its queries leaks "
-            "evaluation data into training; pass --allow-eval-queries to do it anyway"
-        )
 
 
 def _qrels_line(path: Path, column: int, value: str) -> int:
@@ -169,19 +69,12 @@ def _qrels_line(path: Path, column: int, value: str) -> int:
     return 0
 
 
-# ---------------------------------------------------------------------------------------------
-# The run
-# ---------------------------------------------------------------------------------------------
-
-
 @dataclass
 class _Plan:
     """Everything decided before the up-to-date check."""
 
     vectors: Manifest | None
     qrels_file: Path
-    corpus_files: list[Path]
-    query_files: list[Path]
     params: dict[str, Any]
     inputs: list[dict[str, Any]]
     fingerprint: str
@@ -200,26 +93,25 @@ def _plan(
     plot: bool,
     from_audit: Path | None,
 ) -> _Plan:
-    check_split(cfg)
+    check_mining_split(cfg.split, cfg.eval_splits, allowed=cfg.allow_eval_queries)
     if data.qrels is None:
         raise InputError("no qrels: give --data <BEIR folder> or --qrels")
     if audit and cfg.strategy != "rule":
         raise ConfigError(f"--audit records the rule's C1/C2 tests; it needs strategy 'rule', not '{cfg.strategy}'")
     if export is not None:
-        from hnm_cli.exports import LAYOUTS
+        from hnm_cli.artifacts.exports import LAYOUTS
 
         if export not in LAYOUTS:
             raise ConfigError(f"export must be one of {', '.join(LAYOUTS)}; got {export!r}")
     qrels_file = resolve_qrels_file(data.qrels, cfg.split)
-    corpus_files = resolve_jsonl_files(data.corpus, "corpus")
-    query_files = resolve_jsonl_files(data.queries, "queries")
-    corpus_inputs = [file_input(p, "corpus") for p in corpus_files]
-    query_inputs = [file_input(p, "queries") for p in query_files]
-    inputs = corpus_inputs + query_inputs + [file_input(qrels_file, "qrels")]
+    corpus_inputs = [file_input(p, "corpus") for p in resolve_jsonl_files(data.corpus, "corpus")]
+    query_inputs = [file_input(p, "queries") for p in resolve_jsonl_files(data.queries, "queries")]
+    qrels_input = file_input(qrels_file, "qrels")
+    inputs = corpus_inputs + query_inputs + [qrels_input]
 
     vectors = None
     if vectors_dir is not None:
-        vectors = resolve_vectors(vectors_dir)
+        vectors = resolve_vector_set(vectors_dir)
         check_same_files(vectors, corpus_inputs, "corpus")
         check_same_files(vectors, query_inputs, "queries")
         inputs.append(artifact_input(vectors, "vectors"))
@@ -228,7 +120,7 @@ def _plan(
 
     audit_dir = audit_manifest = None
     if from_audit is not None:
-        audit_dir, audit_manifest = resolve_audit(from_audit, out)
+        audit_dir, audit_manifest = mined.resolve_audit(from_audit, out)
         if vectors is not None:
             used = [i for i in audit_manifest.inputs if i.get("role") == "vectors"]
             if used and used[0]["sha256"] != vectors.digest:
@@ -236,7 +128,7 @@ def _plan(
                     f"{audit_dir} was mined from other vectors ({used[0]['path']}) than {vectors.path}"
                 )
         used_qrels = [i["sha256"] for i in audit_manifest.inputs if i.get("role") == "qrels"]
-        if used_qrels and used_qrels != [inputs[len(corpus_inputs) + len(query_inputs)]["sha256"]]:
+        if used_qrels and used_qrels != [qrels_input["sha256"]]:
             raise ArtifactMismatchError(f"{audit_dir} was mined from other qrels than {qrels_file}")
         inputs.append(artifact_input(audit_manifest, "audit"))
 
@@ -244,8 +136,6 @@ def _plan(
     return _Plan(
         vectors=vectors,
         qrels_file=qrels_file,
-        corpus_files=corpus_files,
-        query_files=query_files,
         params=params,
         inputs=inputs,
         fingerprint=compute_fingerprint(STAGE, params, inputs),
@@ -254,22 +144,9 @@ def _plan(
     )
 
 
-def resolve_audit(path: Path, out: Path) -> tuple[Path, Manifest]:
-    """The audit folder and the manifest of the mine run that wrote it (`<mine out>` or `<mine out>/audit`).
-
-    Raises:
-        IncompleteArtifactError / ArtifactMismatchError: not a finished mine run with an audit.
-        InputError: the audit lies inside `out`, which this run is about to rewrite.
-    """
-    path = Path(path)
-    mine_dir = path.parent if path.name == "audit" and not (path / "audit").is_dir() else path
-    manifest = require_artifact(mine_dir, STAGE, fix=f"hnm mine ... --audit --out {mine_dir}")
-    audit_dir = mine_dir / "audit"
-    if not manifest.params.get("audit") or not audit_dir.is_dir():
-        raise InputError(f"{mine_dir} was mined without --audit; rerun it with --audit")
-    if Path(out).resolve() == mine_dir.resolve():
-        raise InputError(f"--from-audit {path} lies inside --out {out}; write the re-selection to another --out")
-    return audit_dir, manifest
+# ---------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------
 
 
 def run(
@@ -298,7 +175,7 @@ def run(
         plot: also write `<out>/plots/pca.png` and `<out>/plots/margin_hist.png`.
         from_audit: re-select negatives from this audit (a mine output dir or its `audit/`) instead of
             searching: the rule's C1/C2/exclusion outcomes are re-applied with this run's `num_negatives`,
-            `max_score`/`min_score` (similarity bounds) and `fallback`.
+            `max_score`/`min_score` (similarity bounds), window and `fallback`.
         force: rerun even when up to date.
         progress: log progress (the CLI's --quiet turns it off).
 
@@ -320,33 +197,27 @@ def run(
     ctx = _Context.load(plan, corpus, queries, qrels, cfg)
     started = begin_run(out)
 
+    audit_outputs: list[dict[str, Any]] = []
     if from_audit is not None:
         assert plan.audit_dir is not None and plan.audit_manifest is not None
         results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
-        audit_files: list[str] = []
     else:
-        results, stats, audit_files = _mine(ctx, cfg, out, audit=audit)
+        results, stats, audit_outputs = _mine(ctx, cfg, out, audit=audit)
 
-    written: list[tuple[str, int]] = []
     rows = list(_rows(results, ctx))
-    for shard, lo in enumerate(range(0, max(len(rows), 1), ROWS_PER_SHARD)):
-        name = rows_name(shard)
-        written.append((name, write_jsonl(out / name, rows[lo : lo + ROWS_PER_SHARD])))
-
+    outputs = mined.write_rows(out, rows)
     stats_dict = _stats_dict(stats, ctx, cfg, time.time() - t0)
     if export is not None:
-        written.append(_write_export(out, export, rows, ctx, cfg, stats_dict))
+        outputs.append(_write_export(out, export, rows, ctx, cfg, stats_dict))
     plot_files = _write_plots(out, rows, ctx, cfg) if plot else []
-    atomic_write_json(out / "stats.json", stats_dict)
+    atomic_write_json(out / mined.STATS_FILE, stats_dict)
 
-    outputs = [output_entry(out, rel, rows=n) for rel, n in written]
-    outputs += [output_entry(out, rel, rows=n) for rel, n in audit_files]  # type: ignore[misc]
+    outputs += audit_outputs
     # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
     # (stats.json holds the timing) leaves downstream artifacts up to date.
-    outputs += [output_entry(out, rel, downstream=False) for rel in [*plot_files, "stats.json"]]
-    if ctx.hnsw_files:
-        outputs += [output_entry(out, rel, downstream=False) for rel in ctx.hnsw_files]
-    remove_stale_files(out, keep=[o["path"] for o in outputs], patterns=STALE_PATTERNS)
+    outputs += [output_entry(out, rel, downstream=False) for rel in [*plot_files, mined.STATS_FILE]]
+    outputs += [output_entry(out, rel, downstream=False) for rel in ctx.hnsw_files]
+    remove_stale_files(out, keep=[o["path"] for o in outputs], patterns=mined.STALE_PATTERNS)
     manifest = write_manifest(
         out,
         stage=STAGE,
@@ -362,7 +233,7 @@ def run(
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading vectors, pairs and exclusions
+# Ids, rows, pairs and exclusions
 # ---------------------------------------------------------------------------------------------
 
 
@@ -385,32 +256,20 @@ class _Context:
     hnsw_files: list[str] = field(default_factory=list)
 
     @classmethod
-    def load(cls, plan: _Plan, corpus: Records, queries: Records, qrels: dict[str, dict[str, int]], cfg: MineConfig):
+    def load(
+        cls, plan: _Plan, corpus: Records, queries: Records, qrels: dict[str, dict[str, int]], cfg: MineConfig
+    ) -> _Context:
         pair_ids = [(q, d) for q, docs in qrels.items() for d, rel in docs.items() if rel > 0]
         if not pair_ids:
             raise DataError(f"{plan.qrels_file}: no (query, positive) pairs with relevance > 0")
-        positives: dict[str, list[str]] = {}
-        for q, d in pair_ids:
-            positives.setdefault(q, []).append(d)
-        query_ids = list(positives)
+        query_ids = list(dict.fromkeys(q for q, _ in pair_ids))
 
         vectors_dir = plan.vectors.path if plan.vectors is not None else None
         if vectors_dir is not None:
             corpus_ids = read_ids(vectors_dir / "corpus")
-            vec_query_ids = read_ids(vectors_dir / "queries")
             corpus_row = {d: i for i, d in enumerate(corpus_ids)}
-            have_q = set(vec_query_ids)
-            for q, d in pair_ids:
-                if q not in have_q:
-                    line = _qrels_line(plan.qrels_file, 0, q)
-                    raise ArtifactMismatchError(
-                        f"{plan.qrels_file}:{line}: field 'query-id': query id '{q}' has no vector in {vectors_dir}"
-                    )
-                if d not in corpus_row:
-                    line = _qrels_line(plan.qrels_file, 1, d)
-                    raise ArtifactMismatchError(
-                        f"{plan.qrels_file}:{line}: field 'corpus-id': document id '{d}' has no vector in {vectors_dir}"
-                    )
+            have_q = set(read_ids(vectors_dir / "queries"))
+            _check_pairs_have_vectors(plan.qrels_file, pair_ids, have_q, corpus_row, vectors_dir)
             dq, dc = vector_dim(vectors_dir / "queries"), vector_dim(vectors_dir / "corpus")
             if dq != dc:
                 raise ArtifactMismatchError(
@@ -419,40 +278,9 @@ class _Context:
         else:
             corpus_ids = corpus.ids
             corpus_row = {d: i for i, d in enumerate(corpus_ids)}
-
-        # Exclusions: every positive of the query by id, and every document whose normalised text equals a
-        # positive's (the same passage under another id is a false negative waiting to happen). Only the
-        # positives' hashes are kept, so memory grows with the qrels, not with the corpus.
-        queries_by_hash: dict[str, set[str]] = {}
-        for q, pos in positives.items():
-            for d in pos:
-                queries_by_hash.setdefault(text_hash(corpus[d].full_text), set()).add(q)
-        excluded_ids = {q: set(pos) for q, pos in positives.items()}
-        # A document that *is* the query (Quora, ArguAna and CQADupStack put queries in the corpus too) has
-        # d(Q,D) ~ 0: every strategy would pick it first, teaching the reranker that a text does not match
-        # itself. Matched on the body alone as well, since the query has no title.
-        same_as_query: dict[str, list[str]] = {}
-        if cfg.exclude_query_duplicates:
-            for q in query_ids:
-                if (query := queries.items.get(q)) is not None:
-                    same_as_query.setdefault(text_hash(query.text), []).append(q)
-        identical = 0
-        for d in corpus_ids:
-            doc = corpus.items.get(d)
-            if doc is None:
-                continue
-            full = text_hash(doc.full_text)
-            for q in queries_by_hash.get(full, ()):
-                excluded_ids[q].add(d)
-            if same_as_query:
-                for q in {
-                    *same_as_query.get(full, ()),
-                    *(same_as_query.get(text_hash(doc.text), ()) if doc.title else ()),
-                }:
-                    if d not in excluded_ids[q]:
-                        excluded_ids[q].add(d)
-                        identical += 1
-        dups = sum(len(excluded_ids[q]) - len(set(pos)) for q, pos in positives.items()) - identical
+        excl = build_exclusions(
+            pair_ids, corpus, queries, corpus_ids, exclude_query_duplicates=cfg.exclude_query_duplicates
+        )
         return cls(
             corpus=corpus,
             queries=queries,
@@ -461,9 +289,9 @@ class _Context:
             corpus_row=corpus_row,
             query_ids=query_ids,
             query_row={q: i for i, q in enumerate(query_ids)},
-            excluded_ids=excluded_ids,
-            duplicates_excluded=dups,
-            query_duplicates_excluded=identical,
+            excluded_ids=excl.excluded_ids,
+            duplicates_excluded=excl.duplicates_excluded,
+            query_duplicates_excluded=excl.query_duplicates_excluded,
             vectors_dir=vectors_dir,
         )
 
@@ -471,11 +299,7 @@ class _Context:
         """Float32 vectors of the mined queries (row i = `query_ids[i]`); queries are few, so read into RAM."""
         if self.query_vecs is None:
             assert self.vectors_dir is not None
-            from hnm_cli.search import VectorSource
-
-            source = VectorSource.from_dir(self.vectors_dir / "queries")
-            row = {q: i for i, q in enumerate(read_ids(self.vectors_dir / "queries"))}
-            self.query_vecs = source.take([row[q] for q in self.query_ids])
+            self.query_vecs = read_rows_of(self.vectors_dir / "queries", self.query_ids)
         return self.query_vecs
 
     def pairs(self) -> list[Any]:
@@ -490,147 +314,75 @@ class _Context:
         }
 
 
+def _check_pairs_have_vectors(
+    qrels_file: Path,
+    pair_ids: Sequence[tuple[str, str]],
+    query_ids: set[str],
+    corpus_row: dict[str, int],
+    vectors_dir: Path,
+) -> None:
+    for q, d in pair_ids:
+        if q not in query_ids:
+            line = _qrels_line(qrels_file, 0, q)
+            raise ArtifactMismatchError(
+                f"{qrels_file}:{line}: field 'query-id': query id '{q}' has no vector in {vectors_dir}"
+            )
+        if d not in corpus_row:
+            line = _qrels_line(qrels_file, 1, d)
+            raise ArtifactMismatchError(
+                f"{qrels_file}:{line}: field 'corpus-id': document id '{d}' has no vector in {vectors_dir}"
+            )
+
+
 # ---------------------------------------------------------------------------------------------
-# Mining (search-based strategies)
+# Mining: one call into the core
 # ---------------------------------------------------------------------------------------------
 
 
-def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[list[Any], Any, list[tuple[str, int]]]:
-    from hnm_cli import mining
+def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[list[Any], Any, list[dict[str, Any]]]:
+    from hnm_cli.mining import mine_negatives
+    from hnm_cli.mining.strategies import Texts
     from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
-    query_vecs = ctx.load_query_vectors()
-    pairs = ctx.pairs()
-    excluded = ctx.excluded_rows()
-    rng = np.random.default_rng(cfg.seed)
-    audit_files: list[tuple[str, int]] = []
-
     index = None
     if cfg.index == "hnsw" and cfg.strategy in ("rule", "topk"):
         index = _hnsw_index(out, source, ctx, cfg)
-
-    if cfg.strategy == "rule":
-        writer = _AuditWriter(out / "audit", ctx) if audit else None
-        results, stats = mining.mine_rule(
-            query_vecs,
-            source,
-            pairs,
-            excluded,
-            num_negatives=cfg.num_negatives,
-            index=index,
-            ef_search=cfg.hnsw_ef_search,
-            candidate_k=cfg.candidate_k,
-            block_rows=cfg.block_size,
-            pair_block=cfg.query_block,
-            fallback="next" if cfg.fallback == "next" else "none",
-            fill=cfg.fill,
-            c2_margin=cfg.c2_margin,
-            range_min=cfg.range_min,
-            range_max=cfg.range_max,
-            sampling_strategy=cfg.sampling_strategy,
-            rng=rng,
-            audit=writer.add if writer is not None else None,
+    texts = None
+    if "bm25" in (cfg.strategy, cfg.fallback):
+        texts = Texts(
+            corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
+            queries=[ctx.queries[q].text for q in ctx.query_ids],
         )
-        if writer is not None:
-            audit_files = writer.close()
-    elif cfg.strategy == "topk":
-        results, stats = mining.mine_topk(
-            query_vecs,
-            source,
-            pairs,
-            excluded,
-            num_negatives=cfg.num_negatives,
-            range_min=cfg.range_min,
-            range_max=cfg.range_max,
-            max_score=cfg.max_score,
-            min_score=cfg.min_score,
-            absolute_margin=cfg.absolute_margin,
-            relative_margin=cfg.relative_margin,
-            sampling_strategy=cfg.sampling_strategy,
-            rng=rng,
-            index=index,
-            ef_search=cfg.hnsw_ef_search,
-            block_rows=cfg.block_size,
-            query_block=cfg.query_block,
-        )
-    elif cfg.strategy == "random":
-        results = mining.sample_random(source.n, pairs, excluded, cfg.num_negatives, rng)
-        results = mining.fill_distances(query_vecs, source, results)
-        stats = None
-    else:  # bm25
-        results = _bm25_results(ctx, pairs, excluded, cfg.num_negatives, source="bm25")
-        results = mining.fill_distances(query_vecs, source, results)
-        stats = None
-
-    if cfg.fallback in ("random", "bm25") and cfg.strategy != cfg.fallback:
-        results = _apply_fallback(ctx, results, cfg, rng, query_vecs, source)
-    return results, _restat(results, stats, cfg), audit_files
+    writer = mined.AuditWriter(out) if audit else None
+    results, stats = mine_negatives(
+        ctx.load_query_vectors(),
+        source,
+        ctx.pairs(),
+        ctx.excluded_rows(),
+        cfg,
+        index=index,
+        texts=texts,
+        audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
+    )
+    return results, stats, writer.close() if writer is not None else []
 
 
-def _restat(results: Sequence[Any], stats: Any, cfg: MineConfig) -> Any:
-    """Stats recomputed from the final results (after a stage-level fallback), keeping the search counters."""
-    from hnm_cli.mining import MiningStats
-
-    new = MiningStats()
-    for r in results:
-        new.add(r, cfg.num_negatives)
-    if stats is not None:
-        # Search-level counters are not per pair: carry them over.
-        new.hnsw_widenings = stats.hnsw_widenings
-        new.exact_fallbacks = stats.exact_fallbacks
-        new.rejected_by = dict(stats.rejected_by)
-    return new
-
-
-def _apply_fallback(ctx: _Context, results: list[Any], cfg: MineConfig, rng: np.random.Generator, query_vecs, source):
-    """Give pairs left empty by the strategy random or BM25 negatives (source `fallback-random|bm25`)."""
-    from dataclasses import replace
-
-    from hnm_cli import mining
-
-    empty = [i for i, r in enumerate(results) if not r.negatives]
-    if not empty:
-        return results
-    pairs = [results[i].pair for i in empty]
-    excluded = ctx.excluded_rows()
-    if cfg.fallback == "random":
-        filled = mining.sample_random(source.n, pairs, excluded, cfg.num_negatives, rng)
-        filled = [replace(r, negatives=[replace(n, source="fallback-random") for n in r.negatives]) for r in filled]
-    else:
-        filled = _bm25_results(ctx, pairs, excluded, cfg.num_negatives, source="fallback-bm25")
-    filled = mining.fill_distances(query_vecs, source, filled)
-    results = list(results)
-    for i, r in zip(empty, filled, strict=True):
-        results[i] = replace(results[i], negatives=r.negatives, fallback_used=bool(r.negatives))
-    return results
-
-
-def _bm25_results(ctx: _Context, pairs: Sequence[Any], excluded: dict[int, set[int]], k: int, *, source: str):
-    """Top-`k` BM25 documents per query (minus its exclusions and PD), shared by all pairs of the query."""
-    from hnm_cli.bm25 import BM25Index
-    from hnm_cli.mining import Negative, PairResult
-
-    texts = [ctx.corpus[d].full_text for d in ctx.corpus_ids]
-    index = BM25Index(texts)
-    qrows = sorted({p.query_row for p in pairs})
-    exclude = [excluded.get(q, set()) for q in qrows]
-    scores, idx = index.search([ctx.queries[ctx.query_ids[q]].text for q in qrows], k, exclude=exclude)
-    per_query = {
-        q: [
-            Negative(int(j), source, rank + 1, None, None, None)
-            for rank, j in enumerate(idx[i])
-            # A zero score shares no term with the query: not a lexical hard negative, just an arbitrary doc.
-            if j >= 0 and scores[i, rank] > 0
-        ]
-        for i, q in enumerate(qrows)
+def _audit_row(rec: Any, ctx: _Context) -> dict[str, Any]:
+    return {
+        "query_id": ctx.query_ids[rec.query_row],
+        "positive_id": ctx.corpus_ids[rec.positive_row],
+        "doc_id": ctx.corpus_ids[rec.doc_row],
+        "rank": rec.rank,
+        "d_qd": rec.d_qd,
+        "d_qp": rec.d_qp,
+        "d_pd": rec.d_pd,
+        "c1": rec.c1,
+        "c2": rec.c2,
+        "excluded": rec.excluded,
+        "selected": rec.selected,
     }
-    out = []
-    for p in pairs:
-        negs = [n for n in per_query[p.query_row] if n.doc_row != p.positive_row]
-        out.append(PairResult(pair=p, negatives=negs, examined=len(negs)))
-    return out
 
 
 def _hnsw_index(out: Path, source: Any, ctx: _Context, cfg: MineConfig) -> Any:
@@ -675,135 +427,47 @@ def _hnsw_index(out: Path, source: Any, ctx: _Context, cfg: MineConfig) -> Any:
     return index
 
 
-# ---------------------------------------------------------------------------------------------
-# Audit trail and re-selection from it
-# ---------------------------------------------------------------------------------------------
-
-
-class _AuditWriter:
-    """Streams audit records to `audit/rows-NNNNN.jsonl` shards, `AUDIT_ROWS_PER_SHARD` rows each."""
-
-    def __init__(self, directory: Path, ctx: _Context) -> None:
-        self.directory = directory
-        self.ctx = ctx
-        self.buffer: list[dict[str, Any]] = []
-        self.files: list[tuple[str, int]] = []
-
-    def add(self, rec: Any) -> None:
-        c = self.ctx
-        self.buffer.append(
-            {
-                "query_id": c.query_ids[rec.query_row],
-                "positive_id": c.corpus_ids[rec.positive_row],
-                "doc_id": c.corpus_ids[rec.doc_row],
-                "rank": rec.rank,
-                "d_qd": rec.d_qd,
-                "d_qp": rec.d_qp,
-                "d_pd": rec.d_pd,
-                "c1": rec.c1,
-                "c2": rec.c2,
-                "excluded": rec.excluded,
-                "selected": rec.selected,
-            }
-        )
-        if len(self.buffer) >= AUDIT_ROWS_PER_SHARD:
-            self._flush()
-
-    def _flush(self) -> None:
-        name = f"audit/{rows_name(len(self.files))}"
-        self.files.append((name, write_jsonl(self.directory.parent / name, self.buffer)))
-        self.buffer = []
-
-    def close(self) -> list[tuple[str, int]]:
-        if self.buffer or not self.files:
-            self._flush()
-        return self.files
-
-
-def _iter_audit(audit_dir: Path) -> Iterator[dict[str, Any]]:
-    for path in sorted(audit_dir.glob("rows-*.jsonl")):
-        yield from iter_jsonl(path)
-
-
 def _select_from_audit(
-    audit_dir: Path, ctx: _Context, cfg: MineConfig, audited: dict[str, Any]
+    mine_dir: Path, ctx: _Context, cfg: MineConfig, audited: dict[str, Any]
 ) -> tuple[list[Any], Any]:
-    """Re-apply the rule to audited candidates: C1 and C2 and not excluded, plus this run's score bounds.
+    """Re-select from the audit of `mine_dir` (see `mining.audit.select_from_audit`), then any random/bm25
+    fallback as in a normal run."""
+    from hnm_cli.mining.audit import select_from_audit
+    from hnm_cli.mining.strategies import Texts, apply_fallback, restat
 
-    The audit holds the whole C1 region of every pair, so any `num_negatives` gives what a fresh search
-    would. `max_score`/`min_score` bound sim(Q,D) = 1 - d(Q,D). Fallback "next" uses the audited top
-    `candidate_k` window; "random"/"bm25" draw from the corpus as in a normal run.
-    """
-    from hnm_cli.mining import SOURCE_FALLBACK_NEXT, SOURCE_RULE, MiningStats, Negative, Pair, PairResult
-
-    by_pair: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for rec in _iter_audit(audit_dir):
-        by_pair.setdefault((rec["query_id"], rec["positive_id"]), []).append(rec)
-    missing = [p for p in ctx.pair_ids if p not in by_pair]
-    if missing:
-        q, d = missing[0]
-        raise ArtifactMismatchError(f"{audit_dir} has no candidates for pair ({q}, {d}): it was mined from other qrels")
-
-    def in_bounds(rec: dict[str, Any]) -> bool:
-        sim = 1.0 - rec["d_qd"]
-        if cfg.max_score is not None and sim > cfg.max_score:
-            return False
-        return not (cfg.min_score is not None and sim < cfg.min_score)
-
-    audited_margin = float(audited.get("c2_margin", 0.0))
-
-    def c2(rec: dict[str, Any]) -> bool:
-        # The recorded outcome where this run asks for the audited C2; otherwise recomputed from the distances.
-        if cfg.c2_margin == audited_margin:
-            return bool(rec["c2"])
-        return rec["d_pd"] - rec["d_qd"] > cfg.c2_margin
-
-    need = cfg.range_min + cfg.num_negatives if cfg.range_max is None else cfg.range_max
-    rng = np.random.default_rng(cfg.seed)
-    results = []
-    for q, d in ctx.pair_ids:
-        recs = sorted(by_pair.get((q, d), []), key=lambda r: r["rank"])
-        pair = Pair(ctx.query_row[q], ctx.corpus_row[d])
-        passing = [(r, SOURCE_RULE) for r in recs if r["c1"] and c2(r) and not r["excluded"] and in_bounds(r)]
-        c1_region = [r for r in recs if r["c1"]]
-        lacking = len(passing) < need if cfg.fill == "short" else not passing
-        if lacking and cfg.fallback == "next":
-            passing = [
-                (r, SOURCE_RULE if r["c1"] else SOURCE_FALLBACK_NEXT)
-                for r in recs
-                if c2(r) and not r["excluded"] and r["doc_id"] != d and in_bounds(r)
-            ]
-        window = passing[cfg.range_min : need]
-        if cfg.sampling_strategy == "random" and len(window) > cfg.num_negatives:
-            window = [window[j] for j in np.sort(rng.choice(len(window), size=cfg.num_negatives, replace=False))]
-        negs = [
-            Negative(ctx.corpus_row[r["doc_id"]], source, r["rank"], r["d_qd"], r["d_qp"], r["d_pd"])
-            for r, source in window[: cfg.num_negatives]
-        ]
-        results.append(
-            PairResult(
-                pair=pair,
-                negatives=negs,
-                c1_pass=len(c1_region),
-                c2_fail=sum(1 for r in c1_region if not r["excluded"] and not r["c2"]),
-                excluded=sum(1 for r in c1_region if r["excluded"]),
-                examined=len(recs),
-                fallback_used=any(n.source == SOURCE_FALLBACK_NEXT for n in negs),
-            )
+    try:
+        results = select_from_audit(
+            mined.iter_audit(mine_dir),
+            ctx.pair_ids,
+            ctx.corpus_row,
+            ctx.query_row,
+            cfg,
+            audited_c2_margin=float(audited.get("c2_margin", 0.0)),
         )
+    except KeyError as err:
+        q, d = err.args[0]
+        raise ArtifactMismatchError(
+            f"{mine_dir / mined.AUDIT_DIR} has no candidates for pair ({q}, {d}): it was mined from other qrels"
+        ) from err
     if cfg.fallback in ("random", "bm25"):
         if ctx.vectors_dir is None:
             raise InputError(f"--fallback {cfg.fallback} with --from-audit needs --vectors for the distances")
         from hnm_cli.search import VectorSource
 
-        source_vecs = VectorSource.from_dir(ctx.vectors_dir / "corpus")
-        results = _apply_fallback(
-            ctx, results, cfg, np.random.default_rng(cfg.seed), ctx.load_query_vectors(), source_vecs
+        texts = Texts(
+            corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
+            queries=[ctx.queries[q].text for q in ctx.query_ids],
         )
-    stats = MiningStats()
-    for r in results:
-        stats.add(r, cfg.num_negatives)
-    return results, stats
+        results = apply_fallback(
+            results,
+            cfg,
+            np.random.default_rng(cfg.seed),
+            ctx.load_query_vectors(),
+            VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+            ctx.excluded_rows(),
+            texts,
+        )
+    return results, restat(results, None, cfg.num_negatives)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -811,28 +475,17 @@ def _select_from_audit(
 # ---------------------------------------------------------------------------------------------
 
 
-def _rows(results: Sequence[Any], ctx: _Context) -> Iterator[dict[str, Any]]:
+def _rows(results: Sequence[Any], ctx: _Context) -> Any:
     for (q, d), r in zip(ctx.pair_ids, results, strict=True):
-        yield {
-            "query_id": q,
-            "positive_id": d,
-            "negatives": [
-                {
-                    "doc_id": ctx.corpus_ids[n.doc_row],
-                    "source": n.source,
-                    "rank": n.rank,
-                    "d_qd": n.d_qd,
-                    "d_qp": n.d_qp,
-                    "d_pd": n.d_pd,
-                }
-                for n in r.negatives
-            ],
-            "meta": ctx.queries[q].meta,
-        }
+        negatives = [
+            mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
+            for n in r.negatives
+        ]
+        yield mined.mined_row(q, d, negatives, ctx.queries[q].meta)
 
 
 def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> dict[str, Any]:
-    data = stats.to_dict()
+    data: dict[str, Any] = stats.to_dict()
     data.update(
         {
             "strategy": cfg.strategy,
@@ -874,8 +527,8 @@ def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit:
 
 def _write_export(
     out: Path, layout: str, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig, stats: dict[str, Any]
-) -> tuple[str, int]:
-    from hnm_cli.exports import ExportCounts, export_rows
+) -> dict[str, Any]:
+    from hnm_cli.artifacts.exports import ExportCounts, export_rows
 
     counts = ExportCounts()
     query_text = {q: ctx.queries[q].text for q in ctx.query_ids}
@@ -886,7 +539,7 @@ def _write_export(
     )
     stats["export"] = {"layout": layout, "rows": n, "pairs_used": counts.pairs_used,
                        "pairs_skipped_empty": counts.pairs_skipped_empty, "pairs_skipped_short": counts.pairs_skipped_short}  # fmt: skip
-    return rel, n
+    return output_entry(out, rel, rows=n)
 
 
 class _LazyText(dict):  # type: ignore[type-arg]
@@ -927,4 +580,4 @@ def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: Mine
     return ["plots/pca.png", "plots/margin_hist.png"]
 
 
-__all__ = ["run", "resolve_vectors", "check_split", "check_same_files", "MANIFEST_NAME"]
+__all__ = ["run"]

@@ -249,8 +249,8 @@ def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str 
     import numpy as np
 
     from hnm_cli.artifacts.vectors import load_vectors
+    from hnm_cli.evaluation.metrics import mean_metrics, per_query_metrics
     from hnm_cli.inputs import read_qrels, resolve_qrels_file
-    from hnm_cli.metrics import mean_metrics, per_query_metrics
 
     qrels = read_qrels(resolve_qrels_file(data, split))
     judged = {q: d for q, d in qrels.items() if any(r > 0 for r in d.values())}
@@ -442,7 +442,7 @@ def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seed
     """Collect every finished evaluation into per-family tables: mean, std and n over seeds; relative gain over
     the first stage; paired randomization tests (per-query seed means, as `hnm eval` does) against arm 5 and
     against the first stage. Pure over the files: rerun it any time, it reports what exists."""
-    from hnm_cli.stages.evaluate import arm_per_query, compare
+    from hnm_cli.evaluation.compare import arm_per_query, compare
 
     metrics = list(TABLE_METRICS)
     fs = _per_query(work / "eval" / "first-stage", "first-stage")

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from hnm_cli.metrics import DEFAULT_METRICS, evaluate, parse_metric, per_query_metrics, ranked
+from hnm_cli.evaluation.metrics import DEFAULT_METRICS, evaluate, parse_metric, per_query_metrics, ranked
 
 QRELS = {
     "q1": {"a": 1, "b": 0, "c": 2},  # graded: c is more relevant than a; b judged non-relevant

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hnm_cli.significance import bootstrap_test, paired_test, randomization_test
+from hnm_cli.evaluation.significance import bootstrap_test, paired_test, randomization_test
 
 TESTS = [randomization_test, bootstrap_test]
 

@@ -13,9 +13,10 @@ from conftest import write_beir
 from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, write_manifest
 from hnm_cli.artifacts.vectors import write_vector_shard
 from hnm_cli.config import EvalConfig
+from hnm_cli.errors import ArtifactMismatchError, LeakageError
+from hnm_cli.evaluation.metrics import DEFAULT_METRICS, per_query_metrics
+from hnm_cli.evaluation.rerank import detect_model, folder_kind, parse_model_option, rrf
 from hnm_cli.inputs import resolve_data
-from hnm_cli.metrics import DEFAULT_METRICS, per_query_metrics
-from hnm_cli.rerank import detect_model, folder_kind, rrf
 from hnm_cli.stages import evaluate
 
 # Every tiny query is judged in "test"; "train" holds other pairs for the leakage checks.
@@ -248,7 +249,7 @@ def test_dense_first_stage_and_unknown_vector_id(data: Path, tmp_path: Path) -> 
     assert report["runs"]["first-stage"]["mean"]["mrr@10"] == pytest.approx((1 + 1 / 3 + 1 / 3 + 1 / 4) / 4)
 
     bad = _vector_set(tmp_path / "vec-bad", data, corpus_ids=["d1", "d2", "d3", "d4", "d5", "d6", "d7", "ghost"])
-    with pytest.raises(evaluate.ArtifactMismatchError) as err:
+    with pytest.raises(ArtifactMismatchError) as err:
         evaluate.run(resolve_data(data), tmp_path / "e2", _cfg(first_stage="dense"), vectors=bad, progress=False)
     assert str(err.value) == f"{bad / 'corpus'}: row 7: doc id 'ghost' is not in the corpus"
 
@@ -286,14 +287,14 @@ def test_leakage_train_reranker_trained_on_eval_split(data: Path, tmp_path: Path
         write_manifest(mine_dir, stage="mine", fingerprint="x", params={"split": split}, inputs=[], outputs=[],
                        stats={}, started=0.0)  # fmt: skip
         tr = _fake_train_artifact(tmp_path / "tr", mine_dir)
-        with pytest.raises(evaluate.LeakageError) as err:
+        with pytest.raises(LeakageError) as err:
             evaluate.run(resolve_data(data), tmp_path / "e", _cfg(), models=[("r", str(tr))], progress=False)
         assert str(err.value) == expected
 
 
 def test_leakage_forced_overlap_recorded_by_train_reranker(data: Path, tmp_path: Path) -> None:
     tr = _fake_train_artifact(tmp_path / "tr", None, stats={"eval_split": "test", "eval_overlap": 3})
-    with pytest.raises(evaluate.LeakageError) as err:
+    with pytest.raises(LeakageError) as err:
         evaluate.run(resolve_data(data), tmp_path / "e", _cfg(), models=[("r", str(tr))], progress=False)
     assert str(err.value) == (
         f"--model r: {tr} was trained with 3 queries of the 'test' split (train-reranker --allow-eval-overlap)"
@@ -333,7 +334,7 @@ def test_rrf_hand_computed() -> None:
     ],
 )
 def test_parse_model_option(value: str, expected: tuple[str, str]) -> None:
-    assert evaluate.parse_model_option(value) == expected
+    assert parse_model_option(value) == expected
 
 
 def test_folder_kind(tmp_path: Path) -> None:

@@ -496,7 +496,7 @@ def _train_inner(
     import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from hnm_cli.rerank import torch_device
+    from hnm_cli.evaluation.rerank import torch_device
     from hnm_cli.training import make_loss
 
     device = torch_device(cfg.device)

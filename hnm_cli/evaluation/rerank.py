@@ -9,6 +9,7 @@ vector and each candidate's vector, through `hnm_cli.encoders`, so `pkg:` and `h
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,8 +19,8 @@ import numpy as np
 import orjson
 
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
-from hnm_cli.errors import InputError
-from hnm_cli.metrics import ranked
+from hnm_cli.errors import ConfigError, InputError
+from hnm_cli.evaluation.metrics import ranked
 
 log = logging.getLogger("hnm")
 
@@ -129,12 +130,41 @@ def run_name(source: str) -> str:
     return default_model_name(source)
 
 
+def parse_model_option(value: str) -> tuple[str, str]:
+    """Split one `--model` value into (run name, source): `name=source`, or a source whose name is derived.
+
+    A `name=` prefix counts only when the name has no `/` and is not a `pkg:` / `hash:` spec, so a path or
+    spec that contains `=` is still a source.
+
+    Args:
+        value: the option's text.
+
+    Returns:
+        (run name, source); the name is `run_name(source)` when none is given.
+
+    Raises:
+        ConfigError: an empty name or source.
+    """
+    value = value.strip()
+    name, sep, source = value.partition("=")
+    if sep and "/" not in name and not name.startswith(("pkg:", "hash:")):
+        name, source = name.strip(), source.strip()
+        if not name or not source:
+            raise ConfigError(f"--model {value!r}: expected NAME=PATH or PATH")
+        return name, source
+    if not value:
+        raise ConfigError("--model: empty value")
+    return run_name(value), value
+
+
 # ---------------------------------------------------------------------------------------------
 # Scoring fixed candidate lists
 # ---------------------------------------------------------------------------------------------
 
 Candidates = Mapping[str, Sequence[str]]  # query id -> candidate doc ids (first-stage order)
 ScoredRun = dict[str, dict[str, float]]
+#: One scored seed of a run: (the model, None for the first stage; its scores; seconds it took).
+SeedRun = tuple[RerankerRef | None, ScoredRun, float]
 
 
 def torch_device(device: str) -> str:
@@ -300,6 +330,64 @@ def rerank(
         return rerank_cross_encoder(score, candidates, query_texts, doc_texts)
     encoder = load_bi_encoder(ref, max_length=max_length, device=device, precision=precision)
     return rerank_bi_encoder(encoder, candidates, query_texts, doc_texts, batch_size=batch_size, progress=progress)
+
+
+def rerank_arms(
+    arms: Mapping[str, Sequence[RerankerRef]],
+    candidates: Candidates,
+    query_texts: Mapping[str, str],
+    doc_texts: Mapping[str, str],
+    *,
+    fuse_with: Mapping[str, Mapping[str, float]] | None = None,
+    rrf_k: int = 60,
+    batch_size: int = 32,
+    max_length: int = 256,
+    device: str = "cpu",
+    precision: str = "fp32",
+    progress: bool = False,
+) -> dict[str, list[SeedRun]]:
+    """Score every seed of every arm on the same candidates (`rerank`), timing each; optionally fuse with RRF.
+
+    Args:
+        arms: {arm name: its seed refs}.
+        candidates: query id -> first-stage candidate doc ids.
+        query_texts: query id -> text.
+        doc_texts: doc id -> text (`Doc.full_text`).
+        fuse_with: the first-stage run; when given, each arm also gets an `<arm>+rrf` run (RRF of it and each seed).
+        rrf_k: the RRF constant.
+        batch_size: as for `rerank`.
+        max_length: as for `rerank`.
+        device: as for `rerank`.
+        precision: as for `rerank`.
+        progress: as for `rerank`.
+
+    Returns:
+        {run name: [(ref, scores, seconds) per seed]}: the arms in order, then the fused runs in the same order.
+    """
+    seed_runs: dict[str, list[SeedRun]] = {}
+    pairs = sum(len(v) for v in candidates.values())
+    for name, seeds in arms.items():
+        for ref in seeds:
+            log.info("eval: scoring %s (%s, %s) on %d pairs", name, ref.kind, ref.source, pairs)
+            t0 = time.time()
+            scored = rerank(
+                ref,
+                candidates,
+                query_texts,
+                doc_texts,
+                batch_size=batch_size,
+                max_length=max_length,
+                device=device,
+                precision=precision,
+                progress=progress,
+            )
+            seed_runs.setdefault(name, []).append((ref, scored, round(time.time() - t0, 3)))
+    if fuse_with is not None:
+        for name in arms:
+            seed_runs[f"{name}+rrf"] = [
+                (ref, rrf([fuse_with, scored], k=rrf_k), secs) for ref, scored, secs in seed_runs[name]
+            ]
+    return seed_runs
 
 
 # ---------------------------------------------------------------------------------------------

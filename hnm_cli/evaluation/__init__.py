@@ -1,0 +1,1 @@
+"""Evaluation of rerankers: first-stage candidates, reranking, ranking metrics, significance, comparison and reports."""

@@ -34,7 +34,7 @@ def _model_path(spec: str) -> str:
     """A local folder for `pkg:<name>` specs (through hnm's registry), else the spec unchanged."""
     if spec.startswith("pkg:"):
         from hnm_cli.config import ModelSpec, default_model_name
-        from hnm_cli.models import resolve_model
+        from hnm_cli.encoding.registry import resolve_model
 
         resolved = resolve_model(ModelSpec(name=default_model_name(spec), source=spec))
         path = resolved.weights_path()

@@ -178,7 +178,7 @@ def embed(
     from hnm_cli.inputs import resolve_data
 
     with reported(quiet):
-        from hnm_cli.models import parse_model_option
+        from hnm_cli.encoding.registry import parse_model_option
         from hnm_cli.stages import embed as embed_stage
 
         base = load_config(config).embed

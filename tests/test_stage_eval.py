@@ -11,11 +11,12 @@ import pytest
 from conftest import write_beir
 
 from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, write_manifest
+from hnm_cli.artifacts.reranker import detect_model, folder_kind, parse_model_option
 from hnm_cli.artifacts.vectors import write_vector_shard
 from hnm_cli.config import EvalConfig
 from hnm_cli.errors import ArtifactMismatchError, LeakageError
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, per_query_metrics
-from hnm_cli.evaluation.rerank import detect_model, folder_kind, parse_model_option, rrf
+from hnm_cli.evaluation.rerank import rrf
 from hnm_cli.inputs import resolve_data
 from hnm_cli.stages import evaluate
 

@@ -18,7 +18,7 @@ from hnm_cli.artifacts.manifest import file_input, load_manifest, output_entry, 
 from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.errors import ConfigError, DataError, LeakageError
 from hnm_cli.inputs import resolve_jsonl_files
-from hnm_cli.training import Group, build_columns, groups_from_records, groups_from_rows
+from hnm_cli.training.examples import Group, build_columns, groups_from_records, groups_from_rows
 
 # q1 has two negatives, q2 one, q3 none (the rule found no candidate): the three train pairs of conftest's data.
 ROWS = [
@@ -165,7 +165,7 @@ def test_exported_layouts_become_groups():
 
 def test_margin_loss_by_hand_on_two_examples():
     torch = pytest.importorskip("torch")
-    from hnm_cli.training import margin_ranking_loss
+    from hnm_cli.training.losses import margin_ranking_loss
 
     # m = 1: example 1: max(0, 1 - 2.0 + 1.5) = 0.5; example 2: max(0, 1 - 0.5 + 1.0) = 1.5; mean 1.0.
     loss = margin_ranking_loss(torch.tensor([2.0, 0.5]), torch.tensor([1.5, 1.0]), 1.0)
@@ -193,7 +193,7 @@ class _StubCrossEncoder:
 
 def test_margin_loss_module_scores_positive_and_negative_columns():
     pytest.importorskip("torch")
-    from hnm_cli.training import loss_classes
+    from hnm_cli.training.losses import loss_classes
 
     model = _StubCrossEncoder({("a", "p"): 2.0, ("a", "n"): 1.5, ("b", "p2"): 0.5, ("b", "n2"): 1.0})
     loss = loss_classes()["margin"](model, margin=1.0)
@@ -205,7 +205,7 @@ def test_listwise_loss_is_softmax_cross_entropy_with_the_positive_first():
     pytest.importorskip("torch")
     import math
 
-    from hnm_cli.training import loss_classes
+    from hnm_cli.training.losses import loss_classes
 
     model = _StubCrossEncoder({("a", "p"): 2.0, ("a", "n"): 0.0, ("b", "p"): 1.0, ("b", "x"): 1.0, ("b", "y"): 1.0})
     loss = loss_classes()["listwise"](model)

@@ -3,12 +3,20 @@ leaks into training. Every stage that crosses an artifact boundary calls these, 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from hnm_cli.artifacts.files import iter_jsonl
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
-from hnm_cli.errors import ArtifactMismatchError, LeakageError
+from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.errors import ArtifactMismatchError, InputError, LeakageError
+from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
+
+if TYPE_CHECKING:
+    from hnm_cli.config import TrainRerankerConfig
 
 log = logging.getLogger("hnm")
 
@@ -62,3 +70,175 @@ def check_mining_split(split: str, eval_splits: tuple[str, ...], *, allowed: boo
             f"split '{split}' is an evaluation split ({', '.join(eval_splits)}): mining its queries leaks "
             "evaluation data into training; pass --allow-eval-queries to do it anyway"
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# train-reranker: no training query may be an evaluation query
+# ---------------------------------------------------------------------------------------------
+
+
+def query_overlap(train_ids: Iterable[str], eval_ids: Iterable[str]) -> list[str]:
+    """Training query ids that are also evaluation query ids, sorted."""
+    return sorted(set(train_ids) & set(eval_ids))
+
+
+def text_overlap(train_texts: Iterable[str], eval_texts: Iterable[str]) -> int:
+    """How many distinct training query texts equal an evaluation query text (case/space-insensitive)."""
+    return len({normalize_text(t) for t in train_texts} & {normalize_text(t) for t in eval_texts})
+
+
+def _eval_qrels_files(data: Path | None, mine: Manifest | None, split: str) -> list[Path]:
+    """Existing qrels files of the evaluation split: in the data folder, and beside the mined split's qrels."""
+    found: list[Path] = []
+    if data is not None and Path(data).is_dir():
+        with contextlib.suppress(InputError):
+            found.append(resolve_qrels_file(data, split))
+    if mine is not None:
+        for entry in mine.inputs:
+            if entry.get("role") == "qrels":
+                sibling = Path(entry["path"]).parent / f"{split}.tsv"
+                if sibling.is_file():
+                    found.append(sibling)
+    unique: dict[Path, Path] = {}
+    for f in found:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
+
+
+def check_training_leakage(
+    cfg: TrainRerankerConfig,
+    *,
+    mine: Manifest | None,
+    train_query_ids: list[str],
+    train_query_texts: list[str],
+    data: Path | None,
+    queries_path: Path | None,
+) -> dict[str, Any]:
+    """Refuse training on evaluation queries (LeakageError) unless `cfg.allow_eval_overlap`; return stats.
+
+    Two checks: the mine artifact's split must not be the evaluation split, and no training query may appear
+    in the evaluation split's qrels (by id for mined rows; by normalised text for an exported file, which has
+    no ids, when the queries file is known).
+    """
+    flag = "use --allow-eval-overlap to train anyway"
+    split = cfg.eval_split
+    stats: dict[str, Any] = {"eval_split": split, "eval_overlap": 0, "eval_qrels": None}
+    mined_split = (mine.params.get("split") if mine is not None else None) or None
+    if mined_split == split:
+        msg = f"{mine.path if mine else ''} was mined on the '{split}' split, which is the evaluation split"
+        if not cfg.allow_eval_overlap:
+            raise LeakageError(f"{msg}; {flag}")
+        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
+    files = _eval_qrels_files(data, mine, split)
+    if not files:
+        log.info("train-reranker: no '%s' qrels found beside the data; leakage guard skipped", split)
+        return stats
+    eval_ids: set[str] = set()
+    for f in files:
+        eval_ids |= set(read_qrels(f))
+    stats["eval_qrels"] = [str(f) for f in files]
+    if train_query_ids:
+        overlap = len(query_overlap(train_query_ids, eval_ids))
+        total = len(set(train_query_ids))
+    elif queries_path is not None:
+        queries = read_queries(queries_path)
+        eval_texts = [queries[q].text for q in eval_ids if q in queries]
+        overlap = text_overlap(train_query_texts, eval_texts)
+        total = len(set(train_query_texts))
+    else:
+        log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
+        return stats
+    stats["eval_overlap"] = overlap
+    if overlap:
+        msg = f"{overlap} of {total} training queries are in the '{split}' qrels ({files[0]})"
+        if not cfg.allow_eval_overlap:
+            raise LeakageError(f"{msg}; {flag}")
+        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
+    return stats
+
+
+def check_mined_from(mine: Manifest, ours: list[dict[str, Any]]) -> None:
+    """Refuse a corpus or queries file other than the one the mine artifact recorded (ids would not match)."""
+    for role in ("corpus", "queries"):
+        theirs = {e["sha256"] for e in mine.inputs if e.get("role") == role}
+        given = [e for e in ours if e.get("role") == role]
+        if theirs and given and theirs != {e["sha256"] for e in given}:
+            raise ArtifactMismatchError(
+                f"{mine.path} was mined from different {role} files than {given[0]['path']} (file digests differ)",
+                hint=f"give the {role} the mine stage read, or rerun hnm mine",
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# eval: a trained model must not have seen the evaluated queries
+# ---------------------------------------------------------------------------------------------
+
+
+def mine_manifest(artifact: Manifest) -> Manifest | None:
+    """The mine manifest a train-reranker artifact was trained from, or None when none is recorded or it has no manifest.
+
+    Args:
+        artifact: the train-reranker manifest.
+
+    Returns:
+        The upstream mine manifest (from its `inputs`), or None.
+    """
+    for entry in artifact.inputs:
+        if entry.get("stage") == "mine" or entry.get("role") == "mined":
+            return load_manifest(Path(entry["path"]))
+    return None
+
+
+def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[str]) -> int:
+    """Refuse a train-reranker artifact trained on the evaluation split or on any evaluated query.
+
+    Two checks, from the artifact's upstream mine manifest: its split name, and the query ids of its rows.
+    A model given as a plain folder cannot be checked (that is the user's explicit choice).
+
+    Args:
+        refs: the classified models; only train-reranker artifacts are checked.
+        split: the split being evaluated.
+        eval_qids: the evaluated query ids (empty: check the split names only).
+
+    Returns:
+        The number of artifacts whose training data could not be located (logged as a warning).
+
+    Raises:
+        LeakageError: the model was trained on the evaluation split or on evaluated queries.
+    """
+    unchecked = 0
+    for ref in refs:
+        if ref.artifact is None:
+            continue
+        # train-reranker records its own overlap check (it can be forced); an overlap with this split is final.
+        stats = ref.artifact.stats
+        if stats.get("eval_split") == split and stats.get("eval_overlap"):
+            raise LeakageError(
+                f"--model {ref.name}: {ref.source} was trained with {stats['eval_overlap']} queries of the "
+                f"'{split}' split (train-reranker --allow-eval-overlap)",
+                hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
+            )
+        mine = mine_manifest(ref.artifact)
+        if mine is None:
+            unchecked += 1
+            log.warning(
+                "eval: cannot check %s for leakage (its mine artifact is not readable); "
+                "make sure it was not trained on '%s' queries",
+                ref.source,
+                split,
+            )
+            continue
+        if mine.params.get("split") == split:
+            raise LeakageError(
+                f"--model {ref.name}: {ref.source} was trained on the '{split}' split, the split being evaluated",
+                hint="evaluate on a split the model never saw (--split), or train on another split",
+            )
+        seen = {row.get("query_id") for shard in sorted(mine.path.glob("rows-*.jsonl")) for row in iter_jsonl(shard)}
+        overlap = sorted(q for q in seen if q in eval_qids)
+        if overlap:
+            raise LeakageError(
+                f"--model {ref.name}: {ref.source} was trained on {len(overlap)} of the {len(eval_qids)} "
+                f"evaluated queries (e.g. '{overlap[0]}')",
+                hint="mine and train on a split disjoint from the evaluation split",
+            )
+    return unchecked

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.errors import ConfigError
-from hnm_cli.evaluation.rerank import RerankerRef
 from hnm_cli.inputs import Qrels, Records
 
 #: The run name of the first-stage scores themselves (reserved: no `--model` may take it).

@@ -2,7 +2,7 @@
 
 A reranker is either a cross-encoder (scores are the raw logits of `CrossEncoder.predict`, no sigmoid, so
 ranks are what they would be and scores keep their spread) or a bi-encoder (the cosine between the query
-vector and each candidate's vector, through `hnm_cli.encoders`, so `pkg:` and `hash:<dim>` specs work too).
+vector and each candidate's vector, through `hnm_cli.encoding.encoders`, so `pkg:` and `hash:<dim>` specs work too).
 `detect_model` only reads small JSON files, so a bad `--model` fails before torch is imported.
 """
 
@@ -11,151 +11,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from hnm_cli.artifacts.manifest import Manifest, load_manifest
-from hnm_cli.errors import ConfigError, InputError
+from hnm_cli.artifacts.reranker import CROSS_ENCODER, RerankerRef
+from hnm_cli.encoding.devices import torch_device
+from hnm_cli.errors import InputError
 from hnm_cli.evaluation.metrics import ranked
 
 log = logging.getLogger("hnm")
-
-CROSS_ENCODER = "cross-encoder"
-BI_ENCODER = "bi-encoder"
-TRAIN_STAGE = "train-reranker"
-
-
-@dataclass(frozen=True)
-class RerankerRef:
-    """A `--model` value, classified.
-
-    Attributes:
-        name: the run (arm) name.
-        source: what the user gave (a folder, a train-reranker artifact, `pkg:<name>`, `hash:<dim>`).
-        kind: "cross-encoder" or "bi-encoder".
-        path: the model folder to load (None for `pkg:` / `hash:` specs, which `hnm_cli.models` resolves).
-        artifact: the train-reranker manifest when `source` is such an artifact (for the leakage check).
-    """
-
-    name: str
-    source: str
-    kind: str
-    path: Path | None = None
-    artifact: Manifest | None = None
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return None
-
-
-def folder_kind(path: Path) -> str | None:
-    """ "cross-encoder", "bi-encoder" or None for a model folder, from its small config files only.
-
-    Rules, first match wins: `config_sentence_transformers.json` with `model_type` CrossEncoder or
-    SentenceTransformer (what sentence-transformers >= 4 writes); a `config.json` whose architectures end in
-    `ForSequenceClassification` (a plain transformers cross-encoder such as ms-marco-MiniLM); a
-    `modules.json` with a Pooling module (an older sentence-transformers bi-encoder).
-    """
-    st_config = _read_json(path / "config_sentence_transformers.json")
-    if isinstance(st_config, dict):
-        model_type = st_config.get("model_type")
-        if model_type == "CrossEncoder":
-            return CROSS_ENCODER
-        if model_type == "SentenceTransformer":
-            return BI_ENCODER
-    config = _read_json(path / "config.json")
-    if isinstance(config, dict):
-        archs = config.get("architectures") or []
-        if any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
-            return CROSS_ENCODER
-    modules = _read_json(path / "modules.json")
-    if isinstance(modules, list) and any("Pooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict)):
-        return BI_ENCODER
-    return None
-
-
-def detect_model(name: str, source: str) -> RerankerRef:
-    """Classify one `--model` value without loading it.
-
-    Args:
-        name: the run name.
-        source: a cross-encoder or sentence-transformers folder, a train-reranker artifact directory (its
-            `model/` subfolder is used), or a `pkg:` / `hash:` spec (a bi-encoder).
-
-    Raises:
-        InputError: the source does not exist, or is a folder that is neither kind of model.
-    """
-    if source.startswith(("pkg:", "hash:")):
-        return RerankerRef(name=name, source=source, kind=BI_ENCODER)
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise InputError(f"--model {name}: {source} does not exist")
-    if not path.is_dir():
-        raise InputError(f"--model {name}: {source} is a file, expected a model folder")
-    artifact = load_manifest(path)
-    if artifact is not None and artifact.stage == TRAIN_STAGE:
-        model_dir = path / "model"
-        kind = folder_kind(model_dir) if model_dir.is_dir() else None
-        if kind is None:
-            raise InputError(f"--model {name}: {path} is a train-reranker artifact without a loadable model/ folder")
-        return RerankerRef(name=name, source=source, kind=kind, path=model_dir.resolve(), artifact=artifact)
-    if artifact is not None:
-        raise InputError(f"--model {name}: {path} is a '{artifact.stage}' artifact, not a reranker model")
-    kind = folder_kind(path)
-    if kind is None:
-        raise InputError(
-            f"--model {name}: {path} is not a cross-encoder or sentence-transformers model "
-            "(no config_sentence_transformers.json, no *ForSequenceClassification config.json, "
-            "no modules.json with Pooling)"
-        )
-    return RerankerRef(name=name, source=source, kind=kind, path=path.resolve())
-
-
-def run_name(source: str) -> str:
-    """A run name derived from a `--model` source: the folder name, or the artifact folder for `.../model`."""
-    from hnm_cli.config import default_model_name
-
-    path = Path(source)
-    if not source.startswith(("pkg:", "hash:")) and path.name == "model" and path.parent.name:
-        return default_model_name(str(path.parent))
-    if source.startswith("hash:"):
-        return "hash-" + source.split(":", 1)[1]
-    return default_model_name(source)
-
-
-def parse_model_option(value: str) -> tuple[str, str]:
-    """Split one `--model` value into (run name, source): `name=source`, or a source whose name is derived.
-
-    A `name=` prefix counts only when the name has no `/` and is not a `pkg:` / `hash:` spec, so a path or
-    spec that contains `=` is still a source.
-
-    Args:
-        value: the option's text.
-
-    Returns:
-        (run name, source); the name is `run_name(source)` when none is given.
-
-    Raises:
-        ConfigError: an empty name or source.
-    """
-    value = value.strip()
-    name, sep, source = value.partition("=")
-    if sep and "/" not in name and not name.startswith(("pkg:", "hash:")):
-        name, source = name.strip(), source.strip()
-        if not name or not source:
-            raise ConfigError(f"--model {value!r}: expected NAME=PATH or PATH")
-        return name, source
-    if not value:
-        raise ConfigError("--model: empty value")
-    return run_name(value), value
-
 
 # ---------------------------------------------------------------------------------------------
 # Scoring fixed candidate lists
@@ -165,19 +31,6 @@ Candidates = Mapping[str, Sequence[str]]  # query id -> candidate doc ids (first
 ScoredRun = dict[str, dict[str, float]]
 #: One scored seed of a run: (the model, None for the first stage; its scores; seconds it took).
 SeedRun = tuple[RerankerRef | None, ScoredRun, float]
-
-
-def torch_device(device: str) -> str:
-    """`auto` -> the best available torch device (cuda > mps > cpu); anything else as given."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def score_pairs_cross_encoder(
@@ -201,7 +54,7 @@ def score_pairs_cross_encoder(
         model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
-    from hnm_cli.encoders import warn_if_bf16_emulated
+    from hnm_cli.encoding.devices import warn_if_bf16_emulated
 
     warn_if_bf16_emulated(precision, model.device.type, str(model_path))
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
@@ -217,12 +70,12 @@ def score_pairs_cross_encoder(
 
 
 def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str, precision: str = "fp32") -> Any:
-    """An `hnm_cli.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
+    """An `hnm_cli.encoding.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
     import dataclasses
 
     from hnm_cli.config import ModelSpec
-    from hnm_cli.encoders import load_encoder
-    from hnm_cli.models import resolve_model
+    from hnm_cli.encoding.encoders import load_encoder
+    from hnm_cli.encoding.registry import resolve_model
 
     source = str(ref.path) if ref.path is not None else ref.source
     resolved = resolve_model(ModelSpec(name=ref.name, source=source, normalize=True))

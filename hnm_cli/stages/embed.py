@@ -42,9 +42,9 @@ from hnm_cli.artifacts.manifest import (
 )
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
 from hnm_cli.config import EmbedConfig
-from hnm_cli.encoders import Encoder, Kind, load_encoder
+from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
+from hnm_cli.encoding.registry import ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError, DataError
-from hnm_cli.models import ResolvedModel, resolve_model
 
 log = logging.getLogger("hnm")
 

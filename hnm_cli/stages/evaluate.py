@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.guards import check_eval_leakage, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
     artifact_input,
@@ -35,16 +36,16 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.reranker import RerankerRef, detect_model
+from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
 from hnm_cli.config import EvalConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
 from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, first_stage_candidates
-from hnm_cli.evaluation.leakage import check_leakage, mine_manifest
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
 from hnm_cli.evaluation.report import build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
-from hnm_cli.evaluation.rerank import RerankerRef, SeedRun, detect_model, rerank_arms
-from hnm_cli.evaluation.rerank import parse_model_option as parse_model_option  # re-exported for cli.py
+from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -75,7 +76,7 @@ VECTOR_STAGES = ("reduce", "embed-model")
 def _model_identity(ref: RerankerRef) -> str:
     """What identifies the weights in the fingerprint (cheap: big files are stat-ed, not hashed)."""
     from hnm_cli.config import ModelSpec
-    from hnm_cli.models import folder_identity, resolve_model
+    from hnm_cli.encoding.registry import folder_identity, resolve_model
 
     if ref.artifact is not None:
         return ref.artifact.digest
@@ -242,7 +243,7 @@ def run(
     # A mine/train artifact that names this split is refused before anything is read or loaded.
     for ref in refs:
         if ref.artifact is not None and (m := mine_manifest(ref.artifact)) and m.params.get("split") == cfg.split:
-            check_leakage([ref], cfg.split, set())
+            check_eval_leakage([ref], cfg.split, set())
 
     inputs = list(base_inputs)
     if vec_manifest is not None:
@@ -266,7 +267,7 @@ def run(
     if not judged:
         raise DataError(f"{qrels_file}: no query has a relevant document (relevance > 0)")
     qids = sorted(judged)
-    check_leakage(refs, cfg.split, set(qids))
+    check_eval_leakage(refs, cfg.split, set(qids))
 
     candidates, fs_manifest = build_first_stage(
         out / FIRST_STAGE_DIR,

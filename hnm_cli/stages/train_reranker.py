@@ -16,7 +16,6 @@ that appear in the evaluation split's qrels are refused (leakage guard) unless `
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os
@@ -27,7 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl
+from hnm_cli.artifacts import mined as mined_artifact
+from hnm_cli.artifacts.files import atomic_write_bytes
+from hnm_cli.artifacts.guards import check_mined_from, check_training_leakage
 from hnm_cli.artifacts.manifest import (
     Manifest,
     artifact_input,
@@ -39,19 +40,18 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.config import ModelSpec, TrainRerankerConfig
-from hnm_cli.errors import ArtifactMismatchError, DataError, InputError, LeakageError
+from hnm_cli.config import TrainRerankerConfig
+from hnm_cli.encoding.trainable import load_bi_encoder, load_cross_encoder, resolve_base_model, short_error
+from hnm_cli.errors import DataError, InputError
 from hnm_cli.inputs import (
     DataPaths,
     iter_json_objects,
     read_corpus,
-    read_qrels,
     read_queries,
     resolve_data,
     resolve_jsonl_files,
-    resolve_qrels_file,
 )
-from hnm_cli.training import build_datasets, groups_from_records, groups_from_rows, query_overlap, text_overlap
+from hnm_cli.training.examples import build_datasets, groups_from_records, groups_from_rows
 
 STAGE = "train-reranker"
 MODEL_DIR = "model"
@@ -60,211 +60,10 @@ _FINGERPRINT_FILE = "fingerprint.txt"
 log = logging.getLogger("hnm")
 
 
-# ---------------------------------------------------------------------------------------------
-# Base model: where it comes from (cheap, before torch) and how it loads (heavy)
-# ---------------------------------------------------------------------------------------------
-
-
-def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
-    """Locate the base model without loading it.
-
-    Args:
-        source: `pkg:<name>`, a local folder, or a hub id.
-        kind: "cross-encoder" or "bi-encoder".
-
-    Returns:
-        (what to load: a folder path or a hub id, identity for the fingerprint).
-
-    Raises:
-        InputError: a folder that is not a model folder (a cross-encoder needs `config.json`), a missing folder.
-        ConfigError: an unknown `pkg:` name, or a `hash:` test encoder (nothing to fine-tune).
-    """
-    from hnm_cli.errors import ConfigError
-    from hnm_cli.models import resolve_model
-
-    if source.startswith("hash:"):
-        raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
-    path = Path(source).expanduser()
-    if path.exists():
-        needs = ("config.json",) if kind == "cross-encoder" else ("config.json", "modules.json")
-        if not path.is_dir() or not any((path / n).is_file() for n in needs):
-            what = "a cross-encoder or transformer model folder" if kind == "cross-encoder" else "a model folder"
-            raise InputError(
-                f"{path} is not {what} (no {' or '.join(needs)} in it)",
-                hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
-            )
-    resolved = resolve_model(ModelSpec(name="base", source=source))
-    if resolved.engine != "sentence-transformers":
-        raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
-    target = resolved.weights_path()
-    if resolved.kind == "folder" and target is not None and kind == "cross-encoder":
-        target = _transformer_subfolder(target)
-    return (str(target) if target is not None else source.strip()), resolved.identity
-
-
-def _transformer_subfolder(folder: Path) -> Path:
-    """A sentence-transformers folder whose transformer sits in a subfolder (old `0_Transformer` layout)."""
-    if (folder / "config.json").is_file():
-        return folder
-    modules = folder / "modules.json"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        for module in json.loads(modules.read_text()):
-            if module["type"].endswith("Transformer") and (folder / module["path"] / "config.json").is_file():
-                return folder / module["path"]
-    raise InputError(f"{folder} has no transformer weights (no config.json) to build a cross-encoder from")
-
-
-def _short(err: BaseException) -> str:
-    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    return f"{type(err).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-def load_cross_encoder(target: str, *, max_length: int, device: str) -> tuple[Any, str]:
-    """A CrossEncoder with one output label: a reranker as is, or a transformer with a fresh scoring head.
-
-    Returns:
-        (model, head) with head "pretrained" (the folder already was a 1-label reranker) or "fresh".
-
-    Raises:
-        InputError: the folder/hub id does not load as a transformer, or is a classifier with != 1 labels.
-    """
-    import transformers
-    from sentence_transformers import CrossEncoder
-
-    try:
-        config = transformers.AutoConfig.from_pretrained(target)
-    except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"cannot load {target} as a cross-encoder: {_short(err)}") from err
-    archs = getattr(config, "architectures", None) or []
-    is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
-    if is_classifier and config.num_labels != 1:
-        raise InputError(
-            f"{target} is a classifier with {config.num_labels} labels; a reranker needs 1 "
-            "(give its base transformer to train a fresh 1-label head)"
-        )
-    head = "pretrained" if is_classifier else "fresh"
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()  # the "newly initialised head" report: we log our own line
-    try:
-        kwargs: dict[str, Any] = {} if is_classifier else {"num_labels": 1}
-        model = CrossEncoder(target, max_length=max_length, device=device, **kwargs)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise InputError(f"cannot load {target} as a cross-encoder: {_short(err)}") from err
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-    return model, head
-
-
-def load_bi_encoder(target: str, *, max_length: int, device: str) -> Any:
-    """A SentenceTransformer from a folder (sentence-transformers or plain transformers) or a hub id."""
-    from sentence_transformers import SentenceTransformer
-
-    try:
-        model = SentenceTransformer(target, device=device)
-    except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise InputError(f"cannot load {target} as a sentence-transformers model: {_short(err)}") from err
-    model.max_seq_length = max_length
-    return model
-
-
-# ---------------------------------------------------------------------------------------------
-# Inputs and the leakage guard
-# ---------------------------------------------------------------------------------------------
-
-
-def _mined_rows(mine_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(file:line, row) of every mine row shard, in shard order."""
-    for path in sorted(Path(mine_dir).glob("rows-*.jsonl")):
-        for lineno, row in enumerate(iter_jsonl(path), 1):
-            yield f"{path}:{lineno}", row
-
-
-def _eval_qrels_files(data: Path | None, mine: Manifest | None, split: str) -> list[Path]:
-    """Existing qrels files of the evaluation split: in the data folder, and beside the mined split's qrels."""
-    found: list[Path] = []
-    if data is not None and Path(data).is_dir():
-        with contextlib.suppress(InputError):
-            found.append(resolve_qrels_file(data, split))
-    if mine is not None:
-        for entry in mine.inputs:
-            if entry.get("role") == "qrels":
-                sibling = Path(entry["path"]).parent / f"{split}.tsv"
-                if sibling.is_file():
-                    found.append(sibling)
-    unique: dict[Path, Path] = {}
-    for f in found:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def check_leakage(
-    cfg: TrainRerankerConfig,
-    *,
-    mine: Manifest | None,
-    train_query_ids: list[str],
-    train_query_texts: list[str],
-    data: Path | None,
-    queries_path: Path | None,
-) -> dict[str, Any]:
-    """Refuse training on evaluation queries (LeakageError) unless `cfg.allow_eval_overlap`; return stats.
-
-    Two checks: the mine artifact's split must not be the evaluation split, and no training query may appear
-    in the evaluation split's qrels (by id for mined rows; by normalised text for an exported file, which has
-    no ids, when the queries file is known).
-    """
-    flag = "use --allow-eval-overlap to train anyway"
-    split = cfg.eval_split
-    stats: dict[str, Any] = {"eval_split": split, "eval_overlap": 0, "eval_qrels": None}
-    mined_split = (mine.params.get("split") if mine is not None else None) or None
-    if mined_split == split:
-        msg = f"{mine.path if mine else ''} was mined on the '{split}' split, which is the evaluation split"
-        if not cfg.allow_eval_overlap:
-            raise LeakageError(f"{msg}; {flag}")
-        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
-    files = _eval_qrels_files(data, mine, split)
-    if not files:
-        log.info("train-reranker: no '%s' qrels found beside the data; leakage guard skipped", split)
-        return stats
-    eval_ids: set[str] = set()
-    for f in files:
-        eval_ids |= set(read_qrels(f))
-    stats["eval_qrels"] = [str(f) for f in files]
-    if train_query_ids:
-        overlap = len(query_overlap(train_query_ids, eval_ids))
-        total = len(set(train_query_ids))
-    elif queries_path is not None:
-        queries = read_queries(queries_path)
-        eval_texts = [queries[q].text for q in eval_ids if q in queries]
-        overlap = text_overlap(train_query_texts, eval_texts)
-        total = len(set(train_query_texts))
-    else:
-        log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
-        return stats
-    stats["eval_overlap"] = overlap
-    if overlap:
-        msg = f"{overlap} of {total} training queries are in the '{split}' qrels ({files[0]})"
-        if not cfg.allow_eval_overlap:
-            raise LeakageError(f"{msg}; {flag}")
-        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
-    return stats
-
-
 def _corpus_digests(paths: DataPaths) -> list[dict[str, Any]]:
     return [file_input(p, "corpus") for p in resolve_jsonl_files(paths.corpus, "corpus")] + [
         file_input(p, "queries") for p in resolve_jsonl_files(paths.queries, "queries")
     ]
-
-
-def _check_same_files(mine: Manifest, ours: list[dict[str, Any]]) -> None:
-    """Refuse a corpus or queries file other than the one the mine artifact recorded (ids would not match)."""
-    for role in ("corpus", "queries"):
-        theirs = {e["sha256"] for e in mine.inputs if e.get("role") == role}
-        given = [e for e in ours if e.get("role") == role]
-        if theirs and given and theirs != {e["sha256"] for e in given}:
-            raise ArtifactMismatchError(
-                f"{mine.path} was mined from different {role} files than {given[0]['path']} (file digests differ)",
-                hint=f"give the {role} the mine stage read, or rerun hnm mine",
-            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,13 +140,13 @@ def run(
     if mined is not None:
         mine = require_artifact(mined, "mine", fix=f"hnm mine --vectors <reduce dir> --data <data> --out {mined}")
         paths = resolve_data(data, corpus, queries)
-        rows = list(_mined_rows(mined))
+        rows = list(mined_artifact.iter_rows(mined))
         if not rows:
             raise DataError(f"{mined}: no rows-*.jsonl rows (zero mined pairs)")
         data_inputs = [artifact_input(mine, "mined"), *_corpus_digests(paths)]
-        _check_same_files(mine, data_inputs)
+        check_mined_from(mine, data_inputs)
         train_ids = [str(r.get("query_id")) for _, r in rows]
-        leak = check_leakage(
+        leak = check_training_leakage(
             cfg, mine=mine, train_query_ids=train_ids, train_query_texts=[], data=data, queries_path=None
         )
     else:
@@ -360,7 +159,7 @@ def run(
         groups, layout = groups_from_records(records, cfg.negatives_per_positive)
         data_inputs = [file_input(Path(train_file), "train-file")]
         queries_path = queries if queries is not None else data
-        leak = check_leakage(
+        leak = check_training_leakage(
             cfg,
             mine=None,
             train_query_ids=[],
@@ -496,8 +295,8 @@ def _train_inner(
     import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from hnm_cli.evaluation.rerank import torch_device
-    from hnm_cli.training import make_loss
+    from hnm_cli.encoding.devices import torch_device
+    from hnm_cli.training.losses import make_loss
 
     device = torch_device(cfg.device)
     transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
@@ -512,7 +311,7 @@ def _train_inner(
 
         model, head = load_bi_encoder(target, max_length=cfg.max_length, device=device), "n/a"
     log.info("train-reranker: base %s (%s head) on %s, %s", target, head, device, cfg.precision)
-    from hnm_cli.encoders import warn_if_bf16_emulated
+    from hnm_cli.encoding.devices import warn_if_bf16_emulated
 
     warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
     loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
@@ -563,7 +362,7 @@ def _train_inner(
     try:
         trainer.train(resume_from_checkpoint=str(last) if last is not None else None)
     except ValueError as err:
-        raise DataError(f"training failed on the examples given: {_short(err)}") from err
+        raise DataError(f"training failed on the examples given: {short_error(err)}") from err
     train_seconds = time.time() - t0
 
     model_dir = out / MODEL_DIR

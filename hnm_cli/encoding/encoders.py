@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from hnm_cli.config import ModelSpec
+from hnm_cli.encoding.devices import warn_if_bf16_emulated
+from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError, HnmError, InputError
-from hnm_cli.models import REGISTRY, ResolvedModel, resolve_model
 
 Kind = Literal["query", "document"]
 log = logging.getLogger("hnm")
@@ -82,21 +82,6 @@ class HashEncoder:
 # ---------------------------------------------------------------------------------------------
 # sentence-transformers
 # ---------------------------------------------------------------------------------------------
-
-
-def cpu_has_bf16() -> bool:
-    """True when /proc/cpuinfo lists native bf16 (AVX512_BF16 or AMX); elsewhere bf16 autocast is emulated."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def warn_if_bf16_emulated(precision: str, device_type: str, what: str) -> None:
-    """Warn once per model when bf16 was asked for on a CPU without native bf16 (emulated: slower than fp32)."""
-    if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16():
-        log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", what)
 
 
 class SentenceTransformerEncoder:

@@ -1,0 +1,134 @@
+"""The ranking losses hnm adds to sentence-transformers' own: the paper's margin loss and a listwise softmax.
+
+The loss modules need torch and are built lazily by `loss_classes()`; they follow the interface of
+sentence-transformers' losses (`forward(inputs, labels, prompt=None, task=None)` over the dataset's text
+columns), so `CrossEncoderTrainer` drives them like its own.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+
+def margin_ranking_loss(pos_scores: Any, neg_scores: Any, margin: float) -> Any:
+    """The paper's loss, averaged over the batch: mean(max(0, m - s(Q,PD) + s(Q,HN))).
+
+    Args:
+        pos_scores: tensor (B,) of scores of (query, positive).
+        neg_scores: tensor (B,) of scores of (query, hard negative), same order.
+        margin: m.
+    """
+    return (margin - pos_scores + neg_scores).clamp(min=0).mean()
+
+
+def group_softmax_loss(scores: Any, sizes: Sequence[int]) -> Any:
+    """Listwise loss: cross-entropy of a softmax over each group, the positive (column 0) being the target.
+
+    Args:
+        scores: tensor (sum(sizes),) of scores, group after group, each group's positive first.
+        sizes: number of documents (1 + negatives) of each group.
+    """
+    import torch
+
+    width = max(sizes)
+    matrix = torch.full((len(sizes), width), float("-inf"), dtype=scores.dtype, device=scores.device)
+    rows = torch.repeat_interleave(
+        torch.arange(len(sizes), device=scores.device), torch.tensor(sizes, device=scores.device)
+    )
+    cols = torch.cat([torch.arange(s, device=scores.device) for s in sizes])
+    matrix = matrix.index_put((rows, cols), scores)
+    target = torch.zeros(len(sizes), dtype=torch.long, device=scores.device)
+    return torch.nn.functional.cross_entropy(matrix, target)
+
+
+@functools.cache
+def loss_classes() -> dict[str, type]:
+    """The cross-encoder loss modules, created on first call (imports torch).
+
+    Returns:
+        {"margin": CrossEncoderMarginLoss, "listwise": CrossEncoderGroupSoftmaxLoss}.
+    """
+    from torch import Tensor, nn
+
+    def scores(model: Any, pairs: list[tuple[str, str]], prompt: str | None, task: str | None) -> Tensor:
+        features = model.preprocess(pairs, prompt=prompt, task=task)
+        # What sentence_transformers.util.batch_to_device does, without importing the whole package here.
+        features = {k: v.to(model.device) if isinstance(v, Tensor) else v for k, v in features.items()}
+        return model(features)["scores"].view(-1)
+
+    class CrossEncoderMarginLoss(nn.Module):
+        """max(0, m - s(Q,PD) + s(Q,HN)) on raw cross-encoder logits, for (anchor, positive, negative) columns."""
+
+        def __init__(self, model: Any, margin: float = 1.0) -> None:
+            super().__init__()
+            self.model = model
+            self.margin = margin
+
+        def forward(
+            self,
+            inputs: list[list[str]],
+            labels: Tensor | None = None,
+            prompt: str | None = None,
+            task: str | None = None,
+        ) -> Tensor:
+            if len(inputs) != 3:
+                raise ValueError(f"margin loss expects (anchor, positive, negative) columns, got {len(inputs)}")
+            anchors, positives, negatives = inputs
+            n = len(anchors)
+            # One forward pass over positives and negatives together: same batch statistics for both sides.
+            both = scores(
+                self.model, [*zip(anchors, positives, strict=True), *zip(anchors, negatives, strict=True)], prompt, task
+            )
+            return margin_ranking_loss(both[:n], both[n:], self.margin)
+
+        def get_config_dict(self) -> dict[str, float]:
+            return {"margin": self.margin}
+
+    class CrossEncoderGroupSoftmaxLoss(nn.Module):
+        """Softmax cross-entropy over [positive, negatives...] per query, for (query, docs) columns."""
+
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(
+            self,
+            inputs: list[list[Any]],
+            labels: Tensor | None = None,
+            prompt: str | None = None,
+            task: str | None = None,
+        ) -> Tensor:
+            if len(inputs) != 2:
+                raise ValueError(f"listwise loss expects (query, docs) columns, got {len(inputs)}")
+            queries, docs_lists = inputs
+            pairs = [(q, d) for q, docs in zip(queries, docs_lists, strict=True) for d in docs]
+            return group_softmax_loss(scores(self.model, pairs, prompt, task), [len(d) for d in docs_lists])
+
+        def get_config_dict(self) -> dict[str, Any]:
+            return {}
+
+    return {"margin": CrossEncoderMarginLoss, "listwise": CrossEncoderGroupSoftmaxLoss}
+
+
+def make_loss(model: Any, kind: str, loss: str, margin: float) -> Any:
+    """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers)."""
+    if kind == "cross-encoder":
+        if loss == "bce":
+            from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+
+            return BinaryCrossEntropyLoss(model)
+        if loss == "margin":
+            return loss_classes()["margin"](model, margin=margin)
+        if loss == "listwise":
+            return loss_classes()["listwise"](model)
+    elif kind == "bi-encoder":
+        from sentence_transformers.sentence_transformer import losses
+
+        if loss == "mnrl":
+            return losses.MultipleNegativesRankingLoss(model)
+        if loss == "margin":
+            # TripletLoss with cosine distance is max(0, m - cos(Q,PD) + cos(Q,HN)): the paper's loss on cosines.
+            return losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=margin)
+    raise ValueError(f"no {loss!r} loss for kind {kind!r}")

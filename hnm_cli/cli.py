@@ -13,13 +13,31 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from hnm_cli import __version__
+from hnm_cli.choices import (
+    Balance,
+    EvalFormat,
+    ExportLayout,
+    Fallback,
+    Fill,
+    FirstStage,
+    FitOn,
+    Fuse,
+    Loss,
+    ModelKind,
+    OnEmpty,
+    PairsWithoutNegative,
+    Precision,
+    Sampling,
+    SearchIndex,
+    ShowFormat,
+    Strategy,
+)
 from hnm_cli.errors import HnmError
 
 app = typer.Typer(
@@ -57,16 +75,6 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars;
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in the manifest).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (cpu, cuda, mps).")]
-
-
-class Precision(StrEnum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class OnEmpty(StrEnum):
-    error = "error"
-    skip = "skip"
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -184,11 +192,11 @@ def embed(
         base = load_config(config).embed
         cfg = base.merged(
             models=tuple(parse_model_option(m, base.models) for m in model) if model else None,
-            precision=None if precision is None else precision.value,
+            precision=precision,
             batch_size=batch_size,
             device=device,
             shard_size=shard_size,
-            on_empty=None if on_empty is None else on_empty.value,
+            on_empty=on_empty,
         )
         manifest = embed_stage.run(
             resolve_data(data, corpus, queries), out, cfg,
@@ -199,16 +207,6 @@ def embed(
 
 
 # [reduce command]
-
-
-class Balance(StrEnum):
-    none = "none"
-    variance = "variance"
-
-
-class FitOn(StrEnum):
-    corpus = "corpus"
-    corpus_queries = "corpus+queries"
 
 
 def _parse_weights(values: list[str] | None) -> dict[str, float]:
@@ -288,10 +286,10 @@ def reduce(
             n_components=n_components,
             pca=False if no_pca else None,
             weights={**base.weights, **weights} if weights else None,
-            fit_on=None if fit_on is None else fit_on.value,
+            fit_on=fit_on,
             max_fit_rows=max_fit_rows,
             seed=seed,
-            balance=None if balance is None else balance.value,
+            balance=balance,
         )
         if variance is not None:  # an explicit variance target beats a config file's n_components
             cfg = dataclasses.replace(cfg, n_components=None)
@@ -300,51 +298,6 @@ def reduce(
 
 
 # [mine command]
-
-
-def _value(choice: StrEnum | None) -> str | None:
-    return None if choice is None else choice.value
-
-
-class MineStrategy(StrEnum):
-    rule = "rule"
-    topk = "topk"
-    random = "random"
-    bm25 = "bm25"
-
-
-class IndexKind(StrEnum):
-    exact = "exact"
-    hnsw = "hnsw"
-
-
-class Sampling(StrEnum):
-    top = "top"
-    random = "random"
-
-
-class Fallback(StrEnum):
-    none = "none"
-    next = "next"
-    random = "random"
-    bm25 = "bm25"
-
-
-class PairsWithoutNegative(StrEnum):
-    in_batch = "in-batch"
-    skip = "skip"
-
-
-class Fill(StrEnum):
-    empty = "empty"
-    short = "short"
-
-
-class ExportLayout(StrEnum):
-    triplet = "triplet"
-    n_tuple = "n-tuple"
-    labeled_pair = "labeled-pair"
-    labeled_list = "labeled-list"
 
 
 @app.command(
@@ -362,9 +315,9 @@ def mine(
     queries: QueriesOpt = None,
     qrels: QrelsOpt = None,
     split: Annotated[str | None, typer.Option("--split", help="Qrels split whose pairs are mined (train).")] = None,
-    strategy: Annotated[MineStrategy | None, typer.Option(help="rule (the paper), topk, random or bm25.")] = None,
+    strategy: Annotated[Strategy | None, typer.Option(help="rule (the paper), topk, random or bm25.")] = None,
     num_negatives: Annotated[int | None, typer.Option(min=1, help="Negatives per (query, positive) pair.")] = None,
-    index: Annotated[IndexKind | None, typer.Option(help="Candidate search: exact or hnsw.")] = None,
+    index: Annotated[SearchIndex | None, typer.Option(help="Candidate search: exact or hnsw.")] = None,
     hnsw_m: Annotated[int | None, typer.Option("--hnsw-m", min=2, help="hnswlib M.")] = None,
     ef_construction: Annotated[int | None, typer.Option(min=1, help="hnswlib ef_construction.")] = None,
     ef_search: Annotated[int | None, typer.Option(min=1, help="hnswlib ef at query time.")] = None,
@@ -420,13 +373,12 @@ def mine(
     with reported(quiet):
         if vectors is None and from_audit is None:
             raise typer.BadParameter("give --vectors (or --from-audit)", param_hint="--vectors")
-        # Enum members go in as plain strings so manifest params and comparisons see "rule", not MineStrategy.rule.
         cfg = load_config(config).mine.merged(
-            strategy=_value(strategy), split=split, num_negatives=num_negatives, index=_value(index),
+            strategy=strategy, split=split, num_negatives=num_negatives, index=index,
             hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
             range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,
             absolute_margin=absolute_margin, relative_margin=relative_margin,
-            sampling_strategy=_value(sampling_strategy), fallback=_value(fallback), fill=_value(fill),
+            sampling_strategy=sampling_strategy, fallback=fallback, fill=fill,
             c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
         )  # fmt: skip
@@ -434,25 +386,13 @@ def mine(
 
         manifest = mine_stage.run(
             vectors, resolve_data(data, corpus, queries, qrels), out, cfg, audit=audit,
-            export=_value(export), plot=plot, from_audit=from_audit, force=force,
+            export=export, plot=plot, from_audit=from_audit, force=force,
             progress=not quiet,
         )  # fmt: skip
     typer.echo(manifest.manifest_path)
 
 
 # [train-reranker command]
-
-
-class ModelKind(StrEnum):
-    cross_encoder = "cross-encoder"
-    bi_encoder = "bi-encoder"
-
-
-class TrainLoss(StrEnum):
-    margin = "margin"
-    bce = "bce"
-    listwise = "listwise"
-    mnrl = "mnrl"
 
 
 @app.command(
@@ -477,7 +417,7 @@ def train_reranker(
         str | None, typer.Option(help="pkg:all-MiniLM-L6-v2, a local model folder, or a hub id.")
     ] = None,
     loss: Annotated[
-        TrainLoss | None, typer.Option(help="cross-encoder: margin|bce|listwise; bi-encoder: mnrl|margin.")
+        Loss | None, typer.Option(help="cross-encoder: margin|bce|listwise; bi-encoder: mnrl|margin.")
     ] = None,
     margin: Annotated[float | None, typer.Option(min=0, help="m of max(0, m - s(Q,PD) + s(Q,HN)).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Passes over the examples.")] = None,
@@ -514,11 +454,11 @@ def train_reranker(
 
     with reported(quiet):
         cfg = load_config(config).train_reranker.merged(
-            kind=kind.value if kind else None, base_model=base_model, loss=loss.value if loss else None,
+            kind=kind, base_model=base_model, loss=loss,
             margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
             max_length=max_length, negatives_per_positive=negatives_per_positive, max_steps=max_steps,
             checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
-            device=device, precision=_value(precision), pairs_without_negative=_value(pairs_without_negative),
+            device=device, precision=precision, pairs_without_negative=pairs_without_negative,
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage
 
@@ -530,22 +470,6 @@ def train_reranker(
 
 
 # [eval command]
-
-
-class FirstStage(StrEnum):
-    bm25 = "bm25"
-    dense = "dense"
-    run = "run"
-
-
-class Fuse(StrEnum):
-    none = "none"
-    rrf = "rrf"
-
-
-class OutputFormat(StrEnum):
-    json = "json"
-    tsv = "tsv"
 
 
 @app.command(
@@ -605,8 +529,8 @@ def eval_(
         ),
     ] = False,
     output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="stdout: one JSON object, or run<TAB>measure<TAB>value lines.")
-    ] = OutputFormat.json,
+        EvalFormat, typer.Option("--format", help="stdout: one JSON object, or run<TAB>measure<TAB>value lines.")
+    ] = EvalFormat.JSON,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     quiet: QuietOpt = False,
@@ -621,9 +545,9 @@ def eval_(
         from hnm_cli.stages import evaluate
 
         cfg = load_config(config).eval.merged(
-            split=split, first_stage=_value(first_stage), top_k=top_k, fuse=_value(fuse), baseline=baseline,
+            split=split, first_stage=first_stage, top_k=top_k, fuse=fuse, baseline=baseline,
             by_length=by_length, batch_size=batch_size, max_length=max_length, device=device, seed=seed,
-            ignore_identical_ids=ignore_identical_ids or None, precision=_value(precision),
+            ignore_identical_ids=ignore_identical_ids or None, precision=precision,
         )  # fmt: skip
         models = [evaluate.parse_model_option(value) for value in model or []]
         manifest = evaluate.run(
@@ -631,18 +555,13 @@ def eval_(
             run_file=run_file, force=force, progress=not quiet,
         )  # fmt: skip
         report = evaluate.load_report(manifest)
-    if output_format == OutputFormat.tsv:
+    if output_format == EvalFormat.TSV:
         typer.echo(evaluate.report_to_tsv(report))
     else:
         typer.echo(orjson.dumps(report).decode())
 
 
 # [show command]
-
-
-class ShowFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 @app.command(epilog="Example: hnm show runs/x/mine -n 5; hnm show runs/x/eval --format json")
@@ -655,11 +574,11 @@ def show(
     n: Annotated[int, typer.Option("-n", min=1, help="Mine: how many triplets.")] = 5,
     output_format: Annotated[
         ShowFormat, typer.Option("--format", help="text for people, or one JSON document.")
-    ] = ShowFormat.text,
+    ] = ShowFormat.TEXT,
 ) -> None:
     """Show an artifact: a mine artifact's triplets with texts and distances, an eval artifact's comparison table."""
     with reported():
         from hnm_cli.stages import show as show_stage
 
-        text = show_stage.run(artifact, data=data, n=n, fmt=output_format.value)
+        text = show_stage.run(artifact, data=data, n=n, fmt=output_format)
     typer.echo(text)

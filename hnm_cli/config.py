@@ -10,14 +10,47 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, get_type_hints
 
+from hnm_cli.choices import (
+    LOSSES_BY_KIND,
+    Balance,
+    Fallback,
+    Fill,
+    FirstStage,
+    FitOn,
+    Fuse,
+    Loss,
+    ModelKind,
+    OnEmpty,
+    PairsWithoutNegative,
+    Precision,
+    Sampling,
+    SearchIndex,
+    Significance,
+    Strategy,
+)
 from hnm_cli.errors import ConfigError
 
 
 class _StageConfig:
     """Shared behaviour of the per-stage config dataclasses."""
+
+    section: ClassVar[str] = ""  # the TOML table, for messages ("mine.strategy must be one of ...")
+
+    def __post_init__(self) -> None:
+        # Choice fields hold their StrEnum member whether the value came from a default, TOML or a flag, so every
+        # consumer compares against the one declaration in hnm_cli.choices; an unknown word fails here.
+        for name, kind in get_type_hints(type(self)).items():
+            if isinstance(kind, type) and issubclass(kind, StrEnum):
+                value = getattr(self, name)
+                try:
+                    object.__setattr__(self, name, kind(value))
+                except ValueError:
+                    allowed = ", ".join(m.value for m in kind)
+                    raise ConfigError(f"{self.section}.{name} must be one of {allowed}; got {value!r}") from None
 
     def merged(self, **overrides: Any) -> Self:
         """A copy with every non-None override applied, validated."""
@@ -40,12 +73,8 @@ class _StageConfig:
     def to_params(self) -> dict[str, Any]:
         """The resolved config as plain data, for `manifest.params`."""
         params = dataclasses.asdict(self)  # type: ignore[call-overload]
+        params = {k: v.value if isinstance(v, StrEnum) else v for k, v in params.items()}
         return {k: v for k, v in params.items() if not (k in self.late_options and v == self.late_options[k])}
-
-
-def _choice(value: Any, allowed: tuple[str, ...], key: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
@@ -84,17 +113,17 @@ class ModelSpec:
 class EmbedConfig(_StageConfig):
     """`hnm embed`: which models, how to shard and encode."""
 
+    section: ClassVar[str] = "embed"
+
     models: tuple[ModelSpec, ...] = ()
-    precision: str = "fp32"  # fp32 | bf16 (bf16 autocast; vectors are stored as float32 either way)
-    device: str = "cpu"
+    precision: Precision = Precision.FP32  # bf16 autocast; vectors are stored as float32 either way
+    device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     shard_size: int = 2048  # rows per output shard: the resume granularity
     batch_size: int | None = None  # overrides every model's batch_size when set
-    on_empty: str = "error"  # error | skip
+    on_empty: OnEmpty = OnEmpty.ERROR
     parts: tuple[str, ...] = ("corpus", "queries")
 
     def validate(self) -> None:
-        _choice(self.precision, ("fp32", "bf16"), "embed.precision")
-        _choice(self.on_empty, ("error", "skip"), "embed.on_empty")
         _positive(self.shard_size, "embed.shard_size")
         _positive(self.batch_size, "embed.batch_size", allow_none=True)
         names = [m.name for m in self.models]
@@ -115,20 +144,19 @@ class ReduceConfig(_StageConfig):
     n_components: int | None = None  # a fixed k instead of the variance target
     pca: bool = True  # False: concatenate (and re-normalise) only; the "no PCA" ablation
     weights: dict[str, float] = field(default_factory=dict)  # model name -> weight (default 1.0)
-    fit_on: str = "corpus"  # corpus | corpus+queries
+    fit_on: FitOn = FitOn.CORPUS
     max_fit_rows: int = 200_000  # above this, fit on a seeded sample
     block_rows: int = 8192  # rows transformed per block
     seed: int = 0
-    balance: str = "none"  # none | variance: scale each model to unit total variance before weights and PCA
+    balance: Balance = Balance.NONE  # variance: scale each model to unit total variance before weights and PCA
 
-    late_options: ClassVar[dict[str, Any]] = {"balance": "none"}
+    section: ClassVar[str] = "reduce"
+    late_options: ClassVar[dict[str, Any]] = {"balance": Balance.NONE}
 
     def validate(self) -> None:
-        _choice(self.balance, ("none", "variance"), "reduce.balance")
         if not 0 < self.variance <= 1:
             raise ConfigError(f"reduce.variance must be in (0, 1]; got {self.variance!r}")
         _positive(self.n_components, "reduce.n_components", allow_none=True)
-        _choice(self.fit_on, ("corpus", "corpus+queries"), "reduce.fit_on")
         _positive(self.max_fit_rows, "reduce.max_fit_rows")
         _positive(self.block_rows, "reduce.block_rows")
 
@@ -142,10 +170,10 @@ class ReduceConfig(_StageConfig):
 class MineConfig(_StageConfig):
     """`hnm mine`: strategy and knobs (sentence-transformers' names where they exist)."""
 
-    strategy: str = "rule"  # rule | topk | random | bm25
+    strategy: Strategy = Strategy.RULE
     split: str = "train"
     num_negatives: int = 1
-    index: str = "exact"  # exact | hnsw
+    index: SearchIndex = SearchIndex.EXACT
     block_size: int = 16384  # corpus rows per matrix-product block (exact search)
     query_block: int = 1024  # queries per block
     candidate_k: int = 100  # first search width; widened until the positive's rank is reached
@@ -158,25 +186,21 @@ class MineConfig(_StageConfig):
     min_score: float | None = None
     absolute_margin: float | None = None
     relative_margin: float | None = None
-    sampling_strategy: str = "top"  # top | random
-    fallback: str = "none"  # none | next | random | bm25
-    fill: str = "empty"  # empty | short: which pairs the fallback fills (none at all, or fewer than asked)
+    sampling_strategy: Sampling = Sampling.TOP
+    fallback: Fallback = Fallback.NONE
+    fill: Fill = Fill.EMPTY  # which pairs the fallback fills: empty ones, or short ones too
     c2_margin: float = 0.0  # rule: C2 with a margin, d(PD,D) - d(Q,D) > c2_margin (0: the paper)
     seed: int = 0
     allow_eval_queries: bool = False
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
     exclude_query_duplicates: bool = True  # a document whose text equals the query's is never its negative
 
-    late_options: ClassVar[dict[str, Any]] = {"fill": "empty", "c2_margin": 0.0}
+    section: ClassVar[str] = "mine"
+    late_options: ClassVar[dict[str, Any]] = {"fill": Fill.EMPTY, "c2_margin": 0.0}
 
     def validate(self) -> None:
-        _choice(self.strategy, ("rule", "topk", "random", "bm25"), "mine.strategy")
-        _choice(self.fill, ("empty", "short"), "mine.fill")
         if not isinstance(self.c2_margin, int | float) or self.c2_margin < 0:
             raise ConfigError(f"mine.c2_margin must be >= 0; got {self.c2_margin!r}")
-        _choice(self.index, ("exact", "hnsw"), "mine.index")
-        _choice(self.sampling_strategy, ("top", "random"), "mine.sampling_strategy")
-        _choice(self.fallback, ("none", "next", "random", "bm25"), "mine.fallback")
         _positive(self.num_negatives, "mine.num_negatives")
         _positive(self.block_size, "mine.block_size")
         _positive(self.candidate_k, "mine.candidate_k")
@@ -191,9 +215,9 @@ class MineConfig(_StageConfig):
 class TrainRerankerConfig(_StageConfig):
     """`hnm train-reranker`: model kind, loss and budget."""
 
-    kind: str = "cross-encoder"  # cross-encoder | bi-encoder
+    kind: ModelKind = ModelKind.CROSS_ENCODER
     base_model: str = "pkg:all-MiniLM-L6-v2"
-    loss: str = "margin"  # cross-encoder: margin | bce | listwise; bi-encoder: mnrl | margin
+    loss: Loss = Loss.MARGIN  # LOSSES_BY_KIND says which a kind accepts
     margin: float = 1.0
     epochs: int = 1
     learning_rate: float = 2e-5
@@ -208,20 +232,18 @@ class TrainRerankerConfig(_StageConfig):
     eval_split: str = "test"  # leakage guard: refuse training queries that appear in this split's qrels
     allow_eval_overlap: bool = False
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
-    precision: str = "fp32"  # fp32 | bf16 (mixed precision: bf16 autocast, fp32 master weights)
+    precision: Precision = Precision.FP32  # bf16: mixed precision (bf16 autocast, fp32 master weights)
     # mnrl: train pairs the miner left without a negative with in-batch negatives ("in-batch"), or drop them.
-    pairs_without_negative: str = "in-batch"  # in-batch | skip
+    pairs_without_negative: PairsWithoutNegative = PairsWithoutNegative.IN_BATCH
 
-    late_options: ClassVar[dict[str, Any]] = {"precision": "fp32"}
+    section: ClassVar[str] = "train_reranker"
+    late_options: ClassVar[dict[str, Any]] = {"precision": Precision.FP32}
 
     def validate(self) -> None:
-        _choice(self.kind, ("cross-encoder", "bi-encoder"), "train_reranker.kind")
-        _choice(self.pairs_without_negative, ("in-batch", "skip"), "train_reranker.pairs_without_negative")
-        _choice(self.precision, ("fp32", "bf16"), "train_reranker.precision")
-        losses = ("margin", "bce", "listwise") if self.kind == "cross-encoder" else ("mnrl", "margin")
+        losses = LOSSES_BY_KIND[self.kind]
         if self.loss not in losses:
             raise ConfigError(
-                f"train_reranker.loss must be one of {', '.join(losses)} for kind {self.kind}; got {self.loss!r}"
+                f"train_reranker.loss must be one of {', '.join(losses)} for kind {self.kind}; got '{self.loss}'"
             )
         for key in ("batch_size", "learning_rate", "epochs", "max_length", "negatives_per_positive"):
             _positive(getattr(self, key), f"train_reranker.{key}")
@@ -245,30 +267,27 @@ class EvalConfig(_StageConfig):
     """`hnm eval`: first stage, rerankers, metrics and the comparison."""
 
     split: str = "test"
-    first_stage: str = "bm25"  # bm25 | dense (--vectors) | run (--run FILE: a TREC or JSONL run of your own)
+    first_stage: FirstStage = FirstStage.BM25  # dense needs --vectors; run needs --run FILE (TREC or JSONL)
     top_k: int = 100  # candidates per query, shared by every reranker
-    fuse: str = "none"  # none | rrf (adds <name>+rrf: first stage fused with each reranker)
+    fuse: Fuse = Fuse.NONE  # rrf adds <name>+rrf: the first stage fused with each reranker
     rrf_k: int = 60
     baseline: str = "first-stage"  # the run every other run is compared with
     batch_size: int = 32
     max_length: int = 256  # reranker input tokens (a cross-encoder's pair, a bi-encoder's text)
     by_length: int | None = None  # split documents at this many tokens for a short/long breakdown
-    significance: str = "randomization"  # randomization | bootstrap (paired, per-query)
+    significance: Significance = Significance.RANDOMIZATION  # paired, per query
     trials: int = 10_000
     seed: int = 0  # seeds the significance test
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     # BEIR's ignore_identical_ids: drop a candidate whose doc id equals the query id (Quora, ArguAna, where the
     # query is in the corpus). Off by default, as in MTEB for most datasets: SciFact's ids only collide by chance.
     ignore_identical_ids: bool = False
-    precision: str = "fp32"  # fp32 | bf16 (autocast while scoring; 1.4x on a 2-core EPYC with native bf16)
+    precision: Precision = Precision.FP32  # bf16: autocast while scoring (1.4x on a 2-core EPYC)
 
-    late_options: ClassVar[dict[str, Any]] = {"ignore_identical_ids": False, "precision": "fp32"}
+    section: ClassVar[str] = "eval"
+    late_options: ClassVar[dict[str, Any]] = {"ignore_identical_ids": False, "precision": Precision.FP32}
 
     def validate(self) -> None:
-        _choice(self.first_stage, ("bm25", "dense", "run"), "eval.first_stage")
-        _choice(self.precision, ("fp32", "bf16"), "eval.precision")
-        _choice(self.fuse, ("none", "rrf"), "eval.fuse")
-        _choice(self.significance, ("randomization", "bootstrap"), "eval.significance")
         for key in ("top_k", "rrf_k", "batch_size", "max_length", "trials"):
             _positive(getattr(self, key), f"eval.{key}")
         _positive(self.by_length, "eval.by_length", allow_none=True)

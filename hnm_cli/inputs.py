@@ -17,14 +17,13 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 
 from hnm_cli.artifacts.manifest import file_input
+from hnm_cli.choices import OnEmpty
 from hnm_cli.errors import DataError, InputError
-
-OnEmpty = Literal["error", "skip"]
 
 
 @dataclass(frozen=True)
@@ -201,7 +200,7 @@ def _read_records(path: Path, stem: str, on_empty: OnEmpty) -> Records:
             if rid in items:
                 raise DataError(f"{where}: field '{id_key}': duplicate id '{rid}' (first at {first_seen[rid]})")
             if not text.strip() and not title.strip():
-                if on_empty == "skip":
+                if on_empty == OnEmpty.SKIP:
                     skipped += 1
                     continue
                 raise DataError(f"{where}: field 'text': empty text for id '{rid}' (use --on-empty skip to drop)")
@@ -215,12 +214,12 @@ def _read_records(path: Path, stem: str, on_empty: OnEmpty) -> Records:
     return Records(items=items, files=files, skipped_empty=skipped)
 
 
-def read_corpus(path: Path, *, on_empty: OnEmpty = "error") -> Records:
+def read_corpus(path: Path, *, on_empty: OnEmpty = OnEmpty.ERROR) -> Records:
     """Read and validate a corpus (BEIR `_id,title,text` or JSONL `doc_id,title,text`)."""
     return _read_records(path, "corpus", on_empty)
 
 
-def read_queries(path: Path, *, on_empty: OnEmpty = "error") -> Records:
+def read_queries(path: Path, *, on_empty: OnEmpty = OnEmpty.ERROR) -> Records:
     """Read and validate queries (BEIR `_id,text` or JSONL `query_id,text`)."""
     return _read_records(path, "queries", on_empty)
 

@@ -17,7 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-LAYOUTS = ("triplet", "n-tuple", "labeled-pair", "labeled-list")
+from hnm_cli.choices import ExportLayout
+
+LAYOUTS = tuple(ExportLayout)
 
 
 @dataclass
@@ -63,12 +65,12 @@ def export_rows(
             continue
         q = query_text[row["query_id"]]
         pos = doc_text[row["positive_id"]]
-        if layout == "triplet":
+        if layout == ExportLayout.TRIPLET:
             counts.pairs_used += 1
             for d in negs:
                 counts.rows += 1
                 yield {"anchor": q, "positive": pos, "negative": doc_text[d]}
-        elif layout == "n-tuple":
+        elif layout == ExportLayout.N_TUPLE:
             if len(negs) < num_negatives:
                 counts.pairs_skipped_short += 1
                 continue
@@ -77,7 +79,7 @@ def export_rows(
             record = {"anchor": q, "positive": pos}
             record.update({f"negative_{i + 1}": doc_text[d] for i, d in enumerate(negs[:num_negatives])})
             yield record
-        elif layout == "labeled-pair":
+        elif layout == ExportLayout.LABELED_PAIR:
             counts.pairs_used += 1
             seen = seen_pairs.setdefault(row["query_id"], set())
             for doc_id, label in [(row["positive_id"], 1), *((d, 0) for d in negs)]:

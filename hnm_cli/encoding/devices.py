@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hnm_cli.choices import Precision
+
 log = logging.getLogger("hnm")
 
 
@@ -32,5 +34,5 @@ def cpu_has_bf16() -> bool:
 
 def warn_if_bf16_emulated(precision: str, device_type: str, what: str) -> None:
     """Warn once per model when bf16 was asked for on a CPU without native bf16 (emulated: slower than fp32)."""
-    if precision == "bf16" and device_type == "cpu" and not cpu_has_bf16():
+    if precision == Precision.BF16 and device_type == "cpu" and not cpu_has_bf16():
         log.warning("%s: this CPU has no native bf16; autocast will be emulated and slow", what)

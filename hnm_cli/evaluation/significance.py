@@ -11,6 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hnm_cli.choices import Significance
+
 _CHUNK = 1000  # trials per vectorised block: bounds memory at _CHUNK x n_queries floats
 
 
@@ -95,15 +97,20 @@ def bootstrap_test(a: Sequence[float], b: Sequence[float], *, trials: int = 10_0
 
 
 def paired_test(
-    a: Sequence[float], b: Sequence[float], *, method: str = "randomization", trials: int = 10_000, seed: int = 0
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    method: Significance = Significance.RANDOMIZATION,
+    trials: int = 10_000,
+    seed: int = 0,
 ) -> float:
     """Dispatch to `randomization_test` or `bootstrap_test` by name.
 
     Raises:
         ValueError: an unknown method.
     """
-    if method == "randomization":
+    if method == Significance.RANDOMIZATION:
         return randomization_test(a, b, trials=trials, seed=seed)
-    if method == "bootstrap":
+    if method == Significance.BOOTSTRAP:
         return bootstrap_test(a, b, trials=trials, seed=seed)
     raise ValueError(f"unknown significance test {method!r}; expected randomization or bootstrap")

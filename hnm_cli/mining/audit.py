@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli.choices import Fallback, Fill, Sampling
 from hnm_cli.config import MineConfig
 from hnm_cli.mining.numerics import c2_passes, in_sorted, rowdot64
 from hnm_cli.mining.results import SOURCE_FALLBACK_NEXT, SOURCE_RULE, AuditRecord, Negative, Pair, PairResult
@@ -107,15 +108,15 @@ def select_from_audit(
         recs = sorted(by_pair[(q, d)], key=lambda r: r["rank"])
         passing = [(r, SOURCE_RULE) for r in recs if r["c1"] and c2(r) and not r["excluded"] and in_bounds(r)]
         c1_region = [r for r in recs if r["c1"]]
-        lacking = len(passing) < need if params.fill == "short" else not passing
-        if lacking and params.fallback == "next":
+        lacking = len(passing) < need if params.fill == Fill.SHORT else not passing
+        if lacking and params.fallback == Fallback.NEXT:
             passing = [
                 (r, SOURCE_RULE if r["c1"] else SOURCE_FALLBACK_NEXT)
                 for r in recs
                 if c2(r) and not r["excluded"] and r["doc_id"] != d and in_bounds(r)
             ]
         window = passing[params.range_min : need]
-        if params.sampling_strategy == "random" and len(window) > m:
+        if params.sampling_strategy == Sampling.RANDOM and len(window) > m:
             window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
         negs = [
             Negative(corpus_row[r["doc_id"]], source, r["rank"], r["d_qd"], r["d_qp"], r["d_pd"])

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 
-SOURCE_RULE = "rule"
+from hnm_cli.choices import Strategy
+
+SOURCE_RULE = Strategy.RULE.value
 SOURCE_FALLBACK_NEXT = "fallback-next"
-SOURCE_TOPK = "topk"
-SOURCE_RANDOM = "random"
+SOURCE_TOPK = Strategy.TOPK.value
+SOURCE_RANDOM = Strategy.RANDOM.value
 
 # Histogram bins of the stats: d(Q,D) - d(Q,PD) lies in [-2, 2]; d(Q,D) / d(PD,D) in [0, inf) (rule: < 1).
 MARGIN_BINS = np.linspace(-1.0, 1.0, 41)

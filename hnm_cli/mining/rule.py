@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from hnm_cli.choices import Fallback, Fill, Sampling
 from hnm_cli.mining import rule_exact
 from hnm_cli.mining.audit import emit_audit
 from hnm_cli.mining.numerics import check_inputs, excluded_keys, make_negative, rowdot64
@@ -36,12 +37,12 @@ def mine_rule(
     candidate_k: int = 100,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     pair_block: int = 1024,
-    fallback: str = "none",
-    fill: str = "empty",
+    fallback: Fallback = Fallback.NONE,
+    fill: Fill = Fill.EMPTY,
     c2_margin: float = 0.0,
     range_min: int = 0,
     range_max: int | None = None,
-    sampling_strategy: str = "top",
+    sampling_strategy: Sampling = Sampling.TOP,
     rng: np.random.Generator | None = None,
     audit: Callable[[AuditRecord], None] | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
@@ -95,12 +96,9 @@ def mine_rule(
     Raises:
         ValueError: on a dimension mismatch, a row out of range, or a bad argument.
     """
-    if fallback not in ("none", "next"):
-        raise ValueError(f"fallback must be 'none' or 'next' here, got {fallback!r} (the stage does random/bm25)")
-    if fill not in ("empty", "short"):
-        raise ValueError(f"fill must be 'empty' or 'short', got {fill!r}")
-    if sampling_strategy not in ("top", "random"):
-        raise ValueError(f"sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}")
+    if fallback not in (Fallback.NONE, Fallback.NEXT):
+        raise ValueError(f"fallback must be 'none' or 'next' here, got '{fallback}' (random/bm25: mine_negatives)")
+    fill, sampling_strategy = Fill(fill), Sampling(sampling_strategy)  # ValueError on any other word
     if candidate_k < 1 or block_rows < 1 or pair_block < 1:
         raise ValueError("candidate_k, block_rows and pair_block must be >= 1")
     if range_min < 0 or c2_margin < 0:
@@ -190,9 +188,9 @@ def mine_rule(
         for i, rk in ranks.items():
             results[i].negatives = [replace(neg, rank=int(k)) for neg, k in zip(results[i].negatives, rk, strict=True)]
 
-    if fallback == "next":
+    if fallback == Fallback.NEXT:
         lacking = [
-            i for i, r in enumerate(results) if (len(r.negatives) < need if fill == "short" else not r.negatives)
+            i for i, r in enumerate(results) if (len(r.negatives) < need if fill == Fill.SHORT else not r.negatives)
         ]
         if lacking:
             todo_next = np.array(lacking, dtype=np.int64)
@@ -212,7 +210,7 @@ def mine_rule(
 
     for r in results:
         window = r.negatives[range_min:need]
-        if sampling_strategy == "random" and len(window) > m:
+        if sampling_strategy == Sampling.RANDOM and len(window) > m:
             window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
         r.negatives = window[:m]
         r.fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in r.negatives)

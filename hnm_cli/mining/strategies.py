@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from hnm_cli.choices import Fallback, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.mining.results import AuditRecord, Excluded, MiningStats, Negative, Pair, PairResult
 from hnm_cli.mining.rule import mine_rule
@@ -20,7 +21,7 @@ from hnm_cli.mining.sampling import fill_distances, sample_random
 from hnm_cli.mining.topk import mine_topk
 from hnm_cli.search import HnswIndex, VectorSource
 
-SOURCE_BM25 = "bm25"
+SOURCE_BM25 = Strategy.BM25.value
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ def mine_negatives(
     p = params
     rng = np.random.default_rng(p.seed)
     stats: MiningStats | None = None
-    if p.strategy == "rule":
+    if p.strategy == Strategy.RULE:
         results, stats = mine_rule(
             query_vecs,
             corpus,
@@ -75,7 +76,7 @@ def mine_negatives(
             candidate_k=p.candidate_k,
             block_rows=p.block_size,
             pair_block=p.query_block,
-            fallback="next" if p.fallback == "next" else "none",
+            fallback="next" if p.fallback == Fallback.NEXT else "none",
             fill=p.fill,
             c2_margin=p.c2_margin,
             range_min=p.range_min,
@@ -84,7 +85,7 @@ def mine_negatives(
             rng=rng,
             audit=audit,
         )
-    elif p.strategy == "topk":
+    elif p.strategy == Strategy.TOPK:
         results, stats = mine_topk(
             query_vecs,
             corpus,
@@ -104,9 +105,9 @@ def mine_negatives(
             block_rows=p.block_size,
             query_block=p.query_block,
         )
-    elif p.strategy == "random":
+    elif p.strategy == Strategy.RANDOM:
         results = fill_distances(query_vecs, corpus, sample_random(corpus.n, pairs, excluded, p.num_negatives, rng))
-    elif p.strategy == "bm25":
+    elif p.strategy == Strategy.BM25:
         results = fill_distances(
             query_vecs, corpus, bm25_negatives(_need(texts), pairs, excluded, p.num_negatives, source=SOURCE_BM25)
         )
@@ -150,7 +151,7 @@ def apply_fallback(
     if not empty:
         return results
     pairs = [results[i].pair for i in empty]
-    if params.fallback == "random":
+    if params.fallback == Fallback.RANDOM:
         filled = sample_random(corpus.n, pairs, excluded, params.num_negatives, rng)
         filled = [replace(r, negatives=[replace(n, source="fallback-random") for n in r.negatives]) for r in filled]
     else:

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from hnm_cli.choices import Sampling
 from hnm_cli.mining.numerics import check_inputs, make_negative, rowdot64
 from hnm_cli.mining.results import SOURCE_TOPK, Excluded, MiningStats, Pair, PairResult
 from hnm_cli.search import DEFAULT_BLOCK_ROWS, DEFAULT_QUERY_BLOCK, HnswIndex, VectorSource, exact_topk
@@ -24,7 +25,7 @@ def mine_topk(
     min_score: float | None = None,
     absolute_margin: float | None = None,
     relative_margin: float | None = None,
-    sampling_strategy: str = "top",
+    sampling_strategy: Sampling = Sampling.TOP,
     rng: np.random.Generator | None = None,
     index: HnswIndex | None = None,
     ef_search: int = 200,
@@ -139,7 +140,7 @@ def mine_topk(
                 rejected[name] += int((valid & removed).sum())
                 valid &= ~removed
         window = np.flatnonzero(valid)[:range_max][range_min:]
-        if sampling_strategy == "top":
+        if sampling_strategy == Sampling.TOP:
             chosen = window[:m]
         else:
             chosen = np.sort(rng.choice(window, size=min(m, len(window)), replace=False))

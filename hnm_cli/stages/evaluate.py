@@ -38,6 +38,7 @@ from hnm_cli.artifacts.manifest import (
 )
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
+from hnm_cli.choices import FirstStage, Fuse
 from hnm_cli.config import EvalConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
@@ -137,9 +138,9 @@ def build_first_stage(
     if cfg.ignore_identical_ids:  # only when on, so artifacts built before the option existed stay up to date
         params["ignore_identical_ids"] = True
     inputs = list(base_inputs)
-    if cfg.first_stage == "bm25":
+    if cfg.first_stage == FirstStage.BM25:
         params["bm25"] = BM25_PARAMS
-    elif cfg.first_stage == "dense":
+    elif cfg.first_stage == FirstStage.DENSE:
         assert vectors is not None
         inputs.append(artifact_input(vectors, "vectors"))
     else:
@@ -237,7 +238,7 @@ def run(
     vec_manifest = _first_stage_source(cfg, vectors, run_file, corpus_inputs)
     refs = [detect_model(name, source) for name, source in models]
     arms = group_arms(refs)
-    run_names = [FIRST_STAGE_RUN, *arms, *([f"{a}+rrf" for a in arms] if cfg.fuse == "rrf" else [])]
+    run_names = [FIRST_STAGE_RUN, *arms, *([f"{a}+rrf" for a in arms] if cfg.fuse == Fuse.RRF else [])]
     if cfg.baseline not in run_names:
         raise ConfigError(f"--baseline '{cfg.baseline}' is not a run of this eval (runs: {', '.join(run_names)})")
     # A mine/train artifact that names this split is refused before anything is read or loaded.
@@ -248,7 +249,7 @@ def run(
     inputs = list(base_inputs)
     if vec_manifest is not None:
         inputs.append(artifact_input(vec_manifest, "vectors"))
-    if run_file is not None and cfg.first_stage == "run":
+    if run_file is not None and cfg.first_stage == FirstStage.RUN:
         inputs.append(file_input(run_file, "run"))
     params = cfg.to_params() | {
         "metrics": list(DEFAULT_METRICS),
@@ -293,7 +294,7 @@ def run(
             cand_ids,
             q_text,
             d_text,
-            fuse_with=fs_run if cfg.fuse == "rrf" else None,
+            fuse_with=fs_run if cfg.fuse == Fuse.RRF else None,
             rrf_k=cfg.rrf_k,
             batch_size=cfg.batch_size,
             max_length=cfg.max_length,
@@ -352,7 +353,7 @@ def _first_stage_source(
     cfg: EvalConfig, vectors: Path | None, run_file: Path | None, corpus_inputs: list[dict[str, Any]]
 ) -> Manifest | None:
     """Check the first stage's inputs; return the vectors manifest for a dense first stage."""
-    if cfg.first_stage == "dense":
+    if cfg.first_stage == FirstStage.DENSE:
         if vectors is None:
             raise InputError("--first-stage dense needs --vectors DIR (a reduce artifact or an embed model folder)")
         fix = f"hnm embed ... --out EMBED and give --vectors EMBED/<model>, or hnm reduce ... --out {vectors}"
@@ -361,7 +362,7 @@ def _first_stage_source(
         return manifest
     if vectors is not None:
         raise InputError(f"--vectors is only used with --first-stage dense (first stage is {cfg.first_stage})")
-    if cfg.first_stage == "run":
+    if cfg.first_stage == FirstStage.RUN:
         if run_file is None:
             raise InputError("--first-stage run needs --run FILE (TREC or JSONL candidates)")
         if not Path(run_file).is_file():

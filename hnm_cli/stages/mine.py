@@ -31,6 +31,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, vector_dim
+from hnm_cli.choices import ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.inputs import (
@@ -96,13 +97,11 @@ def _plan(
     check_mining_split(cfg.split, cfg.eval_splits, allowed=cfg.allow_eval_queries)
     if data.qrels is None:
         raise InputError("no qrels: give --data <BEIR folder> or --qrels")
-    if audit and cfg.strategy != "rule":
+    if audit and cfg.strategy != Strategy.RULE:
         raise ConfigError(f"--audit records the rule's C1/C2 tests; it needs strategy 'rule', not '{cfg.strategy}'")
     if export is not None:
-        from hnm_cli.artifacts.exports import LAYOUTS
-
-        if export not in LAYOUTS:
-            raise ConfigError(f"export must be one of {', '.join(LAYOUTS)}; got {export!r}")
+        if export not in tuple(ExportLayout):
+            raise ConfigError(f"export must be one of {', '.join(ExportLayout)}; got {export!r}")
     qrels_file = resolve_qrels_file(data.qrels, cfg.split)
     corpus_inputs = [file_input(p, "corpus") for p in resolve_jsonl_files(data.corpus, "corpus")]
     query_inputs = [file_input(p, "queries") for p in resolve_jsonl_files(data.queries, "queries")]
@@ -347,10 +346,10 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
     assert ctx.vectors_dir is not None
     source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
     index = None
-    if cfg.index == "hnsw" and cfg.strategy in ("rule", "topk"):
+    if cfg.index == SearchIndex.HNSW and cfg.strategy in ("rule", "topk"):
         index = _hnsw_index(out, source, ctx, cfg)
     texts = None
-    if "bm25" in (cfg.strategy, cfg.fallback):
+    if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
         texts = Texts(
             corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
             queries=[ctx.queries[q].text for q in ctx.query_ids],
@@ -510,7 +509,7 @@ def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit:
         # "short" here means got some but fewer than asked; the empty pairs are the complement of the rate.
         f"{stats['pairs_short'] - stats['pairs_with_zero']} short",
     ]
-    if cfg.strategy == "rule":
+    if cfg.strategy == Strategy.RULE:
         parts.append(
             f"C1 rejected {stats['rejected_c1']}, C2 rejected {stats['rejected_c2']}, "
             f"excluded {stats['rejected_exclusion']}"

@@ -32,6 +32,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import ids_name, list_vector_shards, npy_layout, read_vector_rows, vectors_name
+from hnm_cli.choices import Balance, FitOn
 from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.pca import PcaAccumulator, PcaFit, l2_normalize, sample_indices, save_fit, transform
@@ -222,7 +223,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 def _fit(fusions: dict[str, _Fusion], cfg: ReduceConfig, progress: bool) -> tuple[PcaFit, PcaAccumulator, bool]:
     """Accumulate moments of the (sampled) fit rows block by block and fit. Returns (fit, moments, sampled)."""
-    fit_parts = ["corpus"] if cfg.fit_on == "corpus" else ["corpus", "queries"]
+    fit_parts = ["corpus"] if cfg.fit_on == FitOn.CORPUS else ["corpus", "queries"]
     if "queries" in fit_parts and "queries" not in fusions:
         raise ConfigError("reduce.fit_on is 'corpus+queries' but the embed artifact has no queries")
     total = sum(fusions[p].rows for p in fit_parts)
@@ -376,7 +377,7 @@ def run(
         _check_same_ids(embed_dir, names, model_parts, what)
     scales = [math.sqrt(weights[n]) for n in names]
     model_variance: dict[str, float] = {}
-    if cfg.balance == "variance":
+    if cfg.balance == Balance.VARIANCE:
         # Equal footing before the weights: an anisotropic model (multilingual-e5's vectors share one narrow
         # cone) otherwise brings a sliver of the concatenation's variance and hardly shapes the PCA axes.
         for i, name in enumerate(names):

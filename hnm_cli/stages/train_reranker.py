@@ -40,6 +40,7 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.choices import Loss, ModelKind, Precision
 from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.encoding.trainable import load_bi_encoder, load_cross_encoder, resolve_base_model, short_error
 from hnm_cli.errors import DataError, InputError
@@ -175,7 +176,7 @@ def run(
         if mined is not None
         else sum(1 for g in groups if not g.negatives)
     )
-    if not (bare and cfg.kind == "bi-encoder" and cfg.loss == "mnrl"):
+    if not (bare and cfg.kind == ModelKind.BI_ENCODER and cfg.loss == Loss.MNRL):
         params.pop("pairs_without_negative", None)
     inputs = [*data_inputs, {"role": "base-model", "path": cfg.base_model, "sha256": identity}]
     fingerprint = compute_fingerprint(STAGE, params, inputs)
@@ -300,7 +301,7 @@ def _train_inner(
 
     device = torch_device(cfg.device)
     transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
-    if cfg.kind == "cross-encoder":
+    if cfg.kind == ModelKind.CROSS_ENCODER:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
         from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
 
@@ -325,7 +326,7 @@ def _train_inner(
     ckpt_dir = out / CHECKPOINT_DIR
     last = prepare_checkpoints(ckpt_dir, fingerprint, fresh=fresh)
     extra: dict[str, Any] = {}
-    if cfg.kind == "bi-encoder" and cfg.loss == "mnrl":
+    if cfg.kind == ModelKind.BI_ENCODER and cfg.loss == Loss.MNRL:
         # In-batch negatives must not be another row's copy of this row's positive (a false negative).
         extra["batch_sampler"] = "no_duplicates"
     args = Args(
@@ -346,7 +347,7 @@ def _train_inner(
         disable_tqdm=not progress,
         use_cpu=device == "cpu",
         # Mixed precision through accelerate: bf16 autocast, fp32 master weights (also on CPUs with native bf16).
-        bf16=cfg.precision == "bf16",
+        bf16=cfg.precision == Precision.BF16,
         dataloader_num_workers=0,
         **extra,
     )

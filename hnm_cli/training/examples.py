@@ -22,10 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hnm_cli.choices import ExportLayout, Loss, ModelKind, PairsWithoutNegative
 from hnm_cli.errors import DataError
-
-CROSS_ENCODER_LOSSES = ("margin", "bce", "listwise")
-BI_ENCODER_LOSSES = ("mnrl", "margin")
 
 
 @dataclass(frozen=True)
@@ -146,21 +144,21 @@ def groups_from_records(
         keys = set(rec)
         if not layout:
             if {"anchor", "positive"} <= keys:
-                layout = "triplet"
+                layout = ExportLayout.TRIPLET
             elif {"query", "docs", "labels"} <= keys:
-                layout = "labeled-list"
+                layout = ExportLayout.LABELED_LIST
             elif {"query", "passage", "label"} <= keys:
-                layout = "labeled-pair"
+                layout = ExportLayout.LABELED_PAIR
             else:
                 raise DataError(
                     f"{where}: unknown training-file layout with fields {sorted(keys)}; expected anchor/positive/"
                     "negative[_i] (triplet, n-tuple), query/docs/labels (labeled-list) or query/passage/label"
                 )
-        if layout == "triplet":
+        if layout == ExportLayout.TRIPLET:
             neg_keys = sorted((k for k in rec if k == "negative" or k.startswith("negative_")), key=_neg_sort(where))
             negs = tuple(_text(rec, k, where) for k in neg_keys)[:negatives_per_positive]
             groups.append(Group(_text(rec, "anchor", where), _text(rec, "positive", where), negs))
-        elif layout == "labeled-list":
+        elif layout == ExportLayout.LABELED_LIST:
             docs, labels = _field(rec, "docs", where), _field(rec, "labels", where)
             if not isinstance(docs, list) or not isinstance(labels, list) or len(docs) != len(labels):
                 raise DataError(f"{where}: field 'labels': expected two lists of equal length (docs, labels)")
@@ -210,7 +208,7 @@ def build_datasets(
     """
     cols, stats = build_columns(groups, kind, loss, negatives_per_positive)
     out = {"hard": cols} if stats.examples else {}
-    if kind == "bi-encoder" and loss == "mnrl" and pairs_without_negative == "in-batch":
+    if kind == ModelKind.BI_ENCODER and loss == Loss.MNRL and pairs_without_negative == PairsWithoutNegative.IN_BATCH:
         bare = [g for g in groups if not g.negatives]
         if bare:
             out[PAIRS_DATASET] = {"anchor": [g.query for g in bare], "positive": [g.positive for g in bare]}
@@ -240,7 +238,7 @@ def build_columns(
         ValueError: an unknown kind/loss combination (config validation prevents it).
     """
     stats = ExampleStats(pairs=len(groups))
-    if kind == "cross-encoder" and loss == "bce":
+    if kind == ModelKind.CROSS_ENCODER and loss == Loss.BCE:
         cols: dict[str, list[Any]] = {"query": [], "passage": [], "label": []}
         seen: dict[str, set[str]] = {}
         for g in groups:
@@ -262,7 +260,7 @@ def build_columns(
     stats.pairs_skipped_no_negative = len(groups) - len(usable)
     stats.pairs_used = len(usable)
     stats.negatives_used = sum(len(g.negatives) for g in usable)
-    if loss == "margin" and kind in ("cross-encoder", "bi-encoder"):
+    if loss == Loss.MARGIN and kind in ("cross-encoder", "bi-encoder"):
         cols = {"anchor": [], "positive": [], "negative": []}
         for g in usable:
             for neg in g.negatives:
@@ -270,10 +268,10 @@ def build_columns(
                 cols["positive"].append(g.positive)
                 cols["negative"].append(neg)
         stats.examples = len(cols["anchor"])
-    elif kind == "cross-encoder" and loss == "listwise":
+    elif kind == ModelKind.CROSS_ENCODER and loss == Loss.LISTWISE:
         cols = {"query": [g.query for g in usable], "docs": [[g.positive, *g.negatives] for g in usable]}
         stats.examples = len(usable)
-    elif kind == "bi-encoder" and loss == "mnrl":
+    elif kind == ModelKind.BI_ENCODER and loss == Loss.MNRL:
         n = min(negatives_per_positive, max((len(g.negatives) for g in usable), default=0))
         cols = {"anchor": [], "positive": []} | {f"negative_{i + 1}": [] for i in range(n)}
         for g in usable:

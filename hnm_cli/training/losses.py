@@ -11,6 +11,8 @@ import functools
 from collections.abc import Sequence
 from typing import Any
 
+from hnm_cli.choices import Loss, ModelKind
+
 
 def margin_ranking_loss(pos_scores: Any, neg_scores: Any, margin: float) -> Any:
     """The paper's loss, averaged over the batch: mean(max(0, m - s(Q,PD) + s(Q,HN))).
@@ -48,7 +50,7 @@ def loss_classes() -> dict[str, type]:
     """The cross-encoder loss modules, created on first call (imports torch).
 
     Returns:
-        {"margin": CrossEncoderMarginLoss, "listwise": CrossEncoderGroupSoftmaxLoss}.
+        {Loss.MARGIN: CrossEncoderMarginLoss, Loss.LISTWISE: CrossEncoderGroupSoftmaxLoss}.
     """
     from torch import Tensor, nn
 
@@ -109,26 +111,26 @@ def loss_classes() -> dict[str, type]:
         def get_config_dict(self) -> dict[str, Any]:
             return {}
 
-    return {"margin": CrossEncoderMarginLoss, "listwise": CrossEncoderGroupSoftmaxLoss}
+    return {Loss.MARGIN: CrossEncoderMarginLoss, Loss.LISTWISE: CrossEncoderGroupSoftmaxLoss}
 
 
 def make_loss(model: Any, kind: str, loss: str, margin: float) -> Any:
     """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers)."""
-    if kind == "cross-encoder":
-        if loss == "bce":
+    if kind == ModelKind.CROSS_ENCODER:
+        if loss == Loss.BCE:
             from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
             return BinaryCrossEntropyLoss(model)
-        if loss == "margin":
-            return loss_classes()["margin"](model, margin=margin)
-        if loss == "listwise":
-            return loss_classes()["listwise"](model)
-    elif kind == "bi-encoder":
+        if loss == Loss.MARGIN:
+            return loss_classes()[Loss.MARGIN](model, margin=margin)
+        if loss == Loss.LISTWISE:
+            return loss_classes()[Loss.LISTWISE](model)
+    elif kind == ModelKind.BI_ENCODER:
         from sentence_transformers.sentence_transformer import losses
 
-        if loss == "mnrl":
+        if loss == Loss.MNRL:
             return losses.MultipleNegativesRankingLoss(model)
-        if loss == "margin":
+        if loss == Loss.MARGIN:
             # TripletLoss with cosine distance is max(0, m - cos(Q,PD) + cos(Q,HN)): the paper's loss on cosines.
             return losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=margin)
     raise ValueError(f"no {loss!r} loss for kind {kind!r}")

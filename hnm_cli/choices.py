@@ -1,0 +1,148 @@
+"""Every choice word of hnm, declared once: the CLI's option types, the config's validation and the cores all use
+these. They are `StrEnum`s, so a member equals its word (`Strategy.RULE == "rule"`), TOML and JSON carry the
+plain word, and Typer rejects any other value with exit 2."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Precision(StrEnum):
+    """Arithmetic for encoding, training and scoring (vectors are stored as float32 either way)."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"  # torch autocast; fast only on GPUs and CPUs with native bf16
+
+
+class OnEmpty(StrEnum):
+    """What reading does with a record whose title and text are both empty."""
+
+    ERROR = "error"
+    SKIP = "skip"
+
+
+class FitOn(StrEnum):
+    """Rows the PCA of `hnm reduce` is fitted on."""
+
+    CORPUS = "corpus"
+    CORPUS_QUERIES = "corpus+queries"
+
+
+class Balance(StrEnum):
+    """Per-model scaling before the ensemble is concatenated."""
+
+    NONE = "none"
+    VARIANCE = "variance"  # unit total variance per model
+
+
+class Strategy(StrEnum):
+    """How `hnm mine` picks negatives."""
+
+    RULE = "rule"  # the paper's PD-D rule
+    TOPK = "topk"  # dense top-k with sentence-transformers' knobs
+    RANDOM = "random"
+    BM25 = "bm25"
+
+
+class SearchIndex(StrEnum):
+    """Candidate search of the rule and top-k."""
+
+    EXACT = "exact"
+    HNSW = "hnsw"
+
+
+class Sampling(StrEnum):
+    """Which negatives of the selection window are taken."""
+
+    TOP = "top"
+    RANDOM = "random"
+
+
+class Fallback(StrEnum):
+    """Negatives for pairs a strategy leaves empty (or short, with `Fill.SHORT`)."""
+
+    NONE = "none"
+    NEXT = "next"  # the nearest documents that pass C2 only
+    RANDOM = "random"
+    BM25 = "bm25"
+
+
+class Fill(StrEnum):
+    """Which pairs the fallback fills."""
+
+    EMPTY = "empty"
+    SHORT = "short"
+
+
+class ExportLayout(StrEnum):
+    """sentence-transformers' dataset layouts `hnm mine --export` writes and `train-reranker --train-file` reads."""
+
+    TRIPLET = "triplet"
+    N_TUPLE = "n-tuple"
+    LABELED_PAIR = "labeled-pair"
+    LABELED_LIST = "labeled-list"
+
+
+class ModelKind(StrEnum):
+    """A reranker's architecture."""
+
+    CROSS_ENCODER = "cross-encoder"
+    BI_ENCODER = "bi-encoder"
+
+
+class Loss(StrEnum):
+    """Training losses; which ones a kind accepts is `LOSSES_BY_KIND`."""
+
+    MARGIN = "margin"  # the paper's max(0, m - s(Q,PD) + s(Q,HN))
+    BCE = "bce"
+    LISTWISE = "listwise"
+    MNRL = "mnrl"  # MultipleNegativesRankingLoss
+
+
+LOSSES_BY_KIND: dict[ModelKind, tuple[Loss, ...]] = {
+    ModelKind.CROSS_ENCODER: (Loss.MARGIN, Loss.BCE, Loss.LISTWISE),
+    ModelKind.BI_ENCODER: (Loss.MNRL, Loss.MARGIN),
+}
+
+
+class PairsWithoutNegative(StrEnum):
+    """What MNRL training does with pairs the miner left without a negative."""
+
+    IN_BATCH = "in-batch"  # train them with the batch's other positives as negatives
+    SKIP = "skip"
+
+
+class FirstStage(StrEnum):
+    """Where `hnm eval`'s fixed candidate lists come from."""
+
+    BM25 = "bm25"
+    DENSE = "dense"
+    RUN = "run"  # a run file of the user's
+
+
+class Fuse(StrEnum):
+    """Fusion of the first stage with each reranker in `hnm eval`."""
+
+    NONE = "none"
+    RRF = "rrf"
+
+
+class Significance(StrEnum):
+    """Paired significance test of `hnm eval`."""
+
+    RANDOMIZATION = "randomization"
+    BOOTSTRAP = "bootstrap"
+
+
+class EvalFormat(StrEnum):
+    """What `hnm eval` prints on stdout."""
+
+    JSON = "json"
+    TSV = "tsv"
+
+
+class ShowFormat(StrEnum):
+    """What `hnm show` prints."""
+
+    TEXT = "text"
+    JSON = "json"

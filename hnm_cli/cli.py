@@ -131,6 +131,9 @@ def main(
     ] = False,
 ) -> None:
     """hnm: hard-negative mining for domain-specific retrieval."""
+    # The CLI owns its process: tokenizers' thread pool would otherwise warn (and may deadlock) when the
+    # trainer's data loader forks. Library callers keep whatever they set.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,10 +465,13 @@ def train_reranker(
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage
 
-        manifest = train_stage.run(
-            out, cfg, mined=mined, train_file=train_file, data=data, corpus=corpus, queries=queries,
-            force=force, progress=not quiet,
-        )  # fmt: skip
+        # Library prints (sentence-transformers' model card, a trainer callback) must never reach stdout, which
+        # carries only the manifest path; the CLI owns the process, so it redirects, not the library.
+        with contextlib.redirect_stdout(sys.stderr):
+            manifest = train_stage.run(
+                mined, out, cfg, train_file=train_file, data=data, corpus=corpus, queries=queries,
+                force=force, progress=not quiet,
+            )  # fmt: skip
     typer.echo(manifest.manifest_path)
 
 

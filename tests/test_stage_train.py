@@ -262,7 +262,7 @@ def test_leakage_guard_refuses_a_mine_artifact_of_the_eval_split(tiny_data, tmp_
     mine = make_mine_artifact(tmp_path / "mine", tiny_data, [ROWS[0]], split="test")
     cfg = TrainRerankerConfig(base_model=str(fake_model))
     with pytest.raises(LeakageError) as err:
-        train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data)
+        train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data)
     assert str(err.value) == (
         f"{mine} was mined on the 'test' split, which is the evaluation split; use --allow-eval-overlap to train anyway"
     )
@@ -292,7 +292,7 @@ def test_a_mine_artifact_of_another_corpus_is_refused(tmp_path, tiny_data, fake_
     (other / "corpus.jsonl").write_text('{"_id": "d1", "text": "another corpus"}\n')
     cfg = TrainRerankerConfig(base_model=str(fake_model))
     with pytest.raises(ArtifactMismatchError) as err:
-        train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, corpus=other / "corpus.jsonl")
+        train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, corpus=other / "corpus.jsonl")
     assert str(err.value) == (
         f"{mine} was mined from different corpus files than {other / 'corpus.jsonl'} (file digests differ)"
     )
@@ -398,7 +398,7 @@ def test_cross_encoder_other_losses_train(tmp_path, tiny_data, tiny_model, loss)
 
     mine = make_mine_artifact(tmp_path / "mine", tiny_data)
     cfg = TrainRerankerConfig(base_model=str(tiny_model), loss=loss, max_steps=2, batch_size=2, device="cpu")
-    manifest = train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, progress=False)
+    manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
     assert manifest.stats["global_step"] == 2
     assert manifest.stats["examples"] == (5 if loss == "bce" else 2)  # bce: 3 positives + 2 negatives
     assert (tmp_path / "rr" / "model" / "config.json").is_file()
@@ -412,7 +412,7 @@ def test_bf16_mixed_precision_trains_and_is_recorded(tmp_path, tiny_data, tiny_m
 
     mine = make_mine_artifact(tmp_path / "mine", tiny_data)
     cfg = TrainRerankerConfig(base_model=str(tiny_model), max_steps=2, batch_size=2, device="cpu", precision="bf16")
-    manifest = train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, progress=False)
+    manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
     assert manifest.stats["global_step"] == 2 and manifest.params["precision"] == "bf16"
     assert all(math.isfinite(loss) for _, loss in manifest.stats["loss_curve"])
     # Scoring under bf16 autocast gives finite scores close to fp32's (bf16 keeps ~3 significant digits).
@@ -441,7 +441,7 @@ def test_bi_encoder_trains_into_a_sentence_transformer(tmp_path, tiny_data, tiny
         kind="bi-encoder", base_model=str(tiny_model), loss=loss, max_steps=2, batch_size=2, device="cpu",
         negatives_per_positive=2,
     )  # fmt: skip
-    manifest = train_reranker.run(tmp_path / "rr", cfg, mined=mine, data=tiny_data, progress=False)
+    manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
     assert manifest.stats["global_step"] == 2
     model = SentenceTransformer(str(tmp_path / "rr" / "model"))
     assert model.encode(["what is a vcn"]).shape == (1, 32)

@@ -95,17 +95,17 @@ class SentenceTransformerEncoder:
     """
 
     def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
-        import transformers
         from sentence_transformers import SentenceTransformer  # heavy: torch
 
-        # transformers' "Loading weights" bars would interleave with ours on stderr and ignore --quiet.
-        transformers.utils.logging.disable_progress_bar()
+        from hnm_cli.quiet import transformers_bars_off
 
         spec = resolved.spec
         where = resolved.weights_path()
         source = str(where) if where is not None else spec.source
         try:
-            model = SentenceTransformer(source, device=torch_device(device), local_files_only=where is not None)
+            # transformers' "Loading weights" bars would interleave with ours on stderr and ignore --quiet.
+            with transformers_bars_off():
+                model = SentenceTransformer(source, device=torch_device(device), local_files_only=where is not None)
         except (OSError, ValueError) as err:
             if resolved.kind == "hub":
                 raise InputError(

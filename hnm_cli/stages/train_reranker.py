@@ -15,14 +15,11 @@ that appear in the evaluation split's qrels are refused (leakage guard) unless `
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
 import shutil
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,10 +100,10 @@ def _checkpoint_step(path: Path) -> int:
 
 
 def run(
+    mined: Path | None,
     out: Path,
     cfg: TrainRerankerConfig,
     *,
-    mined: Path | None = None,
     train_file: Path | None = None,
     data: Path | None = None,
     corpus: Path | None = None,
@@ -117,9 +114,10 @@ def run(
     """Train a reranker on mined negatives (or an exported training file) and write the artifact.
 
     Args:
+        mined: a mine artifact directory (needs corpus and queries: `data` or `corpus` + `queries`), or None
+            with `train_file`.
         out: the artifact directory.
         cfg: resolved TrainRerankerConfig.
-        mined: a mine artifact directory (needs corpus and queries: `data` or `corpus` + `queries`).
         train_file: an exported JSONL training file instead of `mined` (texts inline; no corpus needed).
         data: a BEIR folder (corpus, queries, qrels/<eval_split>.tsv for the leakage guard).
         corpus, queries: explicit files/folders (override `data`).
@@ -249,36 +247,10 @@ def _train(
     progress: bool,
 ) -> dict[str, Any]:
     """Load the base model, train (resuming from the last checkpoint), save `<out>/model`; return stats."""
-    # Library prints (the trainer's PrinterCallback, tqdm.write of log dicts) must never reach stdout,
-    # which carries only the manifest path.
-    with contextlib.redirect_stdout(sys.stderr), _libraries_quiet(not progress):
+    from hnm_cli.quiet import libraries_quiet
+
+    with libraries_quiet(not progress):
         return _train_inner(out, cfg, target, columns, fingerprint, fresh=fresh, progress=progress)
-
-
-@contextlib.contextmanager
-def _libraries_quiet(enabled: bool) -> Iterator[None]:
-    """With --quiet, silence transformers' weight loading/saving bars and the libraries' info/warning logs."""
-    if not enabled:
-        yield
-        return
-    import transformers
-
-    loggers = [logging.getLogger(n) for n in ("sentence_transformers", "transformers")]
-    levels = [lg.level for lg in loggers]
-    bars = transformers.utils.logging.is_progress_bar_enabled()
-    verbosity = transformers.logging.get_verbosity()
-    transformers.utils.logging.disable_progress_bar()
-    transformers.logging.set_verbosity_error()
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, levels, strict=True):
-            lg.setLevel(level)
-        transformers.logging.set_verbosity(verbosity)
-        if bars:
-            transformers.utils.logging.enable_progress_bar()
 
 
 def _train_inner(
@@ -291,7 +263,6 @@ def _train_inner(
     fresh: bool,
     progress: bool,
 ) -> dict[str, Any]:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import datasets
     import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -1,0 +1,345 @@
+"""The Python API, for notebooks and scripts: each stage as a function, and hard-negative mining in memory.
+
+    import hnm_cli as hnm
+    m = hnm.embed("data/scifact", "runs/x/embed", models=["pkg:all-MiniLM-L6-v2"])     # a Manifest
+    rows = hnm.mine_hard_negatives(queries, corpus, positives, num_negatives=3)          # list of dicts
+
+The stage functions are the CLI's runners (same artifacts, same up-to-date skips, same errors: `HnmError`
+subclasses), with config keys as keyword arguments over an optional TOML `config`. `mine_hard_negatives` takes
+texts (and optionally precomputed vectors), encodes with the ensemble, fuses it as `hnm reduce` does and calls
+the same `mining.mine_negatives` as `hnm mine`, writing nothing. Nothing here changes process-wide state: no
+logging setup, no environment variables; library output settings changed for a call are restored after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hnm_cli.artifacts.manifest import Manifest
+from hnm_cli.choices import ExportLayout
+from hnm_cli.config import Config, EmbedConfig, MineConfig, ModelSpec, load_config, model_spec_from_dict
+from hnm_cli.errors import ConfigError, DataError
+from hnm_cli.inputs import Doc, Query, Records, resolve_data
+
+__all__ = ["embed", "reduce", "mine", "train_reranker", "evaluate", "mine_hard_negatives"]
+
+
+def _config(config: Path | str | Config | None) -> Config:
+    return config if isinstance(config, Config) else load_config(Path(config) if config is not None else None)
+
+
+def _specs(
+    models: Sequence[str | ModelSpec | Mapping[str, Any]], configured: Sequence[ModelSpec] = ()
+) -> tuple[ModelSpec, ...]:
+    """ModelSpecs from what a caller wrote: a spec string as `--model` takes it (a configured model's name picks
+    that model's settings), a ModelSpec, or a dict of ModelSpec fields."""
+    from hnm_cli.encoding.registry import parse_model_option
+
+    out = []
+    for i, m in enumerate(models):
+        if isinstance(m, ModelSpec):
+            out.append(m)
+        elif isinstance(m, str):
+            out.append(parse_model_option(m, configured))
+        else:
+            out.append(model_spec_from_dict(dict(m), f"models[{i}]"))
+    return tuple(out)
+
+
+def embed(
+    data: Path | str,
+    out: Path | str,
+    *,
+    models: Sequence[str | ModelSpec | Mapping[str, Any]] | None = None,
+    config: Path | str | Config | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> Manifest:
+    """`hnm embed`: encode a BEIR folder's corpus and queries with every model into `out`.
+
+    Args:
+        data: a BEIR folder (corpus.jsonl, queries.jsonl).
+        out: the artifact directory.
+        models: model specs (`pkg:<name>`, a folder, `hash:<dim>`, a ModelSpec or a dict of its fields);
+            default: the config's `[[embed.models]]`.
+        config: a TOML path or a loaded Config (default: built-in defaults).
+        force: re-encode even when up to date.
+        progress: progress bars on stderr.
+        **options: EmbedConfig keys (precision, device, shard_size, batch_size, on_empty).
+
+    Returns:
+        The top-level embed Manifest.
+    """
+    from hnm_cli.stages import embed as stage
+
+    cfg: EmbedConfig = _config(config).embed
+    cfg = cfg.merged(models=_specs(models, cfg.models) if models is not None else None, **options)
+    return stage.run(resolve_data(Path(data)), Path(out), cfg, force=force, progress=progress)
+
+
+def reduce(
+    embeddings: Path | str,
+    out: Path | str,
+    *,
+    models: Sequence[str] | None = None,
+    config: Path | str | Config | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> Manifest:
+    """`hnm reduce`: fuse an embed artifact's models (normalise, weight, concatenate, PCA). Options: ReduceConfig keys."""
+    from hnm_cli.stages import reduce as stage
+
+    cfg = _config(config).reduce.merged(**options)
+    return stage.run(Path(embeddings), Path(out), cfg, models=list(models) if models else None, force=force,
+                     progress=progress)  # fmt: skip
+
+
+def mine(
+    vectors: Path | str,
+    data: Path | str,
+    out: Path | str,
+    *,
+    config: Path | str | Config | None = None,
+    audit: bool = False,
+    export: str | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> Manifest:
+    """`hnm mine`: negatives for every (query, positive) pair of a split. Options: MineConfig keys."""
+    from hnm_cli.stages import mine as stage
+
+    cfg = _config(config).mine.merged(**options)
+    return stage.run(Path(vectors), resolve_data(Path(data)), Path(out), cfg, audit=audit, export=export,
+                     force=force, progress=progress)  # fmt: skip
+
+
+def train_reranker(
+    mined: Path | str | None,
+    out: Path | str,
+    *,
+    data: Path | str | None = None,
+    train_file: Path | str | None = None,
+    config: Path | str | Config | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> Manifest:
+    """`hnm train-reranker`: fine-tune on a mine artifact (with its `data`) or an exported `train_file`.
+    Options: TrainRerankerConfig keys (kind, loss, base_model, max_steps, ...)."""
+    from hnm_cli.stages import train_reranker as stage
+
+    cfg = _config(config).train_reranker.merged(**options)
+    return stage.run(
+        Path(mined) if mined is not None else None,
+        Path(out),
+        cfg,
+        train_file=Path(train_file) if train_file is not None else None,
+        data=Path(data) if data is not None else None,
+        force=force,
+        progress=progress,
+    )
+
+
+def evaluate(
+    data: Path | str,
+    out: Path | str,
+    *,
+    models: Sequence[str] = (),
+    vectors: Path | str | None = None,
+    run_file: Path | str | None = None,
+    config: Path | str | Config | None = None,
+    force: bool = False,
+    progress: bool = False,
+    **options: Any,
+) -> dict[str, Any]:
+    """`hnm eval`: rerank one fixed first stage with each model (`[NAME=]PATH`) and compare.
+
+    Returns:
+        The report (what `hnm eval` prints): metrics per run, deltas and p-values against the baseline.
+    """
+    from hnm_cli.artifacts.reranker import parse_model_option
+    from hnm_cli.stages import evaluate as stage
+
+    cfg = _config(config).eval.merged(**options)
+    manifest = stage.run(
+        resolve_data(Path(data)),
+        Path(out),
+        cfg,
+        models=[parse_model_option(m) for m in models],
+        vectors=Path(vectors) if vectors is not None else None,
+        run_file=Path(run_file) if run_file is not None else None,
+        force=force,
+        progress=progress,
+    )
+    return stage.load_report(manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# In memory
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_mapping(texts: Mapping[str, str] | Sequence[str], what: str) -> dict[str, str]:
+    if isinstance(texts, Mapping):
+        out = {str(k): v for k, v in texts.items()}
+    else:
+        out = {str(i): t for i, t in enumerate(texts)}
+    for k, v in out.items():
+        if not isinstance(v, str):
+            raise DataError(f"{what}[{k!r}]: expected a string, got {type(v).__name__}")
+    return out
+
+
+def _as_pairs(
+    positives: Mapping[str, Iterable[str]] | Sequence[tuple[Any, Any]], queries: dict[str, str], corpus: dict[str, str]
+) -> list[tuple[str, str]]:
+    if isinstance(positives, Mapping):
+        pairs = [(str(q), str(d)) for q, ds in positives.items() for d in ds]
+    else:
+        pairs = [(str(q), str(d)) for q, d in positives]
+    for q, d in pairs:
+        if q not in queries:
+            raise DataError(f"positives: unknown query id {q!r}")
+        if d not in corpus:
+            raise DataError(f"positives: unknown document id {d!r}")
+    return list(dict.fromkeys(pairs))
+
+
+def _encode(
+    models: tuple[ModelSpec, ...], texts: list[str], kind: str, *, precision: str, device: str
+) -> list[np.ndarray]:
+    from hnm_cli.encoding.encoders import load_encoder
+
+    out = []
+    for spec in models:
+        encoder = load_encoder(spec, precision=precision, device=device)
+        out.append(np.asarray(encoder.encode(texts, kind, spec.batch_size), dtype=np.float32))  # type: ignore[arg-type]
+    return out
+
+
+def _fuse(
+    corpus_parts: list[np.ndarray], query_parts: list[np.ndarray], *, pca: bool, variance: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """What `hnm reduce` does, in memory: L2 per model, concatenate, PCA fitted on the corpus, re-normalise."""
+    from hnm_cli.pca import fit_pca, l2_normalize, transform
+
+    c = np.concatenate([l2_normalize(x) for x in corpus_parts], axis=1)
+    q = np.concatenate([l2_normalize(x) for x in query_parts], axis=1)
+    if pca and len(corpus_parts) > 1:
+        fit = fit_pca(c, variance=variance)
+        return transform(c, fit), transform(q, fit)
+    return l2_normalize(c), l2_normalize(q)
+
+
+def mine_hard_negatives(
+    queries: Mapping[str, str] | Sequence[str],
+    corpus: Mapping[str, str] | Sequence[str],
+    positives: Mapping[str, Iterable[str]] | Sequence[tuple[Any, Any]],
+    *,
+    query_vectors: np.ndarray | None = None,
+    corpus_vectors: np.ndarray | None = None,
+    models: Sequence[str | ModelSpec | Mapping[str, Any]] = ("pkg:all-MiniLM-L6-v2",),
+    pca: bool = True,
+    variance: float = 0.95,
+    precision: str = "fp32",
+    device: str = "auto",
+    output_format: ExportLayout | str | None = None,
+    as_dataset: bool = False,
+    **options: Any,
+) -> Any:
+    """Mine negatives for (query, positive) pairs held in memory; nothing is written.
+
+    Args:
+        queries: query id -> text, or a list of texts (ids "0", "1", ...).
+        corpus: document id -> text, or a list of texts (ids "0", "1", ...).
+        positives: query id -> positive document ids, or (query id, document id) pairs.
+        query_vectors: precomputed query vectors, rows in `queries` order (skips encoding; needs `corpus_vectors`).
+        corpus_vectors: precomputed document vectors, rows in `corpus` order.
+        models: the ensemble to encode with when no vectors are given (`pkg:`, a folder, `hash:<dim>`, ModelSpec).
+        pca: fuse several models with PCA (as `hnm reduce`); False concatenates only.
+        variance: the PCA variance target.
+        precision: encoding precision (fp32 or bf16).
+        device: torch device for encoding.
+        output_format: None for hnm's mine rows (`{"query_id", "positive_id", "negatives": [...]}`), or a
+            sentence-transformers layout (triplet, n-tuple, labeled-pair, labeled-list) with texts.
+        as_dataset: return a `datasets.Dataset` instead of a list of dicts.
+        **options: MineConfig keys: strategy, num_negatives, fallback, fill, c2_margin, range_min, range_max,
+            relative_margin, sampling_strategy, seed, ... (the defaults of `hnm mine`).
+
+    Returns:
+        A list of dicts (or a Dataset), one per pair (or per layout row), in `positives` order.
+
+    Raises:
+        DataError: unknown ids, non-string texts, vectors whose row counts do not match the texts.
+        ConfigError: an unknown or invalid option.
+    """
+    from hnm_cli.mining import Pair, Texts, mine_negatives
+    from hnm_cli.mining.exclusions import build_exclusions
+    from hnm_cli.search import VectorSource
+
+    q_text, d_text = _as_mapping(queries, "queries"), _as_mapping(corpus, "corpus")
+    pair_ids = _as_pairs(positives, q_text, d_text)
+    if not pair_ids:
+        raise DataError("positives: no (query, positive) pairs")
+    cfg = MineConfig().merged(**options)
+    q_ids, d_ids = list(q_text), list(d_text)
+    if (query_vectors is None) != (corpus_vectors is None):
+        raise ConfigError("give both query_vectors and corpus_vectors, or neither (then models encode the texts)")
+    if query_vectors is None or corpus_vectors is None:
+        specs = _specs(models)
+        c_parts = _encode(specs, [d_text[d] for d in d_ids], "document", precision=precision, device=device)
+        q_parts = _encode(specs, [q_text[q] for q in q_ids], "query", precision=precision, device=device)
+    else:
+        c_parts, q_parts = [np.asarray(corpus_vectors, dtype=np.float32)], [np.asarray(query_vectors, np.float32)]
+        if len(c_parts[0]) != len(d_ids) or len(q_parts[0]) != len(q_ids):
+            raise DataError(
+                f"vectors: {len(q_parts[0])} query and {len(c_parts[0])} corpus rows for {len(q_ids)} queries "
+                f"and {len(d_ids)} documents"
+            )
+    c_vecs, q_vecs = _fuse(c_parts, q_parts, pca=pca, variance=variance)
+
+    corpus_records = Records({d: Doc(d, "", d_text[d]) for d in d_ids}, [])
+    query_records = Records({q: Query(q, q_text[q]) for q in q_ids}, [])
+    excl = build_exclusions(
+        pair_ids, corpus_records, query_records, d_ids, exclude_query_duplicates=cfg.exclude_query_duplicates
+    )
+    mined_q = list(dict.fromkeys(q for q, _ in pair_ids))
+    q_row = {q: i for i, q in enumerate(mined_q)}
+    d_row = {d: i for i, d in enumerate(d_ids)}
+    all_q_row = {q: i for i, q in enumerate(q_ids)}
+    results, _ = mine_negatives(
+        np.ascontiguousarray(q_vecs[[all_q_row[q] for q in mined_q]]),
+        VectorSource.from_array(np.ascontiguousarray(c_vecs)),
+        [Pair(q_row[q], d_row[d]) for q, d in pair_ids],
+        {q_row[q]: {d_row[d] for d in ds} for q, ds in excl.excluded_ids.items()},
+        cfg,
+        texts=Texts(corpus=[d_text[d] for d in d_ids], queries=[q_text[q] for q in mined_q]),
+    )
+    from hnm_cli.artifacts import mined
+
+    rows = [
+        mined.mined_row(
+            q,
+            d,
+            [mined.negative_record(d_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd) for n in r.negatives],
+            None,
+        )
+        for (q, d), r in zip(pair_ids, results, strict=True)
+    ]
+    out: list[dict[str, Any]] = rows
+    if output_format is not None:
+        from hnm_cli.artifacts.exports import export_rows
+
+        out = list(export_rows(rows, ExportLayout(output_format), q_text, d_text, num_negatives=cfg.num_negatives))
+    if as_dataset:
+        import datasets
+
+        return datasets.Dataset.from_list(out)
+    return out

@@ -45,9 +45,10 @@ test: $(INSTALL_STAMP)  ## Run every test, fast ones first, then the slow end-to
 test-fast: $(INSTALL_STAMP)  ## Run the fast tests only (the default pytest selection)
 	$(PY) -m pytest -q
 
-lint: $(INSTALL_STAMP)  ## ruff check + format check
+lint: $(INSTALL_STAMP)  ## ruff check + format check + mypy (strict on hnm_cli)
 	$(VENV)/bin/ruff check hnm_cli tests bench
 	$(VENV)/bin/ruff format --check hnm_cli tests bench
+	$(VENV)/bin/mypy
 
 format: $(INSTALL_STAMP)  ## ruff format + autofix
 	$(VENV)/bin/ruff format hnm_cli tests bench

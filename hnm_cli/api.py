@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.artifacts.manifest import Manifest
-from hnm_cli.choices import ExportLayout
+from hnm_cli.choices import ExportLayout, Precision
 from hnm_cli.config import Config, EmbedConfig, MineConfig, ModelSpec, load_config, model_spec_from_dict
 from hnm_cli.errors import ConfigError, DataError
 from hnm_cli.inputs import Doc, Query, Records, resolve_data
@@ -213,7 +213,7 @@ def _as_pairs(
 
 
 def _encode(
-    models: tuple[ModelSpec, ...], texts: list[str], kind: str, *, precision: str, device: str
+    models: tuple[ModelSpec, ...], texts: list[str], kind: str, *, precision: Precision, device: str
 ) -> list[np.ndarray]:
     from hnm_cli.encoding.encoders import load_encoder
 
@@ -248,7 +248,7 @@ def mine_hard_negatives(
     models: Sequence[str | ModelSpec | Mapping[str, Any]] = ("pkg:all-MiniLM-L6-v2",),
     pca: bool = True,
     variance: float = 0.95,
-    precision: str = "fp32",
+    precision: Precision | str = Precision.FP32,
     device: str = "auto",
     output_format: ExportLayout | str | None = None,
     as_dataset: bool = False,
@@ -294,8 +294,9 @@ def mine_hard_negatives(
         raise ConfigError("give both query_vectors and corpus_vectors, or neither (then models encode the texts)")
     if query_vectors is None or corpus_vectors is None:
         specs = _specs(models)
-        c_parts = _encode(specs, [d_text[d] for d in d_ids], "document", precision=precision, device=device)
-        q_parts = _encode(specs, [q_text[q] for q in q_ids], "query", precision=precision, device=device)
+        prec = Precision(precision)
+        c_parts = _encode(specs, [d_text[d] for d in d_ids], "document", precision=prec, device=device)
+        q_parts = _encode(specs, [q_text[q] for q in q_ids], "query", precision=prec, device=device)
     else:
         c_parts, q_parts = [np.asarray(corpus_vectors, dtype=np.float32)], [np.asarray(query_vectors, np.float32)]
         if len(c_parts[0]) != len(d_ids) or len(q_parts[0]) != len(q_ids):

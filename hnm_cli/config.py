@@ -370,7 +370,7 @@ def load_config(path: Path | None) -> Config:
             values["models"] = tuple(
                 model_spec_from_dict(dict(m), f"{path} [embed.models] #{i + 1}") for i, m in enumerate(values["models"])
             )
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # every _SECTIONS class is a dataclass
         bad = set(values) - known
         if bad:
             raise ConfigError(f"{path}: unknown key(s) in [{section}]: {', '.join(sorted(bad))}")

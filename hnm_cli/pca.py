@@ -108,7 +108,8 @@ class PcaAccumulator:
             raise ValueError(f"PCA needs at least 2 rows; got {self.n}")
         mean = self.mean()
         cov = (self._outer - self.n * np.outer(mean, mean)) / (self.n - 1)
-        return (cov + cov.T) / 2  # exact symmetry for eigh
+        sym: np.ndarray = (cov + cov.T) / 2  # exact symmetry for eigh
+        return sym
 
     def fit(self, *, variance: float = 0.95, n_components: int | None = None) -> PcaFit:
         """Fit PCA on the accumulated rows.
@@ -151,7 +152,8 @@ def _fix_signs(components: np.ndarray) -> np.ndarray:
     idx = np.argmax(np.abs(components), axis=1)
     signs = np.sign(components[np.arange(len(components)), idx])
     signs[signs == 0] = 1.0
-    return components * signs[:, None]
+    fixed: np.ndarray = components * signs[:, None]
+    return fixed
 
 
 def sample_indices(n_rows: int, max_rows: int | None, seed: int) -> np.ndarray | None:
@@ -205,7 +207,8 @@ def l2_normalize(X: np.ndarray) -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     norms = np.linalg.norm(X, axis=1, keepdims=True)
     norms[norms == 0] = 1.0
-    return X / norms
+    unit: np.ndarray = X / norms
+    return unit
 
 
 def transform(X: np.ndarray, fit: PcaFit) -> np.ndarray:

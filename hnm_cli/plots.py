@@ -42,7 +42,8 @@ def pca_2d(points: np.ndarray) -> np.ndarray:
         j = int(np.argmax(np.abs(comps[i]))) if comps[i].any() else 0
         if comps[i, j] < 0:
             comps[i] = -comps[i]
-    return x @ comps.T
+    projected: np.ndarray = x @ comps.T
+    return projected
 
 
 def plot_pca(

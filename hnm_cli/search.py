@@ -171,15 +171,17 @@ class VectorSource:
         """
         arr = self._parts[part]
         row_bytes = self._dim * 4
-        base = int(arr.offset)
+        base = int(arr.offset)  # type: ignore[attr-defined]  # a np.memmap (from_dir), not a plain array
         uniq, inverse = np.unique(local, return_inverse=True)
         buf = np.empty((len(uniq), self._dim), dtype=np.float32)
-        view = memoryview(buf).cast("B")
+        view = memoryview(buf).cast("B")  # type: ignore[arg-type]  # numpy arrays are buffers; the stubs lag
         # Split the sorted rows into runs of consecutive rows: one read each.
         breaks = np.flatnonzero(np.diff(uniq) != 1) + 1
         starts = np.concatenate([[0], breaks])
         ends = np.concatenate([breaks, [len(uniq)]])
-        fd = os.open(self._paths[part], os.O_RDONLY)
+        path = self._paths[part]
+        assert path is not None  # _readable() checked it
+        fd = os.open(path, os.O_RDONLY)
         try:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
                 want = (b - a) * row_bytes

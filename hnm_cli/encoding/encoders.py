@@ -45,7 +45,8 @@ def l2_normalize(vectors: np.ndarray) -> np.ndarray:
     """Row-wise L2 normalisation in float32; all-zero rows stay zero."""
     vectors = np.asarray(vectors, dtype=np.float32)
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    unit: np.ndarray = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+    return unit
 
 
 def _prompt(spec: ModelSpec, kind: Kind) -> str:

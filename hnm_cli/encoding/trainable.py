@@ -60,7 +60,7 @@ def _transformer_subfolder(folder: Path) -> Path:
     with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
         for module in json.loads(modules.read_text()):
             if module["type"].endswith("Transformer") and (folder / module["path"] / "config.json").is_file():
-                return folder / module["path"]
+                return folder / str(module["path"])
     raise InputError(f"{folder} has no transformer weights (no config.json) to build a cross-encoder from")
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.choices import Significance
 from hnm_cli.errors import ConfigError
 from hnm_cli.inputs import Qrels, Records
 
@@ -38,7 +39,9 @@ def group_arms(refs: Sequence[RerankerRef]) -> dict[str, list[RerankerRef]]:
     return arms
 
 
-def arm_per_query(seed_values: Sequence[Mapping[str, Mapping[str, float]]], metrics: Sequence[str]) -> dict:
+def arm_per_query(
+    seed_values: Sequence[Mapping[str, Mapping[str, float]]], metrics: Sequence[str]
+) -> dict[str, dict[str, float]]:
     """Per-query mean over seeds: {query_id: {metric: value}} (queries of the first seed, same in all).
 
     Args:
@@ -57,7 +60,7 @@ def compare(
     base: Mapping[str, Mapping[str, float]],
     metrics: Sequence[str],
     *,
-    method: str,
+    method: Significance,
     trials: int,
     seed: int,
 ) -> dict[str, dict[str, float | None]]:

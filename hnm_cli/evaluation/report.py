@@ -130,7 +130,7 @@ def build_report(
         values = [per_query_metrics(judged, scored, metrics) for _, scored, _ in seeds]
         arm_pq[name] = arm_per_query(values, metrics)
         seed_means = [mean_metrics(v, metrics) for v in values]
-        kind = "first-stage" if seeds[0][0] is None else seeds[0][0].kind  # type: ignore[union-attr]
+        kind = "first-stage" if seeds[0][0] is None else seeds[0][0].kind
         runs[name] = {
             "kind": kind + ("+rrf" if name.endswith("+rrf") else ""),
             "seeds": len(seeds),

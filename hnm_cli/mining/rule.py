@@ -10,7 +10,7 @@ import numpy as np
 from hnm_cli.choices import Fallback, Fill, Sampling
 from hnm_cli.mining import rule_exact
 from hnm_cli.mining.audit import emit_audit
-from hnm_cli.mining.numerics import check_inputs, excluded_keys, make_negative, rowdot64
+from hnm_cli.mining.numerics import check_inputs, excluded_keys, known, make_negative, rowdot64
 from hnm_cli.mining.results import (
     SOURCE_FALLBACK_NEXT,
     SOURCE_RULE,
@@ -174,7 +174,7 @@ def mine_rule(
     recount = {
         i: (
             np.array([neg.doc_row for neg in r.negatives], dtype=np.int64),
-            np.array([1.0 - neg.d_qd for neg in r.negatives]),
+            np.array([1.0 - known(neg.d_qd) for neg in r.negatives]),
         )
         for i, r in enumerate(results)
         if r.negatives and not cands[i].rank_exact

@@ -35,7 +35,8 @@ class Candidates:
     rank_exact: bool = True  # False: the documents above were too many to keep; ranks come from a recount
 
     def passing(self, c2_margin: float = 0.0) -> np.ndarray:
-        return ~self.excl & c2_passes(self.s_qd, self.s_pd, c2_margin)
+        ok: np.ndarray = ~self.excl & c2_passes(self.s_qd, self.s_pd, c2_margin)
+        return ok
 
 
 @dataclass

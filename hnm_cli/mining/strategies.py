@@ -76,7 +76,7 @@ def mine_negatives(
             candidate_k=p.candidate_k,
             block_rows=p.block_size,
             pair_block=p.query_block,
-            fallback="next" if p.fallback == Fallback.NEXT else "none",
+            fallback=Fallback.NEXT if p.fallback == Fallback.NEXT else Fallback.NONE,
             fill=p.fill,
             c2_margin=p.c2_margin,
             range_min=p.range_min,
@@ -113,7 +113,7 @@ def mine_negatives(
         )
     else:
         raise ValueError(f"unknown strategy {p.strategy!r}")
-    if p.fallback in ("random", "bm25") and p.strategy != p.fallback:
+    if p.fallback in (Fallback.RANDOM, Fallback.BM25) and p.strategy.value != p.fallback.value:
         results = apply_fallback(results, p, rng, query_vecs, corpus, excluded, texts)
     return results, restat(results, stats, p.num_negatives)
 

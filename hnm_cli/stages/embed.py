@@ -316,13 +316,13 @@ def _read_parts(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> dict[str, Par
     parts: dict[str, Part] = {}
     on_empty = cfg.on_empty  # validated by EmbedConfig
     if "corpus" in cfg.parts:
-        corpus = inputs.read_corpus(data_paths.corpus, on_empty=on_empty)  # type: ignore[arg-type]
+        corpus = inputs.read_corpus(data_paths.corpus, on_empty=on_empty)
         docs = list(corpus.items.values())
         parts["corpus"] = Part(
             "corpus", "document", [d.doc_id for d in docs], [d.full_text for d in docs], corpus.skipped_empty
         )
     if "queries" in cfg.parts:
-        queries = inputs.read_queries(data_paths.queries, on_empty=on_empty)  # type: ignore[arg-type]
+        queries = inputs.read_queries(data_paths.queries, on_empty=on_empty)
         qs = list(queries.items.values())
         parts["queries"] = Part(
             "queries", "query", [q.query_id for q in qs], [q.text for q in qs], queries.skipped_empty
@@ -418,7 +418,7 @@ def _marker_ok(marker: Path, fingerprint: str, part_dir: Path) -> dict[str, Any]
         path = part_dir / rel
         if not path.is_file() or path.stat().st_size != size:
             return None
-    return data
+    return dict(data)
 
 
 def _embed_part(

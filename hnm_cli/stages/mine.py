@@ -549,7 +549,8 @@ class _LazyText(dict):  # type: ignore[type-arg]
         self._corpus = corpus
 
     def __missing__(self, key: str) -> str:
-        return self._corpus[key].full_text
+        text: str = self._corpus[key].full_text
+        return text
 
 
 def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig) -> list[str]:

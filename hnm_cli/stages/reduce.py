@@ -306,7 +306,9 @@ def _write_part(
     return outputs
 
 
-def _model_shares(fit: PcaFit, acc: PcaAccumulator, names: list[str], dims: list[int]) -> tuple[dict, dict]:
+def _model_shares(
+    fit: PcaFit, acc: PcaAccumulator, names: list[str], dims: list[int]
+) -> tuple[dict[str, float], dict[str, float]]:
     """Each model's share of the kept variance and of the input variance.
 
     Kept: sum_j ev_j * ||c_j restricted to the model's columns||^2 / sum_j ev_j (rows of C are unit vectors,

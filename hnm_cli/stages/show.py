@@ -67,11 +67,12 @@ def sample_triplets(manifest: Manifest, data: Path | None, n: int) -> list[dict[
     """
     if data is not None:
         paths = resolve_data(data)
-        corpus_path, queries_path = paths.corpus, paths.queries
+        corpus_path: Path | None = paths.corpus
+        queries_path: Path | None = paths.queries
     else:
         corpus_path, queries_path = _recorded(manifest, "corpus"), _recorded(manifest, "queries")
-        if corpus_path is None or queries_path is None or not corpus_path.exists() or not queries_path.exists():
-            raise InputError(f"{manifest.path}: the corpus or queries it was mined from are gone; give --data")
+    if corpus_path is None or queries_path is None or not corpus_path.exists() or not queries_path.exists():
+        raise InputError(f"{manifest.path}: the corpus or queries it was mined from are gone; give --data")
     corpus, queries = read_corpus(corpus_path), read_queries(queries_path)
     rows = [r for _, r in mined.iter_rows(manifest.path) if r["negatives"]]
     step = max(1, len(rows) // max(n, 1))

@@ -272,6 +272,8 @@ def _train_inner(
 
     device = torch_device(cfg.device)
     transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
+    Trainer: Any
+    Args: Any
     if cfg.kind == ModelKind.CROSS_ENCODER:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
         from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args

@@ -273,7 +273,8 @@ def build_columns(
         stats.examples = len(usable)
     elif kind == ModelKind.BI_ENCODER and loss == Loss.MNRL:
         n = min(negatives_per_positive, max((len(g.negatives) for g in usable), default=0))
-        cols = {"anchor": [], "positive": []} | {f"negative_{i + 1}": [] for i in range(n)}
+        cols = {"anchor": [], "positive": []}
+        cols |= {f"negative_{i + 1}": [] for i in range(n)}
         for g in usable:
             negs = list(g.negatives)
             if len(negs) < n:  # every row needs n columns: cycle the group's own negatives, never borrow

@@ -58,7 +58,8 @@ def loss_classes() -> dict[str, type]:
         features = model.preprocess(pairs, prompt=prompt, task=task)
         # What sentence_transformers.util.batch_to_device does, without importing the whole package here.
         features = {k: v.to(model.device) if isinstance(v, Tensor) else v for k, v in features.items()}
-        return model(features)["scores"].view(-1)
+        flat: Tensor = model(features)["scores"].view(-1)
+        return flat
 
     class CrossEncoderMarginLoss(nn.Module):
         """max(0, m - s(Q,PD) + s(Q,HN)) on raw cross-encoder logits, for (anchor, positive, negative) columns."""
@@ -83,7 +84,8 @@ def loss_classes() -> dict[str, type]:
             both = scores(
                 self.model, [*zip(anchors, positives, strict=True), *zip(anchors, negatives, strict=True)], prompt, task
             )
-            return margin_ranking_loss(both[:n], both[n:], self.margin)
+            loss: Tensor = margin_ranking_loss(both[:n], both[n:], self.margin)
+            return loss
 
         def get_config_dict(self) -> dict[str, float]:
             return {"margin": self.margin}
@@ -106,7 +108,8 @@ def loss_classes() -> dict[str, type]:
                 raise ValueError(f"listwise loss expects (query, docs) columns, got {len(inputs)}")
             queries, docs_lists = inputs
             pairs = [(q, d) for q, docs in zip(queries, docs_lists, strict=True) for d in docs]
-            return group_softmax_loss(scores(self.model, pairs, prompt, task), [len(d) for d in docs_lists])
+            loss: Tensor = group_softmax_loss(scores(self.model, pairs, prompt, task), [len(d) for d in docs_lists])
+            return loss
 
         def get_config_dict(self) -> dict[str, Any]:
             return {}

@@ -107,6 +107,42 @@ def plot_margin_hist(path: Path, margins: np.ndarray, *, bins: int = 40) -> None
     _save(fig, plt, path)
 
 
+PLOT_MAX_PAIRS = 2000  # points beyond this make Figure 2 an unreadable blob; a seeded sample is drawn
+
+
+def write_mining_plots(
+    folder: Path,
+    rows: list[dict[str, Any]],
+    query_vecs: np.ndarray,
+    corpus: Any,
+    query_row: dict[str, int],
+    corpus_row: dict[str, int],
+    *,
+    title: str,
+    seed: int,
+) -> list[str]:
+    """`pca.png` (queries, positives and negatives of mine rows, the paper's Figure 2) and `margin_hist.png`
+    in `folder`; returns their paths relative to its parent. More than PLOT_MAX_PAIRS rows: a seeded sample."""
+    chosen = rows
+    if len(rows) > PLOT_MAX_PAIRS:
+        pick = np.sort(np.random.default_rng(seed).choice(len(rows), PLOT_MAX_PAIRS, replace=False))
+        chosen = [rows[i] for i in pick]
+    q_rows = sorted({query_row[r["query_id"]] for r in chosen})
+    p_rows = sorted({corpus_row[r["positive_id"]] for r in chosen})
+    n_rows = sorted({corpus_row[n["doc_id"]] for r in chosen for n in r["negatives"]})
+    dim = query_vecs.shape[1]
+    plot_pca(
+        folder / "pca.png",
+        query_vecs[q_rows],
+        corpus.take(p_rows),
+        corpus.take(n_rows) if n_rows else np.zeros((0, dim), dtype=np.float32),
+        title=title,
+    )
+    margins = [n["d_qd"] - n["d_qp"] for r in rows for n in r["negatives"] if n["d_qd"] is not None]
+    plot_margin_hist(folder / "margin_hist.png", np.asarray(margins))
+    return [f"{folder.name}/pca.png", f"{folder.name}/margin_hist.png"]
+
+
 def _save(fig: Any, plt: Any, path: Path) -> None:
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, format="png")

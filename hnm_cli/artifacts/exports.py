@@ -13,8 +13,9 @@ Pairs with no negative are skipped in every layout (they carry no contrast); the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import ExportLayout
@@ -92,3 +93,36 @@ def export_rows(
             counts.pairs_used += 1
             counts.rows += 1
             yield {"query": q, "docs": [pos, *(doc_text[d] for d in negs)], "labels": [1] + [0] * len(negs)}
+
+
+class _LazyText(dict):  # type: ignore[type-arg]
+    """doc id -> text, computed on demand (an export touches few documents of a big corpus)."""
+
+    def __init__(self, text_of: Callable[[str], str]) -> None:
+        super().__init__()
+        self._text_of = text_of
+
+    def __missing__(self, key: str) -> str:
+        return self._text_of(key)
+
+
+def write_export(
+    out: Path,
+    layout: ExportLayout,
+    rows: Iterable[Mapping[str, Any]],
+    query_text: Mapping[str, str],
+    doc_text: Callable[[str], str],
+    num_negatives: int,
+) -> tuple[str, int, dict[str, Any]]:
+    """Write `<out>/export/<layout>.jsonl`; return (its path relative to `out`, rows written, counts for the stats)."""
+    from hnm_cli.artifacts.files import write_jsonl
+
+    counts = ExportCounts()
+    rel = f"export/{layout}.jsonl"
+    n = write_jsonl(
+        Path(out) / rel,
+        export_rows(rows, layout, query_text, _LazyText(doc_text), num_negatives=num_negatives, counts=counts),
+    )
+    stats = {"layout": str(layout), "rows": n, "pairs_used": counts.pairs_used,
+             "pairs_skipped_empty": counts.pairs_skipped_empty, "pairs_skipped_short": counts.pairs_skipped_short}  # fmt: skip
+    return rel, n, stats

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from hnm_cli.artifacts.files import iter_jsonl, rows_name, write_jsonl
+import orjson
+
+from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, rows_name, write_jsonl
 from hnm_cli.artifacts.manifest import Manifest, output_entry, require_artifact
 
 STAGE = "mine"
@@ -24,6 +26,8 @@ ROWS_PER_SHARD = 10_000
 AUDIT_DIR = "audit"
 AUDIT_ROWS_PER_SHARD = 200_000
 STATS_FILE = "stats.json"
+HNSW_FILE = "index/hnsw.bin"
+HNSW_FINGERPRINT = "index/fingerprint.json"
 STALE_PATTERNS = ("rows-*.jsonl", STATS_FILE, "audit/rows-*.jsonl", "export/*.jsonl", "plots/*.png")
 
 
@@ -126,3 +130,33 @@ def count_with_negative(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
         total += 1
         with_neg += bool(row.get("negatives"))
     return total, with_neg
+
+
+def hnsw_index(
+    out: Path, source: Any, *, vectors_digest: str, M: int, ef_construction: int, seed: int, block_rows: int
+) -> tuple[Any, list[str]]:
+    """The hnsw index of a mine artifact: `<out>/index/hnsw.bin` when its fingerprint matches the vectors and the
+    parameters, else built and saved. Returns (the HnswIndex, its two files relative to `out`)."""
+    import logging
+
+    from hnm_cli.search import HnswIndex
+
+    log = logging.getLogger("hnm")
+    want = {"vectors": vectors_digest, "n": source.n, "dim": source.dim, "M": M, "ef_construction": ef_construction,
+            "seed": seed}  # fmt: skip
+    path, fp_path = Path(out) / HNSW_FILE, Path(out) / HNSW_FINGERPRINT
+    files = [HNSW_FILE, HNSW_FINGERPRINT]
+    if path.is_file() and fp_path.is_file():
+        try:
+            have = orjson.loads(fp_path.read_bytes())
+        except orjson.JSONDecodeError:
+            have = None
+        if have == want:
+            log.info("mine: reusing hnsw index %s", path)
+            return HnswIndex.load(path, source.dim, source.n), files
+    log.info("mine: building hnsw index over %d vectors (M=%d, ef_construction=%d)", source.n, M, ef_construction)
+    fp_path.unlink(missing_ok=True)  # a half-replaced index must never look reusable
+    index = HnswIndex.build(source, M=M, ef_construction=ef_construction, random_seed=seed, block_rows=block_rows)
+    index.save(path)
+    atomic_write_json(fp_path, want)
+    return index, files

@@ -1,9 +1,9 @@
-"""Rerankers for `hnm eval`: what a `--model` value is, scoring fixed candidate lists with it, and RRF fusion.
+"""Reranking for `hnm eval`: scoring fixed candidate lists with each model, and RRF fusion.
 
 A reranker is either a cross-encoder (scores are the raw logits of `CrossEncoder.predict`, no sigmoid, so
 ranks are what they would be and scores keep their spread) or a bi-encoder (the cosine between the query
 vector and each candidate's vector, through `hnm_cli.encoding.encoders`, so `pkg:` and `hash:<dim>` specs work too).
-`detect_model` only reads small JSON files, so a bad `--model` fails before torch is imported.
+What a `--model` value is (`detect_model`) is the contract of `hnm_cli.artifacts.reranker`.
 """
 
 from __future__ import annotations

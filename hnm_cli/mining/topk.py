@@ -74,7 +74,7 @@ def mine_topk(
         ValueError: on the argument combinations sentence-transformers rejects (range_min >= range_max,
             num_negatives larger than the window) and on bad shapes or rows.
     """
-    if sampling_strategy not in ("top", "random"):
+    if sampling_strategy not in tuple(Sampling):
         raise ValueError(f"sampling_strategy must be 'top' or 'random', got {sampling_strategy!r}")
     query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
     check_inputs(query_vecs, source, pairs, num_negatives)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_mining_split, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -46,9 +46,6 @@ from hnm_cli.inputs import (
 from hnm_cli.mining.exclusions import build_exclusions
 
 STAGE = mined.STAGE
-HNSW_FILE = "index/hnsw.bin"
-HNSW_FINGERPRINT = "index/fingerprint.json"
-PLOT_MAX_PAIRS = 2000  # points beyond this make Figure 2 an unreadable blob; a seeded sample is drawn
 
 log = logging.getLogger("hnm")
 
@@ -346,8 +343,17 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
     assert ctx.vectors_dir is not None
     source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
     index = None
-    if cfg.index == SearchIndex.HNSW and cfg.strategy in ("rule", "topk"):
-        index = _hnsw_index(out, source, ctx, cfg)
+    if cfg.index == SearchIndex.HNSW and cfg.strategy in (Strategy.RULE, Strategy.TOPK):
+        vectors = load_manifest(ctx.vectors_dir)
+        index, ctx.hnsw_files = mined.hnsw_index(
+            out,
+            source,
+            vectors_digest=vectors.digest if vectors is not None else "",
+            M=cfg.hnsw_m,
+            ef_construction=cfg.hnsw_ef_construction,
+            seed=cfg.seed,
+            block_rows=cfg.block_size,
+        )
     texts = None
     if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
         texts = Texts(
@@ -384,48 +390,6 @@ def _audit_row(rec: Any, ctx: _Context) -> dict[str, Any]:
     }
 
 
-def _hnsw_index(out: Path, source: Any, ctx: _Context, cfg: MineConfig) -> Any:
-    """Load `<out>/index/hnsw.bin` when its fingerprint matches the vectors and params, else build and save it."""
-    import orjson
-
-    from hnm_cli.search import HnswIndex
-
-    assert ctx.vectors_dir is not None
-    vectors = load_manifest(ctx.vectors_dir)
-    want = {
-        "vectors": vectors.digest if vectors is not None else "",
-        "n": source.n,
-        "dim": source.dim,
-        "M": cfg.hnsw_m,
-        "ef_construction": cfg.hnsw_ef_construction,
-        "seed": cfg.seed,
-    }
-    path, fp_path = out / HNSW_FILE, out / HNSW_FINGERPRINT
-    if path.is_file() and fp_path.is_file():
-        try:
-            have = orjson.loads(fp_path.read_bytes())
-        except orjson.JSONDecodeError:
-            have = None
-        if have == want:
-            log.info("mine: reusing hnsw index %s", path)
-            ctx.hnsw_files = [HNSW_FILE, HNSW_FINGERPRINT]
-            return HnswIndex.load(path, source.dim, source.n)
-    log.info(
-        "mine: building hnsw index over %d vectors (M=%d, ef_construction=%d)",
-        source.n,
-        cfg.hnsw_m,
-        cfg.hnsw_ef_construction,
-    )
-    fp_path.unlink(missing_ok=True)  # a half-replaced index must never look reusable
-    index = HnswIndex.build(
-        source, M=cfg.hnsw_m, ef_construction=cfg.hnsw_ef_construction, random_seed=cfg.seed, block_rows=cfg.block_size
-    )
-    index.save(path)
-    atomic_write_json(fp_path, want)
-    ctx.hnsw_files = [HNSW_FILE, HNSW_FINGERPRINT]
-    return index
-
-
 def _select_from_audit(
     mine_dir: Path, ctx: _Context, cfg: MineConfig, audited: dict[str, Any]
 ) -> tuple[list[Any], Any]:
@@ -448,7 +412,7 @@ def _select_from_audit(
         raise ArtifactMismatchError(
             f"{mine_dir / mined.AUDIT_DIR} has no candidates for pair ({q}, {d}): it was mined from other qrels"
         ) from err
-    if cfg.fallback in ("random", "bm25"):
+    if cfg.fallback in (Fallback.RANDOM, Fallback.BM25):
         if ctx.vectors_dir is None:
             raise InputError(f"--fallback {cfg.fallback} with --from-audit needs --vectors for the distances")
         from hnm_cli.search import VectorSource
@@ -527,30 +491,13 @@ def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit:
 def _write_export(
     out: Path, layout: str, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig, stats: dict[str, Any]
 ) -> dict[str, Any]:
-    from hnm_cli.artifacts.exports import ExportCounts, export_rows
+    from hnm_cli.artifacts.exports import write_export
 
-    counts = ExportCounts()
     query_text = {q: ctx.queries[q].text for q in ctx.query_ids}
-    doc_text = _LazyText(ctx.corpus)
-    rel = f"export/{layout}.jsonl"
-    n = write_jsonl(
-        out / rel, export_rows(rows, layout, query_text, doc_text, num_negatives=cfg.num_negatives, counts=counts)
+    rel, n, stats["export"] = write_export(
+        out, ExportLayout(layout), rows, query_text, lambda d: ctx.corpus[d].full_text, cfg.num_negatives
     )
-    stats["export"] = {"layout": layout, "rows": n, "pairs_used": counts.pairs_used,
-                       "pairs_skipped_empty": counts.pairs_skipped_empty, "pairs_skipped_short": counts.pairs_skipped_short}  # fmt: skip
     return output_entry(out, rel, rows=n)
-
-
-class _LazyText(dict):  # type: ignore[type-arg]
-    """doc id -> full text, computed on demand (an export touches few documents of a big corpus)."""
-
-    def __init__(self, corpus: Records) -> None:
-        super().__init__()
-        self._corpus = corpus
-
-    def __missing__(self, key: str) -> str:
-        text: str = self._corpus[key].full_text
-        return text
 
 
 def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig) -> list[str]:
@@ -558,26 +505,16 @@ def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: Mine
     from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
-    source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
-    query_vecs = ctx.load_query_vectors()
-    chosen = rows
-    if len(rows) > PLOT_MAX_PAIRS:
-        pick = np.sort(np.random.default_rng(cfg.seed).choice(len(rows), PLOT_MAX_PAIRS, replace=False))
-        chosen = [rows[i] for i in pick]
-    q_rows = sorted({ctx.query_row[r["query_id"]] for r in chosen})
-    p_rows = sorted({ctx.corpus_row[r["positive_id"]] for r in chosen})
-    n_rows = sorted({ctx.corpus_row[n["doc_id"]] for r in chosen for n in r["negatives"]})
-    dim = query_vecs.shape[1]
-    plots.plot_pca(
-        out / "plots/pca.png",
-        query_vecs[q_rows],
-        source.take(p_rows),
-        source.take(n_rows) if n_rows else np.zeros((0, dim), dtype=np.float32),
+    return plots.write_mining_plots(
+        out / "plots",
+        rows,
+        ctx.load_query_vectors(),
+        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        ctx.query_row,
+        ctx.corpus_row,
         title=f"{cfg.strategy}: queries, positives and selected negatives (PCA 1-2)",
+        seed=cfg.seed,
     )
-    margins = [n["d_qd"] - n["d_qp"] for r in rows for n in r["negatives"] if n["d_qd"] is not None]
-    plots.plot_margin_hist(out / "plots/margin_hist.png", np.asarray(margins))
-    return ["plots/pca.png", "plots/margin_hist.png"]
 
 
 __all__ = ["run"]

@@ -1,4 +1,4 @@
-"""Pure helpers of `hnm train-reranker`: training groups, loss-specific columns, and the ranking losses.
+"""Training examples of `hnm train-reranker`: groups from mined rows or exported files, and each loss's columns.
 
 Plain Python (no torch, no paths): mined rows or exported records go in, `Group`s and column dicts (for
 `datasets.Dataset.from_dict`) come out, so the stage runner can validate data and refuse leakage before
@@ -260,7 +260,7 @@ def build_columns(
     stats.pairs_skipped_no_negative = len(groups) - len(usable)
     stats.pairs_used = len(usable)
     stats.negatives_used = sum(len(g.negatives) for g in usable)
-    if loss == Loss.MARGIN and kind in ("cross-encoder", "bi-encoder"):
+    if loss == Loss.MARGIN and kind in tuple(ModelKind):
         cols = {"anchor": [], "positive": [], "negative": []}
         for g in usable:
             for neg in g.negatives:

@@ -197,7 +197,10 @@ def run(
             f"{mined or train_file}: no training examples for loss '{cfg.loss}': all {ex_stats.pairs} pairs "
             "have no negative (mine with a fallback, or use --loss bce)"
         )
-    trained = _train(out, cfg, target, columns, fingerprint, fresh=force, progress=progress)
+    from hnm_cli.quiet import libraries_quiet
+
+    with libraries_quiet(not progress):
+        trained = _train(out, cfg, target, columns, fingerprint, fresh=force, progress=progress)
     model_dir = out / MODEL_DIR
     written = sorted(p.relative_to(out).as_posix() for p in model_dir.rglob("*") if p.is_file())
     outputs = [output_entry(out, rel) for rel in written]
@@ -247,22 +250,6 @@ def _train(
     progress: bool,
 ) -> dict[str, Any]:
     """Load the base model, train (resuming from the last checkpoint), save `<out>/model`; return stats."""
-    from hnm_cli.quiet import libraries_quiet
-
-    with libraries_quiet(not progress):
-        return _train_inner(out, cfg, target, columns, fingerprint, fresh=fresh, progress=progress)
-
-
-def _train_inner(
-    out: Path,
-    cfg: TrainRerankerConfig,
-    target: str,
-    columns: dict[str, dict[str, list[Any]]],
-    fingerprint: str,
-    *,
-    fresh: bool,
-    progress: bool,
-) -> dict[str, Any]:
     import datasets
     import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -309,7 +309,12 @@ def mine_hard_negatives(
     corpus_records = Records({d: Doc(d, "", d_text[d]) for d in d_ids}, [])
     query_records = Records({q: Query(q, q_text[q]) for q in q_ids}, [])
     excl = build_exclusions(
-        pair_ids, corpus_records, query_records, d_ids, exclude_query_duplicates=cfg.exclude_query_duplicates
+        pair_ids,
+        corpus_records,
+        query_records,
+        d_ids,
+        exclude_query_duplicates=cfg.exclude_query_duplicates,
+        exclude_twin_positives=cfg.exclude_twin_positives,
     )
     mined_q = list(dict.fromkeys(q for q, _ in pair_ids))
     q_row = {q: i for i, q in enumerate(mined_q)}

@@ -116,6 +116,14 @@ def reported(quiet: bool = False) -> Iterator[None]:
     except KeyboardInterrupt:
         typer.echo("Error: interrupted", err=True)
         raise typer.Exit(130) from None
+    except OSError as err:
+        # Disk full, permission denied, a file that vanished mid-run: the environment, not a bug. One line that
+        # names the file, exit 1; HNM_DEBUG=1 keeps the traceback.
+        if os.environ.get("HNM_DEBUG") == "1":
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        typer.echo(f"Error: {where}{err.strerror or err}", err=True)
+        raise typer.Exit(1) from None
 
 
 def _version(value: bool) -> None:
@@ -356,6 +364,13 @@ def mine(
             help="Let a document whose text equals the query's be its negative (excluded by default).",
         ),
     ] = False,
+    keep_twin_positives: Annotated[
+        bool,
+        typer.Option(
+            "--keep-twin-positives",
+            help="Let a query's negative be the positive of another query with the same text (excluded by default).",
+        ),
+    ] = False,
     audit: Annotated[bool, typer.Option("--audit", help="Write every examined candidate to <out>/audit/.")] = False,
     from_audit: Annotated[
         Path | None,
@@ -384,6 +399,7 @@ def mine(
             sampling_strategy=sampling_strategy, fallback=fallback, fill=fill,
             c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
+            exclude_twin_positives=False if keep_twin_positives else None,
         )  # fmt: skip
         from hnm_cli.stages import mine as mine_stage
 
@@ -440,6 +456,12 @@ def train_reranker(
         int | None, typer.Option(min=1, help="Save a resumable checkpoint every N steps.")
     ] = None,
     seed: SeedOpt = None,
+    drop_eval_overlap: Annotated[
+        bool,
+        typer.Option(
+            "--drop-eval-overlap", help="Leave out training queries that are evaluation queries (by id or text)."
+        ),
+    ] = False,
     allow_eval_overlap: Annotated[
         bool, typer.Option("--allow-eval-overlap", help="Train even if training queries are evaluation queries.")
     ] = False,
@@ -461,6 +483,7 @@ def train_reranker(
             margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
             max_length=max_length, negatives_per_positive=negatives_per_positive, max_steps=max_steps,
             checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
+            drop_eval_overlap=drop_eval_overlap or None,
             device=device, precision=precision, pairs_without_negative=pairs_without_negative,
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage

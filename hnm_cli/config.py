@@ -8,11 +8,13 @@ The resolved dataclass (`asdict`) is what goes into `manifest.params`.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
+import types
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Self, get_type_hints
+from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
 
 from hnm_cli.choices import (
     LOSSES_BY_KIND,
@@ -41,16 +43,14 @@ class _StageConfig:
     section: ClassVar[str] = ""  # the TOML table, for messages ("mine.strategy must be one of ...")
 
     def __post_init__(self) -> None:
-        # Choice fields hold their StrEnum member whether the value came from a default, TOML or a flag, so every
-        # consumer compares against the one declaration in hnm_cli.choices; an unknown word fails here.
-        for name, kind in get_type_hints(type(self)).items():
-            if isinstance(kind, type) and issubclass(kind, StrEnum):
-                value = getattr(self, name)
-                try:
-                    object.__setattr__(self, name, kind(value))
-                except ValueError:
-                    allowed = ", ".join(m.value for m in kind)
-                    raise ConfigError(f"{self.section}.{name} must be one of {allowed}; got {value!r}") from None
+        # Every value is checked against its field's type here, whether it came from a default, TOML or a flag,
+        # so a wrong type fails with the key's name before a stage touches anything. Choice fields end up
+        # holding their StrEnum member, so consumers compare against the one declaration in hnm_cli.choices.
+        for name, hint in get_type_hints(type(self)).items():
+            if get_origin(hint) is ClassVar:
+                continue
+            value = _checked(getattr(self, name), hint, f"{self.section}.{name}")
+            object.__setattr__(self, name, value)
 
     def merged(self, **overrides: Any) -> Self:
         """A copy with every non-None override applied, validated."""
@@ -75,6 +75,72 @@ class _StageConfig:
         params = dataclasses.asdict(self)  # type: ignore[call-overload]
         params = {k: v.value if isinstance(v, StrEnum) else v for k, v in params.items()}
         return {k: v for k, v in params.items() if not (k in self.late_options and v == self.late_options[k])}
+
+
+def _type_name(hint: Any) -> str:
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return "one of " + ", ".join(m.value for m in hint)
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    if hint in names:
+        return names[hint]
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("absent" if a is type(None) else _type_name(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a table of numbers"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _checked(value: Any, hint: Any, key: str) -> Any:
+    """`value` as the field type `hint` wants it (a StrEnum member, a tuple), or ConfigError naming `key`."""
+
+    def bad() -> ConfigError:
+        return ConfigError(f"{key} must be {_type_name(hint)}; got {value!r}")
+
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _checked(value, arg, key)
+            except ConfigError:
+                pass
+        raise bad()
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        try:
+            return hint(value)
+        except ValueError:
+            raise bad() from None
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad()
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad()
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad()
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad()
+        return value
+    if origin is tuple:
+        if not isinstance(value, tuple | list):
+            raise bad()
+        return tuple(_checked(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise bad()
+        return {k: _checked(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if isinstance(hint, type) and not isinstance(value, hint):
+        raise bad()
+    return value
 
 
 def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
@@ -107,6 +173,12 @@ class ModelSpec:
     max_seq_length: int | None = None
     batch_size: int = 32
     normalize: bool = True
+
+    def __post_init__(self) -> None:
+        for name, hint in get_type_hints(type(self)).items():
+            object.__setattr__(self, name, _checked(getattr(self, name), hint, f"embed.models {self.name!r}.{name}"))
+        for key in ("batch_size", "max_seq_length"):
+            _positive(getattr(self, key), f"embed.models {self.name!r}.{key}", allow_none=key == "max_seq_length")
 
 
 @dataclass(frozen=True)
@@ -194,6 +266,7 @@ class MineConfig(_StageConfig):
     allow_eval_queries: bool = False
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
     exclude_query_duplicates: bool = True  # a document whose text equals the query's is never its negative
+    exclude_twin_positives: bool = True  # queries with equal texts never get each other's positives as negatives
 
     section: ClassVar[str] = "mine"
     late_options: ClassVar[dict[str, Any]] = {"fill": Fill.EMPTY, "c2_margin": 0.0}
@@ -231,13 +304,14 @@ class TrainRerankerConfig(_StageConfig):
     seed: int = 0
     eval_split: str = "test"  # leakage guard: refuse training queries that appear in this split's qrels
     allow_eval_overlap: bool = False
+    drop_eval_overlap: bool = False  # leave training queries that are evaluation queries (by id or text) out
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     precision: Precision = Precision.FP32  # bf16: mixed precision (bf16 autocast, fp32 master weights)
     # mnrl: train pairs the miner left without a negative with in-batch negatives ("in-batch"), or drop them.
     pairs_without_negative: PairsWithoutNegative = PairsWithoutNegative.IN_BATCH
 
     section: ClassVar[str] = "train_reranker"
-    late_options: ClassVar[dict[str, Any]] = {"precision": Precision.FP32}
+    late_options: ClassVar[dict[str, Any]] = {"precision": Precision.FP32, "drop_eval_overlap": False}
 
     def validate(self) -> None:
         losses = LOSSES_BY_KIND[self.kind]
@@ -336,8 +410,13 @@ def model_spec_from_dict(data: dict[str, Any], where: str) -> ModelSpec:
         raise ConfigError(f"{where}: unknown model key(s): {', '.join(sorted(unknown))}")
     if "source" not in data:
         raise ConfigError(f"{where}: model needs a 'source' (pkg:<name>, a folder, or a hub id)")
+    if not isinstance(data["source"], str):
+        raise ConfigError(f"{where}: 'source' must be a string; got {data['source']!r}")
     data = {"name": data.get("name") or default_model_name(data["source"]), **data}
-    return ModelSpec(**data)
+    try:
+        return ModelSpec(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err}") from err
 
 
 def default_model_name(source: str) -> str:
@@ -367,6 +446,10 @@ def load_config(path: Path | None) -> Config:
     for section, cls in _SECTIONS.items():
         values = dict(data.get(section, {}))
         if section == "embed" and "models" in values:
+            if not isinstance(values["models"], list) or not all(isinstance(m, dict) for m in values["models"]):
+                raise ConfigError(
+                    f"{path}: embed.models must be [[embed.models]] tables (name, source, ...); got {values['models']!r}"
+                )
             values["models"] = tuple(
                 model_spec_from_dict(dict(m), f"{path} [embed.models] #{i + 1}") for i, m in enumerate(values["models"])
             )

@@ -40,3 +40,11 @@ class ConfigError(HnmError):
 
 class LeakageError(HnmError):
     """Training data overlaps evaluation queries; refused unless the user forces it."""
+
+
+class CorruptArtifactError(HnmError):
+    """An artifact's files no longer match its manifest (edited, truncated, replaced); rebuild it."""
+
+
+class BusyError(HnmError):
+    """Another hnm process is writing the same output folder."""

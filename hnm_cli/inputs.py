@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -140,23 +142,39 @@ def _open(path: Path) -> Any:
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw line) of a plain or gzipped file; a file that cannot be read or decompressed is a
+    DataError naming it (a truncated .gz would otherwise surface as EOFError, which click turns into 'Aborted!')."""
+    lineno = 0
+    try:
+        with _open(path) as fh:
+            for lineno, raw in enumerate(fh, 1):
+                yield lineno, raw
+    except (EOFError, gzip.BadGzipFile, zlib.error) as err:
+        at = f" after line {lineno}" if lineno else ""
+        raise DataError(f"{path}: not a readable gzip file ({type(err).__name__}: {err or 'truncated'}){at}") from err
+    except IsADirectoryError as err:
+        raise InputError(f"{path} is a folder, expected a file") from err
+    except OSError as err:
+        raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
+
+
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; raise DataError on bad bytes or JSON."""
-    with _open(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from err
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg})") from err
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+    for lineno, raw in _lines(path):
+        if not raw.strip():
+            continue
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start}") from err
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg})") from err
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
 
 
 def _take_id(obj: dict[str, Any], keys: tuple[str, ...], where: str) -> tuple[str, str]:
@@ -227,6 +245,9 @@ def read_queries(path: Path, *, on_empty: OnEmpty = OnEmpty.ERROR) -> Records:
 Qrels = dict[str, dict[str, int]]  # query_id -> doc_id -> relevance (ir_measures/BEIR shape)
 
 
+_GRADE = re.compile(r"[+-]?\d+")
+
+
 def read_qrels(
     path: Path,
     *,
@@ -245,34 +266,35 @@ def read_qrels(
     """
     path = Path(path)
     qrels: Qrels = {}
-    with _open(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            where = f"{path}:{lineno}"
-            try:
-                line = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{where}: invalid UTF-8 at byte {err.start}") from err
-            if not line.strip():
+    for lineno, raw in _lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8").rstrip("\r\n")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{where}: invalid UTF-8 at byte {err.start}") from err
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if lineno == 1:
+            if cols[0].strip().lower() in ("query-id", "query_id", "qid"):
                 continue
-            cols = line.split("\t")
-            if lineno == 1:
-                if cols[0].strip().lower() in ("query-id", "query_id", "qid"):
-                    continue
-                raise DataError(f"{where}: expected a header line 'query-id<TAB>corpus-id<TAB>score'")
-            if len(cols) == 4:  # TREC layout: qid iter docid rel
-                cols = [cols[0], cols[2], cols[3]]
-            if len(cols) != 3:
-                raise DataError(f"{where}: expected 3 tab-separated columns, got {len(cols)}")
-            qid, did, score = (c.strip() for c in cols)
-            try:
-                rel = int(float(score))
-            except ValueError as err:
-                raise DataError(f"{where}: field 'score': not a number: '{score}'") from err
-            if query_ids is not None and qid not in query_ids:
-                raise DataError(f"{where}: field 'query-id': unknown query id '{qid}' (not in queries)")
-            if doc_ids is not None and did not in doc_ids:
-                raise DataError(f"{where}: field 'corpus-id': unknown document id '{did}' (not in corpus)")
-            qrels.setdefault(qid, {})[did] = rel
+            raise DataError(f"{where}: expected a header line 'query-id<TAB>corpus-id<TAB>score'")
+        if len(cols) == 4:  # TREC layout: qid iter docid rel
+            cols = [cols[0], cols[2], cols[3]]
+        if len(cols) != 3:
+            raise DataError(f"{where}: expected 3 tab-separated columns, got {len(cols)}")
+        qid, did, score = (c.strip() for c in cols)
+        # BEIR relevance grades are integers; "0.5" would silently drop a positive, "inf" would overflow.
+        if not _GRADE.fullmatch(score):
+            raise DataError(f"{where}: field 'score': expected an integer relevance grade, got '{score}'")
+        rel = int(score)
+        if not qid or not did:
+            raise DataError(f"{where}: field '{'query-id' if not qid else 'corpus-id'}': empty id")
+        if query_ids is not None and qid not in query_ids:
+            raise DataError(f"{where}: field 'query-id': unknown query id '{qid}' (not in queries)")
+        if doc_ids is not None and did not in doc_ids:
+            raise DataError(f"{where}: field 'corpus-id': unknown document id '{did}' (not in corpus)")
+        qrels.setdefault(qid, {})[did] = rel
     if not qrels:
         raise DataError(f"{path}: no qrels rows")
     return qrels

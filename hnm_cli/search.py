@@ -69,10 +69,10 @@ class VectorSource:
         Raises:
             DataError: if the shards disagree on dimension or hold no rows.
         """
-        from hnm_cli.artifacts.vectors import list_vector_shards
+        from hnm_cli.artifacts.vectors import list_vector_shards, open_shard
 
         paths = [npy for npy, _ in list_vector_shards(Path(directory))]
-        arrays = [np.load(p, mmap_mode="r") for p in paths]
+        arrays = [open_shard(p) for p in paths]
         source = cls(arrays, paths)
         if source.n == 0:
             raise DataError(f"{directory}: no vector shards (zero rows)")

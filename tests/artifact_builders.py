@@ -54,6 +54,7 @@ def make_embed_artifact(
     data: Path | None = None,
     name: str = "embed",
     per_model_ids: Mapping[str, tuple[list[str], list[str] | None]] | None = None,
+    per_model_shard_rows: Mapping[str, int | Sequence[int]] | None = None,
 ) -> Path:
     """Write an embed artifact holding the given vectors; return its directory `<root>/<name>`.
 
@@ -69,6 +70,7 @@ def make_embed_artifact(
             input records (so downstream corpus checks pass), otherwise synthetic records are used.
         name: artifact folder name.
         per_model_ids: override (corpus ids, query ids) for some models, to build mismatched artifacts.
+        per_model_shard_rows: override `shard_rows` for some models (models with different shard layouts).
     """
     out = Path(root) / name
     if data is not None:
@@ -96,7 +98,8 @@ def make_embed_artifact(
             c_ids, q_ids = per_model_ids[model][0], per_model_ids[model][1] if query_vecs is not None else None
         model_dir = out / model
         writer = VectorSetWriter(model_dir)
-        _write_part(writer, "corpus", c_ids, corpus_vecs, _shard_sizes(len(c_ids), shard_rows))
+        sizes = (per_model_shard_rows or {}).get(model, shard_rows)
+        _write_part(writer, "corpus", c_ids, corpus_vecs, _shard_sizes(len(c_ids), sizes))
         if query_vecs is not None and q_ids is not None:
             _write_part(writer, "queries", q_ids, query_vecs, _shard_sizes(len(q_ids), query_shard_rows))
         params = {"name": model, "source": f"test:{model}", "dim": int(corpus_vecs.shape[1])}

@@ -10,9 +10,9 @@ import orjson
 import pytest
 from conftest import write_beir
 
-from hnm_cli.artifacts.manifest import compute_fingerprint, file_input, load_manifest, write_manifest
+from hnm_cli.artifacts.manifest import file_input, load_manifest, write_manifest
 from hnm_cli.artifacts.reranker import detect_model, folder_kind, parse_model_option
-from hnm_cli.artifacts.vectors import write_vector_shard
+from hnm_cli.artifacts.vectors import VectorSetWriter
 from hnm_cli.config import EvalConfig
 from hnm_cli.errors import ArtifactMismatchError, LeakageError
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, per_query_metrics
@@ -266,14 +266,10 @@ def _vector_set(out: Path, data: Path, corpus_ids: list[str]) -> Path:
     queries[0, 0] = queries[1, 1] = 1.0  # q1 = e_1, q2 = e_2
     queries[2, 2:5] = [1.0, 0.2, 0.15]  # q3 prefers d3, d4 over its positive d5
     queries[3, 3:7] = [1.0, 0.3, 0.25, 0.2]  # q4 prefers d4, d5, d6 over its positive d7
-    written = write_vector_shard(out / "corpus", 0, corpus_ids, docs)
-    written += write_vector_shard(out / "queries", 0, ["q1", "q2", "q3", "q4"], queries)
-    inputs = [file_input(data / "corpus.jsonl", "corpus")]
-    outputs = [
-        {"path": f"{part}/{name}", "sha256": part + name} for part in ("corpus", "queries") for name in written[:2]
-    ]
-    write_manifest(out, stage="reduce", fingerprint=compute_fingerprint("reduce", {}, inputs), params={},
-                   inputs=inputs, outputs=outputs, stats={}, started=0.0)  # fmt: skip
+    writer = VectorSetWriter(out)
+    writer.add_shard("corpus", 0, corpus_ids, docs)
+    writer.add_shard("queries", 0, ["q1", "q2", "q3", "q4"], queries)
+    writer.finish(stage="reduce", params={}, inputs=[file_input(data / "corpus.jsonl", "corpus")])
     return out
 
 

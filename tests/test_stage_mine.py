@@ -497,9 +497,7 @@ def test_cli_from_audit_needs_no_vectors(setup, cli, tmp_path: Path):
     assert negatives(tmp_path / "re")[("q1", "d1")] == ["d2"]
     result = cli("mine", "--from-audit", out, "--data", data, "--out", out)
     assert result.exit_code == 1
-    assert (
-        result.stderr == f"Error: --from-audit {out} lies inside --out {out}; write the re-selection to another --out\n"
-    )
+    assert result.stderr == f"Error: --out {out} is the input {out}; write the artifact to another folder\n"
     assert cli("mine", "--data", data, "--out", out).exit_code == 2
 
 

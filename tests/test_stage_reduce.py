@@ -367,14 +367,11 @@ def test_peak_memory_is_bounded_by_block_and_fit_moments(tmp_path):
 
 def test_models_with_different_shard_layouts(tmp_path, two_models):
     """Output shards follow the first model; other models are read across their own shard boundaries."""
-    embed, vecs = two_models
-    from hnm_cli.artifacts.vectors import write_vector_shard
-
-    for old in (embed / "m2" / "corpus").iterdir():
-        old.unlink()
-    x = vecs["m2"][0]
-    for shard, (lo, hi) in enumerate([(0, 10), (10, 50), (50, 60)]):
-        write_vector_shard(embed / "m2" / "corpus", shard, [f"d{i}" for i in range(lo, hi)], x[lo:hi])
+    _, vecs = two_models
+    embed = make_embed_artifact(
+        tmp_path, vecs, shard_rows=[25, 0, 35], query_shard_rows=4, name="embed2",
+        per_model_shard_rows={"m2": [10, 40, 10]},
+    )  # fmt: skip
     reduce_stage.run(embed, tmp_path / "red", ReduceConfig(pca=False, block_rows=7), progress=False)
     assert [p.name for p, _ in list_vector_shards(tmp_path / "red" / "corpus")] == [
         "vectors-00000.npy",

@@ -249,8 +249,9 @@ def test_leakage_guard_refuses_training_queries_of_the_eval_split(tiny_data, tmp
     result = cli(*args, "--base-model", fake_model)
     assert result.exit_code == 1
     assert result.stderr == (
-        f"Error: 1 of 4 training queries are in the 'test' qrels ({tiny_data}/qrels/test.tsv); "
-        "use --allow-eval-overlap to train anyway\n"
+        "Error: 1 of 4 training queries are 'test' queries (1 by id, 0 with the same text under another id; "
+        f"e.g. 'q4') in {tiny_data}/qrels/test.tsv; use --drop-eval-overlap to leave those queries out, or "
+        "--allow-eval-overlap to train anyway\n"
     )
     assert result.stdout == ""
     assert not (tmp_path / "rr").exists()

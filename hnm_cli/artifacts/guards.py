@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hnm_cli.artifacts.files import iter_jsonl
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.reranker import RerankerRef
-from hnm_cli.errors import ArtifactMismatchError, InputError, LeakageError
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, InputError, LeakageError
 from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
 
 if TYPE_CHECKING:
@@ -116,45 +117,84 @@ def check_training_leakage(
 ) -> dict[str, Any]:
     """Refuse training on evaluation queries (LeakageError) unless `cfg.allow_eval_overlap`; return stats.
 
-    Two checks: the mine artifact's split must not be the evaluation split, and no training query may appear
-    in the evaluation split's qrels (by id for mined rows; by normalised text for an exported file, which has
-    no ids, when the queries file is known).
+    Checks, in order: the mine artifact's split is not the evaluation split; the evaluation split's qrels exist
+    where the data has qrels (a typo in `eval_split` must not switch the guard off); no training query is an
+    evaluation query, by id or by normalised text (SciFact's train 871 repeats test 870 under another id).
+    With `cfg.drop_eval_overlap` the overlapping training queries are listed in `stats["dropped_query_ids"]`
+    for the caller to leave out, instead of refusing.
+
+    Raises:
+        LeakageError: an overlap, unless allowed or dropped.
+        ConfigError: `eval_split` names no qrels file although the data folder has qrels.
     """
-    flag = "use --allow-eval-overlap to train anyway"
+    flag = "use --drop-eval-overlap to leave those queries out, or --allow-eval-overlap to train anyway"
     split = cfg.eval_split
     stats: dict[str, Any] = {"eval_split": split, "eval_overlap": 0, "eval_qrels": None}
     mined_split = (mine.params.get("split") if mine is not None else None) or None
     if mined_split == split:
         msg = f"{mine.path if mine else ''} was mined on the '{split}' split, which is the evaluation split"
         if not cfg.allow_eval_overlap:
-            raise LeakageError(f"{msg}; {flag}")
+            raise LeakageError(f"{msg}; use --allow-eval-overlap to train anyway")
         log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
     files = _eval_qrels_files(data, mine, split)
     if not files:
-        log.info("train-reranker: no '%s' qrels found beside the data; leakage guard skipped", split)
+        folders = _qrels_folders(data, mine)
+        if folders:
+            have = sorted({f.stem for d in folders for f in d.glob("*.tsv")})
+            raise ConfigError(
+                f"train_reranker.eval_split '{split}': no qrels/{split}.tsv in {folders[0]} (splits there: "
+                f"{', '.join(have) or 'none'}); name the split you evaluate on, so the leakage guard can check it"
+            )
+        log.info("train-reranker: no qrels folder beside the data; leakage guard skipped")
         return stats
     eval_ids: set[str] = set()
     for f in files:
         eval_ids |= set(read_qrels(f))
     stats["eval_qrels"] = [str(f) for f in files]
-    if train_query_ids:
-        overlap = len(query_overlap(train_query_ids, eval_ids))
-        total = len(set(train_query_ids))
-    elif queries_path is not None:
-        queries = read_queries(queries_path)
-        eval_texts = [queries[q].text for q in eval_ids if q in queries]
-        overlap = text_overlap(train_query_texts, eval_texts)
-        total = len(set(train_query_texts))
-    else:
+    queries = read_queries(queries_path) if queries_path is not None else None
+    by_id = set(query_overlap(train_query_ids, eval_ids))
+    by_text: set[str] = set()
+    if queries is not None:
+        eval_texts = {normalize_text(queries[q].text): q for q in eval_ids if q in queries}
+        if train_query_ids:
+            by_text = {
+                q
+                for q in set(train_query_ids) - by_id
+                if q in queries and normalize_text(queries[q].text) in eval_texts
+            }
+        else:
+            by_text = {t for t in train_query_texts if normalize_text(t) in eval_texts}
+    elif not train_query_ids:
         log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
         return stats
+    overlap = len(by_id) + len(by_text)
     stats["eval_overlap"] = overlap
+    stats["eval_overlap_by_text"] = len(by_text)
     if overlap:
-        msg = f"{overlap} of {total} training queries are in the '{split}' qrels ({files[0]})"
-        if not cfg.allow_eval_overlap:
+        total = len(set(train_query_ids)) if train_query_ids else len(set(train_query_texts))
+        example = sorted(by_id or by_text)[0]
+        msg = (
+            f"{overlap} of {total} training queries are '{split}' queries ({len(by_id)} by id, {len(by_text)} with "
+            f"the same text under another id; e.g. {example!r}) in {files[0]}"
+        )
+        if cfg.drop_eval_overlap and train_query_ids:
+            stats["dropped_query_ids"] = sorted(by_id | by_text)
+            log.warning("train-reranker: %s: left out (--drop-eval-overlap)", msg)
+        elif not cfg.allow_eval_overlap:
             raise LeakageError(f"{msg}; {flag}")
-        log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
+        else:
+            log.warning("train-reranker: warning: %s (allowed by --allow-eval-overlap)", msg)
     return stats
+
+
+def _qrels_folders(data: Path | None, mine: Manifest | None) -> list[Path]:
+    """qrels/ folders the evaluation split's file would be looked for in."""
+    folders = []
+    if data is not None and (Path(data) / "qrels").is_dir():
+        folders.append(Path(data) / "qrels")
+    if mine is not None:
+        folders += [Path(e["path"]).parent for e in mine.inputs if e.get("role") == "qrels"]
+    return [f for f in folders if f.is_dir()]
 
 
 def check_mined_from(mine: Manifest, ours: list[dict[str, Any]]) -> None:
@@ -242,3 +282,43 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
                 hint="mine and train on a split disjoint from the evaluation split",
             )
     return unchecked
+
+
+# ---------------------------------------------------------------------------------------------
+# Every stage: the output folder is not one of its inputs, and can be written
+# ---------------------------------------------------------------------------------------------
+
+
+def check_output_path(out: Path, inputs: Iterable[Path | None]) -> None:
+    """Refuse an `--out` that is a file, lies under a file, cannot be written, or is, contains or lies inside
+    one of the stage's inputs (writing it would destroy what the run reads). Checked before anything is written.
+
+    Raises:
+        InputError: one line naming `--out` and the input it collides with.
+    """
+    out = Path(out)
+    target = out.resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for the artifact")
+    for parent in target.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"--out {out}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK) and not out.exists():
+                raise InputError(f"--out {out}: cannot create it in {parent} (permission denied)")
+            break
+    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out} is not writable (permission denied)")
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if source == target:
+            how = "is"
+        elif target in source.parents:
+            how = "contains"
+        elif source in target.parents:
+            how = "lies inside"
+        else:
+            continue
+        raise InputError(f"--out {out} {how} the input {given}; write the artifact to another folder")

@@ -6,15 +6,28 @@ artifact's digest is the sha256 of its manifest's `outputs` list, so a forced up
 produces identical bytes does not cascade. A stage is *up to date* when its manifest exists, the
 fingerprint matches and every recorded output exists with its recorded size.
 
-A run deletes the old manifest first and writes the new one last: a directory without
-`manifest.json` is incomplete by definition and downstream stages refuse it.
+A run writes its files into a staging folder inside the artifact (`Staging`) and moves them into place only
+when everything that can fail on its input has passed: a failing run leaves an existing artifact byte for
+byte as it was. The commit deletes the old manifest before moving and the new one is written last, so a
+directory without `manifest.json` is incomplete by definition and downstream stages refuse it. One writer
+per folder: `output_lock` holds `<out>/.hnm.lock` (the owner's pid) for the length of a run.
+
+Verification: every output entry records its size, sha256 and mtime. The cheap check (up to date, and every
+upstream artifact a stage reads) compares size and mtime and re-hashes only a file whose mtime moved, so an
+edited, truncated or replaced file is caught and a copied-but-equal one is not rebuilt for nothing; `deep`
+(`--verify`) re-hashes every file, which also catches an edit that kept the mtime or an edited manifest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import shutil
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +37,7 @@ import orjson
 
 from hnm_cli import __version__
 from hnm_cli.artifacts.files import atomic_write_json, file_sha256
-from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError
+from hnm_cli.errors import ArtifactMismatchError, BusyError, CorruptArtifactError, IncompleteArtifactError
 
 MANIFEST_NAME = "manifest.json"
 log = logging.getLogger("hnm")
@@ -110,41 +123,88 @@ def artifact_input(manifest: Manifest, role: str) -> dict[str, Any]:
 
 
 def output_entry(directory: Path, rel: str, **extra: Any) -> dict[str, Any]:
-    """Outputs entry for a file that now exists: path, bytes, sha256, plus extra keys (rows, dim)."""
+    """Outputs entry for a file that now exists: path, bytes, sha256, mtime_ns, plus extra keys (rows, dim)."""
     path = Path(directory) / rel
-    return {"path": rel, "bytes": path.stat().st_size, "sha256": file_sha256(path), **extra}
+    st = path.stat()
+    return {"path": rel, "bytes": st.st_size, "sha256": file_sha256(path), "mtime_ns": st.st_mtime_ns, **extra}
+
+
+_FIELDS = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "up_to_date")}
 
 
 def load_manifest(directory: Path) -> Manifest | None:
-    """The manifest of `directory`, or None if there is none (an incomplete or absent artifact)."""
+    """The manifest of `directory`, or None if there is none (an incomplete or absent artifact).
+
+    Raises:
+        IncompleteArtifactError: a manifest.json that cannot be read as hnm's manifest (truncated, empty,
+            not an object, missing fields): the run that wrote it must be redone.
+    """
     path = Path(directory) / MANIFEST_NAME
     if not path.is_file():
         return None
-    data = orjson.loads(path.read_bytes())
-    known = {f for f in Manifest.__dataclass_fields__ if f not in ("path", "up_to_date")}
-    manifest = Manifest(**{k: v for k, v in data.items() if k in known})
+    try:
+        data = orjson.loads(path.read_bytes())
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
+        manifest = Manifest(**{k: v for k, v in data.items() if k in _FIELDS})
+        if not isinstance(manifest.outputs, list) or not all(
+            isinstance(o, dict) and "path" in o for o in manifest.outputs
+        ):
+            raise TypeError("its 'outputs' is not a list of files")
+    except (OSError, orjson.JSONDecodeError, TypeError) as err:
+        raise IncompleteArtifactError(
+            f"{path} is unreadable ({str(err).splitlines()[0][:120]}); rerun the stage that wrote it with --force"
+        ) from err
     manifest.path = Path(directory)
     return manifest
 
 
-def is_up_to_date(directory: Path, fingerprint: str) -> Manifest | None:
-    """The existing manifest if it matches `fingerprint` and all its outputs exist with their sizes."""
+def changed_output(manifest: Manifest, *, deep: bool = False) -> str | None:
+    """The first output of `manifest` that no longer matches its entry, as `<rel>: <what>`, or None.
+
+    Cheap (default): size, then mtime; a file whose mtime moved is re-hashed (a copy with equal content passes).
+    Deep: every file is re-hashed. Entries written before mtimes were recorded are checked by size (cheap).
+    """
+    for entry in manifest.outputs:
+        path = manifest.path / entry["path"]
+        try:
+            st = path.stat()
+        except OSError:
+            return f"{entry['path']}: missing"
+        if not path.is_file():
+            return f"{entry['path']}: not a file"
+        if st.st_size != entry.get("bytes"):
+            return f"{entry['path']}: {st.st_size} bytes, {entry.get('bytes')} recorded"
+        moved = "mtime_ns" in entry and st.st_mtime_ns != entry["mtime_ns"]
+        if (deep or moved) and "sha256" in entry and file_sha256(path) != entry["sha256"]:
+            return f"{entry['path']}: content changed (sha256 differs from the manifest)"
+    return None
+
+
+def is_up_to_date(directory: Path, fingerprint: str, *, deep: bool = False) -> Manifest | None:
+    """The existing manifest if it matches `fingerprint` and every output is unchanged (`changed_output`)."""
     manifest = load_manifest(directory)
     if manifest is None or manifest.fingerprint != fingerprint:
         return None
-    for entry in manifest.outputs:
-        path = Path(directory) / entry["path"]
-        if not path.is_file() or path.stat().st_size != entry["bytes"]:
-            return None
+    problem = changed_output(manifest, deep=deep)
+    if problem is not None:
+        log.warning("%s: %s; rebuilding", directory, problem)
+        return None
     manifest.up_to_date = True
     return manifest
 
 
-def skip_if_up_to_date(directory: Path, stage: str, fingerprint: str, *, force: bool) -> Manifest | None:
+def skip_if_up_to_date(
+    directory: Path, stage: str, fingerprint: str, *, force: bool, deep: bool = False
+) -> Manifest | None:
     """Return the manifest (and log `<stage>: up to date (...)`) when the run can be skipped."""
     if force:
         return None
-    manifest = is_up_to_date(directory, fingerprint)
+    try:
+        manifest = is_up_to_date(directory, fingerprint, deep=deep)
+    except IncompleteArtifactError as err:
+        log.warning("%s; rebuilding", err)  # our own output is unreadable: a rerun replaces it
+        return None
     if manifest is not None:
         log.info("%s: up to date (%s)", stage, manifest.manifest_path)
     return manifest
@@ -186,17 +246,20 @@ def write_manifest(
     return manifest
 
 
-def require_artifact(directory: Path, stages: str | tuple[str, ...], fix: str) -> Manifest:
-    """Load an upstream artifact or raise a one-line error naming the command that makes it.
+def require_artifact(directory: Path, stages: str | tuple[str, ...], fix: str, *, deep: bool = False) -> Manifest:
+    """Load an upstream artifact, verified against its manifest, or raise a one-line error naming the command
+    that makes it.
 
     Args:
         directory: the artifact directory given by the user.
         stages: stage name(s) the artifact must come from (e.g. ("reduce", "embed-model")).
         fix: the command to run, e.g. "hnm embed --data DATA --out runs/dev/embed".
+        deep: re-hash every output (`--verify`), not only those whose mtime moved.
 
     Raises:
-        IncompleteArtifactError: no directory, or no manifest.json in it.
+        IncompleteArtifactError: no directory, no manifest.json in it, or an unreadable one.
         ArtifactMismatchError: the manifest belongs to another stage.
+        CorruptArtifactError: a file changed since the manifest was written.
     """
     directory = Path(directory)
     wanted = (stages,) if isinstance(stages, str) else stages
@@ -209,4 +272,127 @@ def require_artifact(directory: Path, stages: str | tuple[str, ...], fix: str) -
         raise ArtifactMismatchError(
             f"{directory} is a '{manifest.stage}' artifact, expected {' or '.join(repr(s) for s in wanted)}"
         )
+    problem = changed_output(manifest, deep=deep)
+    if problem is not None:
+        raise CorruptArtifactError(f"{directory}/{problem}; the artifact is corrupt. Rebuild it: {fix} --force")
     return manifest
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing: one writer per folder, staged files, manifest last
+# ---------------------------------------------------------------------------------------------
+
+LOCK_NAME = ".hnm.lock"
+STAGING_PREFIX = ".staging-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+@contextlib.contextmanager
+def output_lock(directory: Path, name: str = LOCK_NAME) -> Iterator[None]:
+    """Hold `<directory>/<name>` for the block: a second hnm writing the same folder fails at once.
+
+    The lock file holds "pid host"; a lock whose process is gone (killed run) is stale and taken over.
+
+    Raises:
+        BusyError: a live process on this host holds the lock.
+        OSError: the folder cannot be created or written (the CLI reports it with the path).
+    """
+    directory = Path(directory)
+    existed = directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    me = f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            owner = _lock_owner(path)
+            if owner is not None:
+                pid, host = owner
+                raise BusyError(
+                    f"{directory} is being written by another hnm process (pid {pid} on {host})",
+                    hint=f"wait for it to finish; if it is gone, remove {path}",
+                ) from None
+            log.warning("%s: removing a stale lock (its process is gone)", path)
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(me + "\n")
+        break
+    try:
+        _clean_leftovers(directory)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() == me:
+                path.unlink()
+        if not existed:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # a run that failed before writing anything leaves no empty folder behind
+
+
+def _lock_owner(path: Path) -> tuple[int, str] | None:
+    """(pid, host) of a live lock, or None when the lock is stale or unreadable."""
+    try:
+        pid_text, _, host = path.read_text().strip().partition(" ")
+        pid = int(pid_text)
+    except (OSError, ValueError):
+        return None
+    if host and host != socket.gethostname():
+        return pid, host  # another machine on a shared filesystem: cannot check, so respect it
+    return (pid, host or "this host") if _pid_alive(pid) else None
+
+
+def _clean_leftovers(directory: Path) -> None:
+    """Staging folders and temp files of runs that died (kill -9): their pid is in the name and gone."""
+    for path in directory.rglob(f"{STAGING_PREFIX}*"):
+        pid = path.name[len(STAGING_PREFIX) :]
+        if path.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+    for path in directory.rglob(".*.tmp"):
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                path.unlink() if path.is_file() else shutil.rmtree(path)
+
+
+class Staging:
+    """A run's new files go to `<out>/.staging-<pid>/` (same layout as `out`) until `commit()`, which deletes
+    the old manifest and moves every staged file over its final name. Leaving the block without a commit
+    (an error, Ctrl-C) deletes the staging folder: the artifact stays exactly as it was.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.out = Path(out)
+        self.dir = self.out / f"{STAGING_PREFIX}{os.getpid()}"
+        self.started = time.time()
+        self.committed = False
+
+    def __enter__(self) -> Staging:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def commit(self) -> float:
+        """Move the staged files into place (old manifest removed first); return the run's start time."""
+        begin_run(self.out)
+        for path in sorted(p for p in self.dir.rglob("*") if p.is_file()):
+            target = self.out / path.relative_to(self.dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(path, target)
+        self.committed = True
+        return self.started

@@ -58,10 +58,10 @@ def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def require_mined(directory: Path, fix: str | None = None) -> Manifest:
-    """The manifest of a finished mine artifact (IncompleteArtifactError / ArtifactMismatchError otherwise)."""
+def require_mined(directory: Path, fix: str | None = None, *, deep: bool = False) -> Manifest:
+    """The manifest of a finished, intact mine artifact (`require_artifact`'s errors otherwise)."""
     return require_artifact(
-        directory, STAGE, fix=fix or f"hnm mine --vectors <reduce dir> --data <data> --out {directory}"
+        directory, STAGE, fix=fix or f"hnm mine --vectors <reduce dir> --data <data> --out {directory}", deep=deep
     )
 
 
@@ -104,7 +104,7 @@ def iter_audit(mine_dir: Path) -> Iterator[dict[str, Any]]:
         yield from iter_jsonl(path)
 
 
-def resolve_audit(path: Path, out: Path) -> tuple[Path, Manifest]:
+def resolve_audit(path: Path, out: Path, *, deep: bool = False) -> tuple[Path, Manifest]:
     """The mine artifact holding an audit (`<mine out>` or `<mine out>/audit`) and its manifest.
 
     Raises:
@@ -115,7 +115,7 @@ def resolve_audit(path: Path, out: Path) -> tuple[Path, Manifest]:
 
     path = Path(path)
     mine_dir = path.parent if path.name == AUDIT_DIR and not (path / AUDIT_DIR).is_dir() else path
-    manifest = require_mined(mine_dir, fix=f"hnm mine ... --audit --out {mine_dir}")
+    manifest = require_mined(mine_dir, fix=f"hnm mine ... --audit --out {mine_dir}", deep=deep)
     if not manifest.params.get("audit") or not (mine_dir / AUDIT_DIR).is_dir():
         raise InputError(f"{mine_dir} was mined without --audit; rerun it with --audit")
     if Path(out).resolve() == mine_dir.resolve():
@@ -133,10 +133,19 @@ def count_with_negative(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
 
 
 def hnsw_index(
-    out: Path, source: Any, *, vectors_digest: str, M: int, ef_construction: int, seed: int, block_rows: int
+    out: Path,
+    new: Path,
+    source: Any,
+    *,
+    vectors_digest: str,
+    M: int,
+    ef_construction: int,
+    seed: int,
+    block_rows: int,
 ) -> tuple[Any, list[str]]:
     """The hnsw index of a mine artifact: `<out>/index/hnsw.bin` when its fingerprint matches the vectors and the
-    parameters, else built and saved. Returns (the HnswIndex, its two files relative to `out`)."""
+    parameters, else built and saved under `new` (the run's staging folder). Returns (the HnswIndex, its two
+    files relative to the artifact)."""
     import logging
 
     from hnm_cli.search import HnswIndex
@@ -155,7 +164,7 @@ def hnsw_index(
             log.info("mine: reusing hnsw index %s", path)
             return HnswIndex.load(path, source.dim, source.n), files
     log.info("mine: building hnsw index over %d vectors (M=%d, ef_construction=%d)", source.n, M, ef_construction)
-    fp_path.unlink(missing_ok=True)  # a half-replaced index must never look reusable
+    path, fp_path = Path(new) / HNSW_FILE, Path(new) / HNSW_FINGERPRINT
     index = HnswIndex.build(source, M=M, ef_construction=ef_construction, random_seed=seed, block_rows=block_rows)
     index.save(path)
     atomic_write_json(fp_path, want)

@@ -10,8 +10,8 @@ from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.manifest import Manifest, load_manifest
-from hnm_cli.errors import ConfigError, InputError
+from hnm_cli.artifacts.manifest import Manifest, changed_output, load_manifest
+from hnm_cli.errors import ConfigError, CorruptArtifactError, InputError
 
 CROSS_ENCODER = "cross-encoder"
 BI_ENCODER = "bi-encoder"
@@ -71,7 +71,7 @@ def folder_kind(path: Path) -> str | None:
     return None
 
 
-def detect_model(name: str, source: str) -> RerankerRef:
+def detect_model(name: str, source: str, *, deep: bool = False) -> RerankerRef:
     """Classify one `--model` value without loading it.
 
     Args:
@@ -90,11 +90,23 @@ def detect_model(name: str, source: str) -> RerankerRef:
     if not path.is_dir():
         raise InputError(f"--model {name}: {source} is a file, expected a model folder")
     artifact = load_manifest(path)
+    if artifact is None:
+        # A folder inside a train-reranker artifact (its model/, or deeper) is that artifact: its training data
+        # must go through the leakage check like the artifact's own path would.
+        artifact = enclosing_training_artifact(path)
+        if artifact is not None:
+            path = artifact.path
     if artifact is not None and artifact.stage == TRAIN_STAGE:
         model_dir = path / MODEL_DIR
         kind = folder_kind(model_dir) if model_dir.is_dir() else None
         if kind is None:
             raise InputError(f"--model {name}: {path} is a train-reranker artifact without a loadable model/ folder")
+        problem = changed_output(artifact, deep=deep)
+        if problem is not None:
+            raise CorruptArtifactError(
+                f"--model {name}: {path}/{problem}; the artifact is corrupt. Rebuild it: hnm train-reranker ... "
+                f"--out {path} --force"
+            )
         return RerankerRef(name=name, source=source, kind=kind, path=model_dir.resolve(), artifact=artifact)
     if artifact is not None:
         raise InputError(f"--model {name}: {path} is a '{artifact.stage}' artifact, not a reranker model")
@@ -106,6 +118,15 @@ def detect_model(name: str, source: str) -> RerankerRef:
             "no modules.json with Pooling)"
         )
     return RerankerRef(name=name, source=source, kind=kind, path=path.resolve())
+
+
+def enclosing_training_artifact(path: Path, levels: int = 4) -> Manifest | None:
+    """The train-reranker artifact that `path` lies inside (up to `levels` folders up), or None."""
+    for parent in list(Path(path).resolve().parents)[:levels]:
+        manifest = load_manifest(parent)
+        if manifest is not None:
+            return manifest if manifest.stage == TRAIN_STAGE else None
+    return None
 
 
 def run_name(source: str) -> str:

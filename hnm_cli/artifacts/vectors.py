@@ -61,17 +61,41 @@ def list_vector_shards(directory: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _shard_ids(npy: Path, ids_path: Path) -> list[str]:
+    """The ids of one shard, checked against its vector rows: a missing or extra line would shift every id."""
+    ids = []
+    for lineno, row in enumerate(iter_jsonl(ids_path), 1):
+        if not isinstance(row, dict) or not isinstance(row.get("id"), str):
+            raise DataError(f'{ids_path}:{lineno}: field \'id\': expected {{"id": "..."}}; the vector set is corrupt')
+        ids.append(row["id"])
+    rows = npy_layout(npy)[0][0]
+    if len(ids) != rows:
+        raise DataError(
+            f"{ids_path}: {len(ids)} ids but {npy.name} has {rows} rows; the vector set is corrupt (rebuild it)"
+        )
+    return ids
+
+
 def read_ids(directory: Path) -> list[str]:
-    """All ids of a vector directory, in row order across shards."""
+    """All ids of a vector directory, in row order across shards (each shard checked against its ids file)."""
     out: list[str] = []
-    for _, ids_path in list_vector_shards(directory):
-        out.extend(row["id"] for row in iter_jsonl(ids_path))
+    for npy, ids_path in list_vector_shards(directory):
+        out.extend(_shard_ids(npy, ids_path))
     return out
+
+
+def open_shard(npy: Path) -> np.ndarray:
+    """A read-only memmap of one vector shard, after checking that it is a complete 2-D float32 `.npy`."""
+    shape, dtype, _ = npy_layout(npy)
+    if len(shape) != 2 or dtype != np.float32:
+        raise DataError(f"{npy}: expected a 2-D float32 array, got shape {shape} of {dtype}; the vector set is corrupt")
+    shard: np.ndarray = np.load(npy, mmap_mode="r")
+    return shard
 
 
 def open_vector_shards(directory: Path) -> list[np.ndarray]:
     """Memory-mapped (read-only) arrays of every shard; nothing is read into RAM yet."""
-    return [np.load(npy, mmap_mode="r") for npy, _ in list_vector_shards(directory)]
+    return [open_shard(npy) for npy, _ in list_vector_shards(directory)]
 
 
 def vector_dim(directory: Path) -> int:
@@ -108,14 +132,27 @@ def iter_vector_blocks(directory: Path, block_rows: int) -> Iterator[tuple[int, 
 
 
 def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    """Shape, dtype and byte offset of the data of a C-order `.npy` file, from its header only."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read_header(fh)
-        if fortran:
-            raise DataError(f"{path}: Fortran-ordered array; hnm vector shards are C-contiguous")
-        return tuple(shape), np.dtype(dtype), fh.tell()
+    """Shape, dtype and byte offset of the data of a C-order `.npy` file, from its header; the file's size must
+    hold exactly that much data (a truncated or padded shard is refused here, not misread later).
+
+    Raises:
+        DataError: not a .npy file, Fortran order, or a size that does not match the header.
+    """
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(fh)
+            offset = fh.tell()
+    except (ValueError, EOFError, OSError) as err:
+        raise DataError(f"{path}: not a readable .npy file ({str(err).splitlines()[0][:100]})") from err
+    if fortran:
+        raise DataError(f"{path}: Fortran-ordered array; hnm vector shards are C-contiguous")
+    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
+    actual = Path(path).stat().st_size
+    if actual != expected:
+        raise DataError(f"{path}: {actual} bytes, but its header describes {shape} ({expected} bytes); truncated?")
+    return tuple(shape), np.dtype(dtype), offset
 
 
 def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
@@ -145,7 +182,7 @@ def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
 VECTOR_STAGES = ("reduce", "embed-model")
 
 
-def resolve_vector_set(directory: Path) -> Manifest:
+def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
     """The manifest of the vector set at `directory`.
 
     A top-level embed artifact with exactly one model is descended into; with several models the user must pick
@@ -164,7 +201,7 @@ def resolve_vector_set(directory: Path) -> Manifest:
         )
         if len(models) == 1:
             return require_artifact(
-                directory / models[0], "embed-model", fix=f"hnm embed ... --out {directory} (it did not finish)"
+                directory / models[0], "embed-model", fix=f"hnm embed ... --out {directory}", deep=deep
             )
         if not models:
             raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
@@ -172,7 +209,7 @@ def resolve_vector_set(directory: Path) -> Manifest:
             f"{directory} holds {len(models)} models ({', '.join(models)}): give one model folder "
             f"(--vectors {directory / models[0]}) or fuse them first with hnm reduce"
         )
-    manifest = require_artifact(directory, VECTOR_STAGES, fix=fix)
+    manifest = require_artifact(directory, VECTOR_STAGES, fix=fix, deep=deep)
     for part in ("corpus", "queries"):
         if not (directory / part).is_dir():
             raise IncompleteArtifactError(f"{directory} has no {part}/ vectors. Rerun: {fix}")

@@ -21,6 +21,7 @@ class Exclusions:
     excluded_ids: dict[str, set[str]]
     duplicates_excluded: int
     query_duplicates_excluded: int
+    twin_positives_excluded: int = 0  # positives of another query with the same text, excluded for this one
 
 
 def build_exclusions(
@@ -30,6 +31,7 @@ def build_exclusions(
     corpus_ids: Sequence[str],
     *,
     exclude_query_duplicates: bool,
+    exclude_twin_positives: bool = True,
 ) -> Exclusions:
     """Exclusions for the (query id, positive id) pairs over the documents `corpus_ids`.
 
@@ -38,7 +40,8 @@ def build_exclusions(
     memory grows with the qrels, not with the corpus. With `exclude_query_duplicates`, also a document that *is*
     the query (Quora, ArguAna and CQADupStack put queries in the corpus too): it has d(Q,D) ~ 0, so every strategy
     would pick it first, teaching the reranker that a text does not match itself. Matched on the body alone as
-    well, since the query has no title.
+    well, since the query has no title. With `exclude_twin_positives`, queries whose normalised texts are equal
+    (SciFact's train 89 and 90) share exclusions: the positive of one is never the other's negative.
     """
     positives: dict[str, list[str]] = {}
     for q, d in pair_ids:
@@ -70,4 +73,16 @@ def build_exclusions(
                     excluded_ids[q].add(d)
                     identical += 1
     dups = sum(len(excluded_ids[q]) - len(set(pos)) for q, pos in positives.items()) - identical
-    return Exclusions(excluded_ids, dups, identical)
+    twins = 0
+    if exclude_twin_positives:
+        by_text: dict[str, list[str]] = {}
+        for q in positives:
+            if (query := queries.items.get(q)) is not None:
+                by_text.setdefault(text_hash(query.text), []).append(q)
+        for group in (g for g in by_text.values() if len(g) > 1):
+            shared = set().union(*(positives[q] for q in group))
+            for q in group:
+                added = shared - excluded_ids[q]
+                twins += len(added)
+                excluded_ids[q] |= added
+    return Exclusions(excluded_ids, dups, identical, twins)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import sys
 import time
@@ -28,7 +29,9 @@ import orjson
 
 from hnm_cli import inputs
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
+from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
+    LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
     begin_run,
@@ -37,6 +40,7 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     is_up_to_date,
     output_entry,
+    output_lock,
     skip_if_up_to_date,
     write_manifest,
 )
@@ -44,7 +48,7 @@ from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
 from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel, resolve_model
-from hnm_cli.errors import ConfigError, DataError
+from hnm_cli.errors import BusyError, ConfigError, DataError
 
 log = logging.getLogger("hnm")
 
@@ -98,6 +102,9 @@ class _LazyEncoder:
     precision: str
     device: str
     factory: Callable[..., Encoder] = load_encoder
+    # Called once the model has loaded, before its first shard is written: where the run starts to change the
+    # artifact (old manifests removed). A model that fails to load leaves the existing artifact as it was.
+    on_first_write: Callable[[], None] = lambda: None
     encoder: Encoder | None = None
     load_seconds: float = 0.0
 
@@ -107,6 +114,7 @@ class _LazyEncoder:
             log.info("embed: loading %s (%s)", self.resolved.name, self.resolved.spec.source)
             self.encoder = self.factory(self.resolved, precision=self.precision, device=self.device)
             self.load_seconds = time.perf_counter() - started
+            self.on_first_write()
         return self.encoder
 
 
@@ -267,18 +275,65 @@ def run(
                 f"--shard-id must be in [0, {num_shards}) and --num-shards >= 1; got {shard_id}/{num_shards}"
             )
 
+    check_output_path(out, [data_paths.corpus, data_paths.queries])
     the_plan = plan(data_paths, cfg)
     if not partial and (m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force)) is not None:
         return m
+    # Job-array runs (--shard-id) write disjoint shards of one folder at once, each under its own lock; a full
+    # run (which also stitches the manifests) needs the folder to itself.
+    lock = LOCK_NAME if not partial else f"{LOCK_NAME}-shard-{shard_id}-of-{num_shards}"
+    with output_lock(out, lock):
+        _refuse_other_writers(out, lock)
+        return _run_locked(the_plan, data_paths, out, cfg, shard_id, num_shards, force, progress, encoder_factory)
 
+
+def _refuse_other_writers(out: Path, mine: str) -> None:
+    """A full run and job-array runs must not write one folder at the same time."""
+    for other in out.glob(f"{LOCK_NAME}*"):
+        if other.name == mine:
+            continue
+        if mine != LOCK_NAME and other.name.startswith(f"{LOCK_NAME}-shard-"):
+            continue  # sibling job-array runs write disjoint shards
+        owner = _live_owner(other)
+        if owner is not None:
+            raise BusyError(f"{out} is being written by another hnm embed (pid {owner})", hint=f"or remove {other}")
+
+
+def _live_owner(lock: Path) -> int | None:
+    try:
+        pid = int(lock.read_text().split()[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid
+
+
+def _run_locked(
+    the_plan: _Plan,
+    data_paths: inputs.DataPaths,
+    out: Path,
+    cfg: EmbedConfig,
+    shard_id: int | None,
+    num_shards: int | None,
+    force: bool,
+    progress: bool,
+    encoder_factory: Callable[..., Encoder],
+) -> Manifest:
+    partial = shard_id is not None
     parts = _read_parts(data_paths, cfg)  # validates every record before anything is written
-    started = begin_run(out)
+    started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
     for resolved in the_plan.models:
-        lazy = _LazyEncoder(resolved, cfg.precision, cfg.device, factory=encoder_factory)
+        model_dir = out / resolved.name
+
+        def first_write(model_dir: Path = model_dir) -> None:
+            begin_run(out)
+            begin_run(model_dir)
+
+        lazy = _LazyEncoder(resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write)
         manifest = _embed_model(
-            the_plan, resolved, parts, out / resolved.name, cfg, lazy,
+            the_plan, resolved, parts, model_dir, cfg, lazy,
             shard_id=shard_id, num_shards=num_shards, force=force, progress=progress,
         )  # fmt: skip
         model_stats[resolved.name] = manifest.stats
@@ -349,7 +404,7 @@ def _embed_model(
     if not partial and not force and (m := is_up_to_date(model_dir, fingerprint)) is not None:
         log.info("embed: %s up to date (%s)", name, m.manifest_path)
         return m
-    started = begin_run(model_dir)
+    started = time.time()
     batch_size = cfg.batch_size or resolved.spec.batch_size
     stats: dict[str, PartStats] = {}
     outputs: list[dict[str, Any]] = []

@@ -17,6 +17,7 @@ name are seeds of one arm: mean +- sample std over seeds), and with `fuse = "rrf
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,15 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
-from hnm_cli.artifacts.guards import check_eval_leakage, mine_manifest
+from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
+    Staging,
     artifact_input,
-    begin_run,
     compute_fingerprint,
     file_input,
     output_entry,
+    output_lock,
     require_artifact,
     skip_if_up_to_date,
     write_manifest,
@@ -113,6 +115,7 @@ def _read_candidates(path: Path, corpus: Records) -> Candidates:
 
 def build_first_stage(
     out: Path,
+    new: Path,
     cfg: EvalConfig,
     corpus: Records,
     queries: Records,
@@ -123,10 +126,12 @@ def build_first_stage(
     run_file: Path | None = None,
     force: bool = False,
 ) -> tuple[Candidates, Manifest]:
-    """Build (or reuse) the first-stage artifact `out` and return its candidates and manifest.
+    """Reuse the first-stage artifact `out`, or build it in `new` (the run's staging copy of that folder);
+    return its candidates and manifest.
 
     Args:
         out: the `first-stage/` directory.
+        new: where a rebuilt first stage is written (moved into `out` when the whole eval succeeds).
         cfg: the eval config (`first_stage`, `top_k`, `split`).
         corpus / queries: the records; `qids` the evaluated query ids (sorted).
         base_inputs: digests of corpus, queries and qrels (which queries are evaluated).
@@ -149,7 +154,7 @@ def build_first_stage(
     fingerprint = compute_fingerprint(FIRST_STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, FIRST_STAGE, fingerprint, force=force)) is not None:
         return _read_candidates(out / CANDIDATES, corpus), done
-    started = begin_run(out)
+    started = time.time()
     candidates, identical_dropped = first_stage_candidates(
         cfg.first_stage,
         corpus,
@@ -161,7 +166,7 @@ def build_first_stage(
         run_file=run_file,
     )
     rows = [{"query_id": q, "candidates": [[d, s] for d, s in candidates.get(q, [])]} for q in qids]
-    write_jsonl(out / CANDIDATES, rows)
+    write_jsonl(new / CANDIDATES, rows)
     lengths = [len(r["candidates"]) for r in rows]
     stats = {
         "queries": len(rows),
@@ -172,12 +177,12 @@ def build_first_stage(
     if cfg.ignore_identical_ids:
         stats["identical_ids_dropped"] = identical_dropped
     manifest = write_manifest(
-        out,
+        new,
         stage=FIRST_STAGE,
         fingerprint=fingerprint,
         params=params,
         inputs=inputs,
-        outputs=[output_entry(out, CANDIDATES, rows=len(rows))],
+        outputs=[output_entry(new, CANDIDATES, rows=len(rows))],
         stats=stats,
         started=started,
     )
@@ -207,6 +212,7 @@ def run(
     run_file: Path | None = None,
     force: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> Manifest:
     """Evaluate the first stage and each reranker on the same candidate lists; write the eval artifact.
 
@@ -230,13 +236,15 @@ def run(
     cfg.validate()
     if data_paths.qrels is None:
         raise InputError("hnm eval needs qrels: give --data <BEIR folder> or --qrels")
+    sources = [Path(src) for _, src in models if not src.startswith(("pkg:", "hash:"))]
+    check_output_path(out, [data_paths.corpus, data_paths.queries, data_paths.qrels, vectors, run_file, *sources])
     qrels_file = resolve_qrels_file(data_paths.qrels, cfg.split)
     corpus_inputs = [file_input(f, "corpus") for f in resolve_jsonl_files(data_paths.corpus, "corpus")]
     query_inputs = [file_input(f, "queries") for f in resolve_jsonl_files(data_paths.queries, "queries")]
     base_inputs = [*corpus_inputs, *query_inputs, file_input(qrels_file, "qrels")]
 
-    vec_manifest = _first_stage_source(cfg, vectors, run_file, corpus_inputs)
-    refs = [detect_model(name, source) for name, source in models]
+    vec_manifest = _first_stage_source(cfg, vectors, run_file, corpus_inputs, deep=verify)
+    refs = [detect_model(name, source, deep=verify) for name, source in models]
     arms = group_arms(refs)
     run_names = [FIRST_STAGE_RUN, *arms, *([f"{a}+rrf" for a in arms] if cfg.fuse == Fuse.RRF else [])]
     if cfg.baseline not in run_names:
@@ -256,10 +264,49 @@ def run(
         "models": [{"name": r.name, "source": r.source, "kind": r.kind, "identity": _model_identity(r)} for r in refs],
     }
     fingerprint = compute_fingerprint(STAGE, params, inputs)
-    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force)) is not None:
+    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force, deep=verify)) is not None:
         return done
-    started = begin_run(out)
+    with output_lock(out), Staging(out) as staging:
+        started, (params, inputs, files, stats, log_line) = staging.started, _evaluate(
+            data_paths, out, staging.dir, cfg, refs, arms, qrels_file, base_inputs, vec_manifest, run_file,
+            params, inputs, force=force, progress=progress,
+        )  # fmt: skip
+        staging.commit()
+    remove_stale_files(out, keep=files, patterns=["*.jsonl", "*.md", "report.json"])
+    outputs = [output_entry(out, rel) for rel in files]
+    manifest = write_manifest(
+        out,
+        stage=STAGE,
+        fingerprint=fingerprint,
+        params=params,
+        inputs=inputs,
+        outputs=outputs,
+        stats=stats,
+        started=started,
+    )
+    log.info(log_line)
+    return manifest
 
+
+def _evaluate(
+    data_paths: DataPaths,
+    out: Path,
+    new: Path,
+    cfg: EvalConfig,
+    refs: list[RerankerRef],
+    arms: dict[str, list[RerankerRef]],
+    qrels_file: Path,
+    base_inputs: list[dict[str, Any]],
+    vec_manifest: Manifest | None,
+    run_file: Path | None,
+    params: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    *,
+    force: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[str], dict[str, Any], str]:
+    """Score every run and write the report files into `new`; return (params, inputs, output files, stats, the
+    summary line)."""
     corpus = read_corpus(data_paths.corpus)
     queries = read_queries(data_paths.queries)
     qrels = read_qrels(qrels_file, query_ids=queries, doc_ids=corpus)
@@ -272,6 +319,7 @@ def run(
 
     candidates, fs_manifest = build_first_stage(
         out / FIRST_STAGE_DIR,
+        new / FIRST_STAGE_DIR,
         cfg,
         corpus,
         queries,
@@ -310,14 +358,11 @@ def run(
         for name, pq in report.pop("_per_query").items()
         for q, values in pq.items()
     ]
-    write_jsonl(out / PER_QUERY, per_query_rows)
+    write_jsonl(new / PER_QUERY, per_query_rows)
     # Not atomic_write_json: that sorts keys, and the order of runs and metrics is part of the report.
-    atomic_write_bytes(out / REPORT_JSON, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    atomic_write_bytes(out / REPORT_MD, render_markdown(report).encode("utf-8"))
+    atomic_write_bytes(new / REPORT_JSON, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
+    atomic_write_bytes(new / REPORT_MD, render_markdown(report).encode("utf-8"))
     written = [REPORT_JSON, REPORT_MD, PER_QUERY]
-    remove_stale_files(out, keep=written, patterns=["*.jsonl", "*.md", "report.json"])
-    outputs = [output_entry(out, rel) for rel in written]
-    outputs.append(output_entry(out, f"{FIRST_STAGE_DIR}/{CANDIDATES}"))
     primary = {name: r["mean"][PRIMARY_METRIC] for name, r in report["runs"].items()}
     stats = {
         "queries": len(qids),
@@ -326,38 +371,28 @@ def run(
         f"first_stage_{recall_key}": report["first_stage"][recall_key],
         PRIMARY_METRIC: primary,
     }
-    manifest = write_manifest(
-        out,
-        stage=STAGE,
-        fingerprint=fingerprint,
-        params=params,
-        inputs=inputs,
-        outputs=outputs,
-        stats=stats,
-        started=started,
+    line = (
+        f"eval: {len(qids)} queries, first stage {cfg.first_stage} top-{cfg.top_k} "
+        f"({recall_key} {report['first_stage'][recall_key]:.4f}); {PRIMARY_METRIC}: "
+        + ", ".join(f"{n} {v:.4f}" for n, v in primary.items())
     )
-    log.info(
-        "eval: %d queries, first stage %s top-%d (%s %.4f); %s: %s",
-        len(qids),
-        cfg.first_stage,
-        cfg.top_k,
-        recall_key,
-        report["first_stage"][recall_key],
-        PRIMARY_METRIC,
-        ", ".join(f"{n} {v:.4f}" for n, v in primary.items()),
-    )
-    return manifest
+    return params, inputs, [*written, f"{FIRST_STAGE_DIR}/{CANDIDATES}"], stats, line
 
 
 def _first_stage_source(
-    cfg: EvalConfig, vectors: Path | None, run_file: Path | None, corpus_inputs: list[dict[str, Any]]
+    cfg: EvalConfig,
+    vectors: Path | None,
+    run_file: Path | None,
+    corpus_inputs: list[dict[str, Any]],
+    *,
+    deep: bool = False,
 ) -> Manifest | None:
     """Check the first stage's inputs; return the vectors manifest for a dense first stage."""
     if cfg.first_stage == FirstStage.DENSE:
         if vectors is None:
             raise InputError("--first-stage dense needs --vectors DIR (a reduce artifact or an embed model folder)")
         fix = f"hnm embed ... --out EMBED and give --vectors EMBED/<model>, or hnm reduce ... --out {vectors}"
-        manifest = require_artifact(vectors, VECTOR_STAGES, fix=fix)
+        manifest = require_artifact(vectors, VECTOR_STAGES, fix=fix, deep=deep)
         _check_vectors_corpus(manifest, corpus_inputs)
         return manifest
     if vectors is not None:

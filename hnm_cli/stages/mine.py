@@ -18,22 +18,23 @@ import numpy as np
 
 from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
-from hnm_cli.artifacts.guards import check_mining_split, check_same_files
+from hnm_cli.artifacts.guards import check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
+    Staging,
     artifact_input,
-    begin_run,
     compute_fingerprint,
     file_input,
     load_manifest,
     output_entry,
+    output_lock,
     skip_if_up_to_date,
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, vector_dim
 from hnm_cli.choices import ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError, LeakageError
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -90,16 +91,23 @@ def _plan(
     export: str | None,
     plot: bool,
     from_audit: Path | None,
+    verify: bool = False,
 ) -> _Plan:
     check_mining_split(cfg.split, cfg.eval_splits, allowed=cfg.allow_eval_queries)
     if data.qrels is None:
         raise InputError("no qrels: give --data <BEIR folder> or --qrels")
+    check_output_path(out, [vectors_dir, data.corpus, data.queries, data.qrels, from_audit])
     if audit and cfg.strategy != Strategy.RULE:
         raise ConfigError(f"--audit records the rule's C1/C2 tests; it needs strategy 'rule', not '{cfg.strategy}'")
     if export is not None:
         if export not in tuple(ExportLayout):
             raise ConfigError(f"export must be one of {', '.join(ExportLayout)}; got {export!r}")
     qrels_file = resolve_qrels_file(data.qrels, cfg.split)
+    if qrels_file.name.split(".")[0] in cfg.eval_splits and not cfg.allow_eval_queries:
+        raise LeakageError(
+            f"--qrels {qrels_file} is the '{qrels_file.name.split('.')[0]}' split, an evaluation split: mining its "
+            "queries leaks evaluation data into training; pass --allow-eval-queries to do it anyway"
+        )
     corpus_inputs = [file_input(p, "corpus") for p in resolve_jsonl_files(data.corpus, "corpus")]
     query_inputs = [file_input(p, "queries") for p in resolve_jsonl_files(data.queries, "queries")]
     qrels_input = file_input(qrels_file, "qrels")
@@ -107,7 +115,7 @@ def _plan(
 
     vectors = None
     if vectors_dir is not None:
-        vectors = resolve_vector_set(vectors_dir)
+        vectors = resolve_vector_set(vectors_dir, deep=verify)
         check_same_files(vectors, corpus_inputs, "corpus")
         check_same_files(vectors, query_inputs, "queries")
         inputs.append(artifact_input(vectors, "vectors"))
@@ -116,7 +124,7 @@ def _plan(
 
     audit_dir = audit_manifest = None
     if from_audit is not None:
-        audit_dir, audit_manifest = mined.resolve_audit(from_audit, out)
+        audit_dir, audit_manifest = mined.resolve_audit(from_audit, out, deep=verify)
         if vectors is not None:
             used = [i for i in audit_manifest.inputs if i.get("role") == "vectors"]
             if used and used[0]["sha256"] != vectors.digest:
@@ -157,6 +165,7 @@ def run(
     from_audit: Path | None = None,
     force: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> Manifest:
     """Mine negatives for every (query, positive) pair of `cfg.split` and write the mine artifact.
 
@@ -174,45 +183,50 @@ def run(
             `max_score`/`min_score` (similarity bounds), window and `fallback`.
         force: rerun even when up to date.
         progress: log progress (the CLI's --quiet turns it off).
+        verify: re-hash every input artifact's files and this artifact's (`--verify`), not only changed ones.
 
     Returns:
         The written (or, when up to date, the existing) manifest.
 
     Raises:
-        HnmError: any bad input (see the checks above), with a one-line message.
+        HnmError: any bad input (see the checks above), with a one-line message. A failing run leaves an
+            existing artifact in `out` as it was.
     """
     out = Path(out)
-    plan = _plan(vectors_dir, data_paths, out, cfg, audit=audit, export=export, plot=plot, from_audit=from_audit)
-    if (done := skip_if_up_to_date(out, STAGE, plan.fingerprint, force=force)) is not None:
+    plan = _plan(
+        vectors_dir, data_paths, out, cfg, audit=audit, export=export, plot=plot, from_audit=from_audit, verify=verify
+    )
+    if (done := skip_if_up_to_date(out, STAGE, plan.fingerprint, force=force, deep=verify)) is not None:
         return done
 
-    t0 = time.time()
-    corpus = read_corpus(data_paths.corpus)
-    queries = read_queries(data_paths.queries)
-    qrels = read_qrels(plan.qrels_file, query_ids=queries, doc_ids=corpus)
-    ctx = _Context.load(plan, corpus, queries, qrels, cfg)
-    started = begin_run(out)
+    with output_lock(out), Staging(out) as staging:
+        t0 = time.time()
+        corpus = read_corpus(data_paths.corpus)
+        queries = read_queries(data_paths.queries)
+        qrels = read_qrels(plan.qrels_file, query_ids=queries, doc_ids=corpus)
+        ctx = _Context.load(plan, corpus, queries, qrels, cfg)
+        new = staging.dir  # everything is written here, and moved into `out` once it all succeeded
 
-    audit_outputs: list[dict[str, Any]] = []
-    if from_audit is not None:
-        assert plan.audit_dir is not None and plan.audit_manifest is not None
-        results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
-    else:
-        results, stats, audit_outputs = _mine(ctx, cfg, out, audit=audit)
+        audit_outputs: list[dict[str, Any]] = []
+        if from_audit is not None:
+            assert plan.audit_dir is not None and plan.audit_manifest is not None
+            results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
+        else:
+            results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit)
 
-    rows = list(_rows(results, ctx))
-    outputs = mined.write_rows(out, rows)
-    stats_dict = _stats_dict(stats, ctx, cfg, time.time() - t0)
-    if export is not None:
-        outputs.append(_write_export(out, export, rows, ctx, cfg, stats_dict))
-    plot_files = _write_plots(out, rows, ctx, cfg) if plot else []
-    atomic_write_json(out / mined.STATS_FILE, stats_dict)
-
+        rows = list(_rows(results, ctx))
+        outputs = mined.write_rows(new, rows)
+        stats_dict = _stats_dict(stats, ctx, cfg, time.time() - t0)
+        if export is not None:
+            outputs.append(_write_export(new, export, rows, ctx, cfg, stats_dict))
+        plot_files = _write_plots(new, rows, ctx, cfg) if plot else []
+        atomic_write_json(new / mined.STATS_FILE, stats_dict)
+        # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
+        # (stats.json holds the timing) leaves downstream artifacts up to date.
+        reports = [*plot_files, mined.STATS_FILE, *ctx.hnsw_files]
+        started = staging.commit()
     outputs += audit_outputs
-    # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
-    # (stats.json holds the timing) leaves downstream artifacts up to date.
-    outputs += [output_entry(out, rel, downstream=False) for rel in [*plot_files, mined.STATS_FILE]]
-    outputs += [output_entry(out, rel, downstream=False) for rel in ctx.hnsw_files]
+    outputs += [output_entry(out, rel, downstream=False) for rel in reports]
     remove_stale_files(out, keep=[o["path"] for o in outputs], patterns=mined.STALE_PATTERNS)
     manifest = write_manifest(
         out,
@@ -246,6 +260,7 @@ class _Context:
     query_row: dict[str, int]
     excluded_ids: dict[str, set[str]]  # query id -> doc ids that may never be negatives
     duplicates_excluded: int  # documents excluded for repeating a positive's text under another id
+    twin_positives_excluded: int  # positives of a query with the same text, excluded
     query_duplicates_excluded: int  # documents excluded for repeating the query's own text
     vectors_dir: Path | None
     query_vecs: np.ndarray | None = None
@@ -275,7 +290,12 @@ class _Context:
             corpus_ids = corpus.ids
             corpus_row = {d: i for i, d in enumerate(corpus_ids)}
         excl = build_exclusions(
-            pair_ids, corpus, queries, corpus_ids, exclude_query_duplicates=cfg.exclude_query_duplicates
+            pair_ids,
+            corpus,
+            queries,
+            corpus_ids,
+            exclude_query_duplicates=cfg.exclude_query_duplicates,
+            exclude_twin_positives=cfg.exclude_twin_positives,
         )
         return cls(
             corpus=corpus,
@@ -287,6 +307,7 @@ class _Context:
             query_row={q: i for i, q in enumerate(query_ids)},
             excluded_ids=excl.excluded_ids,
             duplicates_excluded=excl.duplicates_excluded,
+            twin_positives_excluded=excl.twin_positives_excluded,
             query_duplicates_excluded=excl.query_duplicates_excluded,
             vectors_dir=vectors_dir,
         )
@@ -335,7 +356,9 @@ def _check_pairs_have_vectors(
 # ---------------------------------------------------------------------------------------------
 
 
-def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[list[Any], Any, list[dict[str, Any]]]:
+def _mine(
+    ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool
+) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
     from hnm_cli.mining.strategies import Texts
     from hnm_cli.search import VectorSource
@@ -347,6 +370,7 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
         vectors = load_manifest(ctx.vectors_dir)
         index, ctx.hnsw_files = mined.hnsw_index(
             out,
+            new,
             source,
             vectors_digest=vectors.digest if vectors is not None else "",
             M=cfg.hnsw_m,
@@ -360,7 +384,7 @@ def _mine(ctx: _Context, cfg: MineConfig, out: Path, *, audit: bool) -> tuple[li
             corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
             queries=[ctx.queries[q].text for q in ctx.query_ids],
         )
-    writer = mined.AuditWriter(out) if audit else None
+    writer = mined.AuditWriter(new) if audit else None
     results, stats = mine_negatives(
         ctx.load_query_vectors(),
         source,
@@ -457,6 +481,7 @@ def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> d
             "queries": len(ctx.query_ids),
             "corpus_docs": len(ctx.corpus_ids),
             "duplicates_excluded": ctx.duplicates_excluded,
+            "twin_positives_excluded": ctx.twin_positives_excluded,
             "query_duplicates_excluded": ctx.query_duplicates_excluded,
             "mining_seconds": round(seconds, 3),
         }

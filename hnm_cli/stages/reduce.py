@@ -20,13 +20,15 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.artifacts.files import atomic_path, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
     Manifest,
+    Staging,
     artifact_input,
-    begin_run,
     compute_fingerprint,
     output_entry,
+    output_lock,
     require_artifact,
     skip_if_up_to_date,
     write_manifest,
@@ -335,6 +337,7 @@ def run(
     models: list[str] | None = None,
     force: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> Manifest:
     """Fuse the models of an embed artifact into one vector set with (optional) PCA.
 
@@ -345,9 +348,10 @@ def run(
         models: restrict to these embedded models (default: all, in embed's order).
         force: rerun even when up to date.
         progress: show tqdm bars on stderr (only when stderr is a terminal).
+        verify: re-hash every file of the embed artifact and of `out` (`--verify`), not only changed ones.
 
     Returns:
-        The written (or up-to-date) manifest.
+        The written (or up-to-date) manifest. A failing run leaves an existing artifact in `out` as it was.
 
     Raises:
         IncompleteArtifactError: no embed artifact or model manifest at `embed_dir`.
@@ -358,11 +362,12 @@ def run(
     """
     embed_dir, out = Path(embed_dir), Path(out)
     fix = f"hnm embed --data DATA --out {embed_dir}"
-    top = require_artifact(embed_dir, "embed", fix=fix)
+    check_output_path(out, [embed_dir])
+    top = require_artifact(embed_dir, "embed", fix=fix, deep=verify)
     available = _embedded_models(embed_dir, top)
     names = _select_models(available, models, embed_dir)
     weights = _resolve_weights(cfg, available, names)
-    model_manifests = [require_artifact(embed_dir / n, "embed-model", fix=fix) for n in names]
+    model_manifests = [require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify) for n in names]
 
     params = cfg.to_params() | {"models": names, "weights": weights}
     inputs = [
@@ -371,9 +376,40 @@ def run(
         *_source_records(top, model_manifests),
     ]
     fingerprint = compute_fingerprint(STAGE, params, inputs)
-    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force)) is not None:
+    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force, deep=verify)) is not None:
         return done
+    with output_lock(out), Staging(out) as staging:
+        written, stats, fit, rows = _reduce(embed_dir, staging.dir, cfg, names, weights, progress)
+        started = staging.commit()
+    remove_stale_files(out, keep=[o["path"] for o in written], patterns=STALE_PATTERNS)
+    manifest = write_manifest(
+        out,
+        stage=STAGE,
+        fingerprint=fingerprint,
+        params=params,
+        inputs=inputs,
+        outputs=written,
+        stats=stats,
+        started=started,
+    )
+    variance = f"{100 * fit.variance_reached:.1f}% variance" if fit is not None else "no PCA"
+    log.info(
+        "reduce: %d model%s, %d -> %d dims (%s), corpus %d rows, queries %d rows",
+        len(names),
+        "" if len(names) == 1 else "s",
+        stats["concat_dim"],
+        stats["dim"],
+        variance,
+        rows["corpus"],
+        rows["queries"],
+    )
+    return manifest
 
+
+def _reduce(
+    embed_dir: Path, out: Path, cfg: ReduceConfig, names: list[str], weights: dict[str, float], progress: bool
+) -> tuple[list[dict[str, Any]], dict[str, Any], PcaFit | None, dict[str, int]]:
+    """Fit and write the fused vector set into `out` (the staging folder); return (outputs, stats, fit, rows)."""
     parts = _open_parts(embed_dir, names)
     for what, model_parts in parts.items():
         _check_same_ids(embed_dir, names, model_parts, what)
@@ -388,8 +424,6 @@ def run(
     fusions = {what: _Fusion(model_parts, scales) for what, model_parts in parts.items()}
     dims = fusions["corpus"].dims
     concat_dim = sum(dims)
-
-    started = begin_run(out)
     written: list[dict[str, Any]] = []
     stats: dict[str, Any] = {
         "models": names,
@@ -416,26 +450,4 @@ def run(
     dim_out = fit.n_components if fit is not None else concat_dim
     rows = {what: fusions[what].rows if what in fusions else 0 for what in PARTS}
     stats |= {"dim": dim_out, "corpus_rows": rows["corpus"], "queries_rows": rows["queries"]}
-    remove_stale_files(out, keep=[o["path"] for o in written], patterns=STALE_PATTERNS)
-    manifest = write_manifest(
-        out,
-        stage=STAGE,
-        fingerprint=fingerprint,
-        params=params,
-        inputs=inputs,
-        outputs=written,
-        stats=stats,
-        started=started,
-    )
-    variance = f"{100 * fit.variance_reached:.1f}% variance" if fit is not None else "no PCA"
-    log.info(
-        "reduce: %d model%s, %d -> %d dims (%s), corpus %d rows, queries %d rows",
-        len(names),
-        "" if len(names) == 1 else "s",
-        concat_dim,
-        dim_out,
-        variance,
-        rows["corpus"],
-        rows["queries"],
-    )
-    return manifest
+    return written, stats, fit, rows

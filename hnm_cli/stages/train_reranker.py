@@ -15,6 +15,7 @@ that appear in the evaluation split's qrels are refused (leakage guard) unless `
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from hnm_cli.artifacts import mined as mined_artifact
 from hnm_cli.artifacts.files import atomic_write_bytes
-from hnm_cli.artifacts.guards import check_mined_from, check_training_leakage
+from hnm_cli.artifacts.guards import check_mined_from, check_output_path, check_training_leakage
 from hnm_cli.artifacts.manifest import (
     Manifest,
     artifact_input,
@@ -33,7 +34,7 @@ from hnm_cli.artifacts.manifest import (
     compute_fingerprint,
     file_input,
     output_entry,
-    require_artifact,
+    output_lock,
     skip_if_up_to_date,
     write_manifest,
 )
@@ -80,18 +81,46 @@ def prepare_checkpoints(directory: Path, fingerprint: str, *, fresh: bool) -> Pa
         shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(marker, fingerprint.encode() + b"\n")
-    complete = [
-        p
-        for p in directory.glob("checkpoint-*")
-        if p.is_dir() and p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()
-    ]
-    if not complete:
-        return None
-    return max(complete, key=lambda p: int(p.name.split("-", 1)[1]))
+    complete = sorted(
+        (
+            p
+            for p in directory.glob("checkpoint-*")
+            if p.is_dir() and p.name.split("-", 1)[1].isdigit() and (p / "trainer_state.json").is_file()
+        ),
+        key=_checkpoint_step,
+        reverse=True,
+    )
+    for candidate in complete:
+        problem = _unreadable(candidate)
+        if problem is None:
+            return candidate
+        # A checkpoint torn by a kill (half a trainer_state.json, missing weights) would make every rerun fail;
+        # the one before it, or a fresh start, loses a little work instead of all of it.
+        log.warning("train-reranker: skipping checkpoint %s (%s); resuming from an earlier one", candidate, problem)
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
+def _unreadable(checkpoint: Path) -> str | None:
+    """Why a checkpoint cannot be resumed from, or None: its state must parse and its weights must be there."""
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json unreadable: {str(err).splitlines()[0][:80]}"
+    if not isinstance(state, dict) or "global_step" not in state:
+        return "trainer_state.json has no global_step"
+    weights = [*checkpoint.glob("*.safetensors"), *checkpoint.glob("*.bin"), *checkpoint.glob("*/*.safetensors")]
+    if not any(w.is_file() and w.stat().st_size > 0 for w in weights):
+        return "no model weights"
+    return None
 
 
 def _checkpoint_step(path: Path) -> int:
     return int(path.name.split("-", 1)[1])
+
+
+def _model_tmp(out: Path) -> Path:
+    return out / f".{MODEL_DIR}.{os.getpid()}.tmp"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,6 +139,7 @@ def run(
     queries: Path | None = None,
     force: bool = False,
     progress: bool = True,
+    verify: bool = False,
 ) -> Manifest:
     """Train a reranker on mined negatives (or an exported training file) and write the artifact.
 
@@ -136,8 +166,11 @@ def run(
     target, identity = resolve_base_model(cfg.base_model, cfg.kind)
     mine: Manifest | None = None
     paths: DataPaths | None = None
+    check_output_path(out, [mined, train_file, data, corpus, queries])
+    groups: list[Any] | None = None
+    layout: str | None = None
     if mined is not None:
-        mine = require_artifact(mined, "mine", fix=f"hnm mine --vectors <reduce dir> --data <data> --out {mined}")
+        mine = mined_artifact.require_mined(mined, deep=verify)
         paths = resolve_data(data, corpus, queries)
         rows = list(mined_artifact.iter_rows(mined))
         if not rows:
@@ -146,8 +179,10 @@ def run(
         check_mined_from(mine, data_inputs)
         train_ids = [str(r.get("query_id")) for _, r in rows]
         leak = check_training_leakage(
-            cfg, mine=mine, train_query_ids=train_ids, train_query_texts=[], data=data, queries_path=None
+            cfg, mine=mine, train_query_ids=train_ids, train_query_texts=[], data=data, queries_path=paths.queries
         )
+        if dropped := set(leak.get("dropped_query_ids", ())):
+            rows = [(where, r) for where, r in rows if str(r.get("query_id")) not in dropped]
     else:
         assert train_file is not None
         if not Path(train_file).is_file():
@@ -172,23 +207,53 @@ def run(
     bare = (
         sum(1 for _, r in rows if not r.get("negatives"))
         if mined is not None
-        else sum(1 for g in groups if not g.negatives)
+        else sum(1 for g in groups or [] if not g.negatives)
     )
     if not (bare and cfg.kind == ModelKind.BI_ENCODER and cfg.loss == Loss.MNRL):
         params.pop("pairs_without_negative", None)
     inputs = [*data_inputs, {"role": "base-model", "path": cfg.base_model, "sha256": identity}]
     fingerprint = compute_fingerprint(STAGE, params, inputs)
-    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force)) is not None:
+    if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force, deep=verify)) is not None:
         return done
+    with output_lock(out):
+        try:
+            return _run_locked(
+                out, cfg, mined, train_file, rows if mined is not None else None, paths, groups,
+                layout, target, fingerprint, params, inputs, leak, force=force, progress=progress,
+            )  # fmt: skip
+        finally:
+            shutil.rmtree(_model_tmp(out), ignore_errors=True)
 
-    started = begin_run(out)
+
+def _run_locked(
+    out: Path,
+    cfg: TrainRerankerConfig,
+    mined: Path | None,
+    train_file: Path | None,
+    rows: list[tuple[str, dict[str, Any]]] | None,
+    paths: DataPaths | None,
+    groups: list[Any] | None,
+    layout: str | None,
+    target: str,
+    fingerprint: str,
+    params: dict[str, Any],
+    inputs: list[dict[str, Any]],
+    leak: dict[str, Any],
+    *,
+    force: bool,
+    progress: bool,
+) -> Manifest:
+    """Build the examples, train, and only then replace the artifact's model and manifest."""
+    started = time.time()
     if mined is not None:
         assert paths is not None
         corpus_rec, query_rec = read_corpus(paths.corpus), read_queries(paths.queries)
         docs = {d: corpus_rec[d].full_text for d in corpus_rec.ids}
         qtexts = {q: query_rec[q].text for q in query_rec.ids}
+        assert rows is not None
         groups = groups_from_rows(rows, qtexts, docs, cfg.negatives_per_positive)
         layout = "mined"
+    assert groups is not None
     columns, ex_stats = build_datasets(
         groups, cfg.kind, cfg.loss, cfg.negatives_per_positive, pairs_without_negative=cfg.pairs_without_negative
     )
@@ -202,6 +267,9 @@ def run(
     with libraries_quiet(not progress):
         trained = _train(out, cfg, target, columns, fingerprint, fresh=force, progress=progress)
     model_dir = out / MODEL_DIR
+    begin_run(out)  # the old manifest goes only now: a failure up to here left the artifact as it was
+    shutil.rmtree(model_dir, ignore_errors=True)
+    os.replace(_model_tmp(out), model_dir)
     written = sorted(p.relative_to(out).as_posix() for p in model_dir.rglob("*") if p.is_file())
     outputs = [output_entry(out, rel) for rel in written]
     stats = {
@@ -326,12 +394,10 @@ def _train(
         raise DataError(f"training failed on the examples given: {short_error(err)}") from err
     train_seconds = time.time() - t0
 
-    model_dir = out / MODEL_DIR
-    tmp = out / f".{MODEL_DIR}.{os.getpid()}.tmp"
+    # Saved beside the artifact; `run` swaps it in only when everything succeeded.
+    tmp = _model_tmp(out)
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp))
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(tmp, model_dir)
 
     history = trainer.state.log_history
     curve = [[int(h["step"]), round(float(h["loss"]), 6)] for h in history if "loss" in h and "step" in h]

@@ -71,6 +71,13 @@ QrelsOpt = Annotated[
     Path | None, typer.Option("--qrels", help="Qrels TSV file, or a folder with qrels/<split>.tsv (overrides --data).")
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rerun even if the manifest says up to date.")]
+VerifyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--verify",
+        help="Re-hash every file of the input artifacts and of --out (default: only files whose mtime moved).",
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; only errors on stderr.")]
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in the manifest).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
@@ -190,6 +197,7 @@ def embed(
         OnEmpty | None, typer.Option("--on-empty", help="Records with empty text: error (default) or skip.")
     ] = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Encode corpus and queries with one or several models into resumable vector shards."""
@@ -211,7 +219,7 @@ def embed(
         )
         manifest = embed_stage.run(
             resolve_data(data, corpus, queries), out, cfg,
-            shard_id=shard_id, num_shards=num_shards, force=force, progress=not quiet,
+            shard_id=shard_id, num_shards=num_shards, force=force, progress=not quiet, verify=verify,
         )  # fmt: skip
     # A --shard-id run writes no manifest yet: print the artifact directory instead.
     typer.echo(manifest.path if manifest.stats.get("partial") else manifest.manifest_path)
@@ -278,6 +286,7 @@ def reduce(
         typer.Option("--model", "-m", metavar="NAME", help="Repeatable: use only these embedded models."),
     ] = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fuse the embedded models: normalise, weight, concatenate, PCA to a variance target."""
@@ -304,7 +313,7 @@ def reduce(
         )
         if variance is not None:  # an explicit variance target beats a config file's n_components
             cfg = dataclasses.replace(cfg, n_components=None)
-        manifest = reduce_stage.run(embeddings, out, cfg, models=model, force=force, progress=not quiet)
+        manifest = reduce_stage.run(embeddings, out, cfg, models=model, force=force, progress=not quiet, verify=verify)
     typer.echo(manifest.manifest_path)
 
 
@@ -382,6 +391,7 @@ def mine(
     plot: Annotated[bool, typer.Option("--plot", help="Write <out>/plots/{pca,margin_hist}.png.")] = False,
     config: ConfigOpt = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Mine hard negatives for every (query, positive) pair of a split (the PD-D rule or a baseline)."""
@@ -406,7 +416,7 @@ def mine(
         manifest = mine_stage.run(
             vectors, resolve_data(data, corpus, queries, qrels), out, cfg, audit=audit,
             export=export, plot=plot, from_audit=from_audit, force=force,
-            progress=not quiet,
+            progress=not quiet, verify=verify,
         )  # fmt: skip
     typer.echo(manifest.manifest_path)
 
@@ -472,6 +482,7 @@ def train_reranker(
     ] = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Fine-tune a cross-encoder reranker (or a bi-encoder) on mined hard negatives; resumes killed runs."""
@@ -493,7 +504,7 @@ def train_reranker(
         with contextlib.redirect_stdout(sys.stderr):
             manifest = train_stage.run(
                 mined, out, cfg, train_file=train_file, data=data, corpus=corpus, queries=queries,
-                force=force, progress=not quiet,
+                force=force, progress=not quiet, verify=verify,
             )  # fmt: skip
     typer.echo(manifest.manifest_path)
 
@@ -562,6 +573,7 @@ def eval_(
     ] = EvalFormat.JSON,
     config: ConfigOpt = None,
     force: ForceOpt = False,
+    verify: VerifyOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Rerank one shared first-stage list with each model; metrics, deltas and p-values (JSON on stdout)."""
@@ -581,7 +593,7 @@ def eval_(
         models = [evaluate.parse_model_option(value) for value in model or []]
         manifest = evaluate.run(
             resolve_data(data, corpus, queries, qrels), out, cfg, models=models, vectors=vectors,
-            run_file=run_file, force=force, progress=not quiet,
+            run_file=run_file, force=force, progress=not quiet, verify=verify,
         )  # fmt: skip
         report = evaluate.load_report(manifest)
     if output_format == EvalFormat.TSV:

@@ -244,6 +244,7 @@ def run(
     force: bool = False,
     progress: bool = True,
     encoder_factory: Callable[..., Encoder] = load_encoder,
+    verify: bool = False,
 ) -> Manifest:
     """Embed corpus and queries with every model of `cfg` into `out`.
 
@@ -257,6 +258,7 @@ def run(
         force: re-encode every shard even if the manifest or a shard marker says it is done.
         progress: show tqdm bars (rate, ETA) on stderr.
         encoder_factory: builds an Encoder from (ResolvedModel, precision=, device=); tests inject fakes.
+        verify: re-hash every file of `out` in the up-to-date check (`--verify`), not only files whose mtime moved.
 
     Returns:
         The top-level Manifest (for a partial run: an unwritten one whose stats say what was done).
@@ -277,7 +279,7 @@ def run(
 
     check_output_path(out, [data_paths.corpus, data_paths.queries])
     the_plan = plan(data_paths, cfg)
-    if not partial and (m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force)) is not None:
+    if not partial and (m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force, deep=verify)):
         return m
     # Job-array runs (--shard-id) write disjoint shards of one folder at once, each under its own lock; a full
     # run (which also stitches the manifests) needs the folder to itself.

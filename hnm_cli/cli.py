@@ -20,8 +20,10 @@ import typer
 
 from hnm_cli import __version__
 from hnm_cli.choices import (
+    Backend,
     Balance,
     EvalFormat,
+    Executor,
     ExportLayout,
     Fallback,
     Fill,
@@ -33,6 +35,7 @@ from hnm_cli.choices import (
     OnEmpty,
     PairsWithoutNegative,
     Precision,
+    Quantize,
     Sampling,
     SearchIndex,
     ShowFormat,
@@ -82,6 +85,20 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars;
 SeedOpt = Annotated[int | None, typer.Option("--seed", help="Random seed (recorded in the manifest).")]
 BatchOpt = Annotated[int | None, typer.Option("--batch-size", min=1, help="Batch size.")]
 DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (cpu, cuda, mps).")]
+ExecutorOpt = Annotated[
+    Executor | None,
+    typer.Option(
+        "--executor", help="Where the work runs: local (this process) or ray (a Ray cluster; same output bytes)."
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        metavar="ADDR",
+        help="Ray cluster for --executor ray: HOST:PORT, ray://..., or auto (a running cluster, else a local one).",
+    ),
+]
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -184,6 +201,13 @@ def embed(
     ] = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
+    backend: Annotated[
+        Backend | None,
+        typer.Option("--backend", help="Forward pass: torch, onnx, openvino, or auto (openvino on CPUs). Every model."),
+    ] = None,
+    quantize: Annotated[
+        Quantize | None, typer.Option("--quantize", help="int8 weights of an onnx/openvino export (none: off).")
+    ] = None,
     shard_size: Annotated[
         int | None, typer.Option("--shard-size", min=1, help="Rows per output shard (the resume unit).")
     ] = None,
@@ -196,6 +220,8 @@ def embed(
     on_empty: Annotated[
         OnEmpty | None, typer.Option("--on-empty", help="Records with empty text: error (default) or skip.")
     ] = None,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     force: ForceOpt = False,
     verify: VerifyOpt = False,
     quiet: QuietOpt = False,
@@ -213,9 +239,13 @@ def embed(
             models=tuple(parse_model_option(m, base.models) for m in model) if model else None,
             precision=precision,
             batch_size=batch_size,
+            backend=backend,
+            quantize=quantize,
             device=device,
             shard_size=shard_size,
             on_empty=on_empty,
+            executor=executor,
+            ray_address=ray_address,
         )
         manifest = embed_stage.run(
             resolve_data(data, corpus, queries), out, cfg,
@@ -389,6 +419,8 @@ def mine(
         ExportLayout | None, typer.Option(help="Also write <out>/export/<layout>.jsonl with texts.")
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="Write <out>/plots/{pca,margin_hist}.png.")] = False,
+    executor: ExecutorOpt = None,
+    ray_address: RayAddressOpt = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
     verify: VerifyOpt = False,
@@ -410,6 +442,7 @@ def mine(
             c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
             exclude_twin_positives=False if keep_twin_positives else None,
+            executor=executor, ray_address=ray_address,
         )  # fmt: skip
         from hnm_cli.stages import mine as mine_stage
 

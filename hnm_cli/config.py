@@ -18,7 +18,9 @@ from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hi
 
 from hnm_cli.choices import (
     LOSSES_BY_KIND,
+    Backend,
     Balance,
+    Executor,
     Fallback,
     Fill,
     FirstStage,
@@ -29,6 +31,7 @@ from hnm_cli.choices import (
     OnEmpty,
     PairsWithoutNegative,
     Precision,
+    Quantize,
     Sampling,
     SearchIndex,
     Significance,
@@ -69,11 +72,15 @@ class _StageConfig:
     # Options added after artifacts of this stage already existed, with their default. While an option is at
     # its default it is left out of `manifest.params`, so adding it did not make every older artifact stale.
     late_options: ClassVar[dict[str, Any]] = {}
+    # Options that say how a stage runs, never what it writes (the executor: a Ray run writes the bytes a local run
+    # writes). Left out of `manifest.params` at every value, so they are no part of the fingerprint: switching
+    # executors leaves an artifact up to date, and artifacts from before the option existed stay up to date too.
+    run_options: ClassVar[tuple[str, ...]] = ()
 
     def to_params(self) -> dict[str, Any]:
         """The resolved config as plain data, for `manifest.params`."""
         params = dataclasses.asdict(self)  # type: ignore[call-overload]
-        params = {k: v.value if isinstance(v, StrEnum) else v for k, v in params.items()}
+        params = {k: v.value if isinstance(v, StrEnum) else v for k, v in params.items() if k not in self.run_options}
         return {k: v for k, v in params.items() if not (k in self.late_options and v == self.late_options[k])}
 
 
@@ -173,6 +180,8 @@ class ModelSpec:
     max_seq_length: int | None = None
     batch_size: int = 32
     normalize: bool = True
+    backend: Backend = Backend.TORCH  # what runs the forward pass of a sentence-transformers model
+    quantize: Quantize = Quantize.NONE  # int8 weights of an onnx/openvino export
 
     def __post_init__(self) -> None:
         for name, hint in get_type_hints(type(self)).items():
@@ -192,8 +201,14 @@ class EmbedConfig(_StageConfig):
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     shard_size: int = 2048  # rows per output shard: the resume granularity
     batch_size: int | None = None  # overrides every model's batch_size when set
+    backend: Backend | None = None  # overrides every model's backend when set (auto: openvino on CPUs)
+    quantize: Quantize | None = None  # overrides every model's quantize when set
     on_empty: OnEmpty = OnEmpty.ERROR
     parts: tuple[str, ...] = ("corpus", "queries")
+    executor: Executor = Executor.LOCAL  # where shards are encoded: this process, or actors of a Ray cluster
+    ray_address: str = "auto"  # ray.init(address=...); "auto": a running cluster, else a local one for the run
+
+    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address")  # same bytes on every executor
 
     def validate(self) -> None:
         _positive(self.shard_size, "embed.shard_size")
@@ -267,9 +282,12 @@ class MineConfig(_StageConfig):
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
     exclude_query_duplicates: bool = True  # a document whose text equals the query's is never its negative
     exclude_twin_positives: bool = True  # queries with equal texts never get each other's positives as negatives
+    executor: Executor = Executor.LOCAL  # where blocks of pairs are mined: this process, or a Ray cluster
+    ray_address: str = "auto"  # ray.init(address=...); "auto": a running cluster, else a local one for the run
 
     section: ClassVar[str] = "mine"
     late_options: ClassVar[dict[str, Any]] = {"fill": Fill.EMPTY, "c2_margin": 0.0}
+    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address")  # same bytes on every executor
 
     def validate(self) -> None:
         if not isinstance(self.c2_margin, int | float) or self.c2_margin < 0:
@@ -305,13 +323,21 @@ class TrainRerankerConfig(_StageConfig):
     eval_split: str = "test"  # leakage guard: refuse training queries that appear in this split's qrels
     allow_eval_overlap: bool = False
     drop_eval_overlap: bool = False  # leave training queries that are evaluation queries (by id or text) out
+    # listwise only: distil the miner's similarities (soft labels) into the reranker, weight w of the target
+    teacher_weight: float = 0.0
+    teacher_temperature: float = 0.05
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps
     precision: Precision = Precision.FP32  # bf16: mixed precision (bf16 autocast, fp32 master weights)
     # mnrl: train pairs the miner left without a negative with in-batch negatives ("in-batch"), or drop them.
     pairs_without_negative: PairsWithoutNegative = PairsWithoutNegative.IN_BATCH
 
     section: ClassVar[str] = "train_reranker"
-    late_options: ClassVar[dict[str, Any]] = {"precision": Precision.FP32, "drop_eval_overlap": False}
+    late_options: ClassVar[dict[str, Any]] = {
+        "precision": Precision.FP32,
+        "drop_eval_overlap": False,
+        "teacher_weight": 0.0,
+        "teacher_temperature": 0.05,
+    }
 
     def validate(self) -> None:
         losses = LOSSES_BY_KIND[self.kind]
@@ -323,6 +349,11 @@ class TrainRerankerConfig(_StageConfig):
             _positive(getattr(self, key), f"train_reranker.{key}")
         for key in ("checkpoint_steps", "keep_checkpoints"):
             _positive(getattr(self, key), f"train_reranker.{key}")
+        if not 0 <= self.teacher_weight <= 1:
+            raise ConfigError(f"train_reranker.teacher_weight must be in [0, 1]; got {self.teacher_weight!r}")
+        if self.teacher_weight and self.loss != Loss.LISTWISE:
+            raise ConfigError("train_reranker.teacher_weight (distillation) needs loss = 'listwise'")
+        _positive(self.teacher_temperature, "train_reranker.teacher_temperature")
         if not isinstance(self.margin, int | float) or self.margin < 0:
             raise ConfigError(f"train_reranker.margin must be >= 0; got {self.margin!r}")
         if not isinstance(self.warmup_ratio, int | float) or not 0 <= self.warmup_ratio < 1:

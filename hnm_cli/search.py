@@ -83,6 +83,16 @@ class VectorSource:
         """Wrap an in-memory [n, dim] array (converted to float32, C-contiguous)."""
         return cls([np.ascontiguousarray(array, dtype=np.float32)])
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle memmapped shards as their paths, in-memory parts as data.
+
+        A worker process (`hnm_cli.executors`) then reopens the same files instead of receiving a copy of the
+        corpus: the vectors travel only when they were never on disk.
+        """
+        if self._parts and all(self._readable(i) for i in range(len(self._parts))):
+            return (_reopen, ([str(p) for p in self._paths],))
+        return (VectorSource, ([np.asarray(p) for p in self._parts],))
+
     @property
     def n(self) -> int:
         """Number of rows."""
@@ -191,6 +201,13 @@ class VectorSource:
         finally:
             os.close(fd)
         return buf[inverse.reshape(-1)]
+
+
+def _reopen(paths: list[str]) -> VectorSource:
+    """The `VectorSource` of these `.npy` shards, memmapped again (the other end of `VectorSource.__reduce__`)."""
+    from hnm_cli.artifacts.vectors import open_shard
+
+    return VectorSource([open_shard(Path(p)) for p in paths], [Path(p) for p in paths])
 
 
 def _topk_rows(scores: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

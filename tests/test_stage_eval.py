@@ -393,3 +393,17 @@ def test_end_to_end_bm25_with_tiny_bi_and_cross_encoder(cli, data: Path, tmp_pat
     per_query = [orjson.loads(line) for line in (out / "per-query.jsonl").read_bytes().splitlines()]
     got = next(r for r in per_query if r["run"] == "bi" and r["query_id"] == "q1")
     assert got["mrr@10"] == pytest.approx(1 / rank if rank <= 10 else 0.0)
+
+
+def test_a_reranker_below_the_first_stage_is_flagged(cli, data: Path, tmp_path: Path) -> None:
+    # hash:8 as a "reranker" reorders BM25's list at random: far below BM25 on nDCG@10 / MRR@10.
+    args = ["eval", "--data", data, "--out", tmp_path / "e", "--model", "noise=hash:8", "--top-k", "8"]
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    warnings = [ln for ln in result.stderr.splitlines() if "ranks below the first stage" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith(
+        "eval: warning: ranks below the first stage it reranks: noise ("
+    )
+    assert "| noise ⚠ below first stage |" in (tmp_path / "e" / "report.md").read_text()
+    again = cli(*args)  # up to date: still said
+    assert sum("ranks below the first stage" in ln for ln in again.stderr.splitlines()) == 1

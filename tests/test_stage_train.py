@@ -74,11 +74,16 @@ def _rows():
 
 def test_groups_from_rows_keep_the_first_n_negatives():
     groups = groups_from_rows(_rows(), QUERIES, DOCS, negatives_per_positive=1)
-    assert groups == [
-        Group("Q1", "D1", ("D2",), "q1"),
-        Group("Q2", "D3", ("D4",), "q2"),
-        Group("Q3", "D5", (), "q3"),
+    assert [g[:4] for g in map(lambda g: (g.query, g.positive, g.negatives, g.query_id), groups)] == [
+        ("Q1", "D1", ("D2",), "q1"),
+        ("Q2", "D3", ("D4",), "q2"),
+        ("Q3", "D5", (), "q3"),
     ]
+    # The miner's similarities ride along as distillation targets: [positive, negatives...] = 1 - distances.
+    assert groups[0].teacher == pytest.approx(
+        (1 - ROWS[0]["negatives"][0]["d_qp"], 1 - ROWS[0]["negatives"][0]["d_qd"])
+    )
+    assert groups[2].teacher is None
     assert groups_from_rows(_rows(), QUERIES, DOCS, 5)[0].negatives == ("D2", "D7")
 
 
@@ -464,3 +469,71 @@ def test_train_file_input(tmp_path, tiny_data, tiny_model, cli):
     assert result.exit_code == 0, result.stderr
     stats = load_manifest(out).stats
     assert (stats["input_layout"], stats["examples"], stats["global_step"]) == ("triplet", 2, 3)
+
+
+@pytest.mark.slow
+def test_a_pretrained_cross_encoder_keeps_its_head_and_config(tmp_path, tiny_data, cli):
+    import torch
+    from sentence_transformers import CrossEncoder
+    from tiny_models import build_tiny_cross_encoder
+
+    base = build_tiny_cross_encoder(tmp_path / "ce")
+    before = CrossEncoder(str(base), device="cpu")
+    head = {k: v.clone() for k, v in before.model.classifier.state_dict().items()}
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data, ROWS)
+    out = tmp_path / "rr"
+    result = cli("train-reranker", "--mined", mine, "--data", tiny_data, "--out", out, "--base-model", base,
+                 "--kind", "cross-encoder", "--loss", "listwise", "--max-steps", "1", "--batch-size", "2",
+                 "--lr", "1e-9", "--max-length", "32")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    manifest = orjson.loads((out / "manifest.json").read_bytes())
+    assert manifest["stats"]["head"] == "pretrained"
+    after = CrossEncoder(str(out / "model"), device="cpu")
+    assert after.model.config.id2label == {0: "relevance"}
+    for key, value in after.model.classifier.state_dict().items():
+        assert torch.allclose(value, head[key], atol=1e-6), key  # kept, not re-initialised
+
+
+def test_listwise_distillation_mixes_the_hard_label_with_the_teachers_softmax():
+    import torch
+
+    from hnm_cli.training.losses import group_softmax_loss
+
+    scores = torch.tensor([2.0, 1.0, 0.5, 1.5, 0.0])  # groups of 3 and 2, positive first
+    teacher = [[0.8, 0.7, 0.1], [0.6, 0.65]]
+    plain = group_softmax_loss(scores, [3, 2])
+    assert torch.isclose(group_softmax_loss(scores, [3, 2], teacher, 0.0), plain)
+    w, t = 0.5, 0.05
+    expected = 0.0
+    for s, tch in ((scores[:3], teacher[0]), (scores[3:], teacher[1])):
+        soft = torch.softmax(torch.tensor(tch) / t, dim=0)
+        target = (1 - w) * torch.nn.functional.one_hot(torch.tensor(0), len(tch)) + w * soft
+        expected += float(-(target * torch.log_softmax(s, dim=0)).sum()) / 2
+    got = group_softmax_loss(scores, [3, 2], teacher, w, t)
+    assert abs(float(got) - expected) < 1e-6
+
+
+def test_distillation_needs_distances_and_the_listwise_loss():
+    from hnm_cli.config import TrainRerankerConfig
+    from hnm_cli.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs loss = 'listwise'"):
+        TrainRerankerConfig().merged(teacher_weight=0.5)
+    groups = [Group("Q", "P", ("N",), "q", None)]
+    with pytest.raises(DataError, match="distillation needs the miner's distances"):
+        build_columns(groups, "cross-encoder", "listwise", 1, teacher=True)
+    cols, _ = build_columns([Group("Q", "P", ("N",), "q", (0.9, 0.4))], "cross-encoder", "listwise", 1, teacher=True)
+    assert cols == {"query": ["Q"], "docs": [["P", "N"]], "teacher": [[0.9, 0.4]]}
+
+
+@pytest.mark.slow
+def test_listwise_distillation_trains(tmp_path, tiny_data, tiny_model):
+    cfg = TrainRerankerConfig().merged(
+        kind="cross-encoder", loss="listwise", base_model=str(tiny_model), max_steps=2, batch_size=2,
+        max_length=32, teacher_weight=0.5,
+    )  # fmt: skip
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data, ROWS)
+    from hnm_cli.stages import train_reranker
+
+    manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
+    assert manifest.params["teacher_weight"] == 0.5 and manifest.stats["global_step"] == 2

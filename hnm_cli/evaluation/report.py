@@ -29,6 +29,38 @@ def _fmt_delta(delta: float, rel: float | None, p: float) -> str:
     return f"{delta:+.3f}{rel_txt}, p={p:.3g}"
 
 
+GUARDED_METRICS = ("ndcg@10", "mrr@10")  # a reranker below the first stage on either one makes the ranking worse
+
+
+def below_first_stage(report: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Runs whose mean nDCG@10 or MRR@10 is below the first stage's, with the metrics where they are."""
+    runs = report["runs"]
+    fs = runs.get(FIRST_STAGE_RUN)
+    if fs is None:
+        return {}
+    out = {}
+    for name, run in runs.items():
+        worse = [m for m in GUARDED_METRICS if m in run["mean"] and run["mean"][m] < fs["mean"][m]]
+        if name != FIRST_STAGE_RUN and worse:
+            out[name] = worse
+    return out
+
+
+def below_first_stage_line(report: Mapping[str, Any]) -> str | None:
+    """The one warning line `hnm eval` prints when a reranker makes the first stage worse, or None."""
+    worse = below_first_stage(report)
+    if not worse:
+        return None
+    fs = report["runs"][FIRST_STAGE_RUN]["mean"]
+    parts = [
+        f"{name} ("
+        + ", ".join(f"{metric_label(m)} {report['runs'][name]['mean'][m]:.4f} < {fs[m]:.4f}" for m in metrics)
+        + ")"
+        for name, metrics in worse.items()
+    ]
+    return "eval: warning: ranks below the first stage it reranks: " + "; ".join(parts)
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """`report.md`: a results table (mean ± std, † where p < 0.05 vs the baseline) and a deltas table.
 
@@ -42,6 +74,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     fs = report["first_stage"]
     base = report["baseline"]
     recall_key = f"recall@{fs['top_k']}"
+    below = below_first_stage(report)
     lines = [
         f"# hnm eval: split '{report['split']}', {report['queries']} queries",
         "",
@@ -62,6 +95,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
                 cell += " †"
             cells.append(cell)
         label = f"{name} (baseline)" if name == base else name
+        if name in below:
+            label += " ⚠ below first stage"
         lines.append(f"| {label} | {run['seeds']} | " + " | ".join(cells) + " |")
     sig = report["significance"]
     lines += [
@@ -69,6 +104,12 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"† p < 0.05 against `{base}` (paired {sig['test']} test, {sig['trials']} trials, seed {sig['seed']}, "
         "per-query values; an arm with several seeds uses its per-query mean). ± is the sample std over seeds.",
     ]
+    if below:
+        lines += [
+            "",
+            "⚠ below first stage: the reranker's nDCG@10 or MRR@10 is lower than the first stage it reranks; "
+            "using it makes the ranking worse (try `--fuse rrf`, or another training recipe).",
+        ]
     others = [(n, r) for n, r in report["runs"].items() if n != base]
     if others:
         lines += [

@@ -208,12 +208,7 @@ def mine_rule(
                 results[i].fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in negs)
                 results[i].negatives = negs
 
-    for r in results:
-        window = r.negatives[range_min:need]
-        if sampling_strategy == Sampling.RANDOM and len(window) > m:
-            window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
-        r.negatives = window[:m]
-        r.fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in r.negatives)
+    select_window(results, range_min, need, m, sampling_strategy, rng)
 
     if audit is not None:
         for i, pair in enumerate(pairs):
@@ -235,3 +230,20 @@ def mine_rule(
     for r in results:
         stats.add(r, m)
     return results, stats
+
+
+def select_window(
+    results: Sequence[PairResult], range_min: int, need: int, m: int, sampling: Sampling, rng: np.random.Generator
+) -> None:
+    """Cut each pair's passing list to its window ``[range_min, need)`` and take ``m`` of it, in pair order.
+
+    "random" draws from ``rng`` once per pair whose window holds more than ``m`` (kept in rank order), so the
+    draws depend on the pairs' order only: `hnm_cli.mining.blocks` calls this on the merged results of
+    blocks mined elsewhere and gets the draws of one `mine_rule` call.
+    """
+    for r in results:
+        window = r.negatives[range_min:need]
+        if sampling == Sampling.RANDOM and len(window) > m:
+            window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
+        r.negatives = window[:m]
+        r.fallback_used = any(neg.source == SOURCE_FALLBACK_NEXT for neg in r.negatives)

@@ -15,6 +15,7 @@ import numpy as np
 
 from hnm_cli.choices import Fallback, Strategy
 from hnm_cli.config import MineConfig
+from hnm_cli.mining.blocks import BlockRunner, mine_in_blocks
 from hnm_cli.mining.results import AuditRecord, Excluded, MiningStats, Negative, Pair, PairResult
 from hnm_cli.mining.rule import mine_rule
 from hnm_cli.mining.sampling import fill_distances, sample_random
@@ -42,6 +43,7 @@ def mine_negatives(
     index: HnswIndex | None = None,
     texts: Texts | None = None,
     audit: Callable[[AuditRecord], None] | None = None,
+    runner: BlockRunner | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
     """Mine negatives for every pair with `params.strategy`, then its fallback; results in pair order.
 
@@ -54,6 +56,9 @@ def mine_negatives(
         index: an hnsw index over `corpus` for the rule and top-k (exact search when None).
         texts: needed by the bm25 strategy and fallback.
         audit: called with every examined candidate of the rule (strategy "rule" only).
+        runner: an executor (`hnm_cli.executors`) that mines the rule's and top-k's exact search in blocks of
+            pairs on its workers (`mining.blocks`): the same results, bit for bit. None, an hnsw ``index``, and
+            the random and BM25 strategies (no corpus scan) run here. Fallbacks always run here, after the merge.
 
     Returns:
         (results, stats); stats are recomputed from the final results, keeping the search counters.
@@ -64,7 +69,9 @@ def mine_negatives(
     p = params
     rng = np.random.default_rng(p.seed)
     stats: MiningStats | None = None
-    if p.strategy == Strategy.RULE:
+    if runner is not None and index is None and p.strategy in (Strategy.RULE, Strategy.TOPK):
+        results, stats = mine_in_blocks(query_vecs, corpus, pairs, excluded, p, rng, runner, audit=audit)
+    elif p.strategy == Strategy.RULE:
         results, stats = mine_rule(
             query_vecs,
             corpus,

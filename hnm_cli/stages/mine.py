@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli import executors
 from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_mining_split, check_output_path, check_same_files
@@ -32,7 +33,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, vector_dim
-from hnm_cli.choices import ExportLayout, Fallback, SearchIndex, Strategy
+from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError, LeakageError
 from hnm_cli.inputs import (
@@ -47,6 +48,8 @@ from hnm_cli.inputs import (
 from hnm_cli.mining.exclusions import build_exclusions
 
 STAGE = mined.STAGE
+# The strategies that scan the corpus for every pair: what an executor distributes (random and BM25 run here).
+_SCANNED = (Strategy.RULE, Strategy.TOPK)
 
 log = logging.getLogger("hnm")
 
@@ -97,6 +100,12 @@ def _plan(
     if data.qrels is None:
         raise InputError("no qrels: give --data <BEIR folder> or --qrels")
     check_output_path(out, [vectors_dir, data.corpus, data.queries, data.qrels, from_audit])
+    executors.require(cfg.executor)
+    if cfg.executor != Executor.LOCAL and cfg.index == SearchIndex.HNSW and cfg.strategy in _SCANNED:
+        raise ConfigError(
+            f"--executor {cfg.executor} mines exact search in blocks; an hnsw index searches in one process: "
+            "use --index exact, or --executor local"
+        )
     if audit and cfg.strategy != Strategy.RULE:
         raise ConfigError(f"--audit records the rule's C1/C2 tests; it needs strategy 'rule', not '{cfg.strategy}'")
     if export is not None:
@@ -212,7 +221,7 @@ def run(
             assert plan.audit_dir is not None and plan.audit_manifest is not None
             results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
         else:
-            results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit)
+            results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit, progress=progress)
 
         rows = list(_rows(results, ctx))
         outputs = mined.write_rows(new, rows)
@@ -357,7 +366,7 @@ def _check_pairs_have_vectors(
 
 
 def _mine(
-    ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool
+    ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool, progress: bool = True
 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
     from hnm_cli.mining.strategies import Texts
@@ -385,16 +394,24 @@ def _mine(
             queries=[ctx.queries[q].text for q in ctx.query_ids],
         )
     writer = mined.AuditWriter(new) if audit else None
-    results, stats = mine_negatives(
-        ctx.load_query_vectors(),
-        source,
-        ctx.pairs(),
-        ctx.excluded_rows(),
-        cfg,
-        index=index,
-        texts=texts,
-        audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
-    )
+    with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
+        runner = None
+        if session.distributed:
+            if cfg.strategy in _SCANNED:
+                runner = session.runner()  # connects now: the blocks go to the workers, the rows are written here
+            else:
+                log.info("mine: %s scans no corpus; it runs in this process, not on %s", cfg.strategy, cfg.executor)
+        results, stats = mine_negatives(
+            ctx.load_query_vectors(),
+            source,
+            ctx.pairs(),
+            ctx.excluded_rows(),
+            cfg,
+            index=index,
+            texts=texts,
+            audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
+            runner=runner,
+        )
     return results, stats, writer.close() if writer is not None else []
 
 
@@ -484,6 +501,7 @@ def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> d
             "twin_positives_excluded": ctx.twin_positives_excluded,
             "query_duplicates_excluded": ctx.query_duplicates_excluded,
             "mining_seconds": round(seconds, 3),
+            "executor": cfg.executor,
         }
     )
     return data

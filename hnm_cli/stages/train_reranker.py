@@ -255,7 +255,12 @@ def _run_locked(
         layout = "mined"
     assert groups is not None
     columns, ex_stats = build_datasets(
-        groups, cfg.kind, cfg.loss, cfg.negatives_per_positive, pairs_without_negative=cfg.pairs_without_negative
+        groups,
+        cfg.kind,
+        cfg.loss,
+        cfg.negatives_per_positive,
+        pairs_without_negative=cfg.pairs_without_negative,
+        teacher=cfg.teacher_weight > 0,
     )
     if ex_stats.examples == 0:
         raise DataError(
@@ -343,7 +348,9 @@ def _train(
     from hnm_cli.encoding.devices import warn_if_bf16_emulated
 
     warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
-    loss = make_loss(model, cfg.kind, cfg.loss, cfg.margin)
+    loss = make_loss(
+        model, cfg.kind, cfg.loss, cfg.margin, teacher_weight=cfg.teacher_weight, temperature=cfg.teacher_temperature
+    )
     sets = {name: datasets.Dataset.from_dict(cols) for name, cols in columns.items()}
     # One dataset trains exactly as before; several (hard rows + in-batch-only pairs) go in as a DatasetDict, and
     # sentence-transformers draws each batch from one of them, in proportion to their sizes.

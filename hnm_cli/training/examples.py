@@ -11,6 +11,7 @@ Which examples each loss sees (one *group* is one labelled (query, positive) pai
 | cross-encoder | margin   | anchor, positive, negative (one per neg.)  | skipped                   |
 | cross-encoder | bce      | query, passage, label (1 / 0)              | positive kept (label 1)   |
 | cross-encoder | listwise | query, docs [positive, negatives...]       | skipped                   |
+|               |          | (+ teacher [sims] with distillation)       |                           |
 | bi-encoder    | mnrl     | anchor, positive, negative_1..negative_n   | kept: a second dataset of |
 |               |          | (pairs: anchor, positive)                  | pairs, in-batch negatives |
 | bi-encoder    | margin   | anchor, positive, negative (one per neg.)  | skipped                   |
@@ -34,6 +35,9 @@ class Group:
     positive: str
     negatives: tuple[str, ...]
     query_id: str | None = None  # None for exported text-only records
+    # The miner's similarities of [positive, negatives...] to the query (1 - the row's distances): soft labels
+    # for listwise distillation. None where the rows carry no distances.
+    teacher: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -106,7 +110,13 @@ def groups_from_rows(
                     f"{where}: field 'negatives[{i}].doc_id': unknown document id '{did}' (not in the corpus given)"
                 )
             texts.append(docs[str(did)])
-        groups.append(Group(queries[qid], docs[pid], tuple(texts), qid))
+        kept = negs[:negatives_per_positive]
+        distances = [n.get("d_qd") for n in kept]
+        d_qp = kept[0].get("d_qp") if kept else None
+        teacher = None
+        if kept and d_qp is not None and all(isinstance(d, int | float) for d in distances):
+            teacher = (1.0 - float(d_qp), *(1.0 - float(d) for d in distances))
+        groups.append(Group(queries[qid], docs[pid], tuple(texts), qid, teacher))
     return groups
 
 
@@ -199,14 +209,20 @@ PAIRS_DATASET = "pairs"  # the name of the (anchor, positive) dataset of groups 
 
 
 def build_datasets(
-    groups: Sequence[Group], kind: str, loss: str, negatives_per_positive: int, *, pairs_without_negative: str
+    groups: Sequence[Group],
+    kind: str,
+    loss: str,
+    negatives_per_positive: int,
+    *,
+    pairs_without_negative: str,
+    teacher: bool = False,
 ) -> tuple[dict[str, dict[str, list[Any]]], ExampleStats]:
     """The training datasets' columns, by dataset name: "hard" (`build_columns`), and for mnrl with
     ``pairs_without_negative="in-batch"`` also "pairs" (anchor, positive) for the groups without a negative,
     which MultipleNegativesRankingLoss trains with the batch's other positives as negatives. Arms that differ
     in how many pairs their miner covered then train on the same positives and differ only in their negatives.
     """
-    cols, stats = build_columns(groups, kind, loss, negatives_per_positive)
+    cols, stats = build_columns(groups, kind, loss, negatives_per_positive, teacher=teacher)
     out = {"hard": cols} if stats.examples else {}
     if kind == ModelKind.BI_ENCODER and loss == Loss.MNRL and pairs_without_negative == PairsWithoutNegative.IN_BATCH:
         bare = [g for g in groups if not g.negatives]
@@ -220,7 +236,7 @@ def build_datasets(
 
 
 def build_columns(
-    groups: Sequence[Group], kind: str, loss: str, negatives_per_positive: int
+    groups: Sequence[Group], kind: str, loss: str, negatives_per_positive: int, *, teacher: bool = False
 ) -> tuple[dict[str, list[Any]], ExampleStats]:
     """The training dataset's columns (in the order the loss reads them) for `kind` and `loss`.
 
@@ -270,6 +286,14 @@ def build_columns(
         stats.examples = len(cols["anchor"])
     elif kind == ModelKind.CROSS_ENCODER and loss == Loss.LISTWISE:
         cols = {"query": [g.query for g in usable], "docs": [[g.positive, *g.negatives] for g in usable]}
+        if teacher:
+            missing = [g for g in usable if g.teacher is None]
+            if missing:
+                raise DataError(
+                    f"distillation needs the miner's distances on every row; {len(missing)} of {len(usable)} pairs "
+                    "have none (mined rows from random or BM25 without distances, or an exported file)"
+                )
+            cols["teacher"] = [list(g.teacher or ()) for g in usable]
         stats.examples = len(usable)
     elif kind == ModelKind.BI_ENCODER and loss == Loss.MNRL:
         n = min(negatives_per_positive, max((len(g.negatives) for g in usable), default=0))

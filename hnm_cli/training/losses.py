@@ -25,12 +25,25 @@ def margin_ranking_loss(pos_scores: Any, neg_scores: Any, margin: float) -> Any:
     return (margin - pos_scores + neg_scores).clamp(min=0).mean()
 
 
-def group_softmax_loss(scores: Any, sizes: Sequence[int]) -> Any:
+def group_softmax_loss(
+    scores: Any,
+    sizes: Sequence[int],
+    teacher: Sequence[Sequence[float]] | None = None,
+    teacher_weight: float = 0.0,
+    temperature: float = 0.05,
+) -> Any:
     """Listwise loss: cross-entropy of a softmax over each group, the positive (column 0) being the target.
+
+    With a teacher (distillation), the target is `(1 - w) * onehot(positive) + w * softmax(teacher / T)`: the
+    first stage's own similarities as soft labels, so a fresh scoring head starts from what the ensemble knows
+    (which documents are close) instead of from nothing, while the hard label still says which one is right.
 
     Args:
         scores: tensor (sum(sizes),) of scores, group after group, each group's positive first.
         sizes: number of documents (1 + negatives) of each group.
+        teacher: per group, the teacher's similarities in the same order (or None).
+        teacher_weight: w in [0, 1].
+        temperature: T for the teacher's softmax (cosine similarities differ by ~0.05-0.2 within a group).
     """
     import torch
 
@@ -42,7 +55,16 @@ def group_softmax_loss(scores: Any, sizes: Sequence[int]) -> Any:
     cols = torch.cat([torch.arange(s, device=scores.device) for s in sizes])
     matrix = matrix.index_put((rows, cols), scores)
     target = torch.zeros(len(sizes), dtype=torch.long, device=scores.device)
-    return torch.nn.functional.cross_entropy(matrix, target)
+    if teacher is None or teacher_weight == 0:
+        return torch.nn.functional.cross_entropy(matrix, target)
+    t = torch.full((len(sizes), width), float("-inf"), dtype=torch.float32, device=scores.device)
+    flat = torch.tensor([v for group in teacher for v in group], dtype=torch.float32, device=scores.device)
+    t = t.index_put((rows, cols), flat / temperature)
+    soft = torch.softmax(t, dim=1)
+    hard = torch.nn.functional.one_hot(target, width).to(soft.dtype)
+    dist = (1 - teacher_weight) * hard + teacher_weight * soft
+    logp = torch.log_softmax(matrix.float(), dim=1).masked_fill(torch.isinf(matrix), 0.0)
+    return -(dist * logp).sum(dim=1).mean()
 
 
 @functools.cache
@@ -93,9 +115,11 @@ def loss_classes() -> dict[str, type]:
     class CrossEncoderGroupSoftmaxLoss(nn.Module):
         """Softmax cross-entropy over [positive, negatives...] per query, for (query, docs) columns."""
 
-        def __init__(self, model: Any) -> None:
+        def __init__(self, model: Any, teacher_weight: float = 0.0, temperature: float = 0.05) -> None:
             super().__init__()
             self.model = model
+            self.teacher_weight = teacher_weight
+            self.temperature = temperature
 
         def forward(
             self,
@@ -104,20 +128,29 @@ def loss_classes() -> dict[str, type]:
             prompt: str | None = None,
             task: str | None = None,
         ) -> Tensor:
-            if len(inputs) != 2:
-                raise ValueError(f"listwise loss expects (query, docs) columns, got {len(inputs)}")
-            queries, docs_lists = inputs
+            if len(inputs) not in (2, 3):
+                raise ValueError(f"listwise loss expects (query, docs[, teacher]) columns, got {len(inputs)}")
+            queries, docs_lists = inputs[0], inputs[1]
+            teacher = inputs[2] if len(inputs) == 3 else None
             pairs = [(q, d) for q, docs in zip(queries, docs_lists, strict=True) for d in docs]
-            loss: Tensor = group_softmax_loss(scores(self.model, pairs, prompt, task), [len(d) for d in docs_lists])
+            loss: Tensor = group_softmax_loss(
+                scores(self.model, pairs, prompt, task),
+                [len(d) for d in docs_lists],
+                teacher=teacher,
+                teacher_weight=self.teacher_weight,
+                temperature=self.temperature,
+            )
             return loss
 
         def get_config_dict(self) -> dict[str, Any]:
-            return {}
+            return {"teacher_weight": self.teacher_weight, "temperature": self.temperature}
 
     return {Loss.MARGIN: CrossEncoderMarginLoss, Loss.LISTWISE: CrossEncoderGroupSoftmaxLoss}
 
 
-def make_loss(model: Any, kind: str, loss: str, margin: float) -> Any:
+def make_loss(
+    model: Any, kind: str, loss: str, margin: float, *, teacher_weight: float = 0.0, temperature: float = 0.05
+) -> Any:
     """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers)."""
     if kind == ModelKind.CROSS_ENCODER:
         if loss == Loss.BCE:
@@ -127,7 +160,7 @@ def make_loss(model: Any, kind: str, loss: str, margin: float) -> Any:
         if loss == Loss.MARGIN:
             return loss_classes()[Loss.MARGIN](model, margin=margin)
         if loss == Loss.LISTWISE:
-            return loss_classes()[Loss.LISTWISE](model)
+            return loss_classes()[Loss.LISTWISE](model, teacher_weight=teacher_weight, temperature=temperature)
     elif kind == ModelKind.BI_ENCODER:
         from sentence_transformers.sentence_transformer import losses
 

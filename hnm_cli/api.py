@@ -282,6 +282,7 @@ def mine_hard_negatives(
     """
     from hnm_cli.mining import Pair, Texts, mine_negatives
     from hnm_cli.mining.exclusions import build_exclusions
+    from hnm_cli.mining.strategies import Ids
     from hnm_cli.search import VectorSource
 
     q_text, d_text = _as_mapping(queries, "queries"), _as_mapping(corpus, "corpus")
@@ -327,6 +328,7 @@ def mine_hard_negatives(
         {q_row[q]: {d_row[d] for d in ds} for q, ds in excl.excluded_ids.items()},
         cfg,
         texts=Texts(corpus=[d_text[d] for d in d_ids], queries=[q_text[q] for q in mined_q]),
+        ids=Ids(corpus=d_ids, queries=mined_q),
     )
     from hnm_cli.artifacts import mined
 

@@ -306,6 +306,12 @@ def reduce(
     max_fit_rows: Annotated[
         int | None, typer.Option("--max-fit-rows", min=2, help="Fit on a seeded sample above this many rows.")
     ] = None,
+    fit_from: Annotated[
+        Path | None,
+        typer.Option(
+            "--fit-from", file_okay=False, help="Project with this earlier reduce artifact's fusion and PCA, no refit."
+        ),
+    ] = None,
     balance: Annotated[
         Balance | None,
         typer.Option(help="variance: scale each model to unit total variance before weighting and PCA."),
@@ -343,7 +349,9 @@ def reduce(
         )
         if variance is not None:  # an explicit variance target beats a config file's n_components
             cfg = dataclasses.replace(cfg, n_components=None)
-        manifest = reduce_stage.run(embeddings, out, cfg, models=model, force=force, progress=not quiet, verify=verify)
+        manifest = reduce_stage.run(
+            embeddings, out, cfg, models=model, fit_from=fit_from, force=force, progress=not quiet, verify=verify
+        )
     typer.echo(manifest.manifest_path)
 
 

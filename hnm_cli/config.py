@@ -207,8 +207,10 @@ class EmbedConfig(_StageConfig):
     parts: tuple[str, ...] = ("corpus", "queries")
     executor: Executor = Executor.LOCAL  # where shards are encoded: this process, or actors of a Ray cluster
     ray_address: str = "auto"  # ray.init(address=...); "auto": a running cluster, else a local one for the run
+    cache: bool = True  # reuse vectors of texts encoded by earlier runs into the same --out (<model>/.cache/)
 
-    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address")  # same bytes on every executor
+    # Same bytes on every executor, and with or without the cache (its vectors are the ones encoded before).
+    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address", "cache")
 
     def validate(self) -> None:
         _positive(self.shard_size, "embed.shard_size")

@@ -534,25 +534,39 @@ def test_topk_hnsw_path(thousands) -> None:
 
 def test_sample_random_is_seeded_uniform_and_avoids_excluded() -> None:
     pairs = [Pair(0, 0), Pair(1, 5)]
-    a = sample_random(10, pairs, {0: {1, 2, 3}}, 3, np.random.default_rng(0))
-    b = sample_random(10, pairs, {0: {1, 2, 3}}, 3, np.random.default_rng(0))
-    assert a == b
+    a = sample_random(10, pairs, {0: {1, 2, 3}}, 3, 0)
+    b = sample_random(10, pairs, {0: {1, 2, 3}}, 3, 0)
+    assert a == b and sample_random(10, pairs, {0: {1, 2, 3}}, 3, 1) != a
     assert all(n.source == "random" and n.rank is None and n.d_qd is None for r in a for n in r.negatives)
     assert not {n.doc_row for n in a[0].negatives} & {0, 1, 2, 3}
     assert len({n.doc_row for n in a[0].negatives}) == 3
-    # Only 2 documents left: both come back, in a seeded order.
-    c = sample_random(4, [Pair(0, 0)], {0: {1}}, 3, np.random.default_rng(1))
+    # Only 2 documents left: both come back.
+    c = sample_random(4, [Pair(0, 0)], {0: {1}}, 3, 1)
     assert sorted(n.doc_row for n in c[0].negatives) == [2, 3]
     counts = np.zeros(10)
-    rng = np.random.default_rng(2)
-    for _ in range(2000):
-        (r,) = sample_random(10, [Pair(0, 0)], {}, 1, rng)
+    for seed in range(2000):
+        (r,) = sample_random(10, [Pair(0, 0)], {}, 1, seed)
         counts[r.negatives[0].doc_row] += 1
     assert counts[0] == 0 and counts[1:].min() > 170  # about 222 each
 
 
+def test_random_draws_follow_ids_not_rows() -> None:
+    from hnm_cli.mining.sampling import id_keys
+
+    ids = [f"d{i}" for i in range(50)]
+    base = sample_random(50, [Pair(0, 0)], {}, 4, 7, doc_keys=id_keys(ids), query_keys=id_keys(["q"]))
+    picked = {ids[n.doc_row] for n in base[0].negatives}
+    # The same documents shuffled, plus new ones: a pick stays unless a new document beats it.
+    new_ids = ids[::-1] + [f"n{i}" for i in range(5)]
+    again = sample_random(55, [Pair(0, new_ids.index("d0"))], {}, 4, 7, doc_keys=id_keys(new_ids),
+                          query_keys=id_keys(["q"]))  # fmt: skip
+    now = {new_ids[n.doc_row] for n in again[0].negatives}
+    assert {d for d in now if d.startswith("d")} <= picked
+    assert len(now - picked) == sum(d.startswith("n") for d in now)
+
+
 def test_fill_distances() -> None:
-    (r,) = sample_random(7, [Pair(0, 0)], {}, 2, np.random.default_rng(0))
+    (r,) = sample_random(7, [Pair(0, 0)], {}, 2, 0)
     (f,) = fill_distances(Q0, VectorSource.from_array(TOPK), [r])
     angles = [20, 5, 10, 15, 25, 40, 60]
     for n in f.negatives:
@@ -612,7 +626,7 @@ def test_property_no_excluded_document_is_ever_a_negative(problem, seed) -> None
         sampling_strategy="random",
         rng=np.random.default_rng(seed),
     )
-    rand = sample_random(len(x), pairs, excluded, m, np.random.default_rng(seed))
+    rand = sample_random(len(x), pairs, excluded, m, seed)
     for results in (rule, via_index, top, sampled, rand):
         for r in results:
             banned = excluded[r.pair.query_row] | {r.pair.positive_row}
@@ -639,7 +653,7 @@ def test_determinism_under_a_seed(thousands) -> None:
                 sampling_strategy="random",
                 rng=np.random.default_rng(42),
             )[0],
-            sample_random(len(x), pairs, excluded, 3, np.random.default_rng(42)),
+            sample_random(len(x), pairs, excluded, 3, 42),
             mine_rule(q, src, pairs, excluded, num_negatives=2)[0],
         )
         for _ in range(2)

@@ -165,9 +165,17 @@ def test_changing_precision_or_corpus_reencodes(tiny_data, tmp_path):
     with open(tiny_data / "corpus.jsonl", "ab") as fh:
         fh.write(orjson.dumps({"_id": "d9", "title": "", "text": "new"}) + b"\n")
     rec = Recorder()
-    embed.run(paths(tiny_data), out, cfg(precision="bf16"), progress=False, encoder_factory=rec)
+    embed.run(paths(tiny_data), out, cfg(precision="bf16", cache=False), progress=False, encoder_factory=rec)
     # shard_size 2048: the corpus shard changed, the queries shard did not (resumed from its marker).
     assert len(rec.texts) == 9
+    with open(tiny_data / "corpus.jsonl", "ab") as fh:
+        fh.write(orjson.dumps({"_id": "d10", "title": "", "text": "newer"}) + b"\n")
+    rec = Recorder()
+    m = embed.run(paths(tiny_data), out, cfg(precision="bf16"), progress=False, encoder_factory=rec)
+    # With the cache (the default) only texts no cached run has encoded go to the model ("new" came from the
+    # cache=False run, which neither read nor filled the cache).
+    assert sorted(rec.texts) == ["new", "newer"]
+    assert m.stats["models"]["hash-16"]["rows_from_cache"] == 8
 
 
 def test_adding_a_model_keeps_the_first_one(tiny_data, tmp_path):
@@ -437,7 +445,7 @@ def test_corpus_only_needs_no_queries(tmp_path):
     (data / "queries.jsonl").unlink()
     m = embed.run(paths(data), tmp_path / "o", cfg(parts=("corpus",)), progress=False)
     assert [i["role"] for i in m.inputs] == ["corpus"]
-    assert sorted(p.name for p in (tmp_path / "o" / "hash-16").iterdir()) == ["corpus", "manifest.json"]
+    assert sorted(p.name for p in (tmp_path / "o" / "hash-16").iterdir()) == [".cache", "corpus", "manifest.json"]
 
 
 @pytest.mark.slow

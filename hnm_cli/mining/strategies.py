@@ -18,7 +18,7 @@ from hnm_cli.config import MineConfig
 from hnm_cli.mining.blocks import BlockRunner, mine_in_blocks
 from hnm_cli.mining.results import AuditRecord, Excluded, MiningStats, Negative, Pair, PairResult
 from hnm_cli.mining.rule import mine_rule
-from hnm_cli.mining.sampling import fill_distances, sample_random
+from hnm_cli.mining.sampling import fill_distances, id_keys, sample_random
 from hnm_cli.mining.topk import mine_topk
 from hnm_cli.search import HnswIndex, VectorSource
 
@@ -33,6 +33,18 @@ class Texts:
     queries: Sequence[str]
 
 
+@dataclass(frozen=True)
+class Ids:
+    """Corpus ids in corpus-row order and query ids in query-row order: random draws are keyed on them."""
+
+    corpus: Sequence[str]
+    queries: Sequence[str]
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """(document keys, query keys) for `sampling.sample_random`."""
+        return id_keys(self.corpus), id_keys(self.queries)
+
+
 def mine_negatives(
     query_vecs: np.ndarray,
     corpus: VectorSource,
@@ -42,6 +54,7 @@ def mine_negatives(
     *,
     index: HnswIndex | None = None,
     texts: Texts | None = None,
+    ids: Ids | None = None,
     audit: Callable[[AuditRecord], None] | None = None,
     runner: BlockRunner | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
@@ -55,6 +68,7 @@ def mine_negatives(
         params: the mining knobs (`MineConfig`: strategy, num_negatives, window, fallback, seed, ...).
         index: an hnsw index over `corpus` for the rule and top-k (exact search when None).
         texts: needed by the bm25 strategy and fallback.
+        ids: the ids random draws are keyed on (stable under corpus edits); None: row numbers stand in.
         audit: called with every examined candidate of the rule (strategy "rule" only).
         runner: an executor (`hnm_cli.executors`) that mines the rule's and top-k's exact search in blocks of
             pairs on its workers (`mining.blocks`): the same results, bit for bit. None, an hnsw ``index``, and
@@ -113,7 +127,7 @@ def mine_negatives(
             query_block=p.query_block,
         )
     elif p.strategy == Strategy.RANDOM:
-        results = fill_distances(query_vecs, corpus, sample_random(corpus.n, pairs, excluded, p.num_negatives, rng))
+        results = fill_distances(query_vecs, corpus, _random(corpus.n, pairs, excluded, p, ids))
     elif p.strategy == Strategy.BM25:
         results = fill_distances(
             query_vecs, corpus, bm25_negatives(_need(texts), pairs, excluded, p.num_negatives, source=SOURCE_BM25)
@@ -121,7 +135,7 @@ def mine_negatives(
     else:
         raise ValueError(f"unknown strategy {p.strategy!r}")
     if p.fallback in (Fallback.RANDOM, Fallback.BM25) and p.strategy.value != p.fallback.value:
-        results = apply_fallback(results, p, rng, query_vecs, corpus, excluded, texts)
+        results = apply_fallback(results, p, query_vecs, corpus, excluded, texts, ids)
     return results, restat(results, stats, p.num_negatives)
 
 
@@ -144,14 +158,19 @@ def restat(results: Sequence[PairResult], stats: MiningStats | None, num_negativ
     return new
 
 
+def _random(n: int, pairs: Sequence[Pair], excluded: Excluded, p: MineConfig, ids: Ids | None) -> list[PairResult]:
+    doc_keys, query_keys = ids.keys() if ids is not None else (None, None)
+    return sample_random(n, pairs, excluded, p.num_negatives, p.seed, doc_keys=doc_keys, query_keys=query_keys)
+
+
 def apply_fallback(
     results: list[PairResult],
     params: MineConfig,
-    rng: np.random.Generator,
     query_vecs: np.ndarray,
     corpus: VectorSource,
     excluded: Excluded,
     texts: Texts | None,
+    ids: Ids | None = None,
 ) -> list[PairResult]:
     """Give pairs left empty by the strategy random or BM25 negatives (source `fallback-random|bm25`)."""
     empty = [i for i, r in enumerate(results) if not r.negatives]
@@ -159,7 +178,7 @@ def apply_fallback(
         return results
     pairs = [results[i].pair for i in empty]
     if params.fallback == Fallback.RANDOM:
-        filled = sample_random(corpus.n, pairs, excluded, params.num_negatives, rng)
+        filled = _random(corpus.n, pairs, excluded, params, ids)
         filled = [replace(r, negatives=[replace(n, source="fallback-random") for n in r.negatives]) for r in filled]
     else:
         filled = bm25_negatives(_need(texts), pairs, excluded, params.num_negatives, source="fallback-bm25")

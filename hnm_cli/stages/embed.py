@@ -34,6 +34,7 @@ import numpy as np
 import orjson
 
 from hnm_cli import executors, inputs
+from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
@@ -96,6 +97,7 @@ class PartStats:
     duplicates_skipped: int = 0
     empty_skipped: int = 0
     encode_seconds: float = 0.0
+    rows_from_cache: int = 0  # rows of re-written shards whose vectors came from the embedding cache
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
@@ -458,11 +460,23 @@ def _embed_model(
                    shard_id=shard_id, num_shards=num_shards, force=force)
         for part in parts.values()
     ]  # fmt: skip
+    if cfg.cache and not partial:
+        # Job-array runs (--shard-id) skip the cache: many processes would race on its compaction.
+        cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force)
+        for work in works:
+            work.cache = cache
     if session is not None and session.distributed:
         _encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
     else:
         for work in works:
             _encode_here(work, lazy, batch_size, progress=progress, label=name)
+    cache_stats: dict[str, int] = {}
+    if works and works[0].cache is not None:
+        c = works[0].cache
+        c.flush()
+        live = {text_key(w.part.kind, t) for w in works for t in w.part.texts}
+        removed = c.compact(live)
+        cache_stats = {"cache_entries": len(c.index), "cache_compacted": removed, "cache_dropped_damaged": c.dropped}
     for part, work in zip(parts.values(), works, strict=True):
         pstats, part_outputs, part_dim = _finish_part(work, partial=partial)
         stats[part.name] = pstats
@@ -487,6 +501,8 @@ def _embed_model(
         "batch_size": batch_size,
         "device": cfg.device,
         "executor": cfg.executor,
+        "rows_from_cache": sum(s.rows_from_cache for s in stats.values()),
+        **cache_stats,
         "parts": {k: v.to_json() for k, v in stats.items()},
     }
     params = the_plan.model_params[name] | _layout_params(cfg)
@@ -539,6 +555,38 @@ class _PartWork:
     stats: PartStats
     todo: list[tuple[int, str, Path]]  # (shard index, shard fingerprint, marker path)
     dim: int | None = None
+    cache: EmbeddingCache | None = None  # vectors by text, from earlier runs into this folder
+
+
+def _from_cache(work: _PartWork, k: int) -> tuple[list[bytes], np.ndarray | None, np.ndarray, list[str]]:
+    """Shard k's keys, the vectors the cache has for it (rows in shard order, None if none), the mask of rows it
+    lacks, and their texts (what still has to be encoded)."""
+    lo, hi = work.ranges[k]
+    texts = work.part.texts[lo:hi]
+    keys = [text_key(work.part.kind, t) for t in texts]
+    if work.cache is None:
+        return keys, None, np.ones(len(texts), dtype=bool), texts
+    found, vectors = work.cache.lookup(keys)
+    missing = ~found
+    return keys, vectors, missing, [t for t, m in zip(texts, missing, strict=True) if m]
+
+
+def _merge_cached(
+    work: _PartWork, keys: list[bytes], cached: np.ndarray | None, missing: np.ndarray, encoded: np.ndarray | None
+) -> tuple[np.ndarray, int]:
+    """A shard's rows from its cached and its newly encoded vectors, and how many came from the cache; the new
+    ones join the cache."""
+    if cached is None:
+        assert encoded is not None
+        rows = encoded
+    else:
+        rows = np.empty((len(keys), cached.shape[1]), dtype=np.float32)
+        rows[~missing] = cached
+        if encoded is not None and len(encoded):
+            rows[missing] = encoded
+    if work.cache is not None and encoded is not None and len(encoded):
+        work.cache.add([k for k, m in zip(keys, missing, strict=True) if m], encoded)
+    return np.ascontiguousarray(rows, dtype=np.float32), int((~missing).sum())
 
 
 def _plan_part(
@@ -593,8 +641,23 @@ def encode_shard(
     return np.ascontiguousarray(vectors[index], dtype=np.float32), len(unique)
 
 
-def _write_shard(work: _PartWork, k: int, fp: str, marker: Path, rows: np.ndarray, unique: int) -> None:
-    """Write shard ``k`` and then its marker; count it."""
+def _merged(
+    work: _PartWork,
+    keys: list[bytes],
+    cached: np.ndarray | None,
+    missing: np.ndarray,
+    encoded: np.ndarray | None,
+    unique: int,
+) -> tuple[np.ndarray, int, int]:
+    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors."""
+    rows, from_cache = _merge_cached(work, keys, cached, missing, encoded)
+    return rows, unique, from_cache
+
+
+def _write_shard(
+    work: _PartWork, k: int, fp: str, marker: Path, rows: np.ndarray, unique: int, from_cache: int = 0
+) -> None:
+    """Write shard ``k`` and then its marker; count it (``from_cache`` of its rows were not encoded)."""
     lo, hi = work.ranges[k]
     files = write_vector_shard(work.part_dir, k, work.part.ids[lo:hi], rows)
     # The marker goes last: its presence means both shard files are complete.
@@ -610,9 +673,11 @@ def _write_shard(work: _PartWork, k: int, fp: str, marker: Path, rows: np.ndarra
     )
     stats = work.stats
     stats.shards_encoded += 1
-    stats.rows_encoded += hi - lo
+    encoded = hi - lo - from_cache
+    stats.rows_from_cache += from_cache
+    stats.rows_encoded += encoded
     stats.unique_encoded += unique
-    stats.duplicates_skipped += hi - lo - unique
+    stats.duplicates_skipped += encoded - unique
     work.dim = int(rows.shape[1])
 
 
@@ -622,7 +687,8 @@ def _encode_here(work: _PartWork, lazy: _LazyEncoder, batch_size: int, *, progre
 
     part, ranges = work.part, work.ranges
     total = sum(ranges[k][1] - ranges[k][0] for k in work.mine)
-    if work.todo:
+    planned = [(k, fp, marker, *_from_cache(work, k)) for k, fp, marker in work.todo]
+    if any(texts for *_, texts in planned):
         lazy.get()  # load before the bar starts, so the load time does not count against the rate
     bar = tqdm(
         total=total,
@@ -634,15 +700,18 @@ def _encode_here(work: _PartWork, lazy: _LazyEncoder, batch_size: int, *, progre
         smoothing=0.1,
     )
     with bar:
-        for k, fp, marker in work.todo:
+        for k, fp, marker, keys, cached, missing, texts in planned:
             lo, hi = ranges[k]
-            texts = part.texts[lo:hi]
-            encoder = lazy.get()
-            t0 = time.perf_counter()
-            rows, unique = encode_shard(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
-            work.stats.encode_seconds += time.perf_counter() - t0
-            bar.update(len(texts) - unique)
-            _write_shard(work, k, fp, marker, rows, unique)
+            encoded, unique = None, 0
+            if texts:
+                encoder = lazy.get()
+                t0 = time.perf_counter()
+                encoded, unique = encode_shard(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
+                work.stats.encode_seconds += time.perf_counter() - t0
+            else:
+                lazy.on_first_write()  # everything cached: still the moment the artifact starts to change
+            bar.update(hi - lo - unique)
+            _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, encoded, unique))
 
 
 @dataclass(frozen=True)
@@ -717,16 +786,22 @@ def _encode_on_workers(
     finished shards with markers, as a local run does, and the rerun skips them.
     """
     units = [
-        (work, k, fp, marker)
+        (work, k, fp, marker, *_from_cache(work, k))
         for work in works
         for k, fp, marker in work.todo
     ]  # fmt: skip
     if not units:
         return
+    for work, k, fp, marker, keys, cached, missing, texts in units:
+        if not texts:  # every row cached: nothing for a worker to do
+            lazy.on_first_write()
+            _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, None, 0))
+    units = [u for u in units if u[7]]
+    if not units:
+        return
     items = [
-        _ShardUnit(resolved.name, w.part.name, k, *w.ranges[k], w.part.kind,
-                   w.part.texts[w.ranges[k][0] : w.ranges[k][1]], batch_size)
-        for w, k, _, _ in units
+        _ShardUnit(resolved.name, w.part.name, k, *w.ranges[k], w.part.kind, texts, batch_size)
+        for w, k, _, _, _, _, _, texts in units
     ]  # fmt: skip
     threads = _local_torch_threads(resolved)
     setup = _WorkerEncoder(resolved, cfg.precision, cfg.device, lazy.factory, threads)
@@ -738,9 +813,9 @@ def _encode_on_workers(
         if first:
             lazy.on_first_write()  # the old manifests go only once a worker has produced a shard
             first = False
-        work, k, fp, marker = units[i]
+        work, k, fp, marker, keys, cached, missing, _ = units[i]
         work.stats.encode_seconds += seconds
-        _write_shard(work, k, fp, marker, rows, unique)
+        _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, rows, unique))
 
 
 def _finish_part(work: _PartWork, *, partial: bool) -> tuple[PartStats, list[dict[str, Any]], int | None]:

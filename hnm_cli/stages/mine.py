@@ -146,6 +146,10 @@ def _plan(
         inputs.append(artifact_input(audit_manifest, "audit"))
 
     params = cfg.to_params() | {"audit": audit, "export": export, "plot": plot, "from_audit": from_audit is not None}
+    if Strategy.RANDOM in (cfg.strategy, cfg.fallback):
+        # Random draws are keyed on (seed, query id, document id) since incremental updates: other draws than the
+        # row-sequential ones of artifacts mined before, so those are redone.
+        params["random_draw"] = "keyed"
     return _Plan(
         vectors=vectors,
         qrels_file=qrels_file,
@@ -369,7 +373,7 @@ def _mine(
     ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool, progress: bool = True
 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
-    from hnm_cli.mining.strategies import Texts
+    from hnm_cli.mining.strategies import Ids, Texts
     from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
@@ -409,6 +413,7 @@ def _mine(
             cfg,
             index=index,
             texts=texts,
+            ids=Ids(ctx.corpus_ids, ctx.query_ids),
             audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
             runner=runner,
         )
@@ -437,7 +442,7 @@ def _select_from_audit(
     """Re-select from the audit of `mine_dir` (see `mining.audit.select_from_audit`), then any random/bm25
     fallback as in a normal run."""
     from hnm_cli.mining.audit import select_from_audit
-    from hnm_cli.mining.strategies import Texts, apply_fallback, restat
+    from hnm_cli.mining.strategies import Ids, Texts, apply_fallback, restat
 
     try:
         results = select_from_audit(
@@ -465,11 +470,11 @@ def _select_from_audit(
         results = apply_fallback(
             results,
             cfg,
-            np.random.default_rng(cfg.seed),
             ctx.load_query_vectors(),
             VectorSource.from_dir(ctx.vectors_dir / "corpus"),
             ctx.excluded_rows(),
             texts,
+            Ids(ctx.corpus_ids, ctx.query_ids),
         )
     return results, restat(results, None, cfg.num_negatives)
 

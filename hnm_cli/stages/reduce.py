@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
-from hnm_cli.artifacts.files import atomic_path, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.files import atomic_path, atomic_write_json, iter_jsonl, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
@@ -43,7 +44,49 @@ log = logging.getLogger("hnm")
 
 STAGE = "reduce"
 PARTS = ("corpus", "queries")
-STALE_PATTERNS = [f"{p}/{g}" for p in PARTS for g in ("vectors-*.npy", "ids-*.jsonl")] + ["pca/*.npy"]
+FUSION_FILE = "fusion.json"
+STALE_PATTERNS = [f"{p}/{g}" for p in PARTS for g in ("vectors-*.npy", "ids-*.jsonl")] + ["pca/*.npy", FUSION_FILE]
+
+
+@dataclass(frozen=True)
+class _Frozen:
+    """An earlier reduce artifact's fusion, reused as is (`--fit-from`)."""
+
+    path: Path
+    manifest: Manifest
+    scales: tuple[float, ...]
+    dims: list[int]
+    fit: PcaFit | None
+
+
+def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> _Frozen:
+    """The fusion of the reduce artifact at `path`, which must fuse the same models.
+
+    Raises:
+        IncompleteArtifactError / ArtifactMismatchError / CorruptArtifactError: not a usable reduce artifact.
+        ConfigError: it fused other models, or (written before fusion.json existed) balanced its models by
+            variance, whose scales it did not record.
+    """
+    from hnm_cli.pca import load_fit
+
+    manifest = require_artifact(path, STAGE, fix=f"hnm reduce --embeddings <embed dir> --out {path}", deep=deep)
+    if manifest.params.get("models") != names:
+        raise ConfigError(
+            f"--fit-from {path} fused the models {manifest.params.get('models')}, these embeddings have {names}"
+        )
+    recorded = Path(path) / FUSION_FILE
+    if recorded.is_file():
+        info = orjson.loads(recorded.read_bytes())
+        scales, dims, pca = tuple(float(x) for x in info["scales"]), [int(d) for d in info["dims"]], info["pca"]
+    else:
+        if manifest.params.get("balance", "none") != "none":
+            raise ConfigError(f"--fit-from {path} balanced its models but did not record the scales; refit it once")
+        weights = manifest.params.get("weights", {})
+        scales = tuple(math.sqrt(float(weights.get(n, 1.0))) for n in names)
+        dims = [int(d) for d in manifest.stats.get("input_dims", {}).values()]
+        pca = bool(manifest.params.get("pca", True))
+    fit = load_fit(Path(path) / "pca") if pca else None
+    return _Frozen(Path(path), manifest, scales, dims, fit)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,6 +378,7 @@ def run(
     cfg: ReduceConfig,
     *,
     models: list[str] | None = None,
+    fit_from: Path | None = None,
     force: bool = False,
     progress: bool = True,
     verify: bool = False,
@@ -346,6 +390,8 @@ def run(
         out: artifact directory to write.
         cfg: resolved reduce config (variance / n_components, pca, weights, fit_on, max_fit_rows, seed).
         models: restrict to these embedded models (default: all, in embed's order).
+        fit_from: an earlier reduce artifact whose fusion (scales and PCA fit) is applied instead of fitting
+            anew, so vectors of unchanged documents keep their exact values (incremental updates).
         force: rerun even when up to date.
         progress: show tqdm bars on stderr (only when stderr is a terminal).
         verify: re-hash every file of the embed artifact and of `out` (`--verify`), not only changed ones.
@@ -362,24 +408,29 @@ def run(
     """
     embed_dir, out = Path(embed_dir), Path(out)
     fix = f"hnm embed --data DATA --out {embed_dir}"
-    check_output_path(out, [embed_dir])
+    check_output_path(out, [embed_dir, fit_from])
     top = require_artifact(embed_dir, "embed", fix=fix, deep=verify)
     available = _embedded_models(embed_dir, top)
     names = _select_models(available, models, embed_dir)
     weights = _resolve_weights(cfg, available, names)
     model_manifests = [require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify) for n in names]
 
+    frozen = load_frozen(fit_from, names, deep=verify) if fit_from is not None else None
     params = cfg.to_params() | {"models": names, "weights": weights}
+    if frozen is not None:
+        # The fit's own settings no longer shape the output: the frozen fusion (an input, below) does.
+        params = {"models": names, "fit": "frozen", "block_rows": cfg.block_rows}
     inputs = [
         artifact_input(top, "embeddings"),
         *(artifact_input(m, f"vectors:{n}") for n, m in zip(names, model_manifests, strict=True)),
         *_source_records(top, model_manifests),
+        *([artifact_input(frozen.manifest, "fit")] if frozen is not None else []),
     ]
     fingerprint = compute_fingerprint(STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, STAGE, fingerprint, force=force, deep=verify)) is not None:
         return done
     with output_lock(out), Staging(out) as staging:
-        written, stats, fit, rows = _reduce(embed_dir, staging.dir, cfg, names, weights, progress)
+        written, stats, fit, rows = _reduce(embed_dir, staging.dir, cfg, names, weights, progress, frozen)
         started = staging.commit()
     remove_stale_files(out, keep=[o["path"] for o in written], patterns=STALE_PATTERNS)
     manifest = write_manifest(
@@ -407,15 +458,22 @@ def run(
 
 
 def _reduce(
-    embed_dir: Path, out: Path, cfg: ReduceConfig, names: list[str], weights: dict[str, float], progress: bool
+    embed_dir: Path,
+    out: Path,
+    cfg: ReduceConfig,
+    names: list[str],
+    weights: dict[str, float],
+    progress: bool,
+    frozen: _Frozen | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any], PcaFit | None, dict[str, int]]:
-    """Fit and write the fused vector set into `out` (the staging folder); return (outputs, stats, fit, rows)."""
+    """Fit (or, with `frozen`, reuse a fit) and write the fused vector set into `out` (the staging folder);
+    return (outputs, stats, fit, rows)."""
     parts = _open_parts(embed_dir, names)
     for what, model_parts in parts.items():
         _check_same_ids(embed_dir, names, model_parts, what)
-    scales = [math.sqrt(weights[n]) for n in names]
+    scales = [math.sqrt(weights[n]) for n in names] if frozen is None else list(frozen.scales)
     model_variance: dict[str, float] = {}
-    if cfg.balance == Balance.VARIANCE:
+    if cfg.balance == Balance.VARIANCE and frozen is None:
         # Equal footing before the weights: an anisotropic model (multilingual-e5's vectors share one narrow
         # cone) otherwise brings a sliver of the concatenation's variance and hardly shapes the PCA axes.
         for i, name in enumerate(names):
@@ -432,8 +490,18 @@ def _reduce(
     }
     if model_variance:
         stats["model_total_variance"] = {n: round(v, 6) for n, v in model_variance.items()}
+    if frozen is not None and frozen.dims != dims:
+        raise ArtifactMismatchError(
+            f"--fit-from {frozen.path}: its models have dims {frozen.dims}, these embeddings {dims}; refit"
+        )
     fit: PcaFit | None = None
-    if cfg.pca:
+    if frozen is not None:
+        fit = frozen.fit
+        if fit is not None:
+            written += [output_entry(out, f"pca/{f}") for f in save_fit(out / "pca", fit)]
+            stats |= {"components": fit.n_components, "variance_reached": round(fit.variance_reached, 6)}
+        stats["fit_from"] = str(frozen.path)
+    elif cfg.pca:
         fit, acc, sampled = _fit(fusions, cfg, progress)
         written += [output_entry(out, f"pca/{f}") for f in save_fit(out / "pca", fit)]
         kept_share, input_share = _model_shares(fit, acc, names, dims)
@@ -448,6 +516,10 @@ def _reduce(
     for what, fusion in fusions.items():
         written += _write_part(out, what, fusion, fit, cfg.block_rows, progress)
     dim_out = fit.n_components if fit is not None else concat_dim
+    # The fusion as applied (scales include weights and balance): what `--fit-from` needs to project new data
+    # exactly as this run did. A report, not data: out of the downstream digest.
+    atomic_write_json(out / FUSION_FILE, {"models": names, "dims": dims, "scales": scales, "pca": fit is not None})
+    written.append(output_entry(out, FUSION_FILE, downstream=False))
     rows = {what: fusions[what].rows if what in fusions else 0 for what in PARTS}
     stats |= {"dim": dim_out, "corpus_rows": rows["corpus"], "queries_rows": rows["queries"]}
     return written, stats, fit, rows

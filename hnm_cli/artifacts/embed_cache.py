@@ -1,0 +1,178 @@
+"""The embedding cache of one model folder of an embed artifact: vectors keyed by the exact text encoded.
+
+    <out>/<model>/.cache/meta.json                  the encoder fingerprint the entries belong to
+    <out>/<model>/.cache/seg-<id>.json              one segment: rows, dim, sha256 of its two arrays (written last)
+    <out>/<model>/.cache/seg-<id>.keys.npy          uint8 [rows, 16]: blake2b-128 of "<kind>\\0<text>"
+    <out>/<model>/.cache/seg-<id>.vectors.npy       float32 [rows, dim]
+
+Why in the artifact and not in `$HNM_CACHE_DIR`: the entries are only valid for the model folder's encoder
+fingerprint (weights, prompts, max length, precision, backend), the nightly run writes the same `--out`, and
+deleting the artifact deletes its cache; a shared cache would grow with every corpus a machine ever saw.
+Bounded: after a full run, a cache holding more than twice the entries the folder needs (plus a slack) is
+compacted to exactly those. Integrity: a segment whose arrays do not match the sha256 in its json is dropped
+with a warning and its texts are encoded again; an entry is never used unverified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hnm_cli.artifacts.files import atomic_write_bytes, file_sha256, save_npy
+
+log = logging.getLogger("hnm")
+
+CACHE_DIR = ".cache"  # hidden: not part of the vector-set layout that mine and eval read
+KEY_BYTES = 16
+_COMPACT_SLACK = 1024
+
+
+def text_key(kind: str, text: str) -> bytes:
+    """The cache key of a text as encoded for `kind` ("query" or "document": prompts differ)."""
+    return hashlib.blake2b(f"{kind}\0{text}".encode(), digest_size=KEY_BYTES).digest()
+
+
+class EmbeddingCache:
+    """Read and extend the cache of one model folder (see the module docstring)."""
+
+    def __init__(self, model_dir: Path, encoder_fp: str, *, fresh: bool = False) -> None:
+        self.dir = Path(model_dir) / CACHE_DIR
+        self.encoder_fp = encoder_fp
+        self.index: dict[bytes, tuple[int, int]] = {}
+        self.segments: list[tuple[str, np.ndarray]] = []  # (segment id, memmapped vectors)
+        self.pending_keys: list[bytes] = []
+        self.pending_vectors: list[np.ndarray] = []
+        self.dropped = 0  # entries of damaged segments left out
+        if fresh:  # --force: encode everything again, and cache what this run encodes
+            shutil.rmtree(self.dir, ignore_errors=True)
+        self._load()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        meta = self.dir / "meta.json"
+        try:
+            owner = json.loads(meta.read_text()).get("encoder_fp") if meta.is_file() else None
+        except (OSError, ValueError):
+            owner = None
+        if owner != self.encoder_fp:
+            if self.dir.exists():
+                log.info("embed: %s: cache of another encoder setting; starting it afresh", self.dir)
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(meta, json.dumps({"encoder_fp": self.encoder_fp}).encode())
+            return
+        for desc in sorted(self.dir.glob("seg-*.json")):
+            seg = desc.name[: -len(".json")]
+            problem = self._check(seg, desc)
+            if problem is not None:
+                log.warning("embed: %s/%s is damaged (%s); its texts are encoded again", self.dir, seg, problem)
+                self.dropped += self._rows_of(desc)
+                self._delete(seg)
+                continue
+            keys = np.load(self.dir / f"{seg}.keys.npy")
+            vectors = np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")
+            number = len(self.segments)
+            self.segments.append((seg, vectors))
+            for row, key in enumerate(keys):
+                self.index[key.tobytes()] = (number, row)
+
+    def _check(self, seg: str, desc: Path) -> str | None:
+        try:
+            info = json.loads(desc.read_text())
+            for part in ("keys", "vectors"):
+                path = self.dir / f"{seg}.{part}.npy"
+                if file_sha256(path) != info["sha256"][part]:
+                    return f"{path.name}: sha256 differs"
+            keys = np.load(self.dir / f"{seg}.keys.npy", mmap_mode="r")
+            vectors = np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return f"unreadable: {str(err).splitlines()[0][:80]}"
+        if keys.shape != (info["rows"], KEY_BYTES) or vectors.shape[0] != info["rows"] or vectors.dtype != np.float32:
+            return "shapes do not match"
+        return None
+
+    @staticmethod
+    def _rows_of(desc: Path) -> int:
+        try:
+            return int(json.loads(desc.read_text()).get("rows", 0))
+        except (OSError, ValueError):
+            return 0
+
+    def _delete(self, seg: str) -> None:
+        for suffix in (".json", ".keys.npy", ".vectors.npy"):
+            (self.dir / f"{seg}{suffix}").unlink(missing_ok=True)
+
+    def lookup(self, keys: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(found mask, float32 vectors of the found keys in order, or None when none is found)."""
+        where = [self.index.get(k) for k in keys]
+        found = np.array([w is not None for w in where], dtype=bool)
+        if not found.any():
+            return found, None
+        rows = [self.segments[w[0]][1][w[1]] for w in where if w is not None]
+        return found, np.ascontiguousarray(np.stack(rows), dtype=np.float32)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def add(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Queue new entries; they are written as one segment by `flush`."""
+        for key, vector in zip(keys, vectors, strict=True):
+            if key not in self.index:
+                self.pending_keys.append(key)
+                self.pending_vectors.append(vector)
+
+    def flush(self) -> None:
+        """Write the queued entries as a new segment (arrays first, its json with their sha256 last)."""
+        if not self.pending_keys:
+            return
+        seg = f"seg-{time.time_ns()}-{os.getpid()}"
+        keys = np.frombuffer(b"".join(self.pending_keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
+        self._write(seg, keys, np.stack(self.pending_vectors).astype(np.float32))
+        number = len(self.segments)
+        vectors = np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")
+        self.segments.append((seg, vectors))
+        for row, key in enumerate(self.pending_keys):
+            self.index[key] = (number, row)
+        self.pending_keys, self.pending_vectors = [], []
+
+    def _write(self, seg: str, keys: np.ndarray, vectors: np.ndarray) -> None:
+        from hnm_cli.artifacts.files import atomic_path
+
+        with atomic_path(self.dir / f"{seg}.keys.npy") as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(keys, dtype=np.uint8), allow_pickle=False)
+        save_npy(self.dir / f"{seg}.vectors.npy", vectors)
+        info: dict[str, Any] = {
+            "rows": int(len(keys)),
+            "dim": int(vectors.shape[1]),
+            "sha256": {p: file_sha256(self.dir / f"{seg}.{p}.npy") for p in ("keys", "vectors")},
+        }
+        atomic_write_bytes(self.dir / f"{seg}.json", json.dumps(info).encode())
+
+    def compact(self, live: set[bytes]) -> int:
+        """Keep only the `live` keys when the cache holds more than twice as many; return entries removed."""
+        self.flush()
+        if len(self.index) <= 2 * len(live) + _COMPACT_SLACK:
+            return 0
+        keep = [k for k in self.index if k in live]
+        if not keep:
+            return 0
+        _, vectors = self.lookup(keep)
+        assert vectors is not None
+        old = [seg for seg, _ in self.segments]
+        seg = f"seg-{time.time_ns()}-{os.getpid()}"
+        self._write(seg, np.frombuffer(b"".join(keep), dtype=np.uint8).reshape(-1, KEY_BYTES), vectors)
+        removed = len(self.index) - len(keep)
+        self.segments = [(seg, np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r"))]
+        self.index = {k: (0, i) for i, k in enumerate(keep)}
+        for name in old:
+            self._delete(name)
+        return removed

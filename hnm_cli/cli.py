@@ -418,6 +418,12 @@ def mine(
             help="Let a query's negative be the positive of another query with the same text (excluded by default).",
         ),
     ] = False,
+    update: Annotated[
+        Path | None,
+        typer.Option(
+            "--update", file_okay=False, help="Mine incrementally from this earlier mine artifact (same settings)."
+        ),
+    ] = None,
     audit: Annotated[bool, typer.Option("--audit", help="Write every examined candidate to <out>/audit/.")] = False,
     from_audit: Annotated[
         Path | None,
@@ -457,7 +463,7 @@ def mine(
         manifest = mine_stage.run(
             vectors, resolve_data(data, corpus, queries, qrels), out, cfg, audit=audit,
             export=export, plot=plot, from_audit=from_audit, force=force,
-            progress=not quiet, verify=verify,
+            progress=not quiet, verify=verify, update=update,
         )  # fmt: skip
     typer.echo(manifest.manifest_path)
 

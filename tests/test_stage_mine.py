@@ -109,7 +109,8 @@ def test_rule_known_answer(setup):
     assert stats["rejected_c2"] == 2  # d4 for (q1, d1), d6 for (q3, d5)
     assert orjson.loads((out / "stats.json").read_bytes()) == {k: v for k, v in stats.items() if k != "seconds"}
     assert manifest.stage == "mine" and (out / "manifest.json").is_file()
-    assert [o["path"] for o in manifest.outputs] == ["rows-00000.jsonl", "stats.json"]
+    paths = [o["path"] for o in manifest.outputs]  # rows, stats, and the state an --update starts from
+    assert paths == ["rows-00000.jsonl", "stats.json", "state/docs.jsonl", "state/queries.jsonl", "state/space.json"]
 
 
 def test_rule_two_negatives_in_distance_order(setup):

@@ -13,6 +13,7 @@ test outcomes, so selections can be re-made without a search.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ AUDIT_ROWS_PER_SHARD = 200_000
 STATS_FILE = "stats.json"
 HNSW_FILE = "index/hnsw.bin"
 HNSW_FINGERPRINT = "index/fingerprint.json"
-STALE_PATTERNS = ("rows-*.jsonl", STATS_FILE, "audit/rows-*.jsonl", "export/*.jsonl", "plots/*.png")
+STATE_DIR = "state"  # what `hnm mine --update` compares the next run with
+STALE_PATTERNS = ("rows-*.jsonl", STATS_FILE, "audit/rows-*.jsonl", "export/*.jsonl", "plots/*.png", "state/*")
 
 
 def negative_record(
@@ -169,3 +171,41 @@ def hnsw_index(
     index.save(path)
     atomic_write_json(fp_path, want)
     return index, files
+
+
+# ---------------------------------------------------------------------------------------------
+# The state an incremental update compares with
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MineState:
+    """What an earlier mine run saw: every corpus document's text hash (in its row order), every mined query's
+    text hash and exclusion digest, and the vector space the vectors came from."""
+
+    docs: dict[str, str]  # doc id -> text hash, in corpus-row order
+    queries: dict[str, tuple[str, str]]  # query id -> (text hash, exclusions digest)
+    space: str
+
+
+def write_state(out: Path, state: MineState) -> list[str]:
+    """Write `<out>/state/` (reports, not data: out of the downstream digest); return the files."""
+    out = Path(out)
+    write_jsonl(out / STATE_DIR / "docs.jsonl", ({"id": d, "h": h} for d, h in state.docs.items()))
+    write_jsonl(out / STATE_DIR / "queries.jsonl", ({"id": q, "h": h, "x": x} for q, (h, x) in state.queries.items()))
+    from hnm_cli.artifacts.files import atomic_write_json
+
+    atomic_write_json(out / STATE_DIR / "space.json", {"space": state.space})
+    return [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]
+
+
+def read_state(mine_dir: Path) -> MineState | None:
+    """The state of a mine artifact, or None when it was mined before states were written."""
+    import orjson
+
+    folder = Path(mine_dir) / STATE_DIR
+    if not (folder / "space.json").is_file():
+        return None
+    docs = {r["id"]: r["h"] for r in iter_jsonl(folder / "docs.jsonl")}
+    queries = {r["id"]: (r["h"], r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
+    return MineState(docs, queries, orjson.loads((folder / "space.json").read_bytes())["space"])

@@ -274,3 +274,29 @@ class VectorSetWriter:
             stats=base | (stats or {}),
             started=started,
         )
+
+
+_LAYOUT_KEYS = ("shard_size", "on_empty", "parts")
+
+
+def space_key(manifest: Manifest) -> str:
+    """What makes two vector sets comparable vector for vector: the encoders (weights, prompts, lengths,
+    precision, backend) and, for a reduce output, its fusion and PCA fit. Equal keys mean an unchanged text has
+    the same vector in both (what `hnm mine --update` needs; `hnm reduce --fit-from` keeps the key)."""
+    import hashlib
+
+    from hnm_cli.artifacts.manifest import canonical_json
+
+    if manifest.stage == "embed-model":
+        payload: Any = {k: v for k, v in manifest.params.items() if k not in _LAYOUT_KEYS}
+    else:
+        upstream = []
+        for rec in manifest.inputs:
+            if str(rec.get("role", "")).startswith("vectors:") and rec.get("path"):
+                model = load_manifest(Path(rec["path"]))
+                if model is not None:
+                    upstream.append(space_key(model))
+        fusion = Path(manifest.path) / "fusion.json"
+        fit = sorted((o["path"], o.get("sha256")) for o in manifest.outputs if str(o["path"]).startswith("pca/"))
+        payload = {"models": upstream, "fit": fit, "fusion": fusion.read_text() if fusion.is_file() else None}
+    return "sha256:" + hashlib.sha256(canonical_json(payload)).hexdigest()

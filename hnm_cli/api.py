@@ -115,7 +115,7 @@ def mine(
     """`hnm mine`: negatives for every (query, positive) pair of a split. Options: MineConfig keys."""
     from hnm_cli.stages import mine as stage
 
-    cfg = _config(config).mine.merged(**options)
+    cfg = _config(config).mine.with_preset(options.pop("preset", None)).merged(**options)
     return stage.run(Path(vectors), resolve_data(Path(data)), Path(out), cfg, audit=audit, export=export,
                      force=force, progress=progress)  # fmt: skip
 

@@ -90,6 +90,12 @@ class Fill(StrEnum):
     SHORT = "short"
 
 
+class Preset(StrEnum):
+    """Named mining settings (`hnm mine --preset`); their values live in `hnm_cli.config.MINE_PRESETS`."""
+
+    PAPER = "paper"  # Meghwani et al. 2025 as published
+
+
 class ExportLayout(StrEnum):
     """sentence-transformers' dataset layouts `hnm mine --export` writes and `train-reranker --train-file` reads."""
 

@@ -35,6 +35,7 @@ from hnm_cli.choices import (
     OnEmpty,
     PairsWithoutNegative,
     Precision,
+    Preset,
     Quantize,
     Sampling,
     SearchIndex,
@@ -393,6 +394,10 @@ def mine(
         float | None, typer.Option(help="topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin); 0.05 = PercPos.")
     ] = None,
     sampling_strategy: Annotated[Sampling | None, typer.Option(help="topk: take the top or a seeded sample.")] = None,
+    preset: Annotated[
+        Preset | None,
+        typer.Option(help="Named settings over the config file (paper: the published rule); other flags still win."),
+    ] = None,
     fallback: Annotated[Fallback | None, typer.Option(help="Negatives for pairs the rule leaves empty.")] = None,
     fill: Annotated[
         Fill | None, typer.Option(help="Which pairs the fallback fills: empty ones, or short ones too.")
@@ -447,7 +452,7 @@ def mine(
     with reported(quiet):
         if vectors is None and from_audit is None:
             raise typer.BadParameter("give --vectors (or --from-audit)", param_hint="--vectors")
-        cfg = load_config(config).mine.merged(
+        cfg = load_config(config).mine.with_preset(preset).merged(
             strategy=strategy, split=split, num_negatives=num_negatives, index=index,
             hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
             range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,

@@ -31,6 +31,7 @@ from hnm_cli.choices import (
     OnEmpty,
     PairsWithoutNegative,
     Precision,
+    Preset,
     Quantize,
     Sampling,
     SearchIndex,
@@ -286,10 +287,22 @@ class MineConfig(_StageConfig):
     exclude_twin_positives: bool = True  # queries with equal texts never get each other's positives as negatives
     executor: Executor = Executor.LOCAL  # where blocks of pairs are mined: this process, or a Ray cluster
     ray_address: str = "auto"  # ray.init(address=...); "auto": a running cluster, else a local one for the run
+    preset: Preset | None = None  # named settings applied over the config file (MINE_PRESETS); flags still win
 
     section: ClassVar[str] = "mine"
     late_options: ClassVar[dict[str, Any]] = {"fill": Fill.EMPTY, "c2_margin": 0.0}
-    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address")  # same bytes on every executor
+    # Same bytes on every executor. A preset is recorded through the values it set, so `--preset paper` and the
+    # same options spelled out are one fingerprint.
+    run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address", "preset")
+
+    def with_preset(self, preset: Preset | str | None = None) -> MineConfig:
+        """A copy with `preset`'s settings (or, when None, those of `self.preset`) applied; no preset: self."""
+        name = _checked(preset, Preset | None, "mine.preset") if preset is not None else self.preset
+        if name is None:
+            return self
+        new = dataclasses.replace(self, **MINE_PRESETS[name], preset=name)
+        new.validate()
+        return new
 
     def validate(self) -> None:
         if not isinstance(self.c2_margin, int | float) or self.c2_margin < 0:
@@ -297,6 +310,22 @@ class MineConfig(_StageConfig):
         _positive(self.num_negatives, "mine.num_negatives")
         _positive(self.block_size, "mine.block_size")
         _positive(self.candidate_k, "mine.candidate_k")
+
+
+# What each preset sets; every other key keeps its value from the defaults, the config file or the flags.
+MINE_PRESETS: dict[Preset, dict[str, Any]] = {
+    # The published method: strict C1 and C2, the one nearest passing document, pairs without one stay empty.
+    Preset.PAPER: {
+        "strategy": Strategy.RULE,
+        "num_negatives": 1,
+        "fallback": Fallback.NONE,
+        "fill": Fill.EMPTY,
+        "c2_margin": 0.0,
+        "range_min": 0,
+        "range_max": None,
+        "sampling_strategy": Sampling.TOP,
+    },
+}
 
 
 # ---------------------------------------------------------------------------------------------

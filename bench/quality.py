@@ -4,22 +4,23 @@
     make bench-quality DATA=../shared/data/scifact QUICK=1      # 3 arms, 1 seed, a 1000-doc sample (~10 min)
     nohup make bench-quality DATA=../shared/data/scifact > bench.log 2>&1 &    # unattended; rerun to resume
 
-Arms (mined on the train split, evaluated on the test split; `--arms` picks a subset):
+Arms (mined on the train split, evaluated on the test split; `--arms` picks a subset). The primary grid:
   1 first-stage   no reranker: the fixed first stage itself (dense top-k of the untuned base bi-encoder)
   2 random        seeded random negatives (re-drawn per seed)
-  3 bm25          BM25 top non-positive
-  4 dense-topk    dense top-1 of the best single model
-  5 st-default    sentence_transformers.util.mine_hard_negatives, all knobs at their defaults, best single model
-  6 percpos       NV-Retriever TopK-PercPos (relative_margin=0.05), best single model
-  7 rule          the paper's rule on the ensemble with PCA (hnm's default)
-  8 rule-best     ablation: the rule on the best single model
-  9 rule-nopca    ablation: the rule on the ensemble without PCA
- 10 rule-next     the rule with --fallback next (pairs the rule leaves empty get the nearest C2-passing document)
+  3 st-default    sentence_transformers.util.mine_hard_negatives, all knobs at their defaults, best single model
+  4 paper         `hnm mine --preset paper`: the published rule (strict C1 and C2, 1 negative), ensemble + PCA
+  5 hnm-default   `hnm mine` with its defaults (the recipe this benchmark chose), ensemble + PCA
+  6 no-fill       ablation: the default without its fill (--fallback none)
+  7 no-rule       ablation: the default without the rule (dense top-k of the ensemble, same count)
+  8 no-ensemble   ablation: the default on the best single model
+Measured once in earlier grids, run with --arms: 9 bm25, 10 dense-topk (top-1, best single model), 11 percpos
+(NV-Retriever TopK-PercPos, relative_margin=0.05), 12 paper-best, 13 paper-nopca (the paper's rule on the best
+single model / on the ensemble without PCA). `--explore KEY=VECTORS:OPTIONS` adds an arm for a one-off recipe.
 
 Two families train on the same negatives with the same budget (base model, steps, batch, lr, max length):
 `bi` (bi-encoder, MultipleNegativesRankingLoss with the hard negatives, from the base model: the primary
 comparison) and `cross` (cross-encoder with the paper's margin loss, initialised from the same weights with a
-fresh head). Every trained (family, arm) runs `--seeds` seeds (default 5). The "best single model" is the
+fresh head). Every trained (family, arm) runs `--seeds` seeds (default 3). The "best single model" is the
 embedded model with the highest nDCG@10 on the *train* split (no test data is used to choose it).
 
 Everything lives in a work dir (default runs/bench/<dataset>/, QUICK: runs/bench/<dataset>-quick/), one hnm
@@ -92,35 +93,54 @@ class Arm:
 ARMS: tuple[Arm, ...] = (
     Arm("first-stage", 1, "first stage only (no reranker)", None),
     Arm("random", 2, "random negatives", ("--strategy", "random"), "ensemble", per_seed_mine=True),
-    Arm("bm25", 3, "BM25 negatives", ("--strategy", "bm25"), "ensemble"),
-    Arm("dense-topk", 4, "dense top-1, best single model", ("--strategy", "topk"), "best"),
-    Arm("st-default", 5, "sentence-transformers mine_hard_negatives defaults, best single model", None, "best"),
+    Arm("st-default", 3, "sentence-transformers mine_hard_negatives defaults, best single model", None, "best"),
+    Arm(
+        "paper",
+        4,
+        "the paper: --preset paper (rule, strict C1, 1 negative), ensemble + PCA",
+        ("--preset", "paper"),
+        "ensemble",
+    ),  # fmt: skip
+    Arm("hnm-default", 5, "hnm default", (), "ensemble"),
+    # Each part of the default removed in turn (the flags override the default's own).
+    Arm(
+        "no-fill",
+        6,
+        "ablation: the default recipe without the fill (--fallback none)",
+        ("--fallback", "none"),
+        "ensemble",
+    ),
+    Arm(
+        "no-rule",
+        7,
+        "ablation: the default recipe without the rule (dense top-k, same count)",
+        ("--strategy", "topk"),
+        "ensemble",
+    ),  # fmt: skip
+    Arm("no-ensemble", 8, "ablation: the default recipe on the best single model", (), "best"),
+    # Measured once in earlier grids (one seed is enough to place them); run with --arms.
+    Arm("bm25", 9, "BM25 negatives", ("--strategy", "bm25"), "ensemble"),
+    Arm("dense-topk", 10, "dense top-1, best single model", ("--strategy", "topk", "--num-negatives", "1"), "best"),
     Arm(
         "percpos",
-        6,
+        11,
         "NV-Retriever TopK-PercPos (relative_margin=0.05), best single model",
         ("--strategy", "topk", "--relative-margin", "0.05"),
         "best",
     ),
-    Arm("rule", 7, "the paper's rule, ensemble + PCA (hnm default)", ("--strategy", "rule"), "ensemble"),
-    Arm("rule-best", 8, "ablation: the rule, best single model", ("--strategy", "rule"), "best"),
-    Arm("rule-nopca", 9, "ablation: the rule, ensemble without PCA", ("--strategy", "rule"), "nopca"),
-    Arm(
-        "rule-next",
-        10,
-        "the rule + --fallback next, ensemble + PCA",
-        ("--strategy", "rule", "--fallback", "next"),
-        "ensemble",
-    ),
+    Arm("paper-best", 12, "ablation: the paper's rule, best single model", ("--preset", "paper"), "best"),
+    Arm("paper-nopca", 13, "ablation: the paper's rule, ensemble without PCA", ("--preset", "paper"), "nopca"),
 )
 ARM_BY_KEY = {a.key: a for a in ARMS}
-QUICK_ARMS = ("first-stage", "random", "rule")
+PRIMARY_ARMS = ("first-stage", "random", "st-default", "paper", "hnm-default", "no-fill", "no-rule", "no-ensemble")
+QUICK_ARMS = ("first-stage", "random", "hnm-default")
 # The order trained arms run in when --arms does not give one: the comparison the benchmark exists for first
-# (the reference, hnm's default, random), so a grid stopped early has the cells that matter most.
+# (the reference, hnm's default, random, the paper), so a grid stopped early has the cells that matter most.
 RUN_ORDER = (
-    "st-default", "rule", "random", "rule-next", "rule-best", "dense-topk", "percpos", "bm25", "rule-nopca",
+    "st-default", "hnm-default", "random", "paper", "no-fill", "no-rule", "no-ensemble",
+    "bm25", "dense-topk", "percpos", "paper-best", "paper-nopca",
 )  # fmt: skip
-REFERENCE_ARM = "st-default"  # the paired tests are against this arm (arm 5)
+REFERENCE_ARM = "st-default"  # the paired tests are against this arm
 
 
 @dataclass
@@ -130,10 +150,11 @@ class Settings:
     data: Path
     work: Path
     quick: bool = False
-    seeds: int = 5
-    arms: tuple[str, ...] = tuple(a.key for a in ARMS)  # table order
+    seeds: int = 3
+    arms: tuple[str, ...] = PRIMARY_ARMS  # table order
     run_order: tuple[str, ...] = RUN_ORDER  # the order trained arms run in (--arms order when given)
     embed_precision: str = "fp32"  # hnm embed --precision for the grid's vectors (bf16: ~2-3x faster on CPUs)
+    embed_backend: str | None = None  # hnm embed --backend for the grid's vectors (None: the config's)
     precision: str = "fp32"  # train-reranker and eval --precision (bf16: mixed-precision training, autocast scoring)
     families: tuple[str, ...] = ("bi", "cross")
     config: Path = REPO / "configs" / "default.toml"
@@ -307,6 +328,8 @@ def run_grid(s: Settings) -> int:
         embed = work / "embed"
         models = [a for m in s.embed_models for a in ("--model", m)]
         embed_cmd = [hnm, "embed", "-c", s.config, "--data", data, "--out", embed, "--precision", s.embed_precision]
+        if s.embed_backend:
+            embed_cmd += ["--backend", s.embed_backend]
         if not step("embed", [*embed_cmd, "-q", *models]):
             return 1
         names = embedded_models(embed)
@@ -382,7 +405,7 @@ def run_grid(s: Settings) -> int:
                             "--kind", cfg["kind"], "--loss", cfg["loss"], "--base-model", s.base_model,
                             "--max-steps", s.max_steps, "--batch-size", s.batch_size, "--lr", s.lr,
                             "--max-length", s.max_length, "--negatives-per-positive", s.negatives_per_positive,
-                            "--seed", seed, "--precision", s.precision, "-q",
+                            "--seed", seed, "--precision", s.precision, "--drop-eval-overlap", "-q",
                         ],
                     )  # fmt: skip
                     if not ok:
@@ -440,8 +463,8 @@ def _per_query(eval_dir: Path, run: str) -> dict[str, dict[str, float]] | None:
 
 def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seeds: int) -> dict[str, Any]:
     """Collect every finished evaluation into per-family tables: mean, std and n over seeds; relative gain over
-    the first stage; paired randomization tests (per-query seed means, as `hnm eval` does) against arm 5 and
-    against the first stage. Pure over the files: rerun it any time, it reports what exists."""
+    the first stage; paired randomization tests (per-query seed means, as `hnm eval` does) against
+    sentence-transformers' arm and against the first stage. Pure over the files: rerun it any time, it reports what exists."""
     from hnm_cli.evaluation.compare import arm_per_query, compare
 
     metrics = list(TABLE_METRICS)
@@ -482,6 +505,7 @@ def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seed
 def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str, Any], state: dict[str, Any]) -> str:
     """The quality section of BENCHMARKS.md."""
     info = state.get("machine") or machine_info()
+    ref_n = ARM_BY_KEY[REFERENCE_ARM].number
     mode = "QUICK MODE (3 arms, 1 seed, a seeded corpus sample)" if s.quick else "full grid"
     seeds_done = [r["seeds_done"] for f in agg["families"].values() for k, r in f.items() if k != "first-stage"]
     partial = (not s.quick) and any(n < s.seeds for n in seeds_done)
@@ -503,19 +527,24 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         f"- First stage (identical for every arm and family): dense top-{s.top_k} of `{s.first_stage_model}`"
         + (" (the untuned base bi-encoder)" if s.base_model.endswith(s.first_stage_model) else "")
         + "; a positive outside it is a miss for everyone.",
-        f"- Embeddings (mining and first stage): `{s.config.name}` models at `--precision {s.embed_precision}`.",
+        f"- Embeddings (mining and first stage): `{s.config.name}` models at `--precision {s.embed_precision}`"
+        + (f", `--backend {s.embed_backend}`" if s.embed_backend else "")
+        + ".",
         f"- Best single model (highest train-split nDCG@10 among the embedded models): `{best}` "
         f"{_fmt_choice(state.get('best_model'))}.",
         f"- Training, every arm and seed: base `{s.base_model}`, max length {s.max_length} tokens, "
         f"{s.max_steps} optimizer steps, batch {s.batch_size}, lr {s.lr}, precision {s.precision} (training and "
         f"scoring), up to {s.negatives_per_positive} "
-        "negatives per (query, positive) pair (each miner at its own default count: 1 for hnm's strategies, 3 for "
-        "sentence-transformers), seeds 0.." + str(s.seeds - 1) + ".",
+        "negatives per (query, positive) pair (each miner at its own count: see its mine options; 3 for "
+        "sentence-transformers), pairs without a negative trained with in-batch negatives, training queries "
+        "that are test queries left out (`--drop-eval-overlap`), seeds 0.." + str(s.seeds - 1) + ".",
+        f"- hnm default (arm {ARM_BY_KEY['hnm-default'].number}): `hnm mine` with no strategy options, i.e. "
+        f"{_default_recipe()}.",
         f"- Steps ran between {state.get('first_started')} and {state.get('last_finished') or 'now'} (machine "
         f"local time); summed working time of all steps {_work_minutes(state):.1f} min (up-to-date reruns excluded).",
         "- Cells: mean ± sample std over seeds (n = seeds finished). Gain: relative change of the mean over arm 1. "
-        "p: two-sided paired randomization test (10,000 sign flips, per-query mean over seeds), against arm 5 "
-        "(sentence-transformers defaults) and against arm 1.",
+        "p: two-sided paired randomization test (10,000 sign flips, per-query mean over seeds), against arm "
+        f"{ref_n} (sentence-transformers defaults) and against arm 1.",
         "",
     ]
     for fam, rows in agg["families"].items():
@@ -523,7 +552,8 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         lines.append("")
         base = rows.get("first-stage", {}).get("mean")
         header = ["#", "arm", *[m.replace("mrr", "MRR").replace("ndcg", "nDCG") for m in TABLE_METRICS]]
-        header += ["gain nDCG@10 vs 1", "gain MRR@10 vs 1", "p nDCG@10 vs 5", "p MRR@10 vs 5", "p nDCG@10 vs 1"]
+        header += ["gain nDCG@10 vs 1", "gain MRR@10 vs 1", f"p nDCG@10 vs {ref_n}", f"p MRR@10 vs {ref_n}",
+                   "p nDCG@10 vs 1"]  # fmt: skip
         table = []
         for key, r in rows.items():
             vals = [fmt_mean_std([sd[m] for sd in r["per_seed"]]) for m in TABLE_METRICS]
@@ -553,6 +583,16 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         "",
     ]
     return "\n".join(lines)
+
+
+def _default_recipe() -> str:
+    """The default mining recipe in words, read from the code's own defaults (so the report cannot drift)."""
+    from hnm_cli.config import MineConfig, ReduceConfig
+
+    m, r = MineConfig(), ReduceConfig()
+    parts = [f"strategy {m.strategy}", f"{m.num_negatives} negative(s) per pair", f"fallback {m.fallback}",
+             f"fill {m.fill}", f"c2_margin {m.c2_margin}", f"reduce balance {r.balance}"]  # fmt: skip
+    return ", ".join(parts)
 
 
 def _work_minutes(state: dict[str, Any]) -> float:
@@ -595,7 +635,8 @@ def _options_for(s: Settings) -> list[str]:
     argv: list[str] = []
     defaults = parse_args(["--data", str(s.data), *(["--quick"] if s.quick else [])])
     for key, flag in (
-        ("embed_precision", "--embed-precision"), ("precision", "--precision"), ("seeds", "--seeds"),
+        ("embed_precision", "--embed-precision"), ("embed_backend", "--embed-backend"), ("precision", "--precision"),
+        ("seeds", "--seeds"),
         ("max_steps", "--max-steps"), ("batch_size", "--batch-size"), ("max_length", "--max-length"),
         ("top_k", "--top-k"),
     ):  # fmt: skip
@@ -670,11 +711,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     )  # noqa: E501
     ap.add_argument("--work", type=Path, help="work dir (default runs/bench/<dataset>[-quick])")
     ap.add_argument("--quick", action="store_true", help="3 arms, 1 seed, a seeded corpus sample, few steps")
-    ap.add_argument("--seeds", type=int, help="seeds per trained arm (default 5; quick 1)")
+    ap.add_argument("--seeds", type=int, help="seeds per trained arm (default 3; quick 1)")
     ap.add_argument(
         "--arms",
-        help="comma-separated arm keys, run in this order (default all, reference and rule first; "
-        "quick: first-stage,random,rule); the table keeps arm-number order",
+        help="comma-separated arm keys, run in this order (default: the primary grid, "
+        + ",".join(PRIMARY_ARMS)
+        + "; quick: "
+        + ",".join(QUICK_ARMS)
+        + "); the table keeps arm-number order",
     )
     ap.add_argument("--families", default=None, help="bi,cross (default both)")
     ap.add_argument(
@@ -691,6 +735,12 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         choices=("fp32", "bf16"),
         default="fp32",
         help="precision of the grid's embeddings (bf16: ~2-3x faster on CPUs with bf16; SciFact nDCG@10 within 0.001)",
+    )
+    ap.add_argument(
+        "--embed-backend",
+        choices=("auto", "torch", "onnx", "openvino"),
+        default=None,
+        help="backend of the grid's embeddings (default: the config's); torch keeps vectors embedded before backends",
     )
     ap.add_argument(
         "--precision",
@@ -737,9 +787,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
             _register_arm(arm)
     quick = a.quick
     name = a.data.resolve().name + ("-quick" if quick else "")
-    arms = (
-        tuple(x.strip() for x in a.arms.split(",")) if a.arms else (QUICK_ARMS if quick else tuple(x.key for x in ARMS))
-    )
+    arms = tuple(x.strip() for x in a.arms.split(",")) if a.arms else (QUICK_ARMS if quick else PRIMARY_ARMS)
     run_order = arms if a.arms else RUN_ORDER
     unknown = [x for x in arms if x not in ARM_BY_KEY]
     if unknown:
@@ -754,10 +802,11 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         data=a.data.resolve(),
         work=(a.work or REPO / "runs" / "bench" / name).resolve(),
         quick=quick,
-        seeds=a.seeds or (1 if quick else 5),
+        seeds=a.seeds or (1 if quick else 3),
         arms=arms,
         run_order=tuple(k for k in run_order if k != "first-stage"),
         embed_precision=a.embed_precision,
+        embed_backend=a.embed_backend,
         precision=a.precision,
         families=families,
         config=a.config.resolve(),

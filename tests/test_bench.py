@@ -150,20 +150,20 @@ def _fake_eval(directory: Path, run: str, values: dict[str, float]) -> None:
 
 def test_aggregate_mean_std_over_seeds_and_paired_tests(tmp_path):
     _fake_eval(tmp_path / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.5})
-    _fake_eval(tmp_path / "eval" / "bi" / "rule" / "s0", "rule", {"a": 1.0, "b": 0.5})
-    _fake_eval(tmp_path / "eval" / "bi" / "rule" / "s1", "rule", {"a": 0.5, "b": 0.5})
+    _fake_eval(tmp_path / "eval" / "bi" / "paper" / "s0", "paper", {"a": 1.0, "b": 0.5})
+    _fake_eval(tmp_path / "eval" / "bi" / "paper" / "s1", "paper", {"a": 0.5, "b": 0.5})
     _fake_eval(tmp_path / "eval" / "bi" / "st-default" / "s0", "st-default", {"a": 0.5, "b": 0.5})
-    agg = quality.aggregate(tmp_path, ("bi",), ("first-stage", "st-default", "rule"), seeds=2)
+    agg = quality.aggregate(tmp_path, ("bi",), ("first-stage", "st-default", "paper"), seeds=2)
     rows = agg["families"]["bi"]
     assert agg["test_queries"] == 2
-    assert rows["rule"]["seeds_done"] == 2
-    assert rows["rule"]["mean"]["ndcg@10"] == pytest.approx(0.625)  # seed means 0.75 and 0.5
-    assert rows["rule"]["std"]["ndcg@10"] == pytest.approx(0.1767767)
+    assert rows["paper"]["seeds_done"] == 2
+    assert rows["paper"]["mean"]["ndcg@10"] == pytest.approx(0.625)  # seed means 0.75 and 0.5
+    assert rows["paper"]["std"]["ndcg@10"] == pytest.approx(0.1767767)
     assert rows["st-default"]["seeds_done"] == 1
     # Per-query seed means (a: 0.75, b: 0.5) against st-default (0.5, 0.5): delta 0.125.
-    assert rows["rule"]["vs_st_default"]["delta"]["ndcg@10"] == pytest.approx(0.125)
-    assert rows["rule"]["vs_first_stage"]["relative_delta"]["mrr@10"] == pytest.approx(0.25)
-    assert 0 < rows["rule"]["vs_st_default"]["p_value"]["ndcg@10"] <= 1
+    assert rows["paper"]["vs_st_default"]["delta"]["ndcg@10"] == pytest.approx(0.125)
+    assert rows["paper"]["vs_first_stage"]["relative_delta"]["mrr@10"] == pytest.approx(0.25)
+    assert 0 < rows["paper"]["vs_st_default"]["p_value"]["ndcg@10"] <= 1
     assert "vs_st_default" not in rows["st-default"]
     assert "vs_first_stage" not in rows["first-stage"]
 
@@ -177,13 +177,13 @@ def test_aggregate_reports_nothing_for_missing_evaluations(tmp_path):
 
 def test_quick_defaults_and_arm_selection(tmp_path):
     s = quality.parse_args(["--data", str(tmp_path), "--quick"])
-    assert s.arms == ("first-stage", "random", "rule") and s.seeds == 1 and s.max_steps == 20
+    assert s.arms == ("first-stage", "random", "hnm-default") and s.seeds == 1 and s.max_steps == 20
     assert s.embed_precision == "fp32"
-    s = quality.parse_args(["--data", str(tmp_path), "--arms", "rule,bm25", "--embed-precision", "bf16"])
+    s = quality.parse_args(["--data", str(tmp_path), "--arms", "bm25,paper", "--embed-precision", "bf16"])
     # The table keeps arm-number order; the grid runs the arms in the order given.
-    assert s.arms == ("first-stage", "bm25", "rule") and s.run_order == ("rule", "bm25") and s.seeds == 5
+    assert s.arms == ("first-stage", "paper", "bm25") and s.run_order == ("bm25", "paper") and s.seeds == 3
     assert s.embed_precision == "bf16"
-    assert quality.parse_args(["--data", str(tmp_path)]).run_order[:2] == ("st-default", "rule")
+    assert quality.parse_args(["--data", str(tmp_path)]).run_order[:2] == ("st-default", "hnm-default")
     assert s.work == (REPO / "runs" / "bench" / tmp_path.name).resolve()
     with pytest.raises(SystemExit):
         quality.parse_args(["--data", str(tmp_path), "--arms", "nope"])
@@ -246,7 +246,7 @@ def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
     words = [f"{d['title']} {d['text']}" for d in TINY_CORPUS] + [q["text"] for q in TINY_QUERIES]
     base = build_tiny_bert(tmp_path / "tinybert", words=words)
     argv = [
-        "--data", str(tiny_data), "--work", str(tmp_path / "work"), "--quick", "--arms", "rule", "--families", "bi",
+        "--data", str(tiny_data), "--work", str(tmp_path / "work"), "--quick", "--arms", "paper", "--families", "bi",
         "--embed-model", "hash:16", "--first-stage-model", "hash-16", "--base-model", str(base),
         "--max-steps", "2", "--batch-size", "2", "--sample-docs", "8", "--sample-train", "3", "--sample-test", "1",
         "--md", str(tmp_path / "B.md"), "--json", str(tmp_path / "B.json"),
@@ -254,13 +254,13 @@ def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
     assert quality.main(argv) == 0
     blob = orjson.loads((tmp_path / "B.json").read_bytes())["quality-quick"]
     rows = blob["results"]["families"]["bi"]
-    assert rows["rule"]["seeds_done"] == 1 and rows["first-stage"]["seeds_done"] == 1
+    assert rows["paper"]["seeds_done"] == 1 and rows["first-stage"]["seeds_done"] == 1
     assert blob["mode"] == "quick"
     text = (tmp_path / "B.md").read_text()
-    assert "QUICK MODE" in text and "| 7 | rule:" in text
+    assert "QUICK MODE" in text and "| 4 | paper:" in text
     state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())
-    assert state["steps"]["train:bi:rule:s0"]["status"] == "done"
-    work_seconds = state["steps"]["train:bi:rule:s0"]["work_seconds"]
+    assert state["steps"]["train:bi:paper:s0"]["status"] == "done"
+    work_seconds = state["steps"]["train:bi:paper:s0"]["work_seconds"]
     # A rerun finds every artifact up to date and keeps the time of the run that did the work.
     assert quality.main(argv) == 0
     state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())

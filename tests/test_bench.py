@@ -264,5 +264,5 @@ def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
     # A rerun finds every artifact up to date and keeps the time of the run that did the work.
     assert quality.main(argv) == 0
     state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())
-    assert state["steps"]["train:bi:rule:s0"]["up_to_date"] is True
-    assert state["steps"]["train:bi:rule:s0"]["work_seconds"] == work_seconds
+    assert state["steps"]["train:bi:paper:s0"]["up_to_date"] is True
+    assert state["steps"]["train:bi:paper:s0"]["work_seconds"] == work_seconds

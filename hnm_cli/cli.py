@@ -511,6 +511,13 @@ def train_reranker(
         PairsWithoutNegative | None,
         typer.Option(help="mnrl: train pairs without a mined negative on in-batch negatives, or skip them."),
     ] = None,
+    teacher_weight: Annotated[
+        float | None,
+        typer.Option(min=0, max=1, help="listwise: weight of the miner's similarities as soft labels (distillation)."),
+    ] = None,
+    teacher_temperature: Annotated[
+        float | None, typer.Option(min=1e-6, help="listwise: temperature of the teacher's softmax.")
+    ] = None,
     max_steps: Annotated[
         int | None, typer.Option(min=1, help="Stop after N optimizer steps (overrides epochs).")
     ] = None,
@@ -548,6 +555,7 @@ def train_reranker(
             checkpoint_steps=checkpoint_steps, seed=seed, allow_eval_overlap=allow_eval_overlap or None,
             drop_eval_overlap=drop_eval_overlap or None,
             device=device, precision=precision, pairs_without_negative=pairs_without_negative,
+            teacher_weight=teacher_weight, teacher_temperature=teacher_temperature,
         )  # fmt: skip
         from hnm_cli.stages import train_reranker as train_stage
 

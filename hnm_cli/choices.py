@@ -10,8 +10,9 @@ from enum import StrEnum
 class Precision(StrEnum):
     """Arithmetic for encoding, training and scoring (vectors are stored as float32 either way)."""
 
+    AUTO = "auto"  # bf16 where it is native (a CUDA GPU, a CPU with AVX512-BF16 or AMX), else fp32
     FP32 = "fp32"
-    BF16 = "bf16"  # torch autocast; fast only on GPUs and CPUs with native bf16
+    BF16 = "bf16"  # torch autocast / OpenVINO bf16; fast only on GPUs and CPUs with native bf16
 
 
 class Backend(StrEnum):

@@ -125,6 +125,20 @@ def _setup_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
+def _close_progress_bars() -> None:
+    """Close the tqdm bars a failed call left open (the trainer's, a library's), so `Error:` starts a line.
+
+    An open bar ends in a carriage return, not a newline; closing it writes its last state and the newline (or
+    clears it), as it would on success. tqdm is only looked at when something already imported it.
+    """
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        with contextlib.suppress(Exception):
+            bar.close()
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+
+
 @contextlib.contextmanager
 def reported(quiet: bool = False) -> Iterator[None]:
     """Turn HnmError into `Error: <message>` (+ `Hint:`) on stderr and exit 1. HNM_DEBUG=1 adds the traceback."""
@@ -132,6 +146,7 @@ def reported(quiet: bool = False) -> Iterator[None]:
     try:
         yield
     except HnmError as err:
+        _close_progress_bars()
         if os.environ.get("HNM_DEBUG") == "1":
             traceback.print_exc()
         typer.echo(f"Error: {err.message}", err=True)
@@ -139,11 +154,13 @@ def reported(quiet: bool = False) -> Iterator[None]:
             typer.echo(f"Hint: {err.hint}", err=True)
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
+        _close_progress_bars()
         typer.echo("Error: interrupted", err=True)
         raise typer.Exit(130) from None
     except OSError as err:
         # Disk full, permission denied, a file that vanished mid-run: the environment, not a bug. One line that
         # names the file, exit 1; HNM_DEBUG=1 keeps the traceback.
+        _close_progress_bars()
         if os.environ.get("HNM_DEBUG") == "1":
             traceback.print_exc()
         where = f"{err.filename}: " if err.filename else ""

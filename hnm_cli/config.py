@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 import types
 from dataclasses import dataclass, field, fields
@@ -38,7 +39,7 @@ from hnm_cli.choices import (
     Significance,
     Strategy,
 )
-from hnm_cli.errors import ConfigError
+from hnm_cli.errors import ConfigError, HnmError
 
 
 class _StageConfig:
@@ -158,6 +159,24 @@ def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
         raise ConfigError(f"{key} must be > 0; got {value!r}")
 
 
+SEED_LIMIT = 2**32  # numpy's and transformers' seeds are unsigned 32-bit integers
+
+
+def _seed(value: Any, key: str) -> None:
+    if not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise ConfigError(f"{key} must be an integer in 0 .. 2**32 - 1; got {value!r}")
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:[0-9]+)?)")
+
+
+def _device(value: Any, key: str) -> None:
+    """A device word (whether this machine has it is checked where it is used: encoding.devices.torch_device)."""
+    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{key} must be {DEVICES}; got {value!r}")
+
+
 # ---------------------------------------------------------------------------------------------
 # embed
 # ---------------------------------------------------------------------------------------------
@@ -183,12 +202,22 @@ class ModelSpec:
     normalize: bool = True
     backend: Backend = Backend.TORCH  # what runs the forward pass of a sentence-transformers model
     quantize: Quantize = Quantize.NONE  # int8 weights of an onnx/openvino export
+    # Where the spec was written (`cfg.toml: [[embed.models]] #2`) when it came from a config file, for messages;
+    # no part of what the spec means (not compared, not a TOML key, not in a fingerprint).
+    origin: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         for name, hint in get_type_hints(type(self)).items():
             object.__setattr__(self, name, _checked(getattr(self, name), hint, f"embed.models {self.name!r}.{name}"))
         for key in ("batch_size", "max_seq_length"):
             _positive(getattr(self, key), f"embed.models {self.name!r}.{key}", allow_none=key == "max_seq_length")
+
+    def located(self, err: HnmError) -> HnmError:
+        """`err` led by the file and table this spec came from (`err` itself for a spec from a flag or from code)."""
+        if not self.origin:
+            return err
+        message = err.message.removeprefix(f"model '{self.name}': ").removeprefix("embed.models: ")
+        return type(err)(f"{self.origin} {self.name!r}: {message}", hint=err.hint)
 
 
 @dataclass(frozen=True)
@@ -216,6 +245,7 @@ class EmbedConfig(_StageConfig):
     def validate(self) -> None:
         _positive(self.shard_size, "embed.shard_size")
         _positive(self.batch_size, "embed.batch_size", allow_none=True)
+        _device(self.device, "embed.device")
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             raise ConfigError(f"embed.models: duplicate model names in {names}")
@@ -249,6 +279,7 @@ class ReduceConfig(_StageConfig):
         _positive(self.n_components, "reduce.n_components", allow_none=True)
         _positive(self.max_fit_rows, "reduce.max_fit_rows")
         _positive(self.block_rows, "reduce.block_rows")
+        _seed(self.seed, "reduce.seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -309,7 +340,22 @@ class MineConfig(_StageConfig):
             raise ConfigError(f"mine.c2_margin must be >= 0; got {self.c2_margin!r}")
         _positive(self.num_negatives, "mine.num_negatives")
         _positive(self.block_size, "mine.block_size")
+        _positive(self.query_block, "mine.query_block")
         _positive(self.candidate_k, "mine.candidate_k")
+        # Checked whatever the index: a config file is refused for a bad value whether or not this run uses it.
+        if self.hnsw_m < 2:
+            raise ConfigError(f"mine.hnsw_m must be >= 2; got {self.hnsw_m!r}")
+        _positive(self.hnsw_ef_construction, "mine.hnsw_ef_construction")
+        _positive(self.hnsw_ef_search, "mine.hnsw_ef_search")
+        if self.range_min < 0:
+            raise ConfigError(f"mine.range_min must be >= 0; got {self.range_min!r}")
+        _positive(self.range_max, "mine.range_max", allow_none=True)
+        if self.range_max is not None and self.range_max - self.range_min < self.num_negatives:
+            raise ConfigError(
+                f"mine.range_max must be at least range_min + num_negatives ({self.range_min + self.num_negatives}); "
+                f"got {self.range_max!r}"
+            )
+        _seed(self.seed, "mine.seed")
 
 
 # What each preset sets; every other key keeps its value from the defaults, the config file or the flags.
@@ -380,6 +426,10 @@ class TrainRerankerConfig(_StageConfig):
             _positive(getattr(self, key), f"train_reranker.{key}")
         for key in ("checkpoint_steps", "keep_checkpoints"):
             _positive(getattr(self, key), f"train_reranker.{key}")
+        if not self.base_model.strip():
+            raise ConfigError("train_reranker.base_model must not be empty (pkg:<name>, a model folder, or a hub id)")
+        _seed(self.seed, "train_reranker.seed")
+        _device(self.device, "train_reranker.device")
         if not 0 <= self.teacher_weight <= 1:
             raise ConfigError(f"train_reranker.teacher_weight must be in [0, 1]; got {self.teacher_weight!r}")
         if self.teacher_weight and self.loss != Loss.LISTWISE:
@@ -427,6 +477,8 @@ class EvalConfig(_StageConfig):
         for key in ("top_k", "rrf_k", "batch_size", "max_length", "trials"):
             _positive(getattr(self, key), f"eval.{key}")
         _positive(self.by_length, "eval.by_length", allow_none=True)
+        _seed(self.seed, "eval.seed")
+        _device(self.device, "eval.device")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -465,8 +517,12 @@ def _tupled(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def model_spec_from_dict(data: dict[str, Any], where: str) -> ModelSpec:
-    """Build a ModelSpec from a TOML table, naming the file and key on error."""
-    known = {f.name for f in fields(ModelSpec)}
+    """Build a ModelSpec from a TOML table, naming the file and key on error.
+
+    `where` (`cfg.toml: [[embed.models]] #2`) stays on the spec as its `origin`, so errors found later, when the
+    source is resolved or loaded, name the file and table too (`ModelSpec.located`).
+    """
+    known = {f.name for f in fields(ModelSpec)} - {"origin"}
     unknown = set(data) - known
     if unknown:
         raise ConfigError(f"{where}: unknown model key(s): {', '.join(sorted(unknown))}")
@@ -474,7 +530,9 @@ def model_spec_from_dict(data: dict[str, Any], where: str) -> ModelSpec:
         raise ConfigError(f"{where}: model needs a 'source' (pkg:<name>, a folder, or a hub id)")
     if not isinstance(data["source"], str):
         raise ConfigError(f"{where}: 'source' must be a string; got {data['source']!r}")
-    data = {"name": data.get("name") or default_model_name(data["source"]), **data}
+    if not data["source"].strip():
+        raise ConfigError(f"{where}: 'source' must not be empty (pkg:<name>, a folder, a hub id, or hash:<dim>)")
+    data = {"name": data.get("name") or default_model_name(data["source"]), **data, "origin": where}
     try:
         return ModelSpec(**data)
     except ConfigError as err:
@@ -506,14 +564,22 @@ def load_config(path: Path | None) -> Config:
         raise ConfigError(f"{path}: unknown section(s) [{', '.join(sorted(unknown))}]")
     built: dict[str, Any] = {}
     for section, cls in _SECTIONS.items():
-        values = dict(data.get(section, {}))
+        table = data.get(section, {})
+        if not isinstance(table, dict):  # `[[mine]]`, `mine = 5`, `mine = [...]`
+            tables = isinstance(table, list) and table and all(isinstance(t, dict) for t in table)
+            got = f"[[{section}]], an array of tables" if tables else f"{section} = {table!r}"[:80]
+            raise ConfigError(f"{path}: [{section}] must be a table ([{section}], then key = value lines); got {got}")
+        values = dict(table)
         if section == "embed" and "models" in values:
             if not isinstance(values["models"], list) or not all(isinstance(m, dict) for m in values["models"]):
                 raise ConfigError(
                     f"{path}: embed.models must be [[embed.models]] tables (name, source, ...); got {values['models']!r}"
                 )
+            if not values["models"]:
+                raise ConfigError(f"{path}: embed.models is empty; list [[embed.models]] tables or leave it out")
             values["models"] = tuple(
-                model_spec_from_dict(dict(m), f"{path} [embed.models] #{i + 1}") for i, m in enumerate(values["models"])
+                model_spec_from_dict(dict(m), f"{path}: [[embed.models]] #{i + 1}")
+                for i, m in enumerate(values["models"])
             )
         known = {f.name for f in fields(cls)}  # type: ignore[arg-type]  # every _SECTIONS class is a dataclass
         bad = set(values) - known

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import re
 import zlib
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ import orjson
 from hnm_cli.artifacts.manifest import file_input
 from hnm_cli.choices import OnEmpty
 from hnm_cli.errors import DataError, InputError
+
+log = logging.getLogger("hnm")
 
 
 @dataclass(frozen=True)
@@ -94,31 +97,63 @@ def text_hash(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _find_named(folder: Path, stem: str) -> Path | None:
-    for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
+BEIR_STEMS = ("corpus", "queries")
+
+
+def _beir_names(stem: str) -> tuple[str, str]:
+    return f"{stem}.jsonl", f"{stem}.jsonl.gz"
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()  # a dangling symlink is there too (and an error, not "absent")
+
+
+def _regular_file(path: Path) -> Path:
+    """`path` if it is a non-empty regular file; else one error line (a /dev/null link, a folder, a FIFO...)."""
+    if not path.is_file():
+        what = "a broken symlink" if not path.exists() else "not a regular file"
+        raise InputError(f"{path} is {what}; expected a JSONL file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes); expected one JSON record per line")
+    return path
 
 
 def resolve_jsonl_files(path: Path, stem: str) -> list[Path]:
     """Files to read for `--corpus`/`--queries`: a file, a BEIR folder, or a folder of JSONL shards.
 
+    A folder holding any BEIR name (`corpus.jsonl[.gz]`, `queries.jsonl[.gz]`, `qrels/`) is a BEIR folder: its
+    corpus is `corpus.jsonl[.gz]` and nothing else (without it, `queries.jsonl` would be read as the corpus).
+    Any other folder is a folder of shards, every `*.jsonl[.gz]` in sorted order.
+
     Args:
         path: what the user gave.
         stem: "corpus" or "queries" (the BEIR file name to look for inside a folder).
+
+    Raises:
+        InputError: nothing there; a BEIR folder without the `stem` file; a file that is empty or not a
+            regular file (a symlink to /dev/null).
     """
     path = Path(path)
     if path.is_file():
-        return [path]
+        return [_regular_file(path)]
     if not path.is_dir():
-        raise InputError(f"{path} does not exist")
-    named = _find_named(path, stem)
-    if named is not None:
-        return [named]
+        raise InputError(f"{path} does not exist" if not _present(path) else f"{path} is not a regular file")
+    named = [path / n for n in _beir_names(stem) if _present(path / n)]
+    if named:
+        return [_regular_file(named[0])]
+    beir = [n for other in BEIR_STEMS for n in _beir_names(other) if _present(path / n)]
+    beir += ["qrels/"] if (path / "qrels").is_dir() else []
+    if beir:
+        raise InputError(
+            f"{path} is a BEIR folder (it has {', '.join(beir)}) but has no {stem}.jsonl or {stem}.jsonl.gz",
+            hint=f"add {path / (stem + '.jsonl')}, or give the {stem} file itself (--{stem} FILE)",
+        )
     shards = sorted([*path.glob("*.jsonl"), *path.glob("*.jsonl.gz")])
     if not shards:
         raise InputError(f"{path} has no {stem}.jsonl and no *.jsonl shards")
+    for shard in shards:
+        if not shard.is_file():
+            raise InputError(f"{shard} is not a regular file; expected a JSONL shard")
     return shards
 
 
@@ -157,6 +192,12 @@ def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
         raise InputError(f"{path} is a folder, expected a file") from err
     except OSError as err:
         raise InputError(f"{path}: cannot read ({err.strerror or err})") from err
+
+
+def iter_raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(line number, raw bytes) of every line of a plain or gzipped user file (a TREC run, a TSV); a file that
+    cannot be read or decompressed is one error line naming it. Decoding is the caller's, per line."""
+    return _lines(path)
 
 
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -262,10 +303,16 @@ def read_qrels(
         doc_ids: container of known document ids, or None to skip the check.
 
     Returns:
-        {query_id: {doc_id: relevance}}, relevance as int (rows with relevance <= 0 are kept).
+        {query_id: {doc_id: relevance}}, relevance as int (rows with relevance <= 0 are kept). A pair listed
+        again with another grade keeps the last one, as BEIR's loader and pytrec_eval do (a dict per query), and
+        one warning line gives the count and the first conflict with both lines: refusing would reject qrels
+        those tools read, silence would hide a positive that became a negative.
     """
     path = Path(path)
     qrels: Qrels = {}
+    first_line: dict[tuple[str, str], int] = {}
+    conflicts = 0
+    example = ""
     for lineno, raw in _lines(path):
         where = f"{path}:{lineno}"
         try:
@@ -294,9 +341,22 @@ def read_qrels(
             raise DataError(f"{where}: field 'query-id': unknown query id '{qid}' (not in queries)")
         if doc_ids is not None and did not in doc_ids:
             raise DataError(f"{where}: field 'corpus-id': unknown document id '{did}' (not in corpus)")
-        qrels.setdefault(qid, {})[did] = rel
+        grades = qrels.setdefault(qid, {})
+        if did in grades and grades[did] != rel:
+            conflicts += 1
+            example = example or (
+                f"'{qid}' '{did}': {grades[did]} at line {first_line[(qid, did)]}, {rel} at line {lineno}"
+            )
+        first_line.setdefault((qid, did), lineno)
+        grades[did] = rel
     if not qrels:
         raise DataError(f"{path}: no qrels rows")
+    if conflicts:
+        log.warning(
+            "qrels: warning: %s: %d row(s) give a (query, doc) pair another score than an earlier row (e.g. %s); "
+            "the last score is kept",
+            path, conflicts, example,
+        )  # fmt: skip
     return qrels
 
 

@@ -11,13 +11,12 @@ Persistence is plain `.npy` (mean, components, explained_variance, explained_var
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from hnm_cli.artifacts.files import atomic_path
+from hnm_cli.artifacts.files import save_npy
 
 FIT_FILES = ("mean.npy", "components.npy", "explained_variance.npy", "explained_variance_ratio.npy")
 
@@ -229,11 +228,7 @@ def save_fit(directory: Path, fit: PcaFit) -> list[str]:
     directory.mkdir(parents=True, exist_ok=True)
     arrays = (fit.mean, fit.components, fit.explained_variance, fit.explained_variance_ratio)
     for name, array in zip(FIT_FILES, arrays, strict=True):
-        # Not files.save_npy: that one stores float32, and the fit keeps float64 for exactness.
-        with atomic_path(directory / name) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array, dtype=np.float64), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
+        save_npy(directory / name, array, dtype=np.float64)  # float64: the fit keeps its exactness
     return list(FIT_FILES)
 
 

@@ -106,8 +106,13 @@ class VectorSource:
     def __len__(self) -> int:
         return self.n
 
+    def _where(self, part: int) -> object:
+        return self._paths[part] if self._paths[part] is not None else f"vector part {part}"
+
     def _read(self, part: int, lo: int, hi: int) -> np.ndarray:
-        """Rows lo..hi of one part as a fresh float32 array."""
+        """Rows lo..hi of one part as a fresh float32 array (refused if a row holds NaN or inf)."""
+        from hnm_cli.artifacts.vectors import require_finite
+
         arr = self._parts[part]
         path = self._paths[part]
         offset = getattr(arr, "offset", None)
@@ -125,8 +130,8 @@ class VectorSource:
                 out = np.fromfile(fh, dtype=np.float32, count=count, offset=offset + lo * self._dim * 4)
             if out.size != count:
                 raise DataError(f"{path}: truncated vector shard (expected {len(arr)} rows)")
-            return out.reshape(hi - lo, self._dim)
-        return np.array(arr[lo:hi], dtype=np.float32, order="C")
+            return require_finite(out.reshape(hi - lo, self._dim), path, lo)
+        return require_finite(np.array(arr[lo:hi], dtype=np.float32, order="C"), self._where(part), lo)
 
     def blocks(self, block_rows: int = DEFAULT_BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(first_row, float32 block)`` with at most ``block_rows`` rows each, in row order.
@@ -144,8 +149,11 @@ class VectorSource:
     def take(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         """Gather rows (any order, repeats allowed) as a new float32 [len(indices), dim] array.
 
-        Reads only the requested rows. Raises IndexError for an index outside 0..n-1.
+        Reads only the requested rows. Raises IndexError for an index outside 0..n-1, DataError for a row that
+        holds NaN or inf.
         """
+        from hnm_cli.artifacts.vectors import require_finite
+
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((len(idx), self._dim), dtype=np.float32)
         if len(idx) == 0:
@@ -160,7 +168,7 @@ class VectorSource:
             if self._readable(int(part)):
                 out[sel] = self._pread_rows(int(part), local)
             else:
-                out[sel] = self._parts[part][local]
+                out[sel] = require_finite(np.asarray(self._parts[part][local]), self._where(int(part)), local)
         return out
 
     def _readable(self, part: int) -> bool:
@@ -200,7 +208,9 @@ class VectorSource:
                     raise DataError(f"{self._paths[part]}: truncated vector shard")
         finally:
             os.close(fd)
-        return buf[inverse.reshape(-1)]
+        from hnm_cli.artifacts.vectors import require_finite
+
+        return require_finite(buf, path, uniq)[inverse.reshape(-1)]
 
 
 def _reopen(paths: list[str]) -> VectorSource:

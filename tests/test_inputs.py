@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,33 @@ def test_qrels_unknown_ids_and_header(tmp_path: Path):
 def test_positives_and_duplicate_text_hash():
     assert inputs.positives({"q": {"a": 1, "b": 0, "c": 2}, "r": {"x": 0}}) == {"q": ["a", "c"]}
     assert inputs.text_hash("Hello   World") == inputs.text_hash("hello world")
+
+
+@pytest.mark.parametrize("stem", ["corpus", "queries"])
+def test_a_beir_folder_never_reads_the_other_file_in_place_of_a_missing_one(tmp_path: Path, stem: str):
+    folder = write_beir(tmp_path / "d")
+    other = "queries" if stem == "corpus" else "corpus"
+    (folder / f"{stem}.jsonl").unlink()
+    with pytest.raises(InputError) as err:
+        inputs.resolve_jsonl_files(folder, stem)
+    assert str(err.value) == (
+        f"{folder} is a BEIR folder (it has {other}.jsonl, qrels/) but has no {stem}.jsonl or {stem}.jsonl.gz"
+    )
+    (folder / f"{stem}.jsonl").symlink_to(os.devnull)
+    with pytest.raises(InputError, match=rf"^{folder / stem}.jsonl is not a regular file; expected a JSONL file$"):
+        inputs.resolve_jsonl_files(folder, stem)
+    (folder / f"{stem}.jsonl").unlink()
+    (folder / f"{stem}.jsonl").write_bytes(b"")
+    with pytest.raises(InputError, match=r"corpus.jsonl is empty|queries.jsonl is empty"):
+        (inputs.read_corpus if stem == "corpus" else inputs.read_queries)(folder)
+
+
+def test_conflicting_qrels_rows_keep_the_last_grade_with_one_warning(tmp_path: Path, caplog):
+    path = tmp_path / "qrels.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\nq1\td2\t1\nq1\td1\t0\nq2\td2\t2\nq2\td2\t1\n")
+    with caplog.at_level("WARNING", logger="hnm"):
+        assert inputs.read_qrels(path) == {"q1": {"d1": 0, "d2": 1}, "q2": {"d2": 1}}
+    assert [r.getMessage() for r in caplog.records] == [
+        f"qrels: warning: {path}: 2 row(s) give a (query, doc) pair another score than an earlier row "
+        "(e.g. 'q1' 'd1': 1 at line 2, 0 at line 5); the last score is kept"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -484,3 +485,95 @@ def test_cli_real_models_minilm_and_e5(cli, tiny_data, tmp_path):
         np.testing.assert_allclose(np.linalg.norm(docs, axis=1), 1.0, rtol=1e-5)
         # q1 "create a managed mysql database" is closer to d1 (managed MySQL) than to d8 (object storage).
         assert float(queries[0] @ docs[0]) > float(queries[0] @ docs[7])
+
+
+# ---------------------------------------------------------------------------------------------
+# --force, failed model loads and cache write failures leave the existing artifact whole
+# ---------------------------------------------------------------------------------------------
+
+
+def file_digests(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class Interrupting(Recorder):
+    """Encodes `after` batches, then raises `error` (Ctrl-C: KeyboardInterrupt) in the middle of the run."""
+
+    def __init__(self, after: int, error: BaseException) -> None:
+        super().__init__()
+        self.after, self.error = after, error
+
+    def __call__(self, resolved, precision="fp32", device="cpu"):
+        inner = super().__call__(resolved, precision, device)
+        outer = self
+
+        class Wrapped:
+            name, dim = inner.name, inner.dim
+
+            def encode(self, texts, kind, batch_size):
+                if outer.batches >= outer.after:
+                    raise outer.error
+                return inner.encode(texts, kind, batch_size)
+
+        return Wrapped()
+
+
+@pytest.mark.parametrize("error", [KeyboardInterrupt(), RuntimeError("simulated crash")])
+def test_an_interrupted_force_run_leaves_the_old_artifact_byte_for_byte(tmp_path, error):
+    data = write_beir(tmp_path / "data", corpus=big_corpus(30))
+    out = tmp_path / "embed"
+    two = cfg(HASH16, ModelSpec(name="hash-8", source="hash:8"), shard_size=7, batch_size=3)
+    embed.run(paths(data), out, two, progress=False)
+    before = file_digests(out)
+    assert any(k.startswith("hash-16/.cache/seg-") for k in before)
+    # hash-16 finishes in the staging folder (15 batches), hash-8 is interrupted after its first shard is written
+    with pytest.raises(type(error)):
+        embed.run(paths(data), out, two, force=True, progress=False, encoder_factory=Interrupting(19, error))
+    assert file_digests(out) == before  # manifests, shards, markers and the cache as they were
+    assert not [p for p in out.rglob("*") if p.name.startswith(".staging-") or p.name.endswith(".tmp")]
+    # A completed --force run replaces the model folders whole: the new layout, nothing stale, a fresh cache.
+    m = embed.run(paths(data), out, dataclasses.replace(two, shard_size=10), force=True, progress=False)
+    assert sorted(p.name for p in (out / "hash-16" / "corpus").glob("*-*")) == [
+        "ids-00000.jsonl", "ids-00001.jsonl", "ids-00002.jsonl",
+        "vectors-00000.npy", "vectors-00001.npy", "vectors-00002.npy",
+    ]  # fmt: skip
+    segments = [k for k in file_digests(out) if k.startswith("hash-16/.cache/seg-") and k.endswith(".json")]
+    assert len(segments) == 1  # one segment of this run's entries (named by content: the same texts, the same name)
+    assert embed.run(paths(data), out, dataclasses.replace(two, shard_size=10), progress=False).up_to_date
+    assert m.stats["models"]["hash-16"]["shards_encoded"] == 3 + 1
+
+
+def test_a_model_that_fails_to_load_writes_nothing_not_even_its_cache(tiny_data, tmp_path):
+    out = tmp_path / "embed"
+    embed.run(paths(tiny_data), out, cfg(), progress=False)
+    before = file_digests(out)
+
+    def broken(resolved, precision="fp32", device="cpu"):
+        raise RuntimeError("cannot load")
+
+    for force in (False, True):
+        with pytest.raises(RuntimeError, match="cannot load"):
+            embed.run(paths(tiny_data), out, cfg(HASH16, ModelSpec(name="new", source="hash:8")), force=force,
+                      progress=False, encoder_factory=broken)  # fmt: skip
+        assert file_digests(out) == before
+        assert not (out / "new").exists()
+
+
+def test_a_cache_that_cannot_be_written_is_a_warning_and_leaves_no_segment(tiny_data, tmp_path, monkeypatch, caplog):
+    from hnm_cli.artifacts import embed_cache
+
+    def full(path, array, dtype=np.float32):
+        Path(path).write_bytes(b"\x93NUMPY partial")  # what a full disk leaves before the error
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(embed_cache, "save_npy", full)
+    out = tmp_path / "embed"
+    m = embed.run(paths(tiny_data), out, cfg(), progress=False)
+    assert m.stats["models"]["hash-16"]["cache_entries"] == 0
+    assert "cannot write the embedding cache" in caplog.text and "No space left on device" in caplog.text
+    assert not list((out / "hash-16" / ".cache").glob("seg-*"))
+    monkeypatch.undo()
+    rec = Recorder()
+    embed.run(paths(tiny_data), out, cfg(shard_size=3), progress=False, encoder_factory=rec)
+    assert len(rec.texts) == 12  # nothing was cached, so everything is encoded (and now cached)
+    assert list((out / "hash-16" / ".cache").glob("seg-*.json"))

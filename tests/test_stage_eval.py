@@ -10,7 +10,7 @@ import orjson
 import pytest
 from conftest import write_beir
 
-from hnm_cli.artifacts.manifest import file_input, load_manifest, write_manifest
+from hnm_cli.artifacts.manifest import file_input, load_manifest, output_entry, write_manifest
 from hnm_cli.artifacts.reranker import detect_model, folder_kind, parse_model_option
 from hnm_cli.artifacts.vectors import VectorSetWriter
 from hnm_cli.config import EvalConfig
@@ -276,13 +276,14 @@ def _vector_set(out: Path, data: Path, corpus_ids: list[str]) -> Path:
 def test_leakage_train_reranker_trained_on_eval_split(data: Path, tmp_path: Path) -> None:
     mine_dir = tmp_path / "mine"
     mine_dir.mkdir()
-    (mine_dir / "rows-00000.jsonl").write_bytes(orjson.dumps({"query_id": "q2", "positive_id": "d3"}) + b"\n")
+    row = {"query_id": "q2", "positive_id": "d3", "negatives": []}
+    (mine_dir / "rows-00000.jsonl").write_bytes(orjson.dumps(row) + b"\n")
     for split, expected in [
         ("test", f"--model r: {tmp_path / 'tr'} was trained on the 'test' split, the split being evaluated"),
         ("train", f"--model r: {tmp_path / 'tr'} was trained on 1 of the 4 evaluated queries (e.g. 'q2')"),
     ]:
-        write_manifest(mine_dir, stage="mine", fingerprint="x", params={"split": split}, inputs=[], outputs=[],
-                       stats={}, started=0.0)  # fmt: skip
+        write_manifest(mine_dir, stage="mine", fingerprint="x", params={"split": split}, inputs=[],
+                       outputs=[output_entry(mine_dir, "rows-00000.jsonl")], stats={}, started=0.0)  # fmt: skip
         tr = _fake_train_artifact(tmp_path / "tr", mine_dir)
         with pytest.raises(LeakageError) as err:
             evaluate.run(resolve_data(data), tmp_path / "e", _cfg(), models=[("r", str(tr))], progress=False)
@@ -407,3 +408,61 @@ def test_a_reranker_below_the_first_stage_is_flagged(cli, data: Path, tmp_path: 
     assert "| noise ⚠ below first stage |" in (tmp_path / "e" / "report.md").read_text()
     again = cli(*args)  # up to date: still said
     assert sum("ranks below the first stage" in ln for ln in again.stderr.splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's run file is read strictly; a dense first stage needs one dimension
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", "{f}: no candidates (an empty run file)"),
+        (b"q1 Q0 d1 1 2.0 t\nq1 Q0 d2 x 1.0 t\n", "{f}:2: field 'rank': expected an integer, got 'x'"),
+        (b"q1 Q0 d1 1 nan t\n", "{f}:1: field 'score': not a finite number: 'nan'"),
+        (b"q1 Q0 d1 1 2.0 t\n\x80\x81 binary\n", "{f}:2: invalid UTF-8 at byte 0 (not a text run file?)"),
+        (b'{"query_id": "q1", "candidates": [["d1", true]]}\n', "{f}:1: field 'candidates': score of 'd1' is not a finite number"),
+        (b'{"candidates": [["d1", 1.0]]}\n', "{f}:1: field 'query_id': expected a query id, got None"),
+        (b"zz Q0 d1 1 2.0 t\n", "{f}: none of its 1 lines is for one of the 4 evaluated queries (e.g. 'q1'); is it a run of another split?"),
+    ],
+)  # fmt: skip
+def test_run_file_errors_name_file_line_and_field(data: Path, tmp_path: Path, body: bytes, message: str) -> None:
+    from hnm_cli.errors import DataError
+
+    run = tmp_path / "run.txt"
+    run.write_bytes(body)
+    with pytest.raises(DataError) as err:
+        evaluate.run(resolve_data(data), tmp_path / "e", _cfg(first_stage="run"), run_file=run, progress=False)
+    assert str(err.value) == message.format(f=run)
+    assert not (tmp_path / "e").exists()
+
+
+def test_run_file_unknown_queries_and_duplicate_docs_warn_once(data: Path, tmp_path: Path, caplog) -> None:
+    run = tmp_path / "run.txt"
+    run.write_text("q1 Q0 d2 1 3.0 t\nqZ Q0 d1 1 1.0 t\nq1 Q0 d1 2 2.0 t\nqZ Q0 d2 2 0.5 t\nq1 Q0 d2 3 0.1 t\n")
+    with caplog.at_level("WARNING", logger="hnm"):
+        m = evaluate.run(resolve_data(data), tmp_path / "e", _cfg(first_stage="run"), run_file=run, progress=False)
+    assert [r.getMessage() for r in caplog.records if "warning" in r.getMessage()] == [
+        f"eval: warning: {run}: 2 line(s) name 1 query id(s) that are not in the queries (e.g. 'qZ' at line 2); "
+        "ignored",
+        f"eval: warning: {run}: 1 duplicate (query, doc) line(s) (e.g. 'q1' 'd2' at line 5, first at line 1); the "
+        "last score is kept",
+    ]
+    rows = [orjson.loads(line) for line in (m.path / "first-stage" / "candidates.jsonl").read_bytes().splitlines()]
+    assert rows[0] == {"query_id": "q1", "candidates": [["d1", 2.0], ["d2", 0.1]]}  # d2's last score
+
+
+def test_dense_first_stage_with_queries_of_another_dimension(data: Path, tmp_path: Path) -> None:
+    from hnm_cli.evaluation.first_stage import first_stage_candidates
+    from hnm_cli.inputs import read_corpus, read_queries
+
+    vec = tmp_path / "vec"
+    writer = VectorSetWriter(vec)
+    writer.add_shard("corpus", 0, [f"d{i}" for i in range(1, 9)], np.eye(8, dtype=np.float32))
+    writer.add_shard("queries", 0, ["q1", "q2", "q3", "q4"], np.eye(4, 7, dtype=np.float32))
+    writer.finish(stage="reduce", params={}, inputs=[])
+    corpus, queries = read_corpus(data), read_queries(data)
+    with pytest.raises(ArtifactMismatchError) as err:
+        first_stage_candidates("dense", corpus, queries, ["q1", "q2"], 5, vectors_dir=vec)
+    assert str(err.value) == f"{vec}: query vectors have dimension 7 but corpus vectors 8; rebuild the vector set"

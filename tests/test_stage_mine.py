@@ -375,8 +375,10 @@ def test_dimension_mismatch(tmp_path: Path, cli):
     embed = make_embed_artifact(tmp_path, {"m": (corpus_vectors(), np.ones((4, 4), dtype=np.float32) / 2)}, data=data)
     result = cli("mine", "--vectors", embed / "m", "--data", data, "--out", tmp_path / "mine")
     assert result.exit_code == 1
-    assert result.stderr == (
-        f"Error: {embed / 'm'}: query vectors have dimension 4 but corpus vectors 6; rebuild the vector set\n"
+    assert result.stderr == (  # refused where the vector set is resolved, from the shards' headers
+        f"Error: {embed / 'm'}: shards of different dimensions (corpus/vectors-00000.npy has dim 6, "
+        f"queries/vectors-00000.npy has dim 4); the vector set is corrupt. Rebuild it: hnm embed ... --out {embed} "
+        "--force\n"
     )
     assert not (tmp_path / "mine" / "manifest.json").exists()
 

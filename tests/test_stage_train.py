@@ -537,3 +537,37 @@ def test_listwise_distillation_trains(tmp_path, tiny_data, tiny_model):
 
     manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
     assert manifest.params["teacher_weight"] == 0.5 and manifest.stats["global_step"] == 2
+
+
+def test_malformed_or_edited_mine_rows_are_refused_before_training(cli, tmp_path, tiny_data, fake_model):
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data, [ROWS[0], [1, 2]])  # type: ignore[list-item]
+    args = ["train-reranker", "--mined", mine, "--data", tiny_data, "--out", tmp_path / "rr", "--base-model",
+            fake_model]  # fmt: skip
+    result = cli(*args)
+    assert (result.exit_code, result.stderr) == (
+        1,
+        f"Error: {mine}/rows-00000.jsonl:2: expected a JSON object (a mined row), got a JSON array\n",
+    )
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data)
+    manifest = orjson.loads((mine / "manifest.json").read_bytes())
+    manifest["outputs"][0]["sha256"] = "0" * 64  # size and mtime agree: only the rows' own hash can tell
+    (mine / "manifest.json").write_bytes(orjson.dumps(manifest))
+    result = cli(*args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(
+        f"Error: {mine}/rows-00000.jsonl: content changed (sha256 differs from the manifest); the mine artifact is "
+        "corrupt"
+    )
+    assert not (tmp_path / "rr").exists()
+
+
+def test_out_in_or_at_the_base_model_is_refused(cli, tmp_path, tiny_data, fake_model):
+    mine = make_mine_artifact(tmp_path / "mine", tiny_data)
+    before = sorted(p.name for p in fake_model.rglob("*"))
+    for out, how in ((fake_model, "is"), (fake_model / "sub", "lies inside")):
+        result = cli("train-reranker", "--mined", mine, "--data", tiny_data, "--out", out, "--base-model", fake_model)
+        assert (result.exit_code, result.stderr) == (
+            1,
+            f"Error: --out {out} {how} the input {fake_model}; write the artifact to another folder\n",
+        )
+    assert sorted(p.name for p in fake_model.rglob("*")) == before

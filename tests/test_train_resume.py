@@ -94,3 +94,88 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path, tiny_data, tiny_model
     assert stats["global_step"] == 6
     # The loss curve spans the whole run: the steps before the kill come from the checkpoint's state.
     assert [step for step, _ in stats["loss_curve"]] == [1, 2, 3, 4, 5, 6]
+
+
+# ---------------------------------------------------------------------------------------------
+# Which checkpoint a rerun resumes from (no training: checkpoints written by hand, as the trainer writes them)
+# ---------------------------------------------------------------------------------------------
+
+FP = "sha256:" + "ab" * 32
+
+
+def _checkpoint(root: Path, step: int) -> Path:
+    import random
+
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+    from transformers import TrainerState
+
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    save_file({"w": torch.zeros(64, 64)}, str(folder / "model.safetensors"))
+    torch.save({"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, folder / "optimizer.pt")
+    torch.save({"last_epoch": step, "_step_count": step + 1}, folder / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, folder / "rng_state.pth")
+    TrainerState(global_step=step, max_steps=6).save_to_json(str(folder / "trainer_state.json"))
+    return folder
+
+
+def _prepared(root: Path, caplog) -> tuple[Path | None, list[str]]:
+    from hnm_cli.stages.train_reranker import prepare_checkpoints
+
+    caplog.clear()
+    with caplog.at_level("INFO", logger="hnm"):
+        chosen = prepare_checkpoints(root, FP, fresh=False)
+    return chosen, [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
+def _cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda c: _cut(c / "model.safetensors"), "model.safetensors: 8228 bytes, but its header describes 16456"),
+        (lambda c: _cut(c / "optimizer.pt"), "optimizer.pt: not a complete torch file"),
+        (lambda c: (c / "scheduler.pt").write_bytes(b"garbage"), "scheduler.pt: not a complete torch file"),
+        (lambda c: (c / "rng_state.pth").write_bytes(b"garbage"), "rng_state.pth: not a complete torch file"),
+        (lambda c: (c / "trainer_state.json").write_text('{"global_step": "two"}'), "field 'global_step': 'two'"),
+        (lambda c: (c / "trainer_state.json").write_text('{"global_step": 4, "x": 1}'), "unknown field 'x'"),
+        (lambda c: (c / "trainer_state.json").write_text('{"global_step": 4, "log_hist'), "trainer_state.json unread"),
+        (lambda c: (c / "trainer_state.json").unlink(), "no trainer_state.json"),
+        (lambda c: [p.unlink() for p in c.iterdir()], "no trainer_state.json"),
+    ],
+)
+def test_an_unreadable_checkpoint_is_skipped_with_one_warning(tmp_path, caplog, damage, problem):
+    root = tmp_path / "checkpoints"
+    _checkpoint(root, 2)
+    (root / "fingerprint.txt").write_text(FP + "\n")
+    newest = _checkpoint(root, 4)
+    assert _prepared(root, caplog) == (newest, [])  # intact: resumed without a word
+    damage(newest)
+    chosen, warnings = _prepared(root, caplog)
+    assert chosen == root / "checkpoint-2"
+    assert len(warnings) == 1 and warnings[0].startswith(f"train-reranker: skipping checkpoint {newest} ("), warnings
+    assert problem in warnings[0] and warnings[0].endswith("; resuming from checkpoint-2"), warnings
+    assert not newest.exists()  # the trainer can write a new checkpoint-4 there
+
+
+def test_damaged_checkpoint_folders_never_fail_silently(tmp_path, caplog):
+    root = tmp_path / "checkpoints"
+    _checkpoint(root, 2)
+    (root / "fingerprint.txt").write_text("garbage")
+    chosen, warnings = _prepared(root, caplog)
+    assert chosen is None
+    assert warnings == [
+        f"train-reranker: discarding 1 checkpoint(s) without a readable fingerprint.txt in {root}; training from the "
+        "start"
+    ]
+    (root / "checkpoint-3").write_text("x")  # a file where the trainer will save a folder
+    chosen, warnings = _prepared(root, caplog)
+    assert chosen is None and not (root / "checkpoint-3").exists()
+    assert warnings == [
+        f"train-reranker: skipping checkpoint {root / 'checkpoint-3'} (not a folder); training from the start"
+    ]

@@ -8,6 +8,7 @@ a final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -49,6 +50,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        # A failed write() (disk full: ENOSPC; over a file size limit: EFBIG) names no file; say which one.
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -82,14 +88,22 @@ def write_jsonl(path: Path, rows: Iterable[Any]) -> int:
     return n
 
 
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """Save a float32 C-contiguous array as .npy atomically."""
-    array = np.ascontiguousarray(array, dtype=np.float32)
+def save_npy(path: Path, array: np.ndarray, dtype: Any = np.float32) -> None:
+    """Save an array as a C-contiguous `.npy` of `dtype` (float32 unless told) atomically.
+
+    Raises:
+        OSError: the file could not be written in full. `np.save` writes through C stdio and does not notice a
+            short write (a full disk, a file size limit), so the size on disk is checked here.
+    """
+    array = np.ascontiguousarray(array, dtype=dtype)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.save(fh, array, allow_pickle=False)
             fh.flush()
             os.fsync(fh.fileno())
+            expected, written = fh.tell(), os.fstat(fh.fileno()).st_size
+        if written != expected:
+            raise OSError(errno.EFBIG, f"short write ({written} of {expected} bytes; disk full?)", str(path))
 
 
 def iter_jsonl(path: Path) -> Iterator[Any]:

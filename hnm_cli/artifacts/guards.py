@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hnm_cli.artifacts.files import iter_jsonl
+from hnm_cli.artifacts.files import file_sha256
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
+from hnm_cli.artifacts.mined import iter_rows
 from hnm_cli.artifacts.reranker import RerankerRef
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, InputError, LeakageError
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
 from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
 
 if TYPE_CHECKING:
@@ -71,6 +72,49 @@ def check_mining_split(split: str, eval_splits: tuple[str, ...], *, allowed: boo
             f"split '{split}' is an evaluation split ({', '.join(eval_splits)}): mining its queries leaks "
             "evaluation data into training; pass --allow-eval-queries to do it anyway"
         )
+
+
+def check_mining_qrels(
+    qrels_file: Path, folders: Iterable[Path | None], eval_splits: tuple[str, ...], *, allowed: bool
+) -> None:
+    """Mining an evaluation split's qrels under another name is still mining its queries.
+
+    Refused (unless `allowed`): a qrels file named after an evaluation split; one whose real path (symlinks
+    followed) is an evaluation split's; one with the same bytes (sha256) as an evaluation split's qrels file.
+    The evaluation splits' files are looked for where `resolve_qrels_file` finds them, in each of `folders` that
+    is a folder (the data folder) and beside the qrels file and its real path.
+
+    Raises:
+        LeakageError: one line naming the qrels file, the evaluation split and the file it matches.
+    """
+    if allowed:
+        return
+    tail = "mining its queries leaks evaluation data into training; pass --allow-eval-queries to do it anyway"
+    qrels_file = Path(qrels_file)
+    real = qrels_file.resolve()
+    for name in (qrels_file.name, real.name):
+        if (split := name.split(".")[0]) in eval_splits:
+            what = "is" if name == qrels_file.name else f"links to {real},"
+            raise LeakageError(f"--qrels {qrels_file} {what} the '{split}' split, an evaluation split: {tail}")
+    places = [Path(f) for f in folders if f is not None and Path(f).is_dir()] + [qrels_file.parent, real.parent]
+    size, digest = real.stat().st_size, ""
+    seen: set[Path] = set()
+    for folder in places:
+        for split in eval_splits:
+            with contextlib.suppress(InputError):
+                other = resolve_qrels_file(folder, split)
+                if (other_real := other.resolve()) in seen:
+                    continue
+                seen.add(other_real)
+                if other_real == real:
+                    raise LeakageError(
+                        f"--qrels {qrels_file} is {other} (the '{split}' split), an evaluation split: {tail}"
+                    )
+                if other_real.stat().st_size == size and (digest := digest or file_sha256(real)) == file_sha256(other):
+                    raise LeakageError(
+                        f"--qrels {qrels_file} has the same content as {other}, the '{split}' split (an evaluation "
+                        f"split): {tail}"
+                    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,16 +241,24 @@ def _qrels_folders(data: Path | None, mine: Manifest | None) -> list[Path]:
     return [f for f in folders if f.is_dir()]
 
 
-def check_mined_from(mine: Manifest, ours: list[dict[str, Any]]) -> None:
-    """Refuse a corpus or queries file other than the one the mine artifact recorded (ids would not match)."""
+def mined_from_mismatch(mine: Manifest, ours: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """(role, message) when a corpus or queries file given differs from the one the mine artifact recorded."""
     for role in ("corpus", "queries"):
-        theirs = {e["sha256"] for e in mine.inputs if e.get("role") == role}
+        theirs = {e.get("sha256") for e in mine.inputs if e.get("role") == role and "stage" not in e}
         given = [e for e in ours if e.get("role") == role]
         if theirs and given and theirs != {e["sha256"] for e in given}:
-            raise ArtifactMismatchError(
+            return (
+                role,
                 f"{mine.path} was mined from different {role} files than {given[0]['path']} (file digests differ)",
-                hint=f"give the {role} the mine stage read, or rerun hnm mine",
             )
+    return None
+
+
+def check_mined_from(mine: Manifest, ours: list[dict[str, Any]]) -> None:
+    """Refuse a corpus or queries file other than the one the mine artifact recorded (ids would not match)."""
+    if (found := mined_from_mismatch(mine, ours)) is not None:
+        role, message = found
+        raise ArtifactMismatchError(message, hint=f"give the {role} the mine stage read, or rerun hnm mine")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -259,12 +311,19 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
                 hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
             )
         mine = mine_manifest(ref.artifact)
-        if mine is None:
+        seen: set[str] | None = None
+        problem = "its mine artifact is not readable"
+        if mine is not None:
+            try:
+                seen = {row["query_id"] for _, row in iter_rows(mine.path, mine)}
+            except HnmError as err:  # a damaged upstream artifact: the guard cannot look, and says so
+                problem = f"its mine artifact is not readable: {err.message}"
+        if mine is None or seen is None:
             unchecked += 1
             log.warning(
-                "eval: cannot check %s for leakage (its mine artifact is not readable); "
-                "make sure it was not trained on '%s' queries",
+                "eval: cannot check %s for leakage (%s); make sure it was not trained on '%s' queries",
                 ref.source,
+                problem,
                 split,
             )
             continue
@@ -273,7 +332,6 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
                 f"--model {ref.name}: {ref.source} was trained on the '{split}' split, the split being evaluated",
                 hint="evaluate on a split the model never saw (--split), or train on another split",
             )
-        seen = {row.get("query_id") for shard in sorted(mine.path.glob("rows-*.jsonl")) for row in iter_jsonl(shard)}
         overlap = sorted(q for q in seen if q in eval_qids)
         if overlap:
             raise LeakageError(

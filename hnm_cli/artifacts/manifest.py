@@ -197,17 +197,40 @@ def is_up_to_date(directory: Path, fingerprint: str, *, deep: bool = False) -> M
 def skip_if_up_to_date(
     directory: Path, stage: str, fingerprint: str, *, force: bool, deep: bool = False
 ) -> Manifest | None:
-    """Return the manifest (and log `<stage>: up to date (...)`) when the run can be skipped."""
-    if force:
-        return None
+    """Return the manifest (and log `<stage>: up to date (...)`) when the run can be skipped.
+
+    Raises:
+        ArtifactMismatchError: `directory` holds another stage's artifact (`refuse_other_stage`), even with `force`.
+    """
     try:
+        refuse_other_stage(directory, stage)
+        if force:
+            return None
         manifest = is_up_to_date(directory, fingerprint, deep=deep)
     except IncompleteArtifactError as err:
-        log.warning("%s; rebuilding", err)  # our own output is unreadable: a rerun replaces it
+        if not force:
+            log.warning("%s; rebuilding", err)  # our own output is unreadable: a rerun replaces it
         return None
     if manifest is not None:
         log.info("%s: up to date (%s)", stage, manifest.manifest_path)
     return manifest
+
+
+def refuse_other_stage(directory: Path, stage: str) -> None:
+    """Refuse to write a `stage` run into `directory` when it holds a complete artifact of another stage (an
+    `--out` that names the wrong folder: `hnm mine --out runs/embed`); checked before anything is written.
+
+    Raises:
+        ArtifactMismatchError: one line naming the folder and the stage of what is there.
+        IncompleteArtifactError: its manifest.json is unreadable (`load_manifest`).
+    """
+    existing = load_manifest(directory)
+    if existing is not None and existing.stage != stage:
+        raise ArtifactMismatchError(
+            f"--out {directory} holds the artifact of another stage ('{existing.stage}', {existing.manifest_path}); "
+            f"writing '{stage}' output there would destroy it",
+            hint=f"give another --out, or delete {directory} first",
+        )
 
 
 def begin_run(directory: Path) -> float:
@@ -394,5 +417,24 @@ class Staging:
             if target.is_dir():
                 shutil.rmtree(target)
             os.replace(path, target)
+        self.committed = True
+        return self.started
+
+    def replace_folders(self, names: list[str]) -> float:
+        """Put each staged folder `<name>/` in place of `out/<name>` as a whole (the old manifest of `out` removed
+        first; the old folders go with the staging folder); return the run's start time.
+
+        For a stage whose output is a set of complete sub-artifacts (embed's model folders, each with its own
+        manifest and cache): nothing of an old folder (a stale shard, an old cache) survives into the new one, and
+        a kill during the renames leaves every folder either old or new, each matching its own manifest.
+        """
+        begin_run(self.out)
+        replaced = self.dir / ".replaced"
+        replaced.mkdir(exist_ok=True)
+        for name in names:
+            target = self.out / name
+            if target.exists():
+                os.replace(target, replaced / name)
+            os.replace(self.dir / name, target)
         self.committed = True
         return self.started

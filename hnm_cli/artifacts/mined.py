@@ -12,6 +12,9 @@ test outcomes, so selections can be re-made without a search.
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,8 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, rows_name, write_jsonl
-from hnm_cli.artifacts.manifest import Manifest, output_entry, require_artifact
+from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
+from hnm_cli.errors import CorruptArtifactError, DataError
 
 STAGE = "mine"
 ROWS_PER_SHARD = 10_000
@@ -67,11 +71,90 @@ def require_mined(directory: Path, fix: str | None = None, *, deep: bool = False
     )
 
 
-def iter_rows(mine_dir: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """`(file:line, row)` of every row of a mine artifact, in shard order."""
-    for path in sorted(Path(mine_dir).glob("rows-*.jsonl")):
-        for lineno, row in enumerate(iter_jsonl(path), 1):
-            yield f"{path}:{lineno}", row
+ROWS_GLOB = "rows-*.jsonl"
+
+
+def iter_rows(mine_dir: Path, manifest: Manifest | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """`(file:line, row)` of every row of a mine artifact, in shard order, each row checked against the schema.
+
+    The shards read are the ones its manifest lists (`manifest`, else the one in `mine_dir`); each is compared with
+    its recorded sha256 as it is read. The bytes are read anyway, so this costs nothing and catches what the cheap
+    size+mtime check cannot: an edited digest, or another run's rows copied in with their mtime. A rows file the
+    manifest does not list is ignored (with a warning). A folder without a manifest (a hand-made one) is read
+    by glob, unchecked.
+
+    Raises:
+        CorruptArtifactError: a listed shard is missing, unreadable or not the content the manifest recorded.
+        DataError: a row that is not the documented schema (`file:line: field 'x': problem`).
+    """
+    mine_dir = Path(mine_dir)
+    manifest = manifest if manifest is not None else load_manifest(mine_dir)
+    fix = f"rebuild it: hnm mine ... --out {mine_dir} --force"
+    if manifest is None:
+        entries: list[dict[str, Any]] = [{"path": p.name} for p in sorted(mine_dir.glob(ROWS_GLOB))]
+    else:
+        entries = sorted(
+            (o for o in manifest.outputs if fnmatch.fnmatchcase(str(o["path"]), ROWS_GLOB)), key=lambda o: o["path"]
+        )
+        listed = {str(o["path"]) for o in entries}
+        if stray := sorted(p.name for p in mine_dir.glob(ROWS_GLOB) if p.name not in listed):
+            logging.getLogger("hnm").warning("%s: ignoring %s (not in its manifest.json)", mine_dir, ", ".join(stray))
+    for entry in entries:
+        path = mine_dir / str(entry["path"])
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise CorruptArtifactError(f"{path}: {err.strerror or err}; the mine artifact is corrupt, {fix}") from err
+        if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise CorruptArtifactError(
+                f"{path}: content changed (sha256 differs from the manifest); the mine artifact is corrupt, {fix}"
+            )
+        for lineno, line in enumerate(data.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as err:
+                raise DataError(f"{where}: malformed JSON ({err.msg}); the mine artifact is corrupt, {fix}") from err
+            _check_row(row, where)
+            yield where, row
+
+
+def _check_row(row: Any, where: str) -> None:
+    """Raise DataError unless `row` has the documented row shape (ids are strings, negatives a list of objects)."""
+    if not isinstance(row, dict):
+        raise DataError(f"{where}: expected a JSON object (a mined row), got a JSON {_json_type(row)}")
+    for key in ("query_id", "positive_id"):
+        if not isinstance(row.get(key), str) or not row[key]:
+            got = "missing" if key not in row else f"a JSON {_json_type(row[key])}"
+            raise DataError(f"{where}: field '{key}': expected a non-empty string id, got {got}")
+    negatives = row.get("negatives")
+    if not isinstance(negatives, list):
+        got = "missing" if "negatives" not in row else f"a JSON {_json_type(negatives)}"
+        raise DataError(f"{where}: field 'negatives': expected a list of negatives, got {got}")
+    for i, neg in enumerate(negatives):
+        if not isinstance(neg, dict):
+            raise DataError(f"{where}: field 'negatives[{i}]': expected an object, got a JSON {_json_type(neg)}")
+        if not isinstance(neg.get("doc_id"), str) or not neg["doc_id"]:
+            got = "missing" if "doc_id" not in neg else f"a JSON {_json_type(neg['doc_id'])}"
+            raise DataError(f"{where}: field 'negatives[{i}].doc_id': expected a non-empty string id, got {got}")
+        for key in ("d_qd", "d_qp", "d_pd"):
+            value = neg.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                raise DataError(f"{where}: field 'negatives[{i}].{key}': expected a number or null, got {value!r}")
+        rank = neg.get("rank")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
+            raise DataError(f"{where}: field 'negatives[{i}].rank': expected an integer or null, got {rank!r}")
+        if not isinstance(neg.get("source", ""), str):
+            raise DataError(f"{where}: field 'negatives[{i}].source': expected a string, got {neg['source']!r}")
+    if not isinstance(row.get("meta", {}), dict):
+        raise DataError(f"{where}: field 'meta': expected an object, got a JSON {_json_type(row['meta'])}")
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 class AuditWriter:

@@ -7,7 +7,7 @@ per model) and `hnm reduce` write them; mine and eval read them; nothing else to
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import numpy as np
 
 from hnm_cli.artifacts.files import iter_jsonl, save_npy, shard_name, write_jsonl
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, require_artifact
-from hnm_cli.errors import ArtifactMismatchError, DataError, IncompleteArtifactError
+from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, DataError, IncompleteArtifactError
 
 
 def vectors_name(shard: int) -> str:
@@ -61,34 +61,87 @@ def list_vector_shards(directory: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _shard_ids(npy: Path, ids_path: Path) -> list[str]:
-    """The ids of one shard, checked against its vector rows: a missing or extra line would shift every id."""
-    ids = []
+def iter_shard_ids(npy: Path, ids_path: Path) -> Iterator[tuple[int, str]]:
+    """(line, id) of one shard's ids file, every record checked, and the count checked against the vector rows
+    at the end: a missing or extra line would shift every id. Streams: nothing is kept.
+
+    Raises:
+        DataError: `ids-k.jsonl:line: field 'id': ...`, or a count that differs from the shard's rows.
+    """
+    rows = vector_layout(npy)[0][0]
+    count = 0
     for lineno, row in enumerate(iter_jsonl(ids_path), 1):
         if not isinstance(row, dict) or not isinstance(row.get("id"), str):
             raise DataError(f'{ids_path}:{lineno}: field \'id\': expected {{"id": "..."}}; the vector set is corrupt')
-        ids.append(row["id"])
-    rows = npy_layout(npy)[0][0]
-    if len(ids) != rows:
+        count = lineno
+        yield lineno, row["id"]
+    if count != rows:
         raise DataError(
-            f"{ids_path}: {len(ids)} ids but {npy.name} has {rows} rows; the vector set is corrupt (rebuild it)"
+            f"{ids_path}: {count} ids but {npy.name} has {rows} rows; the vector set is corrupt (rebuild it)"
         )
-    return ids
 
 
-def read_ids(directory: Path) -> list[str]:
-    """All ids of a vector directory, in row order across shards (each shard checked against its ids file)."""
+def read_ids(directory: Path, *, known: Container[str] | None = None) -> list[str]:
+    """All ids of a vector directory, in row order across shards (each shard checked against its ids file).
+
+    Args:
+        known: when given, every id must be in it (the corpus or queries the vectors are used with).
+
+    Raises:
+        DataError: a malformed ids file, or an id that appears twice (rows would be assigned to the wrong id).
+        ArtifactMismatchError: an id not in `known`.
+    """
     out: list[str] = []
+    seen: set[str] = set()
+    where: list[tuple[Path, int]] = []  # (ids file, its first row): to name the first line of a duplicate
     for npy, ids_path in list_vector_shards(directory):
-        out.extend(_shard_ids(npy, ids_path))
+        where.append((ids_path, len(out)))
+        for lineno, id_ in iter_shard_ids(npy, ids_path):
+            if id_ in seen:
+                first = out.index(id_)
+                path, start = next((p, s) for p, s in reversed(where) if s <= first)
+                raise DataError(
+                    f"{ids_path}:{lineno}: field 'id': duplicate id {id_!r} (also at {path.name}:{first - start + 1}); "
+                    "the vector set is corrupt (rebuild it)"
+                )
+            if known is not None and id_ not in known:
+                raise ArtifactMismatchError(
+                    f"{ids_path}:{lineno}: field 'id': {id_!r} is not in the {directory.name} of --data",
+                    hint="give the data the vectors were made from, or rebuild the vectors from this data",
+                )
+            seen.add(id_)
+            out.append(id_)
     return out
 
 
-def open_shard(npy: Path) -> np.ndarray:
-    """A read-only memmap of one vector shard, after checking that it is a complete 2-D float32 `.npy`."""
-    shape, dtype, _ = npy_layout(npy)
-    if len(shape) != 2 or dtype != np.float32:
+def vector_layout(npy: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """`npy_layout` of a vector shard, which must be 2-D and of a float dtype (float16 and float64 are read with
+    a cast to float32; integers, booleans and objects are refused: they are not vectors hnm wrote)."""
+    shape, dtype, offset = npy_layout(npy)
+    if len(shape) != 2 or dtype.kind != "f":
         raise DataError(f"{npy}: expected a 2-D float32 array, got shape {shape} of {dtype}; the vector set is corrupt")
+    return shape, dtype, offset
+
+
+def require_finite(rows: np.ndarray, where: object, row_numbers: int | np.ndarray = 0) -> np.ndarray:
+    """`rows` (2-D) after checking that every value is finite: a NaN or inf vector would make every similarity
+    with it NaN and silently reorder a search. `row_numbers` is the row of `rows[0]` in `where`, or the row of
+    each.
+
+    Raises:
+        DataError: `<where>: row <r>: ...` for the first row holding NaN or inf.
+    """
+    finite = np.isfinite(rows)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1))[0])
+        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
+        raise DataError(f"{where}: row {row}: the vector holds NaN or inf; the vector set is corrupt (rebuild it)")
+    return rows
+
+
+def open_shard(npy: Path) -> np.ndarray:
+    """A read-only memmap of one vector shard, after checking that it is a complete 2-D float `.npy`."""
+    vector_layout(npy)
     shard: np.ndarray = np.load(npy, mmap_mode="r")
     return shard
 
@@ -113,6 +166,7 @@ def load_vectors(directory: Path) -> tuple[list[str], np.ndarray]:
     if not shards:
         return ids, np.zeros((0, 0), dtype=np.float32)
     vectors = np.concatenate([np.asarray(s, dtype=np.float32) for s in shards], axis=0)
+    require_finite(vectors, directory)
     if len(ids) != len(vectors):
         raise DataError(f"{directory}: {len(ids)} ids but {len(vectors)} vector rows")
     return ids, vectors
@@ -124,10 +178,10 @@ def iter_vector_blocks(directory: Path, block_rows: int) -> Iterator[tuple[int, 
     Reads through memory maps, so peak memory is one block, not the whole directory.
     """
     start = 0
-    for shard in open_vector_shards(directory):
+    for (npy, _), shard in zip(list_vector_shards(directory), open_vector_shards(directory), strict=True):
         for lo in range(0, len(shard), block_rows):
             block = np.asarray(shard[lo : lo + block_rows], dtype=np.float32)
-            yield start + lo, block
+            yield start + lo, require_finite(block, npy, lo)
         start += len(shard)
 
 
@@ -160,10 +214,11 @@ def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
 
     Unlike slicing a memmap, the pages read are never mapped into the process, so a pass over a large
     file block by block keeps resident memory (RSS) at one block instead of growing with the file.
+
+    Raises:
+        DataError: not a 2-D float array (`vector_layout`), truncated, or a row holding NaN or inf.
     """
-    shape, dtype, offset = npy_layout(path)
-    if len(shape) != 2:
-        raise DataError(f"{path}: expected a 2-D array, got shape {shape}")
+    shape, dtype, offset = vector_layout(path)
     stop = min(stop, shape[0])
     count = max(stop - start, 0) * shape[1]
     with open(path, "rb") as fh:
@@ -171,7 +226,7 @@ def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
         data = np.fromfile(fh, dtype=dtype, count=count)
     if data.size != count:
         raise DataError(f"{path}: truncated (expected {shape[0]} rows of {shape[1]})")
-    return data.reshape(-1, shape[1]).astype(np.float32, copy=False)
+    return require_finite(data.reshape(-1, shape[1]).astype(np.float32, copy=False), path, start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -195,14 +250,15 @@ def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
     directory = Path(directory)
     fix = f"hnm reduce --embeddings <embed dir> --out {directory}"
     manifest = load_manifest(directory) if directory.is_dir() else None
+    if manifest is not None and manifest.stage == "embed-model":
+        fix = f"hnm embed ... --out {directory.parent}"
     if manifest is not None and manifest.stage == "embed":
         models = sorted(
             d.name for d in directory.iterdir() if d.is_dir() and (d / "corpus").is_dir() and (d / "queries").is_dir()
         )
         if len(models) == 1:
-            return require_artifact(
-                directory / models[0], "embed-model", fix=f"hnm embed ... --out {directory}", deep=deep
-            )
+            fix = f"hnm embed ... --out {directory}"
+            return check_vector_files(require_artifact(directory / models[0], "embed-model", fix=fix, deep=deep), fix)
         if not models:
             raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
         raise ArtifactMismatchError(
@@ -213,6 +269,50 @@ def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
     for part in ("corpus", "queries"):
         if not (directory / part).is_dir():
             raise IncompleteArtifactError(f"{directory} has no {part}/ vectors. Rerun: {fix}")
+    return check_vector_files(manifest, fix)
+
+
+def check_vector_files(manifest: Manifest, fix: str) -> Manifest:
+    """`manifest`, after checking from the shards' headers (no data is read) that its outputs describe the files:
+    every shard listed and none extra, each `.npy`'s rows and dim and its ids file's rows as recorded, one dim.
+
+    `require_artifact` compared sizes and digests; this catches what an edited manifest hides from them: a changed
+    `rows` or `dim`, a manifest without outputs, a stray shard copied in (readers take every shard in the folder).
+    The ids files' line counts are checked where they are read (`iter_shard_ids`).
+
+    Raises:
+        CorruptArtifactError: one line naming the manifest or the file, and the command that rebuilds the set.
+    """
+    listed = {str(o["path"]): o for o in manifest.outputs}
+    rebuild = f"the vector set is corrupt. Rebuild it: {fix} --force"
+    if not listed:
+        raise CorruptArtifactError(f"{manifest.manifest_path} lists no outputs; {rebuild}")
+    dims: dict[int, str] = {}
+    for part in ("corpus", "queries"):
+        if not (manifest.path / part).is_dir():
+            continue
+        for npy, ids_path in list_vector_shards(manifest.path / part):
+            vec_rel, ids_rel = f"{part}/{npy.name}", f"{part}/{ids_path.name}"
+            for rel in (vec_rel, ids_rel):
+                if rel not in listed:
+                    raise CorruptArtifactError(f"{manifest.path / rel} is not in {manifest.manifest_path}; {rebuild}")
+            (rows, dim), _, _ = vector_layout(npy)
+            for rel, key, actual in ((vec_rel, "rows", rows), (vec_rel, "dim", dim), (ids_rel, "rows", rows)):
+                recorded = listed[rel].get(key, actual)
+                if recorded != actual:
+                    raise CorruptArtifactError(
+                        f"{manifest.manifest_path}: outputs '{rel}': field '{key}' is {recorded!r} but {npy.name} "
+                        f"has {actual}; {rebuild}"
+                    )
+            dims.setdefault(dim, vec_rel)
+    found = ", ".join(f"{rel} has dim {d}" for d, rel in dims.items())
+    if len(dims) > 1:
+        raise CorruptArtifactError(f"{manifest.path}: shards of different dimensions ({found}); {rebuild}")
+    recorded_dim = manifest.stats.get("dim")
+    if dims and isinstance(recorded_dim, int) and recorded_dim not in dims:
+        raise CorruptArtifactError(
+            f"{manifest.manifest_path}: stats: field 'dim' is {recorded_dim} but {found}; {rebuild}"
+        )
     return manifest
 
 

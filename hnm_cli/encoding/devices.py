@@ -12,16 +12,47 @@ log = logging.getLogger("hnm")
 
 
 def torch_device(device: str) -> str:
-    """`auto` -> the best available torch device (cuda > mps > cpu); anything else as given."""
-    if device != "auto":
-        return device
+    """`auto` -> the best available torch device (cuda > mps > cpu); anything else as given, once it is checked.
+
+    Raises:
+        ConfigError: a device word torch does not take here, or a device this machine or torch build lacks
+            (`cuda` on a CPU-only torch, `cuda:3` on a one-GPU machine, `mps` off Apple silicon).
+    """
     import torch
 
+    if device != "auto":
+        check_device(device, torch)
+        return device
     if torch.cuda.is_available():
         return "cuda"
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def check_device(device: str, torch: Any) -> None:
+    """Raise ConfigError unless `device` (cpu, cuda, cuda:N, mps) exists on this machine, before torch asserts."""
+    from hnm_cli.errors import ConfigError
+
+    kind, colon, index = device.partition(":")
+    where = f"torch {torch.__version__}"
+    if device == "cpu":
+        return
+    if kind == "cuda" and (not colon or index.isdigit()):
+        if not torch.backends.cuda.is_built():
+            raise ConfigError(f"--device {device}: this torch build has no CUDA ({where}); use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise ConfigError(f"--device {device}: no CUDA device is visible ({where}); use --device cpu or auto")
+        if colon and int(index) >= count:
+            raise ConfigError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 .. cuda:{count - 1}")
+        return
+    if device == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ConfigError(f"--device mps: MPS is not available here ({where}); use --device cpu or auto")
+        return
+    raise ConfigError(f"--device {device!r}: must be auto, cpu, cuda, cuda:N or mps")
 
 
 def cpu_has_bf16() -> bool:
@@ -31,6 +62,18 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: Precision | str, device: str) -> Precision:
+    """A concrete precision for `precision` ("auto": bf16 on a CUDA GPU or a CPU with native bf16, else fp32),
+    decided without importing torch, so an up-to-date rerun stays cheap and the fingerprint names what ran."""
+    if precision != Precision.AUTO:
+        return Precision(precision)
+    if device.startswith("cuda") or (device == "auto" and likely_gpu(device)):
+        return Precision.BF16
+    if device == "mps":
+        return Precision.FP32  # bf16 autocast on MPS depends on the macOS and torch versions
+    return Precision.BF16 if cpu_has_bf16() else Precision.FP32
 
 
 def warn_if_bf16_emulated(precision: str, device_type: str, what: str) -> None:

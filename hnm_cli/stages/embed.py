@@ -5,8 +5,12 @@ Layout: `<out>/manifest.json` (stage "embed", lists every model) and, per model,
 `vectors-NNNNN.npy` + `ids-NNNNN.jsonl` of `shard_size` rows in input order.
 
 Resume: every finished shard leaves `<part>/.done/NNNNN.json` holding the shard fingerprint (the model
-fingerprint + a digest of that shard's ids and texts). A rerun skips shards whose marker matches, so a run
-killed at any point resumes at shard granularity and ends with the same bytes as an uninterrupted run.
+fingerprint + a digest of that shard's ids and texts) and the size and sha256 of its two files. A rerun
+skips shards whose marker matches and whose files are still the ones it recorded (re-hashed when their mtime
+moved since the model manifest listed them, when no manifest lists them, or always with `--verify`), so a run killed at any point resumes at shard granularity and ends with the
+same bytes as an uninterrupted run, and a shard damaged since it was written is encoded again, never kept.
+`--force` instead builds every model folder in `<out>/.staging-<pid>/` and puts them in place only at the end
+(`Staging.replace_folders`): until then the old artifact is untouched and valid, whatever stops the run.
 `shard_id`/`num_shards` split the shards between processes (index % num_shards == shard_id); such partial
 runs write no manifest, and a final run without them finds every shard done and writes the manifests.
 
@@ -18,6 +22,7 @@ markers, resume and stale-file rules are the local run's, so the two executors r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -35,19 +40,22 @@ import orjson
 
 from hnm_cli import executors, inputs
 from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
-from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
+from hnm_cli.artifacts.files import atomic_write_json, file_sha256, remove_stale_files
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
+    Staging,
     begin_run,
     canonical_json,
     compute_fingerprint,
     file_input,
     is_up_to_date,
+    load_manifest,
     output_entry,
     output_lock,
+    refuse_other_stage,
     skip_if_up_to_date,
     write_manifest,
 )
@@ -56,7 +64,7 @@ from hnm_cli.choices import Backend
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel, resolve_model
-from hnm_cli.errors import BusyError, ConfigError, DataError
+from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
 
 log = logging.getLogger("hnm")
 
@@ -250,8 +258,14 @@ def plan(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> _Plan:
         raise ConfigError(f"embed.parts must be a non-empty subset of corpus, queries; got {list(cfg.parts)}")
     models = []
     for spec in cfg.models:
-        _check_name(spec.name)
-        models.append(resolve_model(_with_backend(spec, cfg)))
+        try:  # the source first: `hash:-4` is a bad dimension before it is a bad derived name ('-4')
+            resolved = resolve_model(_with_backend(spec, cfg))
+            _check_name(spec.name)
+        except HnmError as err:
+            if not spec.origin:
+                raise
+            raise spec.located(err) from err  # a [[embed.models]] table's errors name its file
+        models.append(resolved)
     where = {"corpus": data_paths.corpus, "queries": data_paths.queries}
     files = {part: inputs.resolve_jsonl_files(where[part], part) for part in cfg.parts}
     digests = [file_input(f, part) for part in cfg.parts for f in files[part]]
@@ -318,14 +332,19 @@ def run(
     check_output_path(out, [data_paths.corpus, data_paths.queries])
     executors.require(cfg.executor)
     the_plan = plan(data_paths, cfg)
-    if not partial and (m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force, deep=verify)):
+    if partial:
+        with contextlib.suppress(IncompleteArtifactError):  # partial runs never read the top manifest
+            refuse_other_stage(out, STAGE)
+    elif m := skip_if_up_to_date(out, STAGE, the_plan.fingerprint, force=force, deep=verify):
         return m
     # Job-array runs (--shard-id) write disjoint shards of one folder at once, each under its own lock; a full
     # run (which also stitches the manifests) needs the folder to itself.
     lock = LOCK_NAME if not partial else f"{LOCK_NAME}-shard-{shard_id}-of-{num_shards}"
     with output_lock(out, lock):
         _refuse_other_writers(out, lock)
-        return _run_locked(the_plan, data_paths, out, cfg, shard_id, num_shards, force, progress, encoder_factory)
+        return _run_locked(
+            the_plan, data_paths, out, cfg, shard_id, num_shards, force, progress, encoder_factory, verify
+        )
 
 
 def _refuse_other_writers(out: Path, mine: str) -> None:
@@ -359,30 +378,40 @@ def _run_locked(
     force: bool,
     progress: bool,
     encoder_factory: Callable[..., Encoder],
+    verify: bool = False,
 ) -> Manifest:
     partial = shard_id is not None
     parts = _read_parts(data_paths, cfg)  # validates every record before anything is written
     started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
-    # Opened on the first shard to encode: a resumed or stitching run never starts Ray.
-    with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
-        for resolved in the_plan.models:
-            model_dir = out / resolved.name
+    with contextlib.ExitStack() as stack:
+        # --force rebuilds every model folder in a staging folder: the old artifact stays whole (manifests, shards,
+        # cache) until the new folders replace it at the end, so an interrupted or failed --force run loses
+        # nothing. Without --force, shards are written in place and a killed run resumes from their markers.
+        staging = stack.enter_context(Staging(out)) if force and not partial else None
+        into = out if staging is None else staging.dir
+        # Opened on the first shard to encode: a resumed or stitching run never starts Ray.
+        with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
+            for resolved in the_plan.models:
+                model_dir = into / resolved.name
 
-            def first_write(model_dir: Path = model_dir) -> None:
-                begin_run(out)
-                begin_run(model_dir)
+                def first_write(model_dir: Path = model_dir) -> None:
+                    if staging is None:  # a staged run leaves `out` alone until it replaces the folders
+                        begin_run(out)
+                        begin_run(model_dir)
 
-            lazy = _LazyEncoder(
-                resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write
-            )
-            manifest = _embed_model(
-                the_plan, resolved, parts, model_dir, cfg, lazy,
-                shard_id=shard_id, num_shards=num_shards, force=force, progress=progress, session=session,
-            )  # fmt: skip
-            model_stats[resolved.name] = manifest.stats
-            all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
+                lazy = _LazyEncoder(
+                    resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write
+                )
+                manifest = _embed_model(
+                    the_plan, resolved, parts, model_dir, cfg, lazy, shard_id=shard_id, num_shards=num_shards,
+                    force=force, progress=progress, session=session, verify=verify,
+                )  # fmt: skip
+                model_stats[resolved.name] = manifest.stats
+                all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
+        if staging is not None:
+            staging.replace_folders([m.name for m in the_plan.models])
 
     if partial:
         done = sum(s["shards_encoded"] + s["shards_resumed"] for s in model_stats.values())
@@ -443,11 +472,12 @@ def _embed_model(
     force: bool,
     progress: bool,
     session: executors.Session | None = None,
+    verify: bool = False,
 ) -> Manifest:
     name = resolved.name
     fingerprint = the_plan.model_fps[name]
     partial = shard_id is not None
-    if not partial and not force and (m := is_up_to_date(model_dir, fingerprint)) is not None:
+    if not partial and not force and (m := is_up_to_date(model_dir, fingerprint, deep=verify)) is not None:
         log.info("embed: %s up to date (%s)", name, m.manifest_path)
         return m
     started = time.time()
@@ -455,9 +485,11 @@ def _embed_model(
     stats: dict[str, PartStats] = {}
     outputs: list[dict[str, Any]] = []
     dim: int | None = None
+    recorded = _recorded_outputs(model_dir)
     works = [
         _plan_part(part, model_dir / part.name, the_plan.encoder_fps[name], cfg.shard_size,
-                   shard_id=shard_id, num_shards=num_shards, force=force)
+                   shard_id=shard_id, num_shards=num_shards, force=force, deep=verify,
+                   recorded=recorded.get(part.name, {}))
         for part in parts.values()
     ]  # fmt: skip
     if cfg.cache and not partial:
@@ -527,19 +559,55 @@ def _embed_model(
     return manifest
 
 
-def _marker_ok(marker: Path, fingerprint: str, part_dir: Path) -> dict[str, Any] | None:
-    """The marker's content if it matches `fingerprint` and its files exist with the recorded sizes."""
+def _recorded_outputs(model_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """The outputs entries of the model folder's manifest (an earlier run's) by part and file name; empty if none."""
+    try:
+        manifest = load_manifest(model_dir)
+    except IncompleteArtifactError:
+        return {}
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for entry in manifest.outputs if manifest is not None else []:
+        part, _, rel = str(entry["path"]).partition("/")
+        out.setdefault(part, {})[rel] = entry
+    return out
+
+
+def _marker_ok(
+    marker: Path,
+    fingerprint: str,
+    part_dir: Path,
+    *,
+    deep: bool = False,
+    recorded: dict[str, dict[str, Any]] | None = None,
+) -> dict[str, Any] | None:
+    """The marker's content if it matches `fingerprint` and its files are the ones it recorded.
+
+    Checked like a manifest's outputs (`changed_output`): sizes, then the sha256 of a file whose mtime moved since
+    the model manifest recorded it (or that it never recorded: a resumed run), or of every file with `deep`. A shard edited, replaced or corrupted since its marker was written is
+    encoded again, not kept. A marker written before markers recorded digests is checked against `recorded`, the
+    model manifest's entries for the part's files, when there is one (by size alone when there is none).
+    """
     if not marker.is_file():
         return None
     try:
         data = orjson.loads(marker.read_bytes())
     except orjson.JSONDecodeError:
         return None
-    if data.get("fingerprint") != fingerprint:
+    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
         return None
+    # Markers hold no mtime (a Ray run's markers are byte for byte a local run's); the model manifest's entries
+    # give the mtime of each file it recorded with the same digest, and a file with none known is hashed.
+    digests, mtimes = dict(data.get("sha256", {})), {}
+    for rel, entry in (recorded or {}).items():
+        if "sha256" in entry and digests.setdefault(rel, entry["sha256"]) == entry["sha256"]:
+            mtimes[rel] = entry.get("mtime_ns")
     for rel, size in data.get("bytes", {}).items():
         path = part_dir / rel
         if not path.is_file() or path.stat().st_size != size:
+            return None
+        moved = path.stat().st_mtime_ns != mtimes.get(rel)
+        if rel in digests and (deep or moved) and file_sha256(path) != digests[rel]:
+            log.warning("embed: %s changed since it was written (sha256 differs); encoding its shard again", path)
             return None
     return dict(data)
 
@@ -598,6 +666,8 @@ def _plan_part(
     shard_id: int | None,
     num_shards: int | None,
     force: bool,
+    deep: bool = False,
+    recorded: dict[str, dict[str, Any]] | None = None,
 ) -> _PartWork:
     """The part's shards, with those whose marker matches counted as resumed and the rest left to do."""
     partial = shard_id is not None
@@ -605,12 +675,11 @@ def _plan_part(
     mine = [k for k in range(len(ranges)) if not partial or k % num_shards == shard_id]  # type: ignore[operator]
     work = _PartWork(part, part_dir, ranges, mine, PartStats(rows=len(part.ids), shards=len(ranges)), [])
     work.stats.empty_skipped = part.skipped_empty
-    part_dir.mkdir(parents=True, exist_ok=True)
     for k in mine:
         lo, hi = ranges[k]
         fp = shard_fingerprint(encoder_fp, part.ids[lo:hi], part.texts[lo:hi])
         marker = part_dir / DONE_DIR / f"{k:05d}.json"
-        found = None if force else _marker_ok(marker, fp, part_dir)
+        found = None if force else _marker_ok(marker, fp, part_dir, deep=deep, recorded=recorded)
         if found is not None:
             work.stats.shards_resumed += 1
             work.stats.duplicates_skipped += found["rows"] - found.get("unique", found["rows"])
@@ -660,7 +729,9 @@ def _write_shard(
     """Write shard ``k`` and then its marker; count it (``from_cache`` of its rows were not encoded)."""
     lo, hi = work.ranges[k]
     files = write_vector_shard(work.part_dir, k, work.part.ids[lo:hi], rows)
-    # The marker goes last: its presence means both shard files are complete.
+    # The marker goes last: its presence means both shard files are complete; what it records of them lets a
+    # rerun tell a shard it wrote from one changed since.
+    sizes = {f: (work.part_dir / f).stat().st_size for f in files}
     atomic_write_json(
         marker,
         {
@@ -668,7 +739,8 @@ def _write_shard(
             "rows": hi - lo,
             "unique": unique,
             "dim": int(rows.shape[1]),
-            "bytes": {f: (work.part_dir / f).stat().st_size for f in files},
+            "bytes": sizes,
+            "sha256": {f: file_sha256(work.part_dir / f) for f in files},
         },
     )
     stats = work.stats
@@ -823,6 +895,7 @@ def _finish_part(work: _PartWork, *, partial: bool) -> tuple[PartStats, list[dic
     if partial:
         return work.stats, [], work.dim
     ranges, part_dir = work.ranges, work.part_dir
+    part_dir.mkdir(parents=True, exist_ok=True)  # made only now: a part with no rows still has its folder
     keep = [f for k in range(len(ranges)) for f in (vectors_name(k), ids_name(k), f"{DONE_DIR}/{k:05d}.json")]
     remove_stale_files(
         part_dir,

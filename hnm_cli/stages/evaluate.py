@@ -16,6 +16,7 @@ name are seeds of one arm: mean +- sample std over seeds), and with `fuse = "rrf
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
 from hnm_cli.choices import FirstStage, Fuse
 from hnm_cli.config import EvalConfig
+from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
 from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, first_stage_candidates
@@ -234,6 +236,8 @@ def run(
     """
     out = Path(out)
     cfg.validate()
+    # "auto" is settled first, so the fingerprint records what actually ran.
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.device))
     if data_paths.qrels is None:
         raise InputError("hnm eval needs qrels: give --data <BEIR folder> or --qrels")
     sources = [Path(src) for _, src in models if not src.startswith(("pkg:", "hash:"))]
@@ -400,7 +404,9 @@ def _first_stage_source(
         if vectors is None:
             raise InputError("--first-stage dense needs --vectors DIR (a reduce artifact or an embed model folder)")
         fix = f"hnm embed ... --out EMBED and give --vectors EMBED/<model>, or hnm reduce ... --out {vectors}"
-        manifest = require_artifact(vectors, VECTOR_STAGES, fix=fix, deep=deep)
+        from hnm_cli.artifacts.vectors import check_vector_files
+
+        manifest = check_vector_files(require_artifact(vectors, VECTOR_STAGES, fix=fix, deep=deep), fix)
         _check_vectors_corpus(manifest, corpus_inputs)
         return manifest
     if vectors is not None:

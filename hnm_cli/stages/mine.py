@@ -20,7 +20,7 @@ import orjson
 from hnm_cli import executors
 from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
-from hnm_cli.artifacts.guards import check_mining_split, check_output_path, check_same_files
+from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
     Staging,
@@ -36,7 +36,7 @@ from hnm_cli.artifacts.manifest import (
 from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
 from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError, LeakageError
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -113,11 +113,10 @@ def _plan(
         if export not in tuple(ExportLayout):
             raise ConfigError(f"export must be one of {', '.join(ExportLayout)}; got {export!r}")
     qrels_file = resolve_qrels_file(data.qrels, cfg.split)
-    if qrels_file.name.split(".")[0] in cfg.eval_splits and not cfg.allow_eval_queries:
-        raise LeakageError(
-            f"--qrels {qrels_file} is the '{qrels_file.name.split('.')[0]}' split, an evaluation split: mining its "
-            "queries leaks evaluation data into training; pass --allow-eval-queries to do it anyway"
-        )
+    # By name, by real path and by content: a copy or a symlink of test.tsv under another name is test data.
+    check_mining_qrels(
+        qrels_file, [data.qrels, data.corpus, data.queries], cfg.eval_splits, allowed=cfg.allow_eval_queries
+    )
     corpus_inputs = [file_input(p, "corpus") for p in resolve_jsonl_files(data.corpus, "corpus")]
     query_inputs = [file_input(p, "queries") for p in resolve_jsonl_files(data.queries, "queries")]
     qrels_input = file_input(qrels_file, "qrels")
@@ -303,7 +302,7 @@ class _Context:
 
         vectors_dir = plan.vectors.path if plan.vectors is not None else None
         if vectors_dir is not None:
-            corpus_ids = read_ids(vectors_dir / "corpus")
+            corpus_ids = read_ids(vectors_dir / "corpus", known=corpus)  # a row per known doc, each once
             corpus_row = {d: i for i, d in enumerate(corpus_ids)}
             have_q = set(read_ids(vectors_dir / "queries"))
             _check_pairs_have_vectors(plan.qrels_file, pair_ids, have_q, corpus_row, vectors_dir)

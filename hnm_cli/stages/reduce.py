@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli.artifacts.files import atomic_path, atomic_write_json, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.files import atomic_path, atomic_write_json, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
@@ -34,7 +34,15 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import ids_name, list_vector_shards, npy_layout, read_vector_rows, vectors_name
+from hnm_cli.artifacts.vectors import (
+    check_vector_files,
+    ids_name,
+    iter_shard_ids,
+    list_vector_shards,
+    read_vector_rows,
+    vector_layout,
+    vectors_name,
+)
 from hnm_cli.choices import Balance, FitOn
 from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
@@ -112,9 +120,7 @@ class _Part:
         dims = set()
         start = 0
         for npy, ids in list_vector_shards(directory):
-            shape, _, _ = npy_layout(npy)
-            if len(shape) != 2:
-                raise DataError(f"{npy}: expected a 2-D array, got shape {shape}")
+            shape, _, _ = vector_layout(npy)  # 2-D, float
             if shape[0] == 0:
                 continue  # zero-row shards are skipped (house rule)
             dims.add(shape[1])
@@ -137,14 +143,10 @@ class _Part:
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
 
     def iter_ids(self) -> Iterator[str]:
-        """Every id in row order, checking each ids file against its vector shard's row count."""
+        """Every id in row order, checking each record and each ids file against its vector shard's row count."""
         for s in self.shards:
-            n = 0
-            for row in iter_jsonl(s.ids):
-                n += 1
-                yield row["id"]
-            if n != s.rows:
-                raise DataError(f"{s.ids}: {n} ids but {s.vectors.name} has {s.rows} rows")
+            for _, id_ in iter_shard_ids(s.vectors, s.ids):
+                yield id_
 
 
 # ---------------------------------------------------------------------------------------------
@@ -343,7 +345,7 @@ def _write_part(
         for shard in first.shards:
             vec_rel, ids_rel = f"{what}/{vectors_name(shard.number)}", f"{what}/{ids_name(shard.number)}"
             _write_npy_blocks(out / vec_rel, shard.rows, dim_out, blocks(shard, bar))
-            write_jsonl(out / ids_rel, ({"id": row["id"]} for row in iter_jsonl(shard.ids)))
+            write_jsonl(out / ids_rel, ({"id": id_} for _, id_ in iter_shard_ids(shard.vectors, shard.ids)))
             outputs += [
                 output_entry(out, vec_rel, rows=shard.rows, dim=dim_out),
                 output_entry(out, ids_rel, rows=shard.rows),
@@ -413,7 +415,9 @@ def run(
     available = _embedded_models(embed_dir, top)
     names = _select_models(available, models, embed_dir)
     weights = _resolve_weights(cfg, available, names)
-    model_manifests = [require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify) for n in names]
+    model_manifests = [
+        check_vector_files(require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify), fix) for n in names
+    ]
 
     frozen = load_frozen(fit_from, names, deep=verify) if fit_from is not None else None
     params = cfg.to_params() | {"models": names, "weights": weights}

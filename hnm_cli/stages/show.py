@@ -3,6 +3,7 @@ artifact shows its comparison table. Reads only; text for people (`text`) or one
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,13 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.manifest import Manifest, load_manifest
-from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError, InputError
-from hnm_cli.inputs import read_corpus, read_queries, resolve_data
+from hnm_cli.artifacts.guards import mined_from_mismatch
+from hnm_cli.artifacts.manifest import Manifest, file_input, load_manifest, require_artifact
+from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, IncompleteArtifactError, InputError
+from hnm_cli.inputs import Records, read_corpus, read_queries, resolve_data, resolve_jsonl_files
 
 SHOWABLE = ("mine", "eval")
+log = logging.getLogger("hnm")
 
 
 def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "text") -> str:
@@ -31,13 +34,18 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
 
     Raises:
         IncompleteArtifactError: no manifest (the stage did not finish).
-        ArtifactMismatchError: an artifact of another stage.
+        ArtifactMismatchError: an artifact of another stage, or data that lacks an id the mined rows name.
+        CorruptArtifactError: a file of the artifact changed since its manifest was written.
+        DataError: a mined row that is not the documented schema.
         InputError: the data of a mine artifact cannot be found.
     """
     manifest = load_manifest(Path(artifact))
     if manifest is None:
         raise IncompleteArtifactError(f"{artifact} has no manifest.json (not a finished hnm artifact)")
     if manifest.stage == "mine":
+        # Verified like every reader of the artifact: a deleted, truncated or replaced file is an error, not
+        # "(no pair got a hard negative)"; the rows themselves are re-hashed as they are read (iter_rows).
+        manifest = mined.require_mined(Path(artifact))
         triplets = sample_triplets(manifest, data, n)
         if fmt == "json":
             return orjson.dumps(triplets, option=orjson.OPT_INDENT_2).decode()
@@ -45,14 +53,31 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
             format_triplets(triplets) if triplets else "(no pair got a hard negative)"
         )
     if manifest.stage == "eval":
-        from hnm_cli.stages.evaluate import REPORT_JSON, REPORT_MD
-
-        if fmt == "json":
-            return (Path(artifact) / REPORT_JSON).read_text(encoding="utf-8").rstrip("\n")
-        return (Path(artifact) / REPORT_MD).read_text(encoding="utf-8").rstrip("\n")
+        return _eval_report(Path(artifact), fmt)
     raise ArtifactMismatchError(
         f"{artifact} is a '{manifest.stage}' artifact; hnm show reads {' and '.join(SHOWABLE)} artifacts"
     )
+
+
+def _eval_report(artifact: Path, fmt: str) -> str:
+    """report.json (checked to be an eval report) or report.md of an intact eval artifact."""
+    from hnm_cli.stages.evaluate import REPORT_JSON, REPORT_MD
+
+    require_artifact(artifact, "eval", fix=f"hnm eval ... --out {artifact}")
+    texts: dict[str, str] = {}
+    for name in [REPORT_JSON] + ([REPORT_MD] if fmt != "json" else []):
+        try:
+            texts[name] = (artifact / name).read_bytes().decode("utf-8")
+            if name == REPORT_JSON:
+                report = orjson.loads(texts[name])
+                if not isinstance(report, dict) or not isinstance(report.get("runs"), dict):
+                    raise ValueError(f"a JSON {type(report).__name__} without 'runs', not an eval report")
+        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise CorruptArtifactError(
+                f"{artifact / name} is unreadable ({str(err).splitlines()[0][:100]}); "
+                f"rerun it: hnm eval ... --out {artifact} --force"
+            ) from err
+    return texts[REPORT_JSON if fmt == "json" else REPORT_MD].rstrip("\n")
 
 
 def _recorded(manifest: Manifest, role: str) -> Path | None:
@@ -73,8 +98,18 @@ def sample_triplets(manifest: Manifest, data: Path | None, n: int) -> list[dict[
         corpus_path, queries_path = _recorded(manifest, "corpus"), _recorded(manifest, "queries")
     if corpus_path is None or queries_path is None or not corpus_path.exists() or not queries_path.exists():
         raise InputError(f"{manifest.path}: the corpus or queries it was mined from are gone; give --data")
+    # Other bytes need not be other records (a gzipped copy, a re-export, the recorded file edited since): show
+    # what is there, with one warning; an id the mined rows name but the data lacks is an error below.
+    given = [file_input(p, "corpus") for p in resolve_jsonl_files(corpus_path, "corpus")]
+    given += [file_input(p, "queries") for p in resolve_jsonl_files(queries_path, "queries")]
+    if (found := mined_from_mismatch(manifest, given)) is not None:
+        log.warning("show: warning: %s; the texts shown may not be the ones mined", found[1])
     corpus, queries = read_corpus(corpus_path), read_queries(queries_path)
-    rows = [r for _, r in mined.iter_rows(manifest.path) if r["negatives"]]
+    rows = []
+    for where, row in mined.iter_rows(manifest.path, manifest):
+        _check_known(where, row, corpus, queries)
+        if row["negatives"]:
+            rows.append(row)
     step = max(1, len(rows) // max(n, 1))
     out = []
     for row in rows[::step][:n]:
@@ -88,13 +123,25 @@ def sample_triplets(manifest: Manifest, data: Path | None, n: int) -> list[dict[
                 "positive": pos_doc.title or pos_doc.text[:80],
                 "negative_id": neg["doc_id"],
                 "negative": neg_doc.title or neg_doc.text[:80],
-                "source": neg["source"],
-                "d_qp": neg["d_qp"],
-                "d_qd": neg["d_qd"],
-                "d_pd": neg["d_pd"],
+                "source": neg.get("source"),
+                "d_qp": neg.get("d_qp"),
+                "d_qd": neg.get("d_qd"),
+                "d_pd": neg.get("d_pd"),
             }
         )
     return out
+
+
+def _check_known(where: str, row: dict[str, Any], corpus: Records, queries: Records) -> None:
+    """Every id a row names is in the data shown with it (else the data is not the one it was mined from)."""
+    hint = "give the --data the artifact was mined from"
+    cpath, qpath = (r.files[0] if len(r.files) == 1 else r.files[0].parent for r in (corpus, queries))
+    if row["query_id"] not in queries:
+        raise ArtifactMismatchError(f"{where}: field 'query_id': query '{row['query_id']}' is not in {qpath}", hint)
+    negatives = [(f"negatives[{i}].doc_id", n["doc_id"]) for i, n in enumerate(row["negatives"])]
+    for field, doc in [("positive_id", row["positive_id"]), *negatives]:
+        if doc not in corpus:
+            raise ArtifactMismatchError(f"{where}: field '{field}': document '{doc}' is not in {cpath}", hint)
 
 
 def format_triplets(triplets: list[dict[str, Any]]) -> str:

@@ -1,9 +1,11 @@
 """The embedding cache of one model folder of an embed artifact: vectors keyed by the exact text encoded.
 
     <out>/<model>/.cache/meta.json                  the encoder fingerprint the entries belong to
-    <out>/<model>/.cache/seg-<id>.json              one segment: rows, dim, sha256 of its two arrays (written last)
-    <out>/<model>/.cache/seg-<id>.keys.npy          uint8 [rows, 16]: blake2b-128 of "<kind>\\0<text>"
-    <out>/<model>/.cache/seg-<id>.vectors.npy       float32 [rows, dim]
+    <out>/<model>/.cache/seg-<digest>.json          one segment: rows, dim, sha256 of its two arrays (written last)
+    <out>/<model>/.cache/seg-<digest>.keys.npy      uint8 [rows, 16]: blake2b-128 of "<kind>\\0<text>"
+    <out>/<model>/.cache/seg-<digest>.vectors.npy   float32 [rows, dim]
+
+(`<digest>`: blake2b-64 of the segment's keys and vectors, so the same entries give the same files.)
 
 Why in the artifact and not in `$HNM_CACHE_DIR`: the entries are only valid for the model folder's encoder
 fingerprint (weights, prompts, max length, precision, backend), the nightly run writes the same `--out`, and
@@ -18,9 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,9 +52,11 @@ class EmbeddingCache:
         self.pending_keys: list[bytes] = []
         self.pending_vectors: list[np.ndarray] = []
         self.dropped = 0  # entries of damaged segments left out
-        if fresh:  # --force: encode everything again, and cache what this run encodes
-            shutil.rmtree(self.dir, ignore_errors=True)
-        self._load()
+        # Nothing is written or deleted before `flush`, which runs once every shard is encoded: a run that fails
+        # earlier (a model that does not load, an interrupt) leaves the cache of the folder as it was.
+        self._restart = fresh  # --force: encode everything again, and cache what this run encodes
+        if not fresh:
+            self._load()
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -67,9 +69,7 @@ class EmbeddingCache:
         if owner != self.encoder_fp:
             if self.dir.exists():
                 log.info("embed: %s: cache of another encoder setting; starting it afresh", self.dir)
-            shutil.rmtree(self.dir, ignore_errors=True)
-            self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(meta, json.dumps({"encoder_fp": self.encoder_fp}).encode())
+            self._restart = True
             return
         for desc in sorted(self.dir.glob("seg-*.json")):
             seg = desc.name[: -len(".json")]
@@ -131,24 +131,42 @@ class EmbeddingCache:
                 self.pending_vectors.append(vector)
 
     def flush(self) -> None:
-        """Write the queued entries as a new segment (arrays first, its json with their sha256 last)."""
+        """Write the queued entries as a new segment (arrays first, its json with their sha256 last).
+
+        A cache that cannot be written (disk full) is only a cache: one warning, no partial segment left, the
+        entries dropped; the run goes on.
+        """
         if not self.pending_keys:
             return
-        seg = f"seg-{time.time_ns()}-{os.getpid()}"
-        keys = np.frombuffer(b"".join(self.pending_keys), dtype=np.uint8).reshape(-1, KEY_BYTES)
-        self._write(seg, keys, np.stack(self.pending_vectors).astype(np.float32))
-        number = len(self.segments)
-        vectors = np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")
-        self.segments.append((seg, vectors))
-        for row, key in enumerate(self.pending_keys):
-            self.index[key] = (number, row)
+        # In key order: shards reach the cache in the order they finish (any order on Ray), the files must not.
+        order = sorted(range(len(self.pending_keys)), key=self.pending_keys.__getitem__)
+        pending = [self.pending_keys[i] for i in order]
+        keys = np.frombuffer(b"".join(pending), dtype=np.uint8).reshape(-1, KEY_BYTES)
+        vectors = np.stack([self.pending_vectors[i] for i in order]).astype(np.float32)
+        seg = _segment_name(keys, vectors)
         self.pending_keys, self.pending_vectors = [], []
+        try:
+            if self._restart:  # the old cache (another encoder setting, or --force) goes only now
+                shutil.rmtree(self.dir, ignore_errors=True)
+                self.dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_bytes(self.dir / "meta.json", json.dumps({"encoder_fp": self.encoder_fp}).encode())
+                self._restart = False
+            self._write(seg, keys, vectors)
+        except OSError as err:
+            self._write_failed(seg, err)
+            return
+        number = len(self.segments)
+        self.segments.append((seg, np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")))
+        for row, key in enumerate(pending):
+            self.index[key] = (number, row)
+
+    def _write_failed(self, seg: str, err: OSError) -> None:
+        self._delete(seg)
+        where = f"{err.filename}: " if err.filename else ""
+        log.warning("embed: cannot write the embedding cache (%s%s); these vectors are not cached", where, err.strerror)
 
     def _write(self, seg: str, keys: np.ndarray, vectors: np.ndarray) -> None:
-        from hnm_cli.artifacts.files import atomic_path
-
-        with atomic_path(self.dir / f"{seg}.keys.npy") as tmp, open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(keys, dtype=np.uint8), allow_pickle=False)
+        save_npy(self.dir / f"{seg}.keys.npy", keys, dtype=np.uint8)
         save_npy(self.dir / f"{seg}.vectors.npy", vectors)
         info: dict[str, Any] = {
             "rows": int(len(keys)),
@@ -168,11 +186,25 @@ class EmbeddingCache:
         _, vectors = self.lookup(keep)
         assert vectors is not None
         old = [seg for seg, _ in self.segments]
-        seg = f"seg-{time.time_ns()}-{os.getpid()}"
-        self._write(seg, np.frombuffer(b"".join(keep), dtype=np.uint8).reshape(-1, KEY_BYTES), vectors)
+        keys = np.frombuffer(b"".join(keep), dtype=np.uint8).reshape(-1, KEY_BYTES)
+        seg = _segment_name(keys, vectors)
+        try:
+            self._write(seg, keys, vectors)
+        except OSError as err:
+            self._write_failed(seg, err)  # the old segments stay: still valid, only larger than needed
+            return 0
         removed = len(self.index) - len(keep)
         self.segments = [(seg, np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r"))]
         self.index = {k: (0, i) for i, k in enumerate(keep)}
         for name in old:
-            self._delete(name)
+            if name != seg:  # the same entries as an old segment give the same name: that one is the new one
+                self._delete(name)
         return removed
+
+
+def _segment_name(keys: np.ndarray, vectors: np.ndarray) -> str:
+    """A segment's name from its content: the same entries give the same files, whichever executor or process
+    wrote them (a Ray run's artifact is byte for byte a local run's), and a rewrite is harmless."""
+    digest = hashlib.blake2b(keys.tobytes(), digest_size=8)
+    digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+    return f"seg-{digest.hexdigest()}"

@@ -291,9 +291,12 @@ class ReduceConfig(_StageConfig):
 class MineConfig(_StageConfig):
     """`hnm mine`: strategy and knobs (sentence-transformers' names where they exist)."""
 
+    # The default recipe (issue 16, measured in BENCHMARKS.md "quality"): the paper's rule, 3 negatives per pair,
+    # and pairs the rule leaves short or empty filled with the next documents that pass C2. `--preset paper` is
+    # the published setting (1 negative, no fill).
     strategy: Strategy = Strategy.RULE
     split: str = "train"
-    num_negatives: int = 1
+    num_negatives: int = 3
     index: SearchIndex = SearchIndex.EXACT
     block_size: int = 16384  # corpus rows per matrix-product block (exact search)
     query_block: int = 1024  # queries per block
@@ -308,8 +311,8 @@ class MineConfig(_StageConfig):
     absolute_margin: float | None = None
     relative_margin: float | None = None
     sampling_strategy: Sampling = Sampling.TOP
-    fallback: Fallback = Fallback.NONE
-    fill: Fill = Fill.EMPTY  # which pairs the fallback fills: empty ones, or short ones too
+    fallback: Fallback = Fallback.NEXT
+    fill: Fill = Fill.SHORT  # which pairs the fallback fills: empty ones, or short ones too
     c2_margin: float = 0.0  # rule: C2 with a margin, d(PD,D) - d(Q,D) > c2_margin (0: the paper)
     seed: int = 0
     allow_eval_queries: bool = False
@@ -392,7 +395,7 @@ class TrainRerankerConfig(_StageConfig):
     batch_size: int = 16
     warmup_ratio: float = 0.1
     max_length: int = 256
-    negatives_per_positive: int = 1
+    negatives_per_positive: int = 3  # mine mines 3 per pair by default; the paper: 1
     max_steps: int = -1  # > 0 caps the run (overrides epochs)
     checkpoint_steps: int = 100  # save a resumable checkpoint every N optimizer steps
     keep_checkpoints: int = 1  # how many checkpoints to keep in <out>/checkpoints

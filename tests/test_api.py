@@ -61,7 +61,8 @@ def test_in_memory_mining_encodes_and_returns_layouts() -> None:
     triplets = hnm.mine_hard_negatives(
         queries, corpus, [(0, 0), (1, 2)], models=["hash:16", "hash:8"], strategy="topk", output_format="triplet"
     )
-    assert len(triplets) == 2 and set(triplets[0]) == {"anchor", "positive", "negative"}
+    # one row per negative, 3 per pair by default (sentence-transformers' triplet layout and count)
+    assert len(triplets) == 2 * 3 and set(triplets[0]) == {"anchor", "positive", "negative"}
     assert triplets[0]["anchor"] == queries[0] and triplets[0]["positive"] == corpus[0]
     ds = hnm.mine_hard_negatives(queries, corpus, {"0": ["0"]}, models=["hash:16"], num_negatives=1, as_dataset=True)
     assert ds.column_names == ["query_id", "positive_id", "negatives", "meta"]

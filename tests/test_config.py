@@ -123,7 +123,7 @@ def test_a_model_table_keeps_its_origin_for_later_errors(tmp_path: Path):
         (
             "mine",
             "range_min = 4\nrange_max = 4",
-            "mine.range_max must be at least range_min + num_negatives (5); got 4",
+            "mine.range_max must be at least range_min + num_negatives (7); got 4",
         ),
         ("mine", "hnsw_m = 0", "mine.hnsw_m must be >= 2; got 0"),
         ("mine", "hnsw_m = -1", "mine.hnsw_m must be >= 2; got -1"),
@@ -152,7 +152,7 @@ def test_out_of_range_values_name_the_file_and_key(tmp_path: Path, section: str,
 def test_in_range_edges_and_device_words_pass(tmp_path: Path):
     path = tmp_path / "c.toml"
     path.write_text(
-        "[mine]\nseed = 4294967295\nrange_min = 2\nrange_max = 3\nhnsw_m = 2\n"
+        "[mine]\nseed = 4294967295\nrange_min = 2\nrange_max = 5\nhnsw_m = 2\n"
         '[eval]\ndevice = "cuda:1"\n[train_reranker]\ndevice = "mps"\n[embed]\ndevice = "cpu"\n'
     )
     cfg = load_config(path)

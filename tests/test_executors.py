@@ -83,7 +83,9 @@ def test_blocks_give_one_calls_results(data, case: str) -> None:
 @pytest.mark.parametrize("sampling", ["top", "random"])
 def test_blocks_give_one_calls_audit(data, sampling: str) -> None:
     q, source, pairs, excluded, _ = data
-    cfg = MineConfig(query_block=8, candidate_k=10, num_negatives=2, range_max=5, sampling_strategy=sampling)
+    # No fallback: the audit records the rule's selections, which are then every negative of the rows.
+    cfg = MineConfig(query_block=8, candidate_k=10, num_negatives=2, range_max=5, sampling_strategy=sampling,
+                     fallback="none")  # fmt: skip
     one, many = [], []
     local, _ = mine_negatives(q, source, pairs, excluded, cfg, audit=one.append)
     blocked, _ = mine_negatives(q, source, pairs, excluded, cfg, audit=many.append, runner=PicklingRunner(workers=3))

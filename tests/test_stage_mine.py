@@ -45,6 +45,14 @@ DOC_ANGLES = {  # doc id -> (plane, degrees from the plane's query)
 QUERY_PLANES = {"q1": "A", "q2": "B", "q3": "C", "q4": "A"}
 
 
+# The known answers below are the paper's rule itself: one negative, no fallback (the default recipe adds both).
+PAPER = {"num_negatives": 1, "fallback": "none", "fill": "empty"}
+
+
+def paper_config(**kw) -> MineConfig:
+    return MineConfig(**{**PAPER, **kw})
+
+
 def unit(plane: str, degrees: float) -> np.ndarray:
     v = np.zeros(DIM, dtype=np.float32)
     a = math.radians(degrees)
@@ -84,7 +92,7 @@ def negatives(out: Path) -> dict[tuple[str, str], list[str]]:
 def run(setup, progress=False, **kw):
     data, vectors, out = setup
     opts = {k: kw.pop(k) for k in ("audit", "export", "plot", "from_audit", "force") if k in kw}
-    return mine.run(vectors, resolve_data(data), out, MineConfig().merged(**kw), progress=progress, **opts)
+    return mine.run(vectors, resolve_data(data), out, MineConfig(**PAPER).merged(**kw), progress=progress, **opts)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +157,7 @@ def test_ties_break_by_lower_row(tmp_path: Path):
     angles = dict(DOC_ANGLES, d8=("A", -20))  # d8 now has exactly d2's vector
     data = write_beir(tmp_path / "data")
     embed = make_embed_artifact(tmp_path, {"m": (corpus_vectors(angles), query_vectors())}, data=data)
-    mine.run(embed / "m", resolve_data(data), tmp_path / "mine", MineConfig(num_negatives=2), progress=False)
+    mine.run(embed / "m", resolve_data(data), tmp_path / "mine", paper_config(num_negatives=2), progress=False)
     assert negatives(tmp_path / "mine")[("q1", "d1")] == ["d2", "d8"]
 
 
@@ -163,7 +171,7 @@ def test_duplicate_text_of_a_positive_is_never_a_negative(tmp_path: Path):
     embed = make_embed_artifact(tmp_path, {"m": (corpus_vectors(angles, ids), query_vectors())}, data=data)
     for strategy, fallback in [("rule", "none"), ("rule", "next"), ("topk", "none"), ("rule", "random")]:
         out = tmp_path / f"mine-{strategy}-{fallback}"
-        cfg = MineConfig(strategy=strategy, fallback=fallback, num_negatives=3)
+        cfg = paper_config(strategy=strategy, fallback=fallback, num_negatives=3)
         manifest = mine.run(embed / "m", resolve_data(data), out, cfg, progress=False)
         got = negatives(out)
         assert not {"d1", "d9"} & set(got[("q1", "d1")]), (strategy, fallback)
@@ -187,11 +195,11 @@ def test_document_equal_to_the_query_is_never_its_negative(tmp_path: Path):
     embed = make_embed_artifact(tmp_path, {"m": (corpus_vectors(angles, ids), query_vectors())}, data=data)
     for strategy in ("rule", "topk"):
         out = tmp_path / f"mine-{strategy}"
-        manifest = mine.run(embed / "m", resolve_data(data), out, MineConfig(strategy=strategy), progress=False)
+        manifest = mine.run(embed / "m", resolve_data(data), out, paper_config(strategy=strategy), progress=False)
         assert negatives(out)[("q1", "d1")] == ["d2"], strategy
         assert manifest.stats["query_duplicates_excluded"] == 2 and manifest.stats["duplicates_excluded"] == 0
     kept = mine.run(
-        embed / "m", resolve_data(data), tmp_path / "kept", MineConfig(exclude_query_duplicates=False), progress=False
+        embed / "m", resolve_data(data), tmp_path / "kept", paper_config(exclude_query_duplicates=False), progress=False
     )
     assert negatives(tmp_path / "kept")[("q1", "d1")] == ["d10"]  # the opt-out really lets them through
     assert kept.stats["query_duplicates_excluded"] == 0
@@ -224,7 +232,7 @@ def test_no_positive_is_ever_a_negative(tmp_path: Path, strategy: str, fallback:
     cv /= np.linalg.norm(cv, axis=1, keepdims=True)
     qv /= np.linalg.norm(qv, axis=1, keepdims=True)
     embed = make_embed_artifact(tmp_path, {"m": (cv, qv)}, data=data)
-    cfg = MineConfig(strategy=strategy, fallback=fallback, num_negatives=4, seed=3)
+    cfg = paper_config(strategy=strategy, fallback=fallback, num_negatives=4, seed=3)
     mine.run(embed / "m", resolve_data(data), tmp_path / "mine", cfg, progress=False)
     pos: dict[str, set[str]] = {}
     for q, d in qrels["train"]:
@@ -263,8 +271,8 @@ def test_hnsw_gives_the_same_negatives_as_exact(tmp_path: Path):
     cv /= np.linalg.norm(cv, axis=1, keepdims=True)
     qv /= np.linalg.norm(qv, axis=1, keepdims=True)
     embed = make_embed_artifact(tmp_path, {"m": (cv, qv)}, data=data)
-    exact = mine.run(embed / "m", resolve_data(data), tmp_path / "exact", MineConfig(num_negatives=3), progress=False)
-    cfg = MineConfig(
+    exact = mine.run(embed / "m", resolve_data(data), tmp_path / "exact", paper_config(num_negatives=3), progress=False)
+    cfg = paper_config(
         num_negatives=3, index="hnsw", candidate_k=10, hnsw_m=8, hnsw_ef_construction=40, hnsw_ef_search=10
     )
     hnsw = mine.run(embed / "m", resolve_data(data), tmp_path / "hnsw", cfg, progress=False)
@@ -308,15 +316,17 @@ def test_audit_then_from_audit_reproduces(setup, tmp_path: Path):
     assert [r["doc_id"] for r in audit_rows if r["selected"]] == ["d2", "d8"]
 
     again = tmp_path / "again"
-    m2 = mine.run(vectors, resolve_data(data), again, MineConfig(num_negatives=2), from_audit=out, progress=False)
+    m2 = mine.run(vectors, resolve_data(data), again, paper_config(num_negatives=2), from_audit=out, progress=False)
     assert read_rows(again) == read_rows(out)
     assert m2.stats["selected"] == manifest.stats["selected"]
     # Fewer negatives and a similarity bound, still without any search.
     fewer = tmp_path / "fewer"
-    mine.run(vectors, resolve_data(data), fewer, MineConfig(num_negatives=1), from_audit=out / "audit", progress=False)
+    mine.run(
+        vectors, resolve_data(data), fewer, paper_config(num_negatives=1), from_audit=out / "audit", progress=False
+    )
     assert negatives(fewer)[("q1", "d1")] == ["d2"]
     bounded = tmp_path / "bounded"
-    cfg = MineConfig(num_negatives=2, max_score=0.9)  # drops d2 (sim cos 20 = .94), keeps d8 (cos 35 = .82)
+    cfg = paper_config(num_negatives=2, max_score=0.9)  # drops d2 (sim cos 20 = .94), keeps d8 (cos 35 = .82)
     mine.run(None, resolve_data(data), bounded, cfg, from_audit=out, progress=False)
     assert negatives(bounded)[("q1", "d1")] == ["d8"]
 
@@ -458,7 +468,7 @@ def test_audit_needs_the_rule(setup):
 
 def test_cli_contract(setup, cli):
     data, vectors, out = setup
-    args = ("mine", "--vectors", vectors, "--data", data, "--out", out)
+    args = ("mine", "--vectors", vectors, "--data", data, "--out", out, "--preset", "paper")
     first = cli(*args)
     assert first.exit_code == 0, first.stderr
     assert first.stdout == f"{out / 'manifest.json'}\n"
@@ -484,16 +494,21 @@ def test_cli_contract(setup, cli):
 
 def test_cli_from_audit_needs_no_vectors(setup, cli, tmp_path: Path):
     data, vectors, out = setup
-    assert cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--num-negatives", "2").exit_code == 0
+    paper = ("--preset", "paper")
+    assert (
+        cli("mine", "--vectors", vectors, "--data", data, "--out", out, *paper, "--num-negatives", "2").exit_code == 0
+    )
     result = cli("mine", "--from-audit", out, "--data", data, "--out", tmp_path / "re")
     assert result.exit_code == 1
     assert result.stderr == f"Error: {out} was mined without --audit; rerun it with --audit\n"
     assert (
-        cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--audit", "--num-negatives", "2").exit_code
+        cli(
+            "mine", "--vectors", vectors, "--data", data, "--out", out, "--audit", *paper, "--num-negatives", "2"
+        ).exit_code
         == 0
     )
     result = cli(
-        "mine", "--from-audit", out / "audit", "--data", data, "--out", tmp_path / "re", "--num-negatives", "1"
+        "mine", "--from-audit", out / "audit", "--data", data, "--out", tmp_path / "re", *paper, "--num-negatives", "1"
     )
     assert result.exit_code == 0, result.stderr
     assert result.stderr.startswith("mine: rule from audit on 3 pairs: 1 with >=1 negative (33.3%), 0 short, ")

@@ -331,6 +331,17 @@ def test_audit_then_from_audit_reproduces(setup, tmp_path: Path):
     assert negatives(bounded)[("q1", "d1")] == ["d8"]
 
 
+def test_from_audit_reproduces_the_default_recipe(setup, tmp_path: Path):
+    # The default recipe (3 negatives, fallback next, fill short): re-selecting from the audit gives the rows a
+    # fresh run writes, fallback-next negatives (no rank) included.
+    data, vectors, out = setup
+    mine.run(vectors, resolve_data(data), out, MineConfig(), audit=True, progress=False)
+    assert any(n["source"] == "fallback-next" for r in read_rows(out) for n in r["negatives"])
+    again = tmp_path / "again"
+    mine.run(vectors, resolve_data(data), again, MineConfig(), from_audit=out, progress=False)
+    assert read_rows(again) == read_rows(out)
+
+
 def test_exports_load_with_datasets(setup, tmp_path: Path):
     datasets = pytest.importorskip("datasets")
     manifest = run(setup, export="triplet", num_negatives=2)

@@ -118,10 +118,14 @@ def select_from_audit(
         window = passing[params.range_min : need]
         if params.sampling_strategy == Sampling.RANDOM and len(window) > m:
             window = [window[j] for j in np.sort(rng.choice(len(window), size=m, replace=False))]
+        # A fallback-next negative carries no rank, as in a fresh run (which does not count ranks outside C1).
         negs = [
-            Negative(corpus_row[r["doc_id"]], source, r["rank"], r["d_qd"], r["d_qp"], r["d_pd"])
+            Negative(
+                corpus_row[r["doc_id"]], source, r["rank"] if source == SOURCE_RULE else None,
+                r["d_qd"], r["d_qp"], r["d_pd"],
+            )
             for r, source in window[:m]
-        ]
+        ]  # fmt: skip
         results.append(
             PairResult(
                 pair=Pair(query_row[q], corpus_row[d]),

@@ -243,6 +243,9 @@ def count_ranks(
     return {i: c + 1 for i, c in counts.items()}
 
 
+_NEXT_STEP_CELLS = 1 << 21  # pairs x corpus rows per step of `scan_next` (16 MiB of int64 indices)
+
+
 def scan_next(
     qv: np.ndarray,
     pv: np.ndarray,
@@ -268,11 +271,15 @@ def scan_next(
     excl_row = excl_keys % n
     for start, block in source.blocks(block_rows):
         b = len(block)
-        for c0 in range(0, len(todo), pair_block):
-            pc = todo[c0 : c0 + pair_block]
+        # argpartition's int64 indices are twice the size of the float32 scores: cap the cells per step so the
+        # fallback's temporaries stay near the rule scan's (a 1024 x 16384 step would add ~300 MiB at peak).
+        step = max(1, min(pair_block, _NEXT_STEP_CELLS // max(b, 1)))
+        for c0 in range(0, len(todo), step):
+            pc = todo[c0 : c0 + step]
             s_q = qv[pc] @ block.T
             s_p = pv[pc] @ block.T
-            s_q[~(s_q > s_p + c2_margin - eps)] = -np.inf
+            s_p += c2_margin - eps
+            s_q[~(s_q > s_p)] = -np.inf
             del s_p
             local = prows[pc] - start
             inside = (local >= 0) & (local < b)

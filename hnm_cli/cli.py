@@ -215,7 +215,11 @@ def embed(
     ] = None,
     config: ConfigOpt = None,
     precision: Annotated[
-        Precision | None, typer.Option("--precision", help="fp32, or bf16 autocast (vectors stored as float32).")
+        Precision | None,
+        typer.Option(
+            "--precision",
+            help="auto (bf16 where native: CUDA, AVX512-BF16/AMX CPUs), fp32, or bf16 (vectors stored as float32).",
+        ),
     ] = None,
     batch_size: BatchOpt = None,
     device: DeviceOpt = None,
@@ -554,7 +558,9 @@ def train_reranker(
     device: DeviceOpt = None,
     precision: Annotated[
         Precision | None,
-        typer.Option("--precision", help="fp32, or bf16 mixed precision (GPUs; CPUs with native bf16)."),
+        typer.Option(
+            "--precision", help="auto (bf16 where native), fp32, or bf16 mixed precision (GPUs; CPUs with native bf16)."
+        ),
     ] = None,
     config: ConfigOpt = None,
     force: ForceOpt = False,
@@ -636,7 +642,10 @@ def eval_(
     seed: SeedOpt = None,
     precision: Annotated[
         Precision | None,
-        typer.Option("--precision", help="fp32, or bf16 autocast while scoring (GPUs; CPUs with native bf16)."),
+        typer.Option(
+            "--precision",
+            help="auto (bf16 where native), fp32, or bf16 autocast while scoring (GPUs; CPUs with native bf16).",
+        ),
     ] = None,
     ignore_identical_ids: Annotated[
         bool,

@@ -62,6 +62,7 @@ from hnm_cli.artifacts.manifest import (
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
 from hnm_cli.choices import Backend
 from hnm_cli.config import EmbedConfig, ModelSpec
+from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel, resolve_model
 from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
@@ -331,6 +332,8 @@ def run(
 
     check_output_path(out, [data_paths.corpus, data_paths.queries])
     executors.require(cfg.executor)
+    # "auto" becomes what will run (bf16 where native) before the fingerprint: the manifest names the arithmetic.
+    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.device))
     the_plan = plan(data_paths, cfg)
     if partial:
         with contextlib.suppress(IncompleteArtifactError):  # partial runs never read the top manifest

@@ -122,6 +122,25 @@ def same_files(a: Path, b: Path) -> bool:
     return files(a) == files(b)
 
 
+def vector_agreement(a: Path, b: Path) -> dict[str, Any]:
+    """How two embed artifacts' vector sets compare: ids identical, vectors identical, and max |a - b|."""
+    import numpy as np
+
+    pairs = sorted(p.relative_to(a) for p in a.rglob("vectors-*.npy"))
+    max_diff, same_vectors = 0.0, True
+    for rel in pairs:
+        va, vb = np.load(a / rel), np.load(b / rel)
+        same_vectors &= va.tobytes() == vb.tobytes()
+        max_diff = max(max_diff, float(np.abs(va - vb).max()) if va.size else 0.0)
+    ids = sorted(p.relative_to(a) for p in a.rglob("ids-*.jsonl"))
+    return {
+        "vector_files": len(pairs),
+        "vectors_identical": bool(same_vectors),
+        "ids_identical": all((a / r).read_bytes() == (b / r).read_bytes() for r in ids),
+        "max_abs_diff": max_diff,
+    }
+
+
 def _model_stats(out: Path) -> dict[str, Any]:
     top = orjson.loads((out / "manifest.json").read_bytes())
     name = top["stats"]["model_names"][0]
@@ -145,6 +164,7 @@ def bench_embed(b: Bench) -> None:
             b.save()
     if all((o / "manifest.json").is_file() for o in outs.values()):
         b.results["embed_identical"] = same_files(outs["local"], outs["ray"])
+        b.results["embed_vectors"] = vector_agreement(outs["local"], outs["ray"])
         b.save()
 
 
@@ -204,6 +224,13 @@ def render(b: Bench) -> str:
             rows.append([f"mine {tool} (synthetic {a.docs} x 384, {a.queries} pairs)", _f((ml or {}).get("seconds")),
                          _f((mr or {}).get("seconds")), _ratio(mr, ml), ident])  # fmt: skip
     lines.append(markdown_table(["run", "local s", "ray s", "ray / local", "same bytes"], rows))
+    if agree := r.get("embed_vectors"):
+        lines += [
+            "",
+            f"embed, vectors: ids identical {'yes' if agree['ids_identical'] else '**no**'}; vectors byte-identical "
+            f"{'yes' if agree['vectors_identical'] else 'no'}; max |local - ray| = {agree['max_abs_diff']:.3g} over "
+            f"{agree['vector_files']} vector files (a neural encoder on another thread count differs in float noise).",
+        ]
     st = (el or {}).get("stats") or {}
     if st.get("shards_encoded") and st.get("encode_seconds"):
         per = st["encode_seconds"] / st["shards_encoded"]

@@ -518,9 +518,11 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 BENCH_MD_HEADER = """# hnm benchmarks
 
-Two tables, each written by a script under `bench/` (see `bench/README.md`): **quality** (`make bench-quality`)
-and **speed and scale** (`make bench-speed`). Every number below was measured by the command printed beside
-it, on the machine stated; sections are replaced in place when a script reruns.
+Sections, each written by a script under `bench/` (see `bench/README.md`) and replaced in place when it reruns:
+**quality** (`make bench-quality`: which negatives make the better reranker), **speed and scale**
+(`make bench-speed`: hnm vs plain sentence-transformers), **backends** (`bench/backends.py`: inference backends,
+texts/s and vector agreement), **nightly updates** (`make bench-incremental`) and **Ray overhead**
+(`make bench-ray`). Every number below was measured by the command printed beside it, on the machine stated.
 """
 
 

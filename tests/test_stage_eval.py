@@ -299,6 +299,32 @@ def test_leakage_forced_overlap_recorded_by_train_reranker(data: Path, tmp_path:
     )
 
 
+def test_queries_dropped_by_drop_eval_overlap_are_no_leak(tmp_path: Path) -> None:
+    # train-reranker --drop-eval-overlap left q2 (an evaluated query, by id or by text) out of training: its rows
+    # are still in the mine artifact, but the model never saw them, so eval must accept it.
+    from hnm_cli.artifacts.guards import check_eval_leakage
+    from hnm_cli.artifacts.reranker import RerankerRef
+
+    mine_dir = tmp_path / "mine"
+    mine_dir.mkdir()
+    row = {"query_id": "q2", "positive_id": "d3", "negatives": []}
+    (mine_dir / "rows-00000.jsonl").write_bytes(orjson.dumps(row) + b"\n")
+    write_manifest(mine_dir, stage="mine", fingerprint="x", params={"split": "train"}, inputs=[],
+                   outputs=[output_entry(mine_dir, "rows-00000.jsonl")], stats={}, started=0.0)  # fmt: skip
+    dropped = {"eval_split": "test", "eval_overlap": 0, "eval_overlap_dropped": 1, "dropped_query_ids": ["q2"]}
+    tr = _fake_train_artifact(tmp_path / "tr", mine_dir, stats=dropped)
+    ref = RerankerRef("r", str(tr), "cross-encoder", tr / "model", load_manifest(tr))
+    assert check_eval_leakage([ref], "test", {"q1", "q2"}) == 0
+    older = {"eval_split": "test", "eval_overlap": 1, "dropped_query_ids": ["q2"]}  # before eval_overlap_dropped
+    tr = _fake_train_artifact(tmp_path / "older", mine_dir, stats=older)
+    assert check_eval_leakage([RerankerRef("r", str(tr), "cross-encoder", tr / "model", load_manifest(tr))],
+                              "test", {"q1", "q2"}) == 0  # fmt: skip
+    kept = _fake_train_artifact(tmp_path / "kept", mine_dir, stats={"eval_split": "test", "eval_overlap": 0})
+    with pytest.raises(LeakageError, match="was trained on 1 of the 2 evaluated queries"):
+        check_eval_leakage([RerankerRef("r", str(kept), "cross-encoder", kept / "model", load_manifest(kept))],
+                           "test", {"q1", "q2"})  # fmt: skip
+
+
 def _fake_train_artifact(out: Path, mine_dir: Path | None, stats: dict | None = None) -> Path:
     (out / "model").mkdir(parents=True, exist_ok=True)
     (out / "model" / "config_sentence_transformers.json").write_text('{"model_type": "CrossEncoder"}')

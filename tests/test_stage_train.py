@@ -262,6 +262,19 @@ def test_leakage_guard_refuses_training_queries_of_the_eval_split(tiny_data, tmp
     assert not (tmp_path / "rr").exists()
 
 
+def test_drop_eval_overlap_records_what_training_kept(tiny_data, tmp_path):
+    # The dropped queries are recorded as dropped, and the overlap the model was trained with is 0: eval reads it.
+    from hnm_cli.artifacts.guards import check_training_leakage
+
+    rows = [*ROWS, {"query_id": "q4", "positive_id": "d7", "negatives": [], "meta": {}}]  # q4 is a test query
+    mine = load_manifest(make_mine_artifact(tmp_path / "mine", tiny_data, rows))
+    cfg = TrainRerankerConfig(drop_eval_overlap=True)
+    ids = [r["query_id"] for r in rows]
+    stats = check_training_leakage(cfg, mine=mine, train_query_ids=ids, train_query_texts=[], data=tiny_data,
+                                   queries_path=tiny_data / "queries.jsonl")  # fmt: skip
+    assert (stats["eval_overlap"], stats["eval_overlap_dropped"], stats["dropped_query_ids"]) == (0, 1, ["q4"])
+
+
 def test_leakage_guard_refuses_a_mine_artifact_of_the_eval_split(tiny_data, tmp_path, fake_model):
     from hnm_cli.stages import train_reranker
 

@@ -223,6 +223,8 @@ def check_training_leakage(
         )
         if cfg.drop_eval_overlap and train_query_ids:
             stats["dropped_query_ids"] = sorted(by_id | by_text)
+            # What the model was trained with: none of them (eval's guard reads this count).
+            stats["eval_overlap"], stats["eval_overlap_dropped"] = 0, overlap
             log.warning("train-reranker: %s: left out (--drop-eval-overlap)", msg)
         elif not cfg.allow_eval_overlap:
             raise LeakageError(f"{msg}; {flag}")
@@ -304,9 +306,12 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
             continue
         # train-reranker records its own overlap check (it can be forced); an overlap with this split is final.
         stats = ref.artifact.stats
-        if stats.get("eval_split") == split and stats.get("eval_overlap"):
+        trained_with = int(stats.get("eval_overlap") or 0)
+        if "eval_overlap_dropped" not in stats:  # artifacts of before the split count: the dropped were counted
+            trained_with -= len(stats.get("dropped_query_ids", ()))
+        if stats.get("eval_split") == split and trained_with > 0:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained with {stats['eval_overlap']} queries of the "
+                f"--model {ref.name}: {ref.source} was trained with {trained_with} queries of the "
                 f"'{split}' split (train-reranker --allow-eval-overlap)",
                 hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
             )
@@ -332,6 +337,7 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
                 f"--model {ref.name}: {ref.source} was trained on the '{split}' split, the split being evaluated",
                 hint="evaluate on a split the model never saw (--split), or train on another split",
             )
+        seen -= set(stats.get("dropped_query_ids", ()))  # left out of training by --drop-eval-overlap
         overlap = sorted(q for q in seen if q in eval_qids)
         if overlap:
             raise LeakageError(

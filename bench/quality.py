@@ -141,6 +141,7 @@ RUN_ORDER = (
     "bm25", "dense-topk", "percpos", "paper-best", "paper-nopca",
 )  # fmt: skip
 REFERENCE_ARM = "st-default"  # the paired tests are against this arm
+DEFAULT_ARM = "hnm-default"  # and the default is tested against every other arm
 
 
 @dataclass
@@ -497,6 +498,11 @@ def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seed
                     row[field_name] = compare(
                         pq_by_arm[key], pq_by_arm[ref], metrics, method="randomization", trials=10_000, seed=0
                     )
+            # The default against every other arm (the question the grid answers: does it win, tie or lose?).
+            if key != DEFAULT_ARM and key in pq_by_arm and DEFAULT_ARM in pq_by_arm:
+                row["default_vs_this"] = compare(
+                    pq_by_arm[DEFAULT_ARM], pq_by_arm[key], metrics, method="randomization", trials=10_000, seed=0
+                )
         result["families"][fam] = rows
     result["test_queries"] = len(fs) if fs else None
     return result
@@ -572,6 +578,18 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
                 ]
             )
         lines += [markdown_table(header, table), ""]
+        versus = [
+            f"{key} {_fmt_delta(r['default_vs_this'], 'ndcg@10')} nDCG@10, {_fmt_delta(r['default_vs_this'], 'mrr@10')} "
+            "MRR@10"
+            for key, r in rows.items()
+            if r.get("default_vs_this")
+        ]
+        if versus:
+            lines += [
+                f"The hnm default (arm {ARM_BY_KEY[DEFAULT_ARM].number}) minus each arm, paired randomization p in "
+                "parentheses: " + "; ".join(versus) + ".",
+                "",
+            ]
     lines += _mining_notes(s)
     options = _options_for(s)
     cmd = "make bench-quality DATA=" + str(s.data) + (" QUICK=1" if s.quick else "")
@@ -583,6 +601,11 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         "",
     ]
     return "\n".join(lines)
+
+
+def _fmt_delta(cmp: dict[str, Any], metric: str) -> str:
+    delta, p = cmp.get("delta", {}).get(metric), cmp.get("p_value", {}).get(metric)
+    return "-" if delta is None else f"{delta:+.4f} (p {fmt_p(p)})"
 
 
 def _default_recipe() -> str:

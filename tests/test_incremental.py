@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 import pytest
 from conftest import write_beir
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import hnm_cli as hnm
@@ -91,6 +91,9 @@ ops = st.lists(st.tuples(st.sampled_from(["add", "change", "delete", "query"]), 
 @pytest.mark.parametrize("name", list(STRATEGIES))
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(script=ops, seed=st.integers(0, 10_000))
+# Found by hypothesis: a recounted rank read the pick's similarity back as 1 - d_qd, one bit off, and counted
+# the pick among the documents above itself (rule-next-short: rank 3 where a cold run says 2).
+@example(script=[("change", 0)], seed=2336)
 def test_update_equals_a_cold_run(tmp_path: Path, name: str, script, seed: int) -> None:
     options = STRATEGIES[name]
     root = tmp_path / f"{name}-{seed}-{abs(hash(tuple(script)))}"

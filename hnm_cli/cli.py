@@ -42,6 +42,7 @@ from hnm_cli.choices import (
     SearchIndex,
     ShowFormat,
     Strategy,
+    Vote,
 )
 from hnm_cli.errors import HnmError
 
@@ -419,10 +420,18 @@ def mine(
     max_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity above this.")] = None,
     min_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity below this.")] = None,
     absolute_margin: Annotated[
-        float | None, typer.Option(help="topk: keep D only if sim(Q,D) <= sim(Q,PD) - margin.")
+        float | None, typer.Option(help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) - margin.")
     ] = None,
     relative_margin: Annotated[
-        float | None, typer.Option(help="topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin); 0.05 = PercPos.")
+        float | None,
+        typer.Option(help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin); 0.05 = PercPos."),
+    ] = None,
+    vote: Annotated[
+        Vote | None,
+        typer.Option(help="Drop D when any / a majority / all ensemble members rank it above the positive."),
+    ] = None,
+    random_negatives: Annotated[
+        int | None, typer.Option(min=0, help="Of --num-negatives, this many are seeded random documents.")
     ] = None,
     sampling_strategy: Annotated[Sampling | None, typer.Option(help="topk: take the top or a seeded sample.")] = None,
     preset: Annotated[
@@ -487,8 +496,8 @@ def mine(
             strategy=strategy, split=split, num_negatives=num_negatives, index=index,
             hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
             range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,
-            absolute_margin=absolute_margin, relative_margin=relative_margin,
-            sampling_strategy=sampling_strategy, fallback=fallback, fill=fill,
+            absolute_margin=absolute_margin, relative_margin=relative_margin, vote=vote,
+            random_negatives=random_negatives, sampling_strategy=sampling_strategy, fallback=fallback, fill=fill,
             c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
             exclude_twin_positives=False if keep_twin_positives else None,

@@ -39,6 +39,7 @@ from hnm_cli.choices import (
     SearchIndex,
     Significance,
     Strategy,
+    Vote,
 )
 from hnm_cli.errors import ConfigError, HnmError
 
@@ -317,6 +318,10 @@ class MineConfig(_StageConfig):
     fallback: Fallback = Fallback.NEXT
     fill: Fill = Fill.SHORT  # which pairs the fallback fills: empty ones, or short ones too
     c2_margin: float = 0.0  # rule: C2 with a margin, d(PD,D) - d(Q,D) > c2_margin (0: the paper)
+    # False-negative controls (mining/controls.py): drop D when members of the ensemble rank it above PD, and
+    # make `random_negatives` of the `num_negatives` seeded random documents.
+    vote: Vote = Vote.NONE
+    random_negatives: int = 0
     seed: int = 0
     allow_eval_queries: bool = False
     eval_splits: tuple[str, ...] = ("test", "dev", "validation")
@@ -327,7 +332,12 @@ class MineConfig(_StageConfig):
     preset: Preset | None = None  # named settings applied over the config file (MINE_PRESETS); flags still win
 
     section: ClassVar[str] = "mine"
-    late_options: ClassVar[dict[str, Any]] = {"fill": Fill.EMPTY, "c2_margin": 0.0}
+    late_options: ClassVar[dict[str, Any]] = {
+        "fill": Fill.EMPTY,
+        "c2_margin": 0.0,
+        "vote": Vote.NONE,
+        "random_negatives": 0,
+    }
     # Same bytes on every executor. A preset is recorded through the values it set, so `--preset paper` and the
     # same options spelled out are one fingerprint.
     run_options: ClassVar[tuple[str, ...]] = ("executor", "ray_address", "preset")
@@ -362,6 +372,15 @@ class MineConfig(_StageConfig):
                 f"got {self.range_max!r}"
             )
         _seed(self.seed, "mine.seed")
+        if not isinstance(self.random_negatives, int) or not 0 <= self.random_negatives <= self.num_negatives:
+            raise ConfigError(
+                f"mine.random_negatives must be between 0 and num_negatives ({self.num_negatives}); "
+                f"got {self.random_negatives!r}"
+            )
+        for key in ("relative_margin", "absolute_margin"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int | float) or not -1.0 <= value <= 2.0):
+                raise ConfigError(f"mine.{key} must be a number in [-1, 2]; got {value!r}")
 
 
 # What each preset sets; every other key keeps its value from the defaults, the config file or the flags.
@@ -376,6 +395,10 @@ MINE_PRESETS: dict[Preset, dict[str, Any]] = {
         "range_min": 0,
         "range_max": None,
         "sampling_strategy": Sampling.TOP,
+        "relative_margin": None,
+        "absolute_margin": None,
+        "vote": Vote.NONE,
+        "random_negatives": 0,
     },
 }
 

@@ -543,14 +543,14 @@ def test_cli_options_reach_the_config(setup, cli, tmp_path: Path):
     result = cli(
         "mine", "--vectors", vectors, "--data", data, "--out", out, "-c", config, "--strategy", "rule",
         "--index", "hnsw", "--hnsw-m", "8", "--ef-construction", "50", "--ef-search", "20", "--candidate-k", "5",
-        "--sampling-strategy", "random", "--fallback", "next", "--seed", "9", "--relative-margin", "0.1",
+        "--sampling-strategy", "random", "--fallback", "next", "--seed", "9", "--c2-margin", "0.1",
         "--export", "n-tuple", "--audit",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     params = load_manifest(out).params
     assert (params["strategy"], params["num_negatives"], params["index"], params["hnsw_m"]) == ("rule", 3, "hnsw", 8)
     assert (params["hnsw_ef_construction"], params["hnsw_ef_search"], params["candidate_k"]) == (50, 20, 5)
-    assert (params["sampling_strategy"], params["fallback"], params["seed"], params["relative_margin"]) == (
+    assert (params["sampling_strategy"], params["fallback"], params["seed"], params["c2_margin"]) == (
         "random", "next", 9, 0.1,
     )  # fmt: skip
     assert (params["export"], params["audit"]) == ("n-tuple", True)

@@ -1,6 +1,7 @@
 """The mine-artifact contract: `rows-NNNNN.jsonl` (one row per labelled pair), `stats.json`, and the audit trail.
 
     {"query_id", "positive_id", "negatives": [{"doc_id", "source", "rank", "d_qd", "d_qp", "d_pd"}], "meta"}
+    (+ "suspected": [same fields] when a false-negative guard ran: the candidates it removed as likely positives)
 
 `rank` is the 1-based rank of the negative in the ranking its source used (dense for rule/topk/next, BM25
 for bm25; null for random); `meta` passes the query record's extra fields through. A pair that got no negative
@@ -45,10 +46,19 @@ def negative_record(
 
 
 def mined_row(
-    query_id: str, positive_id: str, negatives: list[dict[str, Any]], meta: Mapping[str, Any] | None
+    query_id: str,
+    positive_id: str,
+    negatives: list[dict[str, Any]],
+    meta: Mapping[str, Any] | None,
+    suspected: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """One row of `rows-*.jsonl`."""
-    return {"query_id": query_id, "positive_id": positive_id, "negatives": negatives, "meta": meta or {}}
+    row = {"query_id": query_id, "positive_id": positive_id, "negatives": negatives, "meta": meta or {}}
+    if suspected is not None:
+        # Candidates a false-negative guard removed as likely positives (same fields; source = the guard):
+        # written only when a guard ran, so rows of every other recipe keep their bytes.
+        row["suspected"] = suspected
+    return row
 
 
 def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -133,23 +143,32 @@ def _check_row(row: Any, where: str) -> None:
     if not isinstance(negatives, list):
         got = "missing" if "negatives" not in row else f"a JSON {_json_type(negatives)}"
         raise DataError(f"{where}: field 'negatives': expected a list of negatives, got {got}")
-    for i, neg in enumerate(negatives):
+    _check_entries(negatives, "negatives", where)
+    if "suspected" in row:
+        if not isinstance(row["suspected"], list):
+            raise DataError(f"{where}: field 'suspected': expected a list, got a JSON {_json_type(row['suspected'])}")
+        _check_entries(row["suspected"], "suspected", where)
+    if not isinstance(row.get("meta", {}), dict):
+        raise DataError(f"{where}: field 'meta': expected an object, got a JSON {_json_type(row['meta'])}")
+
+
+def _check_entries(entries: list[Any], name: str, where: str) -> None:
+    """Raise DataError unless every entry of a row's `negatives` / `suspected` list has the documented fields."""
+    for i, neg in enumerate(entries):
         if not isinstance(neg, dict):
-            raise DataError(f"{where}: field 'negatives[{i}]': expected an object, got a JSON {_json_type(neg)}")
+            raise DataError(f"{where}: field '{name}[{i}]': expected an object, got a JSON {_json_type(neg)}")
         if not isinstance(neg.get("doc_id"), str) or not neg["doc_id"]:
             got = "missing" if "doc_id" not in neg else f"a JSON {_json_type(neg['doc_id'])}"
-            raise DataError(f"{where}: field 'negatives[{i}].doc_id': expected a non-empty string id, got {got}")
+            raise DataError(f"{where}: field '{name}[{i}].doc_id': expected a non-empty string id, got {got}")
         for key in ("d_qd", "d_qp", "d_pd"):
             value = neg.get(key)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-                raise DataError(f"{where}: field 'negatives[{i}].{key}': expected a number or null, got {value!r}")
+                raise DataError(f"{where}: field '{name}[{i}].{key}': expected a number or null, got {value!r}")
         rank = neg.get("rank")
         if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int)):
-            raise DataError(f"{where}: field 'negatives[{i}].rank': expected an integer or null, got {rank!r}")
+            raise DataError(f"{where}: field '{name}[{i}].rank': expected an integer or null, got {rank!r}")
         if not isinstance(neg.get("source", ""), str):
-            raise DataError(f"{where}: field 'negatives[{i}].source': expected a string, got {neg['source']!r}")
-    if not isinstance(row.get("meta", {}), dict):
-        raise DataError(f"{where}: field 'meta': expected an object, got a JSON {_json_type(row['meta'])}")
+            raise DataError(f"{where}: field '{name}[{i}].source': expected a string, got {neg['source']!r}")
 
 
 def _json_type(value: Any) -> str:

@@ -67,6 +67,8 @@ class PairResult:
         excluded: Excluded documents (positives of Q, duplicates of a positive) inside the C1 region.
         examined: Candidates looked at: the C1 region, or the top ``candidate_k`` window if that is larger.
         fallback_used: True if the negatives came from the fallback, not from the strategy itself.
+        suspected: Candidates a false-negative guard removed as likely positives (`mining.controls`), nearest
+            first, each with the guard's name as its source; None when no guard ran.
     """
 
     pair: Pair
@@ -76,6 +78,7 @@ class PairResult:
     excluded: int = 0
     examined: int = 0
     fallback_used: bool = False
+    suspected: list[Negative] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,10 @@ class MiningStats:
     ratios: list[float] = field(default_factory=list)
 
     rejected_by: dict[str, int] = field(default_factory=dict)
+    # False-negative controls (`mining.controls`): candidates each guard removed, suspects kept, randoms mixed in;
+    # None when no control ran. `fn_risk`: the risk figures of the chosen negatives (every strategy).
+    guards: dict[str, Any] | None = None
+    fn_risk: dict[str, Any] | None = None
 
     def add(self, result: PairResult, num_negatives: int) -> None:
         """Fold one pair's result into the totals.
@@ -180,6 +187,8 @@ class MiningStats:
             "margin_mean": round(float(np.mean(self.margins)), 6) if self.margins else None,
             "hist_margin": hist(self.margins, MARGIN_BINS),
             "hist_ratio": hist(self.ratios, RATIO_BINS),
+            **({"guards": self.guards} if self.guards is not None else {}),
+            **({"fn_risk": self.fn_risk} if self.fn_risk is not None else {}),
         }
         return out
 

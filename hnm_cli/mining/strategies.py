@@ -15,7 +15,9 @@ import numpy as np
 
 from hnm_cli.choices import Fallback, Strategy
 from hnm_cli.config import MineConfig
+from hnm_cli.mining import controls
 from hnm_cli.mining.blocks import BlockRunner, mine_in_blocks
+from hnm_cli.mining.controls import Members
 from hnm_cli.mining.results import AuditRecord, Excluded, MiningStats, Negative, Pair, PairResult
 from hnm_cli.mining.rule import mine_rule
 from hnm_cli.mining.sampling import fill_distances, id_keys, sample_random
@@ -57,6 +59,7 @@ def mine_negatives(
     ids: Ids | None = None,
     audit: Callable[[AuditRecord], None] | None = None,
     runner: BlockRunner | None = None,
+    members: Members | None = None,
 ) -> tuple[list[PairResult], MiningStats]:
     """Mine negatives for every pair with `params.strategy`, then its fallback; results in pair order.
 
@@ -73,6 +76,12 @@ def mine_negatives(
         runner: an executor (`hnm_cli.executors`) that mines the rule's and top-k's exact search in blocks of
             pairs on its workers (`mining.blocks`): the same results, bit for bit. None, an hnsw ``index``, and
             the random and BM25 strategies (no corpus scan) run here. Fallbacks always run here, after the merge.
+        members: the ensemble members' own vectors (`controls.Members`): needed by ``params.vote``, and used for
+            the members' disagreement in the false-negative-risk figures.
+
+    With a false-negative control (`controls.active`: a vote, a random mix, or margins on the rule), the strategy
+    first mines a ranked pool of ``candidate_k`` candidates per pair, which `controls.apply_controls` guards,
+    windows and mixes; a "random"/"bm25" fallback then fills the pairs left empty.
 
     Returns:
         (results, stats); stats are recomputed from the final results, keeping the search counters.
@@ -81,6 +90,8 @@ def mine_negatives(
         ValueError: bad shapes, rows or argument combinations (the stage validates user input first).
     """
     p = params
+    if controls.active(p):
+        return _mine_controlled(query_vecs, corpus, pairs, excluded, p, index, texts, ids, audit, runner, members)
     rng = np.random.default_rng(p.seed)
     stats: MiningStats | None = None
     if runner is not None and index is None and p.strategy in (Strategy.RULE, Strategy.TOPK):
@@ -136,7 +147,55 @@ def mine_negatives(
         raise ValueError(f"unknown strategy {p.strategy!r}")
     if p.fallback in (Fallback.RANDOM, Fallback.BM25) and p.strategy.value != p.fallback.value:
         results = apply_fallback(results, p, query_vecs, corpus, excluded, texts, ids)
-    return results, restat(results, stats, p.num_negatives)
+    final = restat(results, stats, p.num_negatives)
+    final.fn_risk = controls.fn_risk(results, members)
+    return results, final
+
+
+def _mine_controlled(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    excluded: Excluded,
+    p: MineConfig,
+    index: HnswIndex | None,
+    texts: Texts | None,
+    ids: Ids | None,
+    audit: Callable[[AuditRecord], None] | None,
+    runner: BlockRunner | None,
+    members: Members | None,
+) -> tuple[list[PairResult], MiningStats]:
+    """The strategy's ranked pool, then the false-negative controls, then a random/bm25 fallback (see above)."""
+    if audit is not None:
+        raise ValueError("an audit records the rule's own selection; it cannot be combined with vote, "
+                         "random_negatives or margins on the rule")  # fmt: skip
+    if p.strategy not in (Strategy.RULE, Strategy.TOPK):
+        raise ValueError(f"vote, random_negatives and margins work on the rule and topk, not on {p.strategy}")
+    pool_p = controls.pool_params(p)
+    if pool_p.fallback in (Fallback.RANDOM, Fallback.BM25):
+        pool_p = replace(pool_p, fallback=Fallback.NONE)  # filled after the controls, where pairs end up empty
+    pools, pool_stats = mine_negatives(
+        query_vecs, corpus, pairs, excluded, pool_p, index=index, texts=texts, ids=ids, runner=runner
+    )
+    doc_keys, query_keys = ids.keys() if ids is not None else (None, None)
+    results, cstats = controls.apply_controls(
+        pools,
+        p,
+        query_vecs,
+        corpus,
+        excluded,
+        np.random.default_rng(p.seed),
+        members=members,
+        doc_keys=doc_keys,
+        query_keys=query_keys,
+    )
+    if p.fallback in (Fallback.RANDOM, Fallback.BM25):
+        results = apply_fallback(results, p, query_vecs, corpus, excluded, texts, ids)
+    final = restat(results, pool_stats, p.num_negatives)
+    final.guards = {"removed": dict(cstats.removed), "suspected": cstats.suspected, "random_mixed": cstats.random_mixed,
+                    "pool": pool_p.num_negatives}  # fmt: skip
+    final.fn_risk = controls.fn_risk(results, members)
+    return results, final
 
 
 def _need(texts: Texts | None) -> Texts:

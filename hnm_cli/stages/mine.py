@@ -34,7 +34,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
-from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
+from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy, Vote
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.inputs import (
@@ -210,6 +210,7 @@ def run(
             existing artifact in `out` as it was.
     """
     out = Path(out)
+    _check_controls(cfg, audit=audit, from_audit=from_audit, update=update)
     plan = _plan(
         vectors_dir, data_paths, out, cfg, audit=audit, export=export, plot=plot, from_audit=from_audit, verify=verify
     )
@@ -263,6 +264,20 @@ def run(
     )
     log.info(_summary(stats_dict, cfg, manifest.stats["seconds"], from_audit is not None))
     return manifest
+
+
+def _check_controls(cfg: MineConfig, *, audit: bool, from_audit: Path | None, update: Path | None) -> None:
+    """False-negative controls run on a fresh search only: refuse the modes that would silently skip them."""
+    from hnm_cli.mining import controls
+
+    if not controls.active(cfg):
+        return
+    what = "vote / random_negatives / margins on the rule"
+    if cfg.strategy not in (Strategy.RULE, Strategy.TOPK):
+        raise ConfigError(f"mine: {what} work on the rule and topk strategies, not on {cfg.strategy}")
+    for flag, used in (("--audit", audit), ("--from-audit", from_audit is not None), ("--update", update is not None)):
+        if used:
+            raise ConfigError(f"mine: {flag} cannot be combined with {what} (they act on a fresh search); drop one")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,8 +444,55 @@ def _mine(
             ids=Ids(ctx.corpus_ids, ctx.query_ids),
             audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
             runner=runner,
+            members=_members(ctx, cfg),
         )
     return results, stats, writer.close() if writer is not None else []
+
+
+# Above this many pairs the members' disagreement is left out of the risk figures unless a vote needs the members
+# (it reads every member's vectors of every chosen negative, one pair at a time).
+MEMBERS_RISK_MAX_PAIRS = 200_000
+
+
+def _members(ctx: _Context, cfg: MineConfig) -> Any:
+    """The ensemble members behind a reduce artifact, row-aligned with its vectors (`mining.controls.Members`).
+
+    None for a one-model vector set (nothing to vote), and for large runs that do not vote.
+    """
+    from hnm_cli.mining.controls import Members
+    from hnm_cli.search import VectorSource
+
+    assert ctx.vectors_dir is not None
+    manifest = load_manifest(ctx.vectors_dir)
+    if manifest is None or manifest.stage != "reduce":
+        if cfg.vote != Vote.NONE:
+            raise ConfigError(
+                f"mine.vote needs an ensemble: {ctx.vectors_dir} is one model's vectors, not a reduce output"
+            )
+        return None
+    if cfg.vote == Vote.NONE and len(ctx.pair_ids) > MEMBERS_RISK_MAX_PAIRS:
+        return None
+    dirs = [(rec["role"].split(":", 1)[1], Path(rec["path"])) for rec in manifest.inputs
+            if str(rec.get("role", "")).startswith("vectors:")]  # fmt: skip
+    if not dirs:
+        return None
+    names, queries, corpora, remaps = [], [], [], []
+    for name, folder in dirs:
+        if not (folder / "corpus").is_dir():
+            raise ArtifactMismatchError(
+                f"{ctx.vectors_dir}: its member {name!r} is gone from {folder}; vote and the risk figures need it"
+            )
+        member_ids = read_ids(folder / "corpus")
+        if member_ids == ctx.corpus_ids:
+            remap = None
+        else:
+            row = {d: i for i, d in enumerate(member_ids)}
+            remap = np.array([row[d] for d in ctx.corpus_ids], dtype=np.int64)
+        names.append(name)
+        queries.append(read_rows_of(folder / "queries", ctx.query_ids))
+        corpora.append(VectorSource.from_dir(folder / "corpus"))
+        remaps.append(remap)
+    return Members(names, queries, corpora, remaps)
 
 
 def _audit_row(rec: Any, ctx: _Context) -> dict[str, Any]:
@@ -624,7 +686,15 @@ def _rows(results: Sequence[Any], ctx: _Context) -> Any:
             mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
             for n in r.negatives
         ]
-        yield mined.mined_row(q, d, negatives, ctx.queries[q].meta)
+        suspected = (
+            None
+            if r.suspected is None
+            else [
+                mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
+                for n in r.suspected
+            ]
+        )
+        yield mined.mined_row(q, d, negatives, ctx.queries[q].meta, suspected)
 
 
 def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> dict[str, Any]:

@@ -127,9 +127,35 @@ def sample_triplets(manifest: Manifest, data: Path | None, n: int) -> list[dict[
                 "d_qp": neg.get("d_qp"),
                 "d_qd": neg.get("d_qd"),
                 "d_pd": neg.get("d_pd"),
+                # Candidates a false-negative guard removed as likely positives: what a user should review.
+                **(
+                    {
+                        "suspected": [
+                            {
+                                "doc_id": x["doc_id"],
+                                "text": _title(corpus, x["doc_id"]),
+                                "guard": x.get("source"),
+                                "d_qd": x.get("d_qd"),
+                            }  # fmt: skip
+                            for x in row["suspected"][:SUSPECTS_SHOWN]
+                        ]
+                    }
+                    if row.get("suspected")
+                    else {}
+                ),
             }
         )
     return out
+
+
+SUSPECTS_SHOWN = 3  # per triplet in `hnm show`; the artifact keeps up to mining.controls.MAX_SUSPECTED
+
+
+def _title(corpus: Records, doc_id: str) -> str:
+    if doc_id not in corpus:
+        return f"({doc_id}: not in the data)"
+    doc = corpus[doc_id]
+    return str(doc.title or doc.text[:80])
 
 
 def _check_known(where: str, row: dict[str, Any], corpus: Records, queries: Records) -> None:
@@ -152,6 +178,8 @@ def format_triplets(triplets: list[dict[str, Any]]) -> str:
         lines.append(f"   positive:      {textwrap.shorten(t['positive'], 100)}" + _dist(t["d_qp"]))
         closer = "closer to the query" if _closer(t) else "farther than the positive"
         lines.append(f"   hard negative: {textwrap.shorten(t['negative'], 100)}" + _dist(t["d_qd"], closer))
+        for x in t.get("suspected", []):
+            lines.append(f"   suspected positive ({x['guard']}): {textwrap.shorten(x['text'], 80)}" + _dist(x["d_qd"]))
     return "\n".join(lines)
 
 

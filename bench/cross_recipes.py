@@ -6,11 +6,14 @@ packaged bi-encoder weights beat the first stage it reranks, alone and fused wit
         --recipe 'margin=--loss margin --negatives-per-positive 1' \\
         --recipe 'listwise=--loss listwise --negatives-per-positive 3 --lr 1e-4'
 
-Every recipe trains on the same mine artifact with `hnm train-reranker --kind cross-encoder` (its options after
-the recipe's name, over the shared budget below) and is evaluated with `hnm eval --first-stage dense --fuse rrf`
-over one fixed first stage (dense top-k of `--vectors`), so the only difference between rows is the recipe. Each
-step is an `hnm` call that is an up-to-date no-op once done: rerun the same command to resume. Output: the
-"cross-recipes" section of BENCHMARKS.md and the same key of BENCHMARKS.json.
+Every recipe trains with `hnm train-reranker --kind cross-encoder` (its options after the recipe's name, over the
+shared budget below; a recipe may name its own `--mined` artifact, and a warm start is `--base-model` pointing at
+another recipe's artifact, `{work}/train/<recipe>/s<seed>`, since the last value of an option wins) and is evaluated
+with `hnm eval --first-stage dense --fuse rrf` over one fixed first stage (dense top-k of `--vectors`), so the only
+difference between rows is the recipe. Each step is an `hnm` call that is an up-to-date no-op once done: rerun the
+same command to resume. With `--results DIR`, every finished (recipe, seed) is kept as a small file there (per-query
+values alone and fused, cost, settings; bench/cells.py) and skipped on any machine that finds it with the same
+settings. Output: the "cross-recipes" section of BENCHMARKS.md and the same key of BENCHMARKS.json.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cells import cell_path, load_cell, save_cell  # noqa: E402
 from common import (
     REPO,
     Log,
@@ -45,6 +49,31 @@ def _report(ev: Path) -> dict[str, Any]:
     return dict(orjson.loads((ev / "report.json").read_bytes())["runs"])
 
 
+def _per_query(ev: Path, run: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for line in (ev / "per-query.jsonl").read_bytes().splitlines():
+        row = orjson.loads(line)
+        if row.get("run") == run:
+            out[row["query_id"]] = {m: row[m] for m in METRICS}
+    return out
+
+
+def _identity(a: argparse.Namespace, name: str, args: str, seed: int | None) -> dict[str, Any]:
+    ident: dict[str, Any] = {"dataset": a.data.name, "first_stage": a.vectors.name, "top_k": a.top_k,
+                             "max_length": a.max_length, "precision": a.precision}  # fmt: skip
+    if seed is None:
+        return ident
+    return ident | {
+        "recipe": name,
+        "args": args.replace(str(a.work), "{work}"),
+        "mined": a.mined.name,
+        "seed": seed,
+        "base_model": a.base_model,
+        "max_steps": a.max_steps,
+        "batch_size": a.batch_size,
+    }
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     log = Log(a.work / "bench.log")
     hnm = hnm_bin()
@@ -60,15 +89,25 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         name, _, args = spec.partition("=")
         rows = result["recipes"].setdefault(name, {"args": args, "seeds": []})
         for seed in range(a.seeds):
+            rargs = args.replace("{work}", str(a.work)).replace("{seed}", str(seed))
+            ident = _identity(a, name, rargs, seed)
+            kept = load_cell(cell_path(a.results, "cross-screen", name, seed), ident) if a.results else None
+            if kept is not None:
+                rows["seeds"].append(kept["summary"])
+                first_stage = kept["first_stage"]
+                log(f"cross-recipes: {name} s{seed}: kept in {a.results} (same settings), skipped")
+                result["first_stage"] = first_stage
+                continue
             tdir = a.work / "train" / name / f"s{seed}"
             t0 = time.perf_counter()
             run_logged([hnm, "train-reranker", "--mined", a.mined, "--data", a.data, "--out", tdir,
-                        "--kind", "cross-encoder", *budget, *shlex.split(args), "--seed", seed, "-q"], log)  # fmt: skip
+                        "--kind", "cross-encoder", *budget, *shlex.split(rargs), "--seed", seed, "-q"], log)  # fmt: skip
             train_wall = time.perf_counter() - t0
             ev = a.work / "eval" / name / f"s{seed}"
             run_logged([hnm, "eval", "--data", a.data, "--split", "test", "--first-stage", "dense", "--vectors",
                         a.vectors, "--top-k", a.top_k, "--max-length", a.max_length, "--precision", a.precision,
                         "--fuse", "rrf", "--model", f"{name}={tdir}", "--out", ev, "-q"], log)  # fmt: skip
+            eval_wall = time.perf_counter() - t0 - train_wall
             runs = _report(ev)
             first_stage = {m: runs["first-stage"]["mean"][m] for m in METRICS}
             stats = orjson.loads((tdir / "manifest.json").read_bytes())["stats"]
@@ -81,6 +120,19 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 "final_loss": stats.get("final_loss"),
             })  # fmt: skip
             log(f"cross-recipes: {name} s{seed}: {rows['seeds'][-1]}")
+            if a.results is not None:
+                save_cell(
+                    cell_path(a.results, "cross-screen", name, seed),
+                    ident,
+                    _per_query(ev, name),
+                    seconds={"train": train_wall, "eval": eval_wall},
+                    machine=result["machine"],
+                    extra={
+                        "summary": rows["seeds"][-1],
+                        "first_stage": first_stage,
+                        "rrf_per_query": _per_query(ev, f"{name}+rrf"),
+                    },  # fmt: skip
+                )
             result["first_stage"] = first_stage
             update_bench_files(a.md, a.json, "cross-recipes", render(result, a), result)
     return result
@@ -102,7 +154,7 @@ def render(r: dict[str, Any], a: argparse.Namespace) -> str:
     header = ["recipe", "train-reranker options", "nDCG@10 alone", "MRR@10 alone", "nDCG@10 +RRF", "MRR@10 +RRF",
               "beats first stage alone", "beats it fused", "train min", "n"]  # fmt: skip
     return "\n".join([
-        "## Cross-encoder recipes (issue 10)",
+        "## Cross-encoder recipes (issues 10, 21)",
         "",
         machine_line(r["machine"]),
         "",
@@ -135,11 +187,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--precision", default="bf16", choices=("fp32", "bf16"))
     ap.add_argument("--top-k", type=int, default=100)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "bench" / "cross-recipes")
+    ap.add_argument("--results", type=Path, default=None, help="keep finished cells here (bench/results/<dataset>)")
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
     a = ap.parse_args(argv)
     for key in ("data", "mined", "vectors", "work", "md", "json"):
         setattr(a, key, getattr(a, key).resolve())
+    a.results = a.results.resolve() if a.results is not None else None
     a.work.mkdir(parents=True, exist_ok=True)
     return a
 

@@ -480,7 +480,13 @@ def _train(
 
     warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
     loss = make_loss(
-        model, cfg.kind, cfg.loss, cfg.margin, teacher_weight=cfg.teacher_weight, temperature=cfg.teacher_temperature
+        model,
+        cfg.kind,
+        cfg.loss,
+        cfg.margin,
+        teacher_weight=cfg.teacher_weight,
+        temperature=cfg.teacher_temperature,
+        negatives_per_positive=cfg.negatives_per_positive,
     )
     sets = {name: datasets.Dataset.from_dict(cols) for name, cols in columns.items()}
     # One dataset trains exactly as before; several (hard rows + in-batch-only pairs) go in as a DatasetDict, and

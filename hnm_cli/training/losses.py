@@ -149,14 +149,26 @@ def loss_classes() -> dict[str, type]:
 
 
 def make_loss(
-    model: Any, kind: str, loss: str, margin: float, *, teacher_weight: float = 0.0, temperature: float = 0.05
+    model: Any,
+    kind: str,
+    loss: str,
+    margin: float,
+    *,
+    teacher_weight: float = 0.0,
+    temperature: float = 0.05,
+    negatives_per_positive: int = 1,
 ) -> Any:
-    """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers)."""
+    """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers).
+
+    BCE weighs each positive by the number of negatives per positive (`pos_weight`), as sentence-transformers'
+    reranker guide does: without it, 3 negatives per positive teach the head that "not relevant" is the safe answer.
+    """
     if kind == ModelKind.CROSS_ENCODER:
         if loss == Loss.BCE:
+            import torch
             from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
 
-            return BinaryCrossEntropyLoss(model)
+            return BinaryCrossEntropyLoss(model, pos_weight=torch.tensor(float(max(negatives_per_positive, 1))))
         if loss == Loss.MARGIN:
             return loss_classes()[Loss.MARGIN](model, margin=margin)
         if loss == Loss.LISTWISE:

@@ -135,6 +135,7 @@ class ModelKind(StrEnum):
 class Loss(StrEnum):
     """Training losses; which ones a kind accepts is `LOSSES_BY_KIND`."""
 
+    AUTO = "auto"  # the kind's own default recipe: DEFAULT_LOSS_BY_KIND
     MARGIN = "margin"  # the paper's max(0, m - s(Q,PD) + s(Q,HN))
     BCE = "bce"
     LISTWISE = "listwise"
@@ -144,6 +145,12 @@ class Loss(StrEnum):
 LOSSES_BY_KIND: dict[ModelKind, tuple[Loss, ...]] = {
     ModelKind.CROSS_ENCODER: (Loss.MARGIN, Loss.BCE, Loss.LISTWISE),
     ModelKind.BI_ENCODER: (Loss.MNRL, Loss.MARGIN),
+}
+# What `loss = "auto"` means for each kind: the loss whose recipe measured best for it (BENCHMARKS.md "quality"
+# and "cross-recipes"), so `--kind cross-encoder` alone trains a cross-encoder the way that worked here.
+DEFAULT_LOSS_BY_KIND: dict[ModelKind, Loss] = {
+    ModelKind.CROSS_ENCODER: Loss.LISTWISE,
+    ModelKind.BI_ENCODER: Loss.MNRL,
 }
 
 

@@ -293,7 +293,7 @@ def test_a_folder_that_is_not_a_model_is_one_error_line(tiny_data, tmp_path, cli
     not_model.mkdir()
     (not_model / "weights.txt").write_text("hello")
     result = cli("train-reranker", "--mined", mine, "--data", tiny_data, "--out", tmp_path / "rr", "--base-model",
-                 not_model)  # fmt: skip
+                 not_model, "--kind", "cross-encoder")  # fmt: skip
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
         f"Error: {not_model} is not a cross-encoder or transformer model folder (no config.json in it)",
@@ -352,7 +352,7 @@ def test_unknown_doc_in_mined_rows_is_a_data_error(cli, tmp_path, tiny_data, fak
 def test_all_pairs_without_negatives_is_an_error_for_margin(cli, tmp_path, tiny_data, fake_model):
     mine = make_mine_artifact(tmp_path / "mine", tiny_data, [ROWS[2]])
     result = cli("train-reranker", "--mined", mine, "--data", tiny_data, "--out", tmp_path / "rr", "--base-model",
-                 fake_model)  # fmt: skip
+                 fake_model, "--kind", "cross-encoder", "--loss", "margin")  # fmt: skip
     assert result.exit_code == 1
     assert result.stderr == (
         f"Error: {mine}: no training examples for loss 'margin': all 1 pairs have no negative "
@@ -586,3 +586,15 @@ def test_out_in_or_at_the_base_model_is_refused(cli, tmp_path, tiny_data, fake_m
             f"Error: --out {out} {how} the input {fake_model}; write the artifact to another folder\n",
         )
     assert sorted(p.name for p in fake_model.rglob("*")) == before
+
+
+def test_loss_auto_is_each_kinds_own_recipe_and_is_recorded_resolved():
+    from hnm_cli.choices import DEFAULT_LOSS_BY_KIND, Loss, ModelKind
+    from hnm_cli.config import TrainRerankerConfig
+
+    cfg = TrainRerankerConfig()
+    assert (cfg.kind, cfg.loss) == (ModelKind.BI_ENCODER, Loss.AUTO)
+    assert cfg.resolved().loss == Loss.MNRL
+    cross = cfg.merged(kind=ModelKind.CROSS_ENCODER)  # --kind cross-encoder alone is valid and picks its recipe
+    assert cross.resolved().loss == DEFAULT_LOSS_BY_KIND[ModelKind.CROSS_ENCODER]
+    assert cfg.merged(kind=ModelKind.CROSS_ENCODER, loss=Loss.MARGIN).resolved().loss == Loss.MARGIN

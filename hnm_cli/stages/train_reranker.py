@@ -288,7 +288,7 @@ def run(
     """
     out = Path(out)
     # "auto" is settled first, so the fingerprint records what actually ran.
-    cfg = dataclasses.replace(cfg, precision=resolve_precision(cfg.precision, cfg.device))
+    cfg = dataclasses.replace(cfg.resolved(), precision=resolve_precision(cfg.precision, cfg.device))
     if (mined is None) == (train_file is None):
         raise InputError("give exactly one of --mined <mine artifact> or --train-file <exported JSONL>")
     target, identity = resolve_base_model(cfg.base_model, cfg.kind)

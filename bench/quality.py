@@ -707,7 +707,7 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
                 "parentheses: " + "; ".join(versus) + ".",
                 "",
             ]
-    lines += _mining_notes(s)
+    lines += _risk_table(s, best) or _mining_notes(s)
     options = _options_for(s)
     cmd = "make bench-quality DATA=" + str(s.data) + (" QUICK=1" if s.quick else "")
     cmd += f' BENCH_ARGS="{" ".join(options)}"' if options else ""
@@ -750,6 +750,54 @@ def _rel(p: Path) -> str:
         return str(Path(p).resolve().relative_to(REPO))
     except ValueError:
         return str(p)
+
+
+def _risk_table(s: Settings, best: str | None) -> list[str]:
+    """False-negative-risk figures of each mined arm's negatives (seed 0's mine), from its kept cell or work dir."""
+    table = []
+    for key in s.arms:
+        arm = ARM_BY_KEY[key]
+        if arm.mine_args is None and key != REFERENCE_ARM:
+            continue
+        stats = None
+        for fam in s.families:
+            if s.results is not None:
+                cell = load_cell(cell_path(s.results, fam, key, 0), cell_identity(s, fam, arm, 0, best))
+                if cell is not None and cell.get("mine_stats"):
+                    stats = cell["mine_stats"]
+                    break
+        if stats is None:
+            name = f"{key}-s0" if arm.per_seed_mine else key
+            stats_file = s.work / "mine" / name / "stats.json"
+            if stats_file.is_file():
+                stats = orjson.loads(stats_file.read_bytes())
+        risk = (stats or {}).get("fn_risk")
+        if not risk:
+            continue
+        pairs, zero = stats.get("pairs", 0), stats.get("pairs_with_zero", 0)  # type: ignore[union-attr]
+        removed = ((stats or {}).get("guards") or {}).get("removed") or {}
+
+        def pct(x: float | None) -> str:
+            return "-" if x is None else f"{100 * x:.1f}%"
+
+        table.append([
+            arm.number, key, pct(risk.get("above_positive")), pct(risk.get("above_percpos")),
+            pct(risk.get("near_duplicate")), pct(risk.get("members_disagree")),
+            ", ".join(f"{g} {n}" for g, n in removed.items() if n) or "-",
+            f"{pairs - zero}/{pairs}",
+        ])  # fmt: skip
+    if not table:
+        return []
+    header = ["#", "arm", "above PD", "above 95% of PD", "near-dup of PD", "members disagree", "guards removed",
+              "pairs with a negative"]  # fmt: skip
+    return [
+        "False-negative risk of each arm's training negatives (seed 0's mine; `fn_risk` in its stats.json): the "
+        "shares of negatives scoring above the positive, above 95% of its score, with s(PD,D) >= 0.95, and where "
+        "the ensemble's members disagree whether D is above PD.",
+        "",
+        markdown_table(header, table),
+        "",
+    ]
 
 
 def _mining_notes(s: Settings) -> list[str]:

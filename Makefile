@@ -66,19 +66,23 @@ mine: reduce  ## Mine hard negatives with the paper's rule, then show a few trip
 	$(HNM) mine -c $(CONFIG) --vectors $(RUN)/reduce --data $(DATA) --split $(SPLIT) --out $(RUN)/mine
 	@$(HNM) show $(RUN)/mine --data $(DATA) -n 5
 
-# The demo fine-tunes the bi-encoder (MNRL with the mined negatives as extra columns): it starts from a strong
-# pre-trained model, whereas a cross-encoder grown from bi-encoder weights on a few dozen triplets ranks below its
-# own first stage. TRAIN_ARGS="--kind cross-encoder --loss margin" trains the paper's reranker instead.
-TRAIN_ARGS ?= --kind bi-encoder --loss mnrl --epochs 5
+# The demo trains both kinds on the same negatives with their default recipes (`--loss auto`): the bi-encoder
+# (MNRL with the mined negatives as extra columns, the default kind) and a cross-encoder grown from the same
+# weights with a fresh head (its own recipe); eval puts both, alone and fused with the first stage, beside the base.
+# TRAIN_ARGS / CROSS_ARGS change either, e.g. CROSS_ARGS="--kind cross-encoder --loss margin" for the paper's loss.
+TRAIN_ARGS ?= --epochs 5
+CROSS_ARGS ?= --kind cross-encoder --epochs 5
 BASE_MODEL ?= pkg:all-MiniLM-L6-v2
 
-train-reranker: mine  ## Fine-tune a reranker on the mined negatives (TRAIN_ARGS to change kind/loss/budget)
+train-reranker: mine  ## Fine-tune both kinds of reranker on the mined negatives (TRAIN_ARGS / CROSS_ARGS)
 	$(HNM) train-reranker -c $(CONFIG) --mined $(RUN)/mine --data $(DATA) --base-model $(BASE_MODEL) \
 		--out $(RUN)/reranker $(TRAIN_ARGS)
+	$(HNM) train-reranker -c $(CONFIG) --mined $(RUN)/mine --data $(DATA) --base-model $(BASE_MODEL) \
+		--out $(RUN)/cross $(CROSS_ARGS)
 
-eval: train-reranker  ## Untuned vs fine-tuned model over one BM25 first stage; metrics JSON on stdout
+eval: train-reranker  ## Untuned vs both fine-tuned kinds over one BM25 first stage; metrics JSON on stdout
 	$(HNM) eval -c $(CONFIG) --data $(DATA) --split $(EVAL_SPLIT) --out $(RUN)/eval --fuse rrf \
-		--model base=$(BASE_MODEL) --model tuned=$(RUN)/reranker --baseline base
+		--model base=$(BASE_MODEL) --model tuned=$(RUN)/reranker --model cross=$(RUN)/cross --baseline base
 
 demo: eval  ## All five stages on the bundled example, then the comparison table
 	@cat $(RUN)/eval/report.md

@@ -354,7 +354,7 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
 
 
 def check_output_path(out: Path, inputs: Iterable[Path | None]) -> None:
-    """Refuse an `--out` that is a file, lies under a file, cannot be written, or is, contains or lies inside
+    """Refuse an `--out` that is a file, lies under a file, cannot be created, or is, contains or lies inside
     one of the stage's inputs (writing it would destroy what the run reads). Checked before anything is written.
 
     Raises:
@@ -371,8 +371,8 @@ def check_output_path(out: Path, inputs: Iterable[Path | None]) -> None:
             if not os.access(parent, os.W_OK | os.X_OK) and not out.exists():
                 raise InputError(f"--out {out}: cannot create it in {parent} (permission denied)")
             break
-    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out} is not writable (permission denied)")
+    # An existing --out that cannot be written is refused when the run has something to write (`output_lock`):
+    # a read-only artifact that is up to date is a success.
     for given in inputs:
         if given is None:
             continue

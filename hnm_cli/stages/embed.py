@@ -26,7 +26,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import os
 import re
 import sys
 import time
@@ -53,6 +52,7 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     is_up_to_date,
     load_manifest,
+    lock_owner,
     output_entry,
     output_lock,
     refuse_other_stage,
@@ -364,18 +364,9 @@ def _refuse_other_writers(out: Path, mine: str) -> None:
             continue
         if mine != LOCK_NAME and other.name.startswith(f"{LOCK_NAME}-shard-"):
             continue  # sibling job-array runs write disjoint shards
-        owner = _live_owner(other)
+        owner = lock_owner(other)
         if owner is not None:
-            raise BusyError(f"{out} is being written by another hnm embed (pid {owner})", hint=f"or remove {other}")
-
-
-def _live_owner(lock: Path) -> int | None:
-    try:
-        pid = int(lock.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
+            raise BusyError(f"{out} is being written by another hnm embed (pid {owner[0]})", hint=f"or remove {other}")
 
 
 def _run_locked(

@@ -1,0 +1,184 @@
+"""The second bad-input and fault campaign (issue 23), as a hostile user and a flaky machine make them: each case
+asserts the exit code, the one `Error:` line (or the warning), and the sha256 of every file of an existing artifact
+before and after. A failed write leaves the old artifact as it was; an up-to-date run writes nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+from conftest import write_beir
+from test_bad_inputs import mine_args, one_error, snapshot, world
+
+from hnm_cli.artifacts import manifest as manifest_mod
+
+__all__ = ["world"]  # the fixture, shared with test_bad_inputs
+
+
+def read_only(monkeypatch, *folders: Path) -> None:
+    """Make `folders` (and what is under them) refuse writes as a read-only mount would, for this process.
+
+    The tests run as root on CI, where chmod refuses nothing: os.access, os.open for writing and os.replace into
+    the folders are made to fail with EACCES the way the kernel fails them for a user without write permission.
+    """
+    roots = [f.resolve() for f in folders]
+
+    def inside(path: object) -> bool:
+        p = Path(os.fsdecode(path)).resolve()  # type: ignore[arg-type]
+        return any(p == r or r in p.parents for r in roots)
+
+    real_access, real_open, real_replace = os.access, os.open, os.replace
+
+    def access(path, mode, *a, **k):
+        if mode & os.W_OK and inside(path):
+            return False
+        return real_access(path, mode, *a, **k)
+
+    def open_(path, flags, *a, **k):
+        if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT) and inside(Path(os.fsdecode(path)).parent):
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))
+        return real_open(path, flags, *a, **k)
+
+    def replace(src, dst, *a, **k):
+        if inside(Path(os.fsdecode(dst)).parent) or inside(Path(os.fsdecode(src)).parent):
+            raise PermissionError(13, "Permission denied", os.fsdecode(src), None, os.fsdecode(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "access", access)
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 7: the staged commit checks its targets first, and rolls back a move that fails all the same
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_read_only_subfolder_mid_commit_keeps_the_old_artifact(cli, world, monkeypatch) -> None:
+    before = snapshot(world["mine"])
+    read_only(monkeypatch, world["mine"] / "state")
+    result = cli(*mine_args(world, "--force", "-q"))
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: {world['mine'] / 'state'}: Permission denied; {world['mine']} was left as it was"
+    )
+    assert snapshot(world["mine"]) == before
+    assert [p.name for p in world["mine"].iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_move_that_fails_after_the_check_is_rolled_back(cli, world, monkeypatch) -> None:
+    """A full disk or a folder turned read-only between the check and the moves: every move made is undone."""
+    before = snapshot(world["mine"])
+    real_replace = os.replace
+    target = world["mine"] / "state" / "space.json"
+
+    failed = []
+
+    def replace(src, dst, *a, **k):
+        if Path(os.fsdecode(dst)) == target and not failed:  # the first move onto it; the rollback's may pass
+            failed.append(dst)
+            raise OSError(28, "No space left on device", os.fsdecode(src), None, os.fsdecode(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = cli(*mine_args(world, "--force", "-q", "--num-negatives", "1"))
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: {world['mine'] / 'state'}: No space left on device; {world['mine']} was left as it was"
+    )
+    assert snapshot(world["mine"]) == before
+
+
+def test_embed_force_into_a_read_only_model_folder_keeps_every_manifest(cli, world, monkeypatch) -> None:
+    before = snapshot(world["embed"])
+    real_replace = os.replace
+
+    failed = []
+
+    def replace(src, dst, *a, **k):
+        if Path(os.fsdecode(dst)) == world["embed"] / "hash-8" and not failed:  # the rollback's move may pass
+            failed.append(dst)
+            raise PermissionError(13, "Permission denied", os.fsdecode(src), None, os.fsdecode(dst))
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", replace)
+    result = cli("embed", "--data", world["data"], "--out", world["embed"], "-m", "hash:16", "-m", "hash:8", "--force")
+    assert result.exit_code == 1
+    assert one_error(result) == f"Error: {world['embed']}: Permission denied; {world['embed']} was left as it was"
+    assert snapshot(world["embed"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 4: a read-only artifact that is up to date is a success; writability matters only when writing
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stage", ["embed", "reduce", "mine", "eval"])
+def test_a_read_only_up_to_date_artifact_exits_0(cli, world, monkeypatch, stage: str) -> None:
+    args = {
+        "embed": ["embed", "--data", world["data"], "--out", world["embed"], "-m", "hash:16", "-m", "hash:8"],
+        "reduce": ["reduce", "--embeddings", world["embed"], "--out", world["reduce"], "--n-components", "6"],
+        "mine": mine_args(world),
+        "eval": ["eval", "--data", world["data"], "--out", world["eval"], "--top-k", "5"],
+    }[stage]
+    before = snapshot(world[stage])
+    read_only(monkeypatch, world[stage])
+    result = cli(*args)
+    assert result.exit_code == 0, result.stderr
+    assert "up to date" in result.stderr
+    assert snapshot(world[stage]) == before
+    result = cli(*args, "--verify")
+    assert result.exit_code == 0, result.stderr
+    result = cli(*args, "--force")
+    assert result.exit_code == 1
+    assert one_error(result) == f"Error: --out {world[stage]} is not writable (permission denied)"
+    assert snapshot(world[stage]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Weak: what an interrupted run leaves behind
+# ---------------------------------------------------------------------------------------------
+
+
+def test_an_up_to_date_rerun_removes_a_dead_runs_lock_and_staging(cli, world) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    before = snapshot(world["mine"])
+    (world["mine"] / ".hnm.lock").write_text(f"{dead.pid} {socket.gethostname()}\n")
+    staging = world["mine"] / f".staging-{dead.pid}"
+    (staging / "state").mkdir(parents=True)
+    (staging / "rows-00000.jsonl").write_text("{}\n")
+    result = cli(*mine_args(world))
+    assert result.exit_code == 0, result.stderr
+    assert "up to date" in result.stderr
+    assert snapshot(world["mine"]) == before  # the leftovers are gone, the artifact's files unchanged
+
+
+def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(cli, world) -> None:
+    """A killed run's lock names a pid that a later, unrelated process got: its start time tells them apart."""
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (world["mine"] / ".hnm.lock").write_text(f"{other.pid} {socket.gethostname()} 1\n")
+        result = cli(*mine_args(world, "--force"))
+        assert result.exit_code == 0, result.stderr
+        assert "removing a stale lock" in result.stderr
+        assert not (world["mine"] / ".hnm.lock").exists()
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_lock_of_a_live_run_is_respected(cli, world) -> None:
+    me = manifest_mod.lock_text()
+    (world["mine"] / ".hnm.lock").write_text(me + "\n")
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {world['mine']} is being written by another hnm process (pid ")
+    assert snapshot(world["mine"]) == before

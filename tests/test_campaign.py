@@ -182,3 +182,47 @@ def test_a_lock_of_a_live_run_is_respected(cli, world) -> None:
     assert result.exit_code == 1
     assert one_error(result).startswith(f"Error: {world['mine']} is being written by another hnm process (pid ")
     assert snapshot(world["mine"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 1: the up-to-date check covers every manifest an artifact is made of
+# ---------------------------------------------------------------------------------------------
+
+
+def embed_args(w: dict[str, Path], *extra) -> list:
+    return ["embed", "--data", w["data"], "--out", w["embed"], "-m", "hash:16", "-m", "hash:8", *extra]
+
+
+def vectors_of(folder: Path) -> dict[str, str]:
+    return {k: v for k, v in snapshot(folder).items() if k.endswith((".npy", ".jsonl")) and "/.cache/" not in k}
+
+
+@pytest.mark.parametrize("content", [b"", b'{"stage": "embed-mo', b"[1, 2]", b"{}", b'{"stage": "embed-model"}'])
+def test_a_damaged_model_manifest_under_an_intact_top_is_repaired(cli, world, content: bytes) -> None:
+    model_manifest = world["embed"] / "hash-8" / "manifest.json"
+    good = orjson.loads(model_manifest.read_bytes())
+    vectors = vectors_of(world["embed"])
+    model_manifest.write_bytes(content)
+    result = cli(*embed_args(world))
+    assert result.exit_code == 0, result.stderr
+    assert "up to date (" not in result.stderr.splitlines()[-1]
+    repaired = orjson.loads(model_manifest.read_bytes())
+    assert repaired["outputs"] == good["outputs"] and repaired["fingerprint"] == good["fingerprint"]
+    assert vectors_of(world["embed"]) == vectors  # nothing re-encoded differently
+    again = cli(*embed_args(world))
+    assert again.exit_code == 0 and "embed: up to date" in again.stderr
+
+
+def test_a_hand_edited_model_manifest_is_caught_by_verify(cli, world) -> None:
+    model_manifest = world["embed"] / "hash-8" / "manifest.json"
+    good = orjson.loads(model_manifest.read_bytes())
+    st = model_manifest.stat()
+    edited = model_manifest.read_bytes().replace(b'"embed-model"', b'"embed-modex"')
+    model_manifest.write_bytes(edited)
+    os.utime(model_manifest, ns=(st.st_atime_ns, st.st_mtime_ns))  # same size, same mtime: only --verify sees it
+    assert cli(*embed_args(world)).exit_code == 0
+    assert model_manifest.read_bytes() == edited
+    result = cli(*embed_args(world, "--verify"))
+    assert result.exit_code == 0, result.stderr
+    assert "content changed" in result.stderr
+    assert orjson.loads(model_manifest.read_bytes())["stage"] == good["stage"]

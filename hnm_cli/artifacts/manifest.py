@@ -240,6 +240,33 @@ def refuse_other_stage(directory: Path, stage: str) -> None:
         )
 
 
+def sub_manifest_entries(directory: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Outputs entries for the manifests of the sub-artifacts in `directory` (embed's model folders).
+
+    An artifact made of several manifests lists each inner one among its outputs, so the up-to-date check (cheap:
+    size and mtime; `--verify`: the sha256) covers every manifest the artifact is made of, not only the top one.
+    They are reports for downstream stages (`downstream=False`): listing them changes no digest.
+    """
+    return [output_entry(directory, f"{name}/{MANIFEST_NAME}", downstream=False) for name in names]
+
+
+def changed_sub_manifests(directory: Path, *, deep: bool = False) -> set[str]:
+    """Names of the sub-artifacts whose manifest differs from the entry the top manifest recorded for it
+    (`sub_manifest_entries`): its own up-to-date claim cannot be trusted, so the sub-artifact is checked anew."""
+    try:
+        top = load_manifest(directory)
+    except IncompleteArtifactError:
+        return set()
+    changed = set()
+    for entry in top.outputs if top is not None else []:
+        name, _, rest = str(entry["path"]).partition("/")
+        if rest == MANIFEST_NAME:
+            one = Manifest(stage=top.stage, fingerprint="", params={}, inputs=[], outputs=[entry], path=top.path)
+            if changed_output(one, deep=deep) is not None:
+                changed.add(name)
+    return changed
+
+
 def begin_run(directory: Path) -> float:
     """Mark `directory` incomplete (remove its manifest) before writing; return the start time."""
     directory = Path(directory)

@@ -48,6 +48,7 @@ from hnm_cli.artifacts.manifest import (
     Staging,
     begin_run,
     canonical_json,
+    changed_sub_manifests,
     compute_fingerprint,
     file_input,
     is_up_to_date,
@@ -57,6 +58,7 @@ from hnm_cli.artifacts.manifest import (
     output_lock,
     refuse_other_stage,
     skip_if_up_to_date,
+    sub_manifest_entries,
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
@@ -386,6 +388,7 @@ def _run_locked(
     started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
+    untrusted = changed_sub_manifests(out, deep=verify)  # a model manifest edited or damaged since the top was written
     with contextlib.ExitStack() as stack:
         # --force rebuilds every model folder in a staging folder: the old artifact stays whole (manifests, shards,
         # cache) until the new folders replace it at the end, so an interrupted or failed --force run loses
@@ -408,6 +411,7 @@ def _run_locked(
                 manifest = _embed_model(
                     the_plan, resolved, parts, model_dir, cfg, lazy, shard_id=shard_id, num_shards=num_shards,
                     force=force, progress=progress, session=session, verify=verify,
+                    trust_manifest=resolved.name not in untrusted,
                 )  # fmt: skip
                 model_stats[resolved.name] = manifest.stats
                 all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
@@ -434,7 +438,7 @@ def _run_locked(
         fingerprint=the_plan.fingerprint,
         params=the_plan.params,
         inputs=the_plan.inputs,
-        outputs=all_outputs,
+        outputs=all_outputs + sub_manifest_entries(out, [m.name for m in the_plan.models]),
         stats={"models": model_stats, "model_names": [m.name for m in the_plan.models]},
         started=started,
     )
@@ -474,13 +478,20 @@ def _embed_model(
     progress: bool,
     session: executors.Session | None = None,
     verify: bool = False,
+    trust_manifest: bool = True,
 ) -> Manifest:
     name = resolved.name
     fingerprint = the_plan.model_fps[name]
     partial = shard_id is not None
-    if not partial and not force and (m := is_up_to_date(model_dir, fingerprint, deep=verify)) is not None:
-        log.info("embed: %s up to date (%s)", name, m.manifest_path)
-        return m
+    if not partial and not force and trust_manifest:
+        try:
+            m = is_up_to_date(model_dir, fingerprint, deep=verify)
+        except IncompleteArtifactError as err:
+            log.warning("%s; rebuilding", err)  # our own model manifest is unreadable: this run replaces it
+            m = None
+        if m is not None:
+            log.info("embed: %s up to date (%s)", name, m.manifest_path)
+            return m
     started = time.time()
     batch_size = cfg.batch_size or resolved.spec.batch_size
     stats: dict[str, PartStats] = {}

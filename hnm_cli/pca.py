@@ -232,8 +232,33 @@ def save_fit(directory: Path, fit: PcaFit) -> list[str]:
     return list(FIT_FILES)
 
 
-def load_fit(directory: Path) -> PcaFit:
-    """Read a fit written by `save_fit` (pickle disabled)."""
+def load_fit(directory: Path, dim: int | None = None) -> PcaFit:
+    """Read a fit written by `save_fit` (pickle disabled), checking that its arrays fit together.
+
+    Args:
+        directory: the folder of the fit's `.npy` files.
+        dim: the input dimension the fit must take, when known.
+
+    Raises:
+        ValueError: an unreadable file, shapes that do not fit together (or `dim`), or a value that is not finite.
+    """
     directory = Path(directory)
-    mean, components, ev, ratio = (np.load(directory / n, allow_pickle=False) for n in FIT_FILES)
+    arrays = []
+    for name in FIT_FILES:
+        try:
+            arrays.append(np.load(directory / name, allow_pickle=False))
+        # numpy's header parser raises what its tokenizer raises (SyntaxError, tokenize.TokenError) on a damaged
+        # header: any failure to read the file is a bad file.
+        except Exception as err:
+            raise ValueError(f"{name}: {str(err).splitlines()[0][:100] or type(err).__name__}") from err
+    mean, components, ev, ratio = arrays
+    k = components.shape[0] if components.ndim == 2 else -1
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    if k < 1 or components.shape[1] != d or ev.shape != (k,) or ratio.shape != (k,) or dim not in (None, d):
+        raise ValueError(
+            f"shapes mean {mean.shape}, components {components.shape}, explained variance {ev.shape}, ratio "
+            f"{ratio.shape} do not make one fit" + (f" of dimension {dim}" if dim is not None else "")
+        )
+    if not all(np.isfinite(a).all() for a in (mean, components, ev, ratio)):
+        raise ValueError("a value that is not finite")
     return PcaFit(mean=mean, components=components, explained_variance=ev, explained_variance_ratio=ratio)

@@ -226,3 +226,56 @@ def test_a_hand_edited_model_manifest_is_caught_by_verify(cli, world) -> None:
     assert result.exit_code == 0, result.stderr
     assert "content changed" in result.stderr
     assert orjson.loads(model_manifest.read_bytes())["stage"] == good["stage"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 2: a recorded file the cheap check trusts is parsed with error handling (bit rot: same size, same mtime)
+# ---------------------------------------------------------------------------------------------
+
+
+def bit_rot(path: Path, old: bytes, new: bytes) -> None:
+    """Replace `old` by `new` (same length) in `path`, keeping its size and mtime: only --verify can see it."""
+    assert len(old) == len(new)
+    st = path.stat()
+    data = path.read_bytes()
+    assert old in data, data[:200]
+    path.write_bytes(data.replace(old, new, 1))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+ROT = [
+    ("mine", "state/space.json", b'"space"', b'"spacf"'),
+    ("mine", "state/docs.jsonl", b'"h"', b'"k"'),
+    ("mine", "state/queries.jsonl", b'{"id"', b'["id"'),
+    ("reduce", "fusion.json", b'"scales"', b'"scalez"'),
+    ("reduce", "fusion.json", b"16,", b"15,"),
+    ("reduce", "pca/components.npy", b"'descr'", b"'dxscr'"),
+    ("reduce", "pca/mean.npy", b"'shape': (", b"'shape':[("),
+    ("eval", "report.json", b'"runs"', b'"rung"'),
+]
+
+
+@pytest.mark.parametrize(("stage", "rel", "old", "new"), ROT, ids=[f"{r[1]}:{r[2].decode()}" for r in ROT])
+def test_bit_rot_in_a_recorded_file_is_one_error_line(cli, world, tmp_path, stage, rel, old, new) -> None:
+    bit_rot(world[stage] / rel, old, new)
+    before = snapshot(world[stage])
+    if stage == "mine":
+        result = cli(*mine_args(world, "--update", world["mine"], "--out", tmp_path / "next"))
+    elif stage == "reduce":
+        result = cli(
+            "reduce", "--embeddings", world["embed"], "--out", tmp_path / "next", "--fit-from", world["reduce"]
+        )
+    else:
+        result = cli("eval", "--data", world["data"], "--out", world["eval"], "--top-k", "5")
+    assert result.exit_code == 1
+    line = one_error(result)
+    named = world[stage] / ("pca" if rel.startswith("pca/") else rel)  # a fit is read as one (its arrays must agree)
+    assert line.startswith(f"Error: {named} is damaged (")
+    assert (
+        "Hint: --verify re-hashes every file of an artifact against its manifest; --force rebuilds it" in result.stderr
+    )
+    assert snapshot(world[stage]) == before
+    assert not (tmp_path / "next").exists()
+    if stage == "eval":
+        shown = cli("show", world["eval"])
+        assert shown.exit_code == 1 and f"{world['eval'] / 'report.json'}" in one_error(shown)

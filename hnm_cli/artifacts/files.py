@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli.errors import DataError
+from hnm_cli.errors import CorruptArtifactError, DataError, HnmError
 
 SHARD_DIGITS = 5
 
@@ -116,6 +116,29 @@ def iter_jsonl(path: Path) -> Iterator[Any]:
                 yield orjson.loads(line)
             except orjson.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({err})") from err
+
+
+@contextlib.contextmanager
+def recorded_file(path: Path) -> Iterator[None]:
+    """Read a file a run wrote and its manifest vouches for (a state, a fit, a report) inside this block: any
+    failure to parse it becomes one `CorruptArtifactError` naming the file.
+
+    The cheap up-to-date check trusts a file whose size and mtime are as recorded, so bit rot that keeps both (or a
+    hand edit that restores the mtime) reaches the reader: it must fail with one line, not a traceback.
+    """
+    hint = "--verify re-hashes every file of an artifact against its manifest; --force rebuilds it"
+    try:
+        yield
+    except DataError as err:  # iter_jsonl's `path:line: malformed JSON`
+        reason = err.message.removeprefix(str(path)).lstrip(":")
+        raise CorruptArtifactError(f"{path} is damaged (line {reason})", hint=hint) from err
+    except HnmError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        if isinstance(err, KeyError):
+            reason = f"no field {err}"
+        raise CorruptArtifactError(f"{path} is damaged ({reason})", hint=hint) from err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, rows_name, write_jsonl
+from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, recorded_file, rows_name, write_jsonl
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
 from hnm_cli.errors import CorruptArtifactError, DataError
 
@@ -308,6 +308,10 @@ def read_state(mine_dir: Path) -> MineState | None:
     folder = Path(mine_dir) / STATE_DIR
     if not (folder / "space.json").is_file():
         return None
-    docs = {r["id"]: r["h"] for r in iter_jsonl(folder / "docs.jsonl")}
-    queries = {r["id"]: (r["h"], r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
-    return MineState(docs, queries, orjson.loads((folder / "space.json").read_bytes())["space"])
+    with recorded_file(folder / "docs.jsonl"):
+        docs = {str(r["id"]): str(r["h"]) for r in iter_jsonl(folder / "docs.jsonl")}
+    with recorded_file(folder / "queries.jsonl"):
+        queries = {str(r["id"]): (str(r["h"]), r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
+    with recorded_file(folder / "space.json"):
+        space = orjson.loads((folder / "space.json").read_bytes())["space"]
+    return MineState(docs, queries, space)

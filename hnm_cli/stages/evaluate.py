@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, recorded_file, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -296,7 +296,10 @@ def run(
 
 def _warn_if_below_first_stage(manifest: Manifest) -> None:
     """One stderr line, on every run and rerun, when a reranker makes its first stage worse."""
-    if (warning := below_first_stage_line(load_report(manifest))) is not None:
+    report = load_report(manifest)
+    with recorded_file(manifest.path / REPORT_JSON):
+        warning = below_first_stage_line(report)
+    if warning is not None:
         log.warning(warning)
 
 
@@ -423,5 +426,9 @@ def _first_stage_source(
 
 def load_report(manifest: Manifest) -> dict[str, Any]:
     """The report.json of an eval artifact."""
-    data: dict[str, Any] = orjson.loads((manifest.path / REPORT_JSON).read_bytes())
-    return data
+    with recorded_file(manifest.path / REPORT_JSON):
+        data = orjson.loads((manifest.path / REPORT_JSON).read_bytes())
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
+            raise ValueError(f"a JSON {type(data).__name__} without 'runs'")
+    report: dict[str, Any] = data
+    return report

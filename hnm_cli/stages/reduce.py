@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli.artifacts.files import atomic_path, atomic_write_json, remove_stale_files, write_jsonl
+from hnm_cli.artifacts.files import atomic_path, atomic_write_json, recorded_file, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
@@ -84,8 +84,11 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> _Frozen:
         )
     recorded = Path(path) / FUSION_FILE
     if recorded.is_file():
-        info = orjson.loads(recorded.read_bytes())
-        scales, dims, pca = tuple(float(x) for x in info["scales"]), [int(d) for d in info["dims"]], info["pca"]
+        with recorded_file(recorded):
+            info = orjson.loads(recorded.read_bytes())
+            scales, dims, pca = tuple(float(x) for x in info["scales"]), [int(d) for d in info["dims"]], info["pca"]
+            if len(scales) != len(names) or len(dims) != len(names) or not all(map(math.isfinite, scales)):
+                raise ValueError(f"{len(scales)} scales and {len(dims)} dims for {len(names)} models")
     else:
         if manifest.params.get("balance", "none") != "none":
             raise ConfigError(f"--fit-from {path} balanced its models but did not record the scales; refit it once")
@@ -93,7 +96,11 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> _Frozen:
         scales = tuple(math.sqrt(float(weights.get(n, 1.0))) for n in names)
         dims = [int(d) for d in manifest.stats.get("input_dims", {}).values()]
         pca = bool(manifest.params.get("pca", True))
-    fit = load_fit(Path(path) / "pca") if pca else None
+    with recorded_file(Path(path) / "pca"):
+        fit = load_fit(Path(path) / "pca") if pca else None
+    if fit is not None and sum(dims) != fit.mean.shape[0]:
+        with recorded_file(recorded if recorded.is_file() else manifest.manifest_path):
+            raise ValueError(f"model dims {dims} add up to {sum(dims)}; its PCA fit takes {fit.mean.shape[0]}")
     return _Frozen(Path(path), manifest, scales, dims, fit)
 
 

@@ -286,6 +286,7 @@ def read_queries(path: Path, *, on_empty: OnEmpty = OnEmpty.ERROR) -> Records:
 Qrels = dict[str, dict[str, int]]  # query_id -> doc_id -> relevance (ir_measures/BEIR shape)
 
 
+MAX_GRADE = 2**31 - 1  # a relevance grade must fit a 32-bit int, as in trec_eval
 _GRADE = re.compile(r"[+-]?\d+")
 
 
@@ -334,7 +335,14 @@ def read_qrels(
         # BEIR relevance grades are integers; "0.5" would silently drop a positive, "inf" would overflow.
         if not _GRADE.fullmatch(score):
             raise DataError(f"{where}: field 'score': expected an integer relevance grade, got '{score}'")
-        rel = int(score)
+        # int() of a 10^5-digit grade is slow and Python refuses past 4300 digits: count the digits first.
+        rel = int(score) if len(score.lstrip("+-").lstrip("0")) <= 10 else MAX_GRADE + 1
+        if abs(rel) > MAX_GRADE:
+            # trec_eval reads grades as C ints; a 400-digit grade would overflow eval's float metrics.
+            raise DataError(
+                f"{where}: field 'score': relevance grade {score[:20]}{'...' if len(score) > 20 else ''} is out of "
+                f"range (at most {MAX_GRADE} in absolute value)"
+            )
         if not qid or not did:
             raise DataError(f"{where}: field '{'query-id' if not qid else 'corpus-id'}': empty id")
         if query_ids is not None and qid not in query_ids:

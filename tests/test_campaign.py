@@ -279,3 +279,146 @@ def test_bit_rot_in_a_recorded_file_is_one_error_line(cli, world, tmp_path, stag
     if stage == "eval":
         shown = cli("show", world["eval"])
         assert shown.exit_code == 1 and f"{world['eval'] / 'report.json'}" in one_error(shown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 13: weights that make a block vanish, and zero vectors that would silently empty a result
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("weight", ["1e-300", "1e-7", "1e300"])
+def test_a_weight_that_makes_a_block_vanish_is_refused(cli, world, tmp_path, weight: str) -> None:
+    config = tmp_path / "w.toml"
+    config.write_text(f'[reduce.weights]\n"hash-8" = {weight}\n')
+    before = snapshot(world["reduce"])
+    result = cli("reduce", "--embeddings", world["embed"], "--out", world["reduce"], "-c", config, "--force")
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: reduce.weights.hash-8 = {float(weight)!r} makes a model's block vanish in float32 vectors; "
+        "give a weight in [1e-06, 1e+06]"
+    )
+    assert snapshot(world["reduce"]) == before
+
+
+def test_zero_vectors_are_refused_where_they_would_empty_a_search(cli, world) -> None:
+    from test_bad_inputs import _refresh
+
+    vec = "corpus/vectors-00000.npy"
+    x = np.load(world["reduce"] / vec)
+    x[2] = 0.0
+    np.save(world["reduce"] / vec, x)
+    _refresh((world["reduce"], vec))
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: {world['reduce'] / vec}: row 2: the vector is all zeros; the vector set is corrupt (rebuild it)"
+    )
+    assert snapshot(world["mine"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 11: relevance grades are bounded when qrels are read
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("grade", ["9" * 400, "2147483648", "-2147483649", "0" * 30 + "1"])
+def test_a_huge_relevance_grade_is_refused_by_every_reader(cli, world, grade: str) -> None:
+    qrels = world["data"] / "qrels" / "test.tsv"
+    qrels.write_text(f"query-id\tcorpus-id\tscore\nq4\td7\t{grade}\n")
+    before = snapshot(world["eval"])
+    result = cli("eval", "--data", world["data"], "--out", world["eval"], "--top-k", "5")
+    if grade.lstrip("0") == "1":  # leading zeros are still a small grade
+        assert result.exit_code == 0, result.stderr
+        return
+    assert result.exit_code == 1
+    shown = f"{grade[:20]}..." if len(grade) > 20 else grade
+    assert one_error(result) == (
+        f"Error: {qrels}:2: field 'score': relevance grade {shown} is out of range (at most 2147483647 in absolute "
+        "value)"
+    )
+    assert snapshot(world["eval"]) == before
+    (world["data"] / "qrels" / "train.tsv").write_text(f"query-id\tcorpus-id\tscore\nq1\td1\t{grade}\n")
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world))
+    assert result.exit_code == 1 and "is out of range" in one_error(result)
+    assert snapshot(world["mine"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 12: the leakage guard follows the chain of --base-model train-reranker artifacts
+# ---------------------------------------------------------------------------------------------
+
+
+def _trained(folder: Path, *, mined_split: str | None, base: Path | str) -> Path:
+    """A train-reranker artifact as eval sees it: a model folder and a manifest naming its mine and its base."""
+    from hnm_cli.artifacts.manifest import write_manifest
+
+    (folder / "model").mkdir(parents=True)
+    (folder / "model" / "config_sentence_transformers.json").write_text('{"model_type": "SentenceTransformer"}')
+    inputs: list[dict] = [{"role": "base-model", "path": str(base), "sha256": "b"}]
+    if mined_split is not None:
+        mine = folder.parent / f"{folder.name}-mine"
+        write_manifest(mine, stage="mine", fingerprint="x", params={"split": mined_split}, inputs=[], outputs=[],
+                       stats={}, started=0.0)  # fmt: skip
+        inputs.append({"role": "mined", "path": str(mine), "stage": "mine", "sha256": "z"})
+    write_manifest(folder, stage="train-reranker", fingerprint="y", params={}, inputs=inputs, outputs=[], stats={},
+                   started=0.0)  # fmt: skip
+    return folder
+
+
+@pytest.mark.parametrize("base_as", ["artifact", "model folder"])
+def test_a_model_fine_tuned_from_a_base_trained_on_test_is_refused(cli, world, tmp_path, base_as: str) -> None:
+    grand = _trained(tmp_path / "grand", mined_split="test", base="pkg:all-MiniLM-L6-v2")
+    parent = _trained(
+        tmp_path / "parent", mined_split="train", base=grand if base_as == "artifact" else grand / "model"
+    )
+    child = _trained(tmp_path / "child", mined_split="train", base=parent / "model")
+    result = cli("eval", "--data", world["data"], "--out", tmp_path / "ev", "--model", f"m={child}")
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: --model m: {child} (fine-tuned from {grand}) was trained on the 'test' split, the split being "
+        "evaluated"
+    )
+    assert not (tmp_path / "ev").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 10 and weak: a manifest's inputs are validated, and its output paths stay inside the artifact
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("inputs", ["corpus.jsonl"], "its 'inputs' is not a list of files"),
+        ("inputs", {"path": "x"}, "its 'inputs' is not a list of files"),
+        ("params", [], "its 'params' is not a JSON object"),
+        ("stage", 7, "its 'stage' is not a string"),
+        ("outputs", [{"path": "../../../etc/passwd", "bytes": 1}], "its output '../../../etc/passwd' lies outside"),
+        ("outputs", [{"path": "/etc/passwd", "bytes": 1}], "its output '/etc/passwd' lies outside the artifact"),
+    ],
+)
+def test_a_manifest_with_bad_fields_is_one_error_line(cli, world, field: str, value, why: str) -> None:
+    path = world["mine"] / "manifest.json"
+    data = orjson.loads(path.read_bytes())
+    data[field] = value
+    path.write_bytes(orjson.dumps(data))
+    before = snapshot(world["mine"])
+    result = cli("show", world["mine"])
+    assert result.exit_code == 1
+    line = one_error(result)
+    assert line.startswith(f"Error: {path} is unreadable ({why}"), line
+    assert snapshot(world["mine"]) == before
+
+
+def test_a_model_name_with_dotdot_in_an_embed_manifest_is_refused(cli, world, tmp_path) -> None:
+    path = world["embed"] / "manifest.json"
+    data = orjson.loads(path.read_bytes())
+    data["params"]["models"][1]["name"] = "../../elsewhere"
+    path.write_bytes(orjson.dumps(data))
+    result = cli("reduce", "--embeddings", world["embed"], "--out", tmp_path / "r")
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: {path}: model name '../../elsewhere' is not a folder of the artifact; rebuild it with --force"
+    )

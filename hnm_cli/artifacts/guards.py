@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hnm_cli.artifacts.files import file_sha256
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
-from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.artifacts.reranker import TRAIN_STAGE, RerankerRef, enclosing_training_artifact
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
 from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
 
@@ -283,6 +283,39 @@ def mine_manifest(artifact: Manifest) -> Manifest | None:
     return None
 
 
+def training_chain(artifact: Manifest) -> list[Manifest]:
+    """`artifact` and every train-reranker artifact it was fine-tuned from (`--base-model`), nearest first.
+
+    A model fine-tuned from a base that was itself trained on the evaluated queries has seen them too: the leakage
+    guard follows the chain as far as the recorded base models are train-reranker artifacts that still exist.
+    """
+
+    chain, seen = [artifact], {artifact.path.resolve()}
+    while True:
+        base = next((e for e in chain[-1].inputs if e.get("role") == "base-model"), None)
+        source = str(base.get("path", "")) if base is not None else ""
+        if not source or source.startswith(("pkg:", "hash:")) or not Path(source).is_dir():
+            return chain
+        try:
+            found = load_manifest(Path(source)) or enclosing_training_artifact(Path(source))
+        except HnmError:
+            return chain
+        if found is None or found.stage != TRAIN_STAGE or found.path.resolve() in seen:
+            return chain
+        chain.append(found)
+        seen.add(found.path.resolve())
+
+
+def _training_chains(refs: Sequence[RerankerRef]) -> Iterator[tuple[RerankerRef, Manifest, str]]:
+    """(ref, artifact, how to name it) for each train-reranker artifact behind each model, bases included."""
+    for ref in refs:
+        if ref.artifact is None:
+            continue
+        for artifact in training_chain(ref.artifact):
+            named = ref.source if artifact is ref.artifact else f"{ref.source} (fine-tuned from {artifact.path})"
+            yield ref, artifact, named
+
+
 def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[str]) -> int:
     """Refuse a train-reranker artifact trained on the evaluation split or on any evaluated query.
 
@@ -301,21 +334,19 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
         LeakageError: the model was trained on the evaluation split or on evaluated queries.
     """
     unchecked = 0
-    for ref in refs:
-        if ref.artifact is None:
-            continue
+    for ref, artifact, source in _training_chains(refs):
         # train-reranker records its own overlap check (it can be forced); an overlap with this split is final.
-        stats = ref.artifact.stats
+        stats = artifact.stats
         trained_with = int(stats.get("eval_overlap") or 0)
         if "eval_overlap_dropped" not in stats:  # artifacts of before the split count: the dropped were counted
             trained_with -= len(stats.get("dropped_query_ids", ()))
         if stats.get("eval_split") == split and trained_with > 0:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained with {trained_with} queries of the "
+                f"--model {ref.name}: {source} was trained with {trained_with} queries of the "
                 f"'{split}' split (train-reranker --allow-eval-overlap)",
                 hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
             )
-        mine = mine_manifest(ref.artifact)
+        mine = mine_manifest(artifact)
         seen: set[str] | None = None
         problem = "its mine artifact is not readable"
         if mine is not None:
@@ -327,21 +358,21 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
             unchecked += 1
             log.warning(
                 "eval: cannot check %s for leakage (%s); make sure it was not trained on '%s' queries",
-                ref.source,
+                source,
                 problem,
                 split,
             )
             continue
         if mine.params.get("split") == split:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained on the '{split}' split, the split being evaluated",
+                f"--model {ref.name}: {source} was trained on the '{split}' split, the split being evaluated",
                 hint="evaluate on a split the model never saw (--split), or train on another split",
             )
         seen -= set(stats.get("dropped_query_ids", ()))  # left out of training by --drop-eval-overlap
         overlap = sorted(q for q in seen if q in eval_qids)
         if overlap:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained on {len(overlap)} of the {len(eval_qids)} "
+                f"--model {ref.name}: {source} was trained on {len(overlap)} of the {len(eval_qids)} "
                 f"evaluated queries (e.g. '{overlap[0]}')",
                 hint="mine and train on a split disjoint from the evaluation split",
             )

@@ -153,16 +153,38 @@ def load_manifest(directory: Path) -> Manifest | None:
         if not isinstance(data, dict):
             raise TypeError(f"a JSON {type(data).__name__}, not an object")
         manifest = Manifest(**{k: v for k, v in data.items() if k in _FIELDS})
-        if not isinstance(manifest.outputs, list) or not all(
-            isinstance(o, dict) and "path" in o for o in manifest.outputs
-        ):
-            raise TypeError("its 'outputs' is not a list of files")
+        _check_fields(manifest)
     except (OSError, orjson.JSONDecodeError, TypeError) as err:
         raise IncompleteArtifactError(
             f"{path} is unreadable ({str(err).splitlines()[0][:120]}); rerun the stage that wrote it with --force"
         ) from err
     manifest.path = Path(directory)
     return manifest
+
+
+def _check_fields(manifest: Manifest) -> None:
+    """Raise TypeError unless every field has the type hnm writes, and every output stays inside the artifact."""
+    for name, kind in (("stage", str), ("fingerprint", str), ("params", dict), ("stats", dict)):
+        if not isinstance(getattr(manifest, name), kind):
+            raise TypeError(f"its '{name}' is not a {'string' if kind is str else 'JSON object'}")
+    for name in ("inputs", "outputs"):
+        entries = getattr(manifest, name)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+            raise TypeError(f"its '{name}' is not a list of files")
+        if not all(isinstance(e["path"], str) for e in entries):
+            raise TypeError(f"its '{name}' holds a path that is not a string")
+    for entry in manifest.outputs:
+        if not inside_artifact(entry["path"]):
+            raise TypeError(f"its output {entry['path']!r} lies outside the artifact")
+
+
+def inside_artifact(rel: str) -> bool:
+    """Whether `rel`, a path recorded in a manifest, names something inside the artifact folder: relative, no `..`.
+
+    A manifest is data, and an edited one must not make a reader open (or a rerun delete) files elsewhere.
+    """
+    parts = Path(rel).parts
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
 def changed_output(manifest: Manifest, *, deep: bool = False) -> str | None:

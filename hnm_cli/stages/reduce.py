@@ -28,6 +28,7 @@ from hnm_cli.artifacts.manifest import (
     Staging,
     artifact_input,
     compute_fingerprint,
+    inside_artifact,
     output_entry,
     output_lock,
     require_artifact,
@@ -45,7 +46,7 @@ from hnm_cli.artifacts.vectors import (
 )
 from hnm_cli.choices import Balance, FitOn
 from hnm_cli.config import ReduceConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, CorruptArtifactError, DataError, InputError
 from hnm_cli.pca import PcaAccumulator, PcaFit, l2_normalize, sample_indices, save_fit, transform
 
 log = logging.getLogger("hnm")
@@ -53,6 +54,8 @@ log = logging.getLogger("hnm")
 STAGE = "reduce"
 PARTS = ("corpus", "queries")
 FUSION_FILE = "fusion.json"
+# Weights bound so the ratio of two models' scales (square roots) stays within 1e6, well inside float32's 7 digits.
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
 STALE_PATTERNS = [f"{p}/{g}" for p in PARTS for g in ("vectors-*.npy", "ids-*.jsonl")] + ["pca/*.npy", FUSION_FILE]
 
 
@@ -194,6 +197,11 @@ class _Fusion:
 def _embedded_models(embed_dir: Path, top: Manifest) -> list[str]:
     """Model names in the embed artifact, in the order embed recorded them."""
     listed = [m["name"] for m in top.params.get("models", []) if isinstance(m, dict) and m.get("name")]
+    for name in listed:
+        if not isinstance(name, str) or not inside_artifact(name) or len(Path(name).parts) != 1:
+            raise CorruptArtifactError(
+                f"{top.manifest_path}: model name {name!r} is not a folder of the artifact; rebuild it with --force"
+            )
     if listed:
         return listed
     return sorted(p.name for p in embed_dir.iterdir() if (p / MANIFEST_NAME).is_file())
@@ -214,6 +222,13 @@ def _resolve_weights(cfg: ReduceConfig, available: list[str], names: list[str]) 
             raise ConfigError(f"reduce.weights: unknown model {model!r} (embedded: {', '.join(available)})")
         if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
             raise ConfigError(f"reduce.weights.{model} must be a number > 0; got {weight!r}")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            # Vectors are float32 (7 digits): a block scaled by sqrt(1e-300) underflows to zeros, one scaled far
+            # above the others swamps them; either way a model silently vanishes from the fused vectors.
+            raise ConfigError(
+                f"reduce.weights.{model} = {weight!r} makes a model's block vanish in float32 vectors; "
+                f"give a weight in [{MIN_WEIGHT:g}, {MAX_WEIGHT:g}]"
+            )
     return {m: float(cfg.weights.get(m, 1.0)) for m in names}
 
 

@@ -593,6 +593,12 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    from hnm_cli.inputs import require_regular_file
+
+    try:
+        require_regular_file(path, "config ", "a TOML file")  # a FIFO would hang, /dev/zero fill the memory
+    except HnmError as err:
+        raise ConfigError(err.message) from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -422,3 +422,53 @@ def test_a_model_name_with_dotdot_in_an_embed_manifest_is_refused(cli, world, tm
     assert one_error(result) == (
         f"Error: {path}: model name '../../elsewhere' is not a folder of the artifact; rebuild it with --force"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 6 and weak: the config and every input file must be a regular file; anything else is named for what it is
+# ---------------------------------------------------------------------------------------------
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"), [(_fifo, "a named pipe (FIFO)"), (lambda p: Path("/dev/zero"), "a character device")]
+)
+def test_a_config_that_is_not_a_regular_file_is_refused_at_once(cli, world, tmp_path, make, kind: str) -> None:
+    config = make(tmp_path / "c.toml")
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "-c", config, "--force"))  # a FIFO would block here forever, /dev/zero eat RAM
+    assert result.exit_code == 1
+    assert one_error(result) == f"Error: config {config} is {kind}; expected a TOML file"
+    assert snapshot(world["mine"]) == before
+
+
+@pytest.mark.parametrize("option", ["--corpus", "--queries", "--qrels"])
+def test_an_input_that_is_a_fifo_is_named_as_one(cli, world, tmp_path, option: str) -> None:
+    fifo = _fifo(tmp_path / "pipe")
+    before = snapshot(world["eval"])
+    result = cli("eval", "--data", world["data"], option, fifo, "--out", world["eval"], "--top-k", "5")
+    assert result.exit_code == 1
+    expected = "a qrels TSV file or a folder" if option == "--qrels" else "a JSONL file or a folder"
+    assert one_error(result) == f"Error: {fifo} is a named pipe (FIFO); expected {expected}"
+    assert snapshot(world["eval"]) == before
+
+
+def test_a_beir_file_that_is_a_fifo_or_a_device_is_named(cli, world, tmp_path) -> None:
+    data = write_beir(tmp_path / "d")
+    (data / "qrels" / "train.tsv").unlink()
+    _fifo(data / "qrels" / "train.tsv")
+    result = cli(*mine_args(world, "--data", data, "--out", tmp_path / "m"))
+    assert result.exit_code == 1
+    assert (
+        one_error(result) == f"Error: {data / 'qrels' / 'train.tsv'} is a named pipe (FIFO); expected a qrels TSV file"
+    )
+    (data / "corpus.jsonl").unlink()
+    (data / "corpus.jsonl").symlink_to("/dev/zero")
+    result = cli("embed", "--data", data, "--out", tmp_path / "e", "-m", "hash:8")
+    assert result.exit_code == 1
+    assert one_error(result) == f"Error: {data / 'corpus.jsonl'} is a character device; expected a JSONL file"
+    assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists()

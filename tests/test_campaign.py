@@ -472,3 +472,105 @@ def test_a_beir_file_that_is_a_fifo_or_a_device_is_named(cli, world, tmp_path) -
     assert result.exit_code == 1
     assert one_error(result) == f"Error: {data / 'corpus.jsonl'} is a character device; expected a JSONL file"
     assert not (tmp_path / "e").exists() and not (tmp_path / "m").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 5, 8, 9: caches are rebuilt when they do not fit, never trusted, never followed out of the artifact
+# ---------------------------------------------------------------------------------------------
+
+
+def _add_doc(data: Path) -> None:
+    """One more document: the next embed run encodes it (and reads the cache for the rest)."""
+    with open(data / "corpus.jsonl", "ab") as fh:
+        fh.write(orjson.dumps({"_id": "d9", "title": "New", "text": "A brand new document about DNS zones."}) + b"\n")
+
+
+@pytest.mark.parametrize("what", ["file", "symlink"])
+def test_an_embedding_cache_that_is_a_file_or_a_link_is_rebuilt(cli, world, tmp_path, what: str) -> None:
+    cache = world["embed"] / "hash-8" / ".cache"
+    elsewhere = tmp_path / "elsewhere"
+    import shutil
+
+    shutil.rmtree(cache)
+    if what == "file":
+        cache.write_text("not a folder\n")
+    else:
+        elsewhere.mkdir()
+        (elsewhere / "keep.txt").write_text("mine\n")
+        cache.symlink_to(elsewhere, target_is_directory=True)
+    _add_doc(world["data"])
+    result = cli(*embed_args(world))
+    assert result.exit_code == 0, result.stderr
+    assert f"embed: {cache} is not a folder (a file or a link); starting the cache afresh" in result.stderr
+    assert cache.is_dir() and not cache.is_symlink() and list(cache.glob("seg-*.json"))
+    assert (world["embed"] / "manifest.json").is_file() and (world["embed"] / "hash-8" / "manifest.json").is_file()
+    if what == "symlink":
+        assert snapshot(elsewhere) == {"keep.txt": snapshot(elsewhere)["keep.txt"]} and len(snapshot(elsewhere)) == 1
+
+
+def _rewrite_segment(cache: Path, edit) -> None:
+    """Replace the vectors of the cache's one segment by `edit(vectors)`, re-recording its json (a consistent
+    segment, as a hostile copy or another model's cache would be)."""
+    import hashlib
+
+    (desc,) = cache.glob("seg-*.json")
+    seg = desc.name[: -len(".json")]
+    vectors = edit(np.load(cache / f"{seg}.vectors.npy"))
+    np.save(cache / f"{seg}.vectors.npy", vectors)
+    info = orjson.loads(desc.read_bytes())
+    info["dim"] = int(vectors.shape[1])
+    info["sha256"]["vectors"] = hashlib.sha256((cache / f"{seg}.vectors.npy").read_bytes()).hexdigest()
+    desc.write_bytes(orjson.dumps(info))
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        (lambda v: np.concatenate([v, v], axis=1), "vectors of dimension 16, the encoder's is 8"),
+        (lambda v: np.where(np.arange(len(v))[:, None] == 1, np.nan, v).astype(np.float32), "holds NaN or inf"),
+        (lambda v: np.where(np.arange(len(v))[:, None] == 1, 0, v).astype(np.float32), "or is all zeros"),
+    ],
+)
+def test_a_cache_segment_that_does_not_fit_is_dropped_and_encoded_again(cli, world, tmp_path, edit, why: str) -> None:
+    _rewrite_segment(world["embed"] / "hash-8" / ".cache", edit)
+    _add_doc(world["data"])  # every shard is rebuilt: from the cache, were the segment trusted
+    result = cli(*embed_args(world))
+    assert result.exit_code == 0, result.stderr
+    assert "is damaged (" in result.stderr and why in result.stderr
+    clean = tmp_path / "clean"
+    assert cli(*embed_args({**world, "embed": clean})).exit_code == 0
+    assert vectors_of(world["embed"]) == vectors_of(clean)  # encoded again: a cold run's bytes
+
+
+@pytest.mark.parametrize("what", ["file", "symlink"])
+def test_an_export_cache_entry_replaced_by_a_file_is_rebuilt(tmp_path, monkeypatch, what: str) -> None:
+    from hnm_cli.choices import Backend, Quantize
+    from hnm_cli.encoding import backends
+
+    class Model:  # what exported_model asks of a sentence-transformers model before the (faked) export
+        def get_embedding_dimension(self) -> int:
+            return 8
+
+        def preprocess(self, texts):
+            return {"input_ids": [[1, 2]], "attention_mask": [[1, 1]]}
+
+    def export(graph, args, names, quantize, out: Path) -> None:
+        (out / "model.onnx").write_bytes(b"graph")
+
+    monkeypatch.setattr(backends, "_input_names", lambda m: ["input_ids", "attention_mask"])
+    monkeypatch.setattr(backends._Graph, "build", staticmethod(lambda m, names: None))
+    monkeypatch.setattr(backends, "_export_onnx", export)
+    folder, reused = backends.exported_model(Model(), "m", "w", Backend.ONNX, Quantize.NONE, tmp_path)
+    assert not reused and (folder / "model.onnx").read_bytes() == b"graph"
+    import shutil
+
+    shutil.rmtree(folder)
+    if what == "file":
+        folder.write_text("junk\n")
+    else:
+        (tmp_path / "other").mkdir()
+        folder.symlink_to(tmp_path / "other", target_is_directory=True)
+    again, reused = backends.exported_model(Model(), "m", "w", Backend.ONNX, Quantize.NONE, tmp_path)
+    assert again == folder and not reused and folder.is_dir() and not folder.is_symlink()
+    assert backends.exported_model(Model(), "m", "w", Backend.ONNX, Quantize.NONE, tmp_path) == (folder, True)
+    assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []

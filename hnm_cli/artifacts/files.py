@@ -11,6 +11,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,20 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def remove_path(path: Path) -> None:
+    """Remove whatever is at `path`: a file or a symlink (never what it points to) is unlinked, a folder removed
+    with its content; nothing there is fine. For a cache entry that must be rebuilt, whatever replaced it.
+
+    Raises:
+        OSError: it could not be removed (named).
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def remove_stale_files(directory: Path, keep: Iterable[str], patterns: Iterable[str]) -> list[str]:

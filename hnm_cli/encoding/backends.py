@@ -133,8 +133,12 @@ def exported_model(
     dim = int(st_model.get_embedding_dimension() or 0)
     key = export_key(identity, backend, quantize, dim)
     folder = cache / "exports" / f"{name}-{backend}-{quantize}-{key[:16]}"
+    from hnm_cli.artifacts.files import remove_path
+
     meta = folder / "export.json"
-    if meta.is_file():
+    if (folder.exists() or folder.is_symlink()) and (folder.is_symlink() or not folder.is_dir()):
+        log.warning("%s: cached %s export %s is not a folder; exporting again", name, backend, folder)
+    elif meta.is_file():
         with contextlib.suppress(OSError, ValueError):
             recorded = json.loads(meta.read_text())
             if recorded.get("key") == key and recorded.get("files") == _files_digest(folder):
@@ -159,7 +163,7 @@ def exported_model(
             json.dumps({"key": key, "model": name, "weights": identity, "backend": str(backend),
                         "quantize": str(quantize), "inputs": input_names, "files": _files_digest(tmp)}, indent=2)
         )  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_path(folder)  # an old export, or whatever replaced it (a file, a link): rebuilt, never reused
         os.replace(tmp, folder)
         log.info("%s: exported to %s (%s, %s) in %.1f s", name, folder, backend, quantize, time.perf_counter() - t0)
     finally:

@@ -506,7 +506,8 @@ def _embed_model(
     ]  # fmt: skip
     if cfg.cache and not partial:
         # Job-array runs (--shard-id) skip the cache: many processes would race on its compaction.
-        cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force)
+        known = [e["dim"] for p in recorded.values() for e in p.values() if isinstance(e.get("dim"), int)]
+        cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force, dim=known[0] if known else None)
         for work in works:
             work.cache = cache
     if session is not None and session.distributed:

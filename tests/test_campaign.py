@@ -574,3 +574,33 @@ def test_an_export_cache_entry_replaced_by_a_file_is_rebuilt(tmp_path, monkeypat
     assert again == folder and not reused and folder.is_dir() and not folder.is_symlink()
     assert backends.exported_model(Model(), "m", "w", Backend.ONNX, Quantize.NONE, tmp_path) == (folder, True)
     assert [p.name for p in folder.parent.iterdir() if p.name.startswith(".")] == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad 3: a --ray-address pointing at nothing fails within a bounded connect timeout, naming the address
+# ---------------------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("kind", ["closed port", "unresolvable host", "ray:// closed port"])
+def test_a_ray_address_pointing_at_nothing_fails_at_once(cli, world, kind: str) -> None:
+    pytest.importorskip("ray")
+    import time
+
+    port = _closed_port()
+    address = {"closed port": f"127.0.0.1:{port}", "unresolvable host": "no-such-host.invalid:6379",
+               "ray:// closed port": f"ray://127.0.0.1:{port}"}[kind]  # fmt: skip
+    before = snapshot(world["embed"])
+    started = time.monotonic()
+    result = cli(*embed_args(world, "--executor", "ray", "--ray-address", address, "--force"))
+    assert time.monotonic() - started < 60  # ray.init alone kept retrying past 150 s
+    assert result.exit_code == 1
+    host = "no-such-host.invalid" if kind == "unresolvable host" else "127.0.0.1"
+    line = one_error(result)
+    assert line.startswith(f"Error: --ray-address {address}: nothing answers at {host}:{address.rsplit(':', 1)[1]} (")
+    assert snapshot(world["embed"]) == before

@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import stat
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,6 +88,17 @@ class Records:
 def normalize_text(text: str) -> str:
     """Case- and whitespace-insensitive form used to spot duplicate texts."""
     return " ".join(text.lower().split())
+
+
+def twin_key(text: str) -> str:
+    """The form two query texts share when they ask the same thing: Unicode-normalised (NFKC), case-folded,
+    punctuation and symbols dropped, whitespace collapsed ("What is a VCN?" and "what is a vcn" are twins).
+
+    For the leakage guards only; duplicate detection in mining keeps `normalize_text` (its results must not move).
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in folded)
+    return " ".join(kept.split())
 
 
 def text_hash(text: str) -> str:

@@ -604,3 +604,59 @@ def test_a_ray_address_pointing_at_nothing_fails_at_once(cli, world, kind: str) 
     line = one_error(result)
     assert line.startswith(f"Error: --ray-address {address}: nothing answers at {host}:{address.rsplit(':', 1)[1]} (")
     assert snapshot(world["embed"]) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Weak: leakage gaps a user can hit without trying
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("copy", ["reordered", "crlf", "regraded"])
+def test_a_reordered_or_crlf_copy_of_the_test_qrels_is_refused(cli, world, tmp_path, copy: str) -> None:
+    rows = [("q4", "d7"), ("q4", "d8")]
+    (world["data"] / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n" for q, d in rows)
+    )
+    body = {
+        "reordered": "query-id\tcorpus-id\tscore\nq4\td8\t1\nq4\td7\t1\n",
+        "crlf": "query-id\tcorpus-id\tscore\r\nq4\td7\t1\r\nq4\td8\t1\r\n",
+        "regraded": "query-id\tcorpus-id\tscore\nq4\td7\t2\nq4\td8\t2\n",
+    }[copy]
+    mined_as = world["data"] / "qrels" / "mine-me.tsv"
+    mined_as.write_bytes(body.encode())
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "--qrels", mined_as, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: --qrels {mined_as} has the same content as {world['data'] / 'qrels' / 'test.tsv'}, the 'test' split "
+        "(an evaluation split): the same (query, document) pairs: mining its queries leaks evaluation data into "
+        "training; pass --allow-eval-queries to do it anyway"
+    )
+    assert snapshot(world["mine"]) == before
+
+
+def test_empty_eval_splits_says_the_mining_guard_is_off(cli, world, tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[mine]\neval_splits = []\n")
+    result = cli(*mine_args(world, "-c", config))
+    assert result.exit_code == 0, result.stderr
+    assert "mine: warning: eval_splits is empty, so no split is protected from mining (the leakage guard is off)" in (
+        result.stderr
+    )
+
+
+@pytest.mark.parametrize("twin", ["Back up my block volume, every night!", "ｂａｃｋ up my block volume every night"])
+def test_twin_queries_differing_by_punctuation_or_unicode_form_are_caught(cli, tmp_path, twin: str) -> None:
+    from conftest import TINY_QRELS, TINY_QUERIES
+    from test_bad_inputs import _fake_base
+
+    data = write_beir(tmp_path / "d", queries=[*TINY_QUERIES, {"_id": "q9", "text": twin}],
+                      qrels={"train": [*TINY_QRELS["train"], ("q9", "d7")], "test": TINY_QRELS["test"]})  # fmt: skip
+    runs = tmp_path / "runs"
+    assert cli("embed", "--data", data, "--out", runs / "e", "--model", "hash:8", "-q").exit_code == 0
+    assert cli("mine", "--vectors", runs / "e", "--data", data, "--out", runs / "m", "-q").exit_code == 0
+    result = cli("train-reranker", "--mined", runs / "m", "--data", data, "--out", runs / "rr",
+                 "--base-model", _fake_base(tmp_path / "base"))  # fmt: skip
+    assert result.exit_code == 1
+    assert "(0 by id, 1 with the same text under another id; e.g. 'q9')" in one_error(result)
+    assert not (runs / "rr").exists()

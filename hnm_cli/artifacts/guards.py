@@ -15,7 +15,7 @@ from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
 from hnm_cli.artifacts.reranker import TRAIN_STAGE, RerankerRef, enclosing_training_artifact
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
-from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
+from hnm_cli.inputs import read_qrels, read_queries, resolve_qrels_file, twin_key
 
 if TYPE_CHECKING:
     from hnm_cli.config import TrainRerankerConfig
@@ -67,6 +67,10 @@ def check_mining_split(split: str, eval_splits: tuple[str, ...], *, allowed: boo
     Raises:
         LeakageError: `split` is one of `eval_splits` and not `allowed`.
     """
+    if not eval_splits and not allowed:
+        log.warning(
+            "mine: warning: eval_splits is empty, so no split is protected from mining (the leakage guard is off)"
+        )
     if split in eval_splits and not allowed:
         raise LeakageError(
             f"split '{split}' is an evaluation split ({', '.join(eval_splits)}): mining its queries leaks "
@@ -99,6 +103,7 @@ def check_mining_qrels(
     places = [Path(f) for f in folders if f is not None and Path(f).is_dir()] + [qrels_file.parent, real.parent]
     size, digest = real.stat().st_size, ""
     seen: set[Path] = set()
+    ours: frozenset[tuple[str, str]] | None = None
     for folder in places:
         for split in eval_splits:
             with contextlib.suppress(InputError):
@@ -110,11 +115,25 @@ def check_mining_qrels(
                     raise LeakageError(
                         f"--qrels {qrels_file} is {other} (the '{split}' split), an evaluation split: {tail}"
                     )
-                if other_real.stat().st_size == size and (digest := digest or file_sha256(real)) == file_sha256(other):
+                same = other_real.stat().st_size == size and (digest := digest or file_sha256(real)) == file_sha256(
+                    other
+                )
+                if not same and ours is None:
+                    ours = _pairs(real) or frozenset()
+                if same or (ours and ours == _pairs(other)):
                     raise LeakageError(
                         f"--qrels {qrels_file} has the same content as {other}, the '{split}' split (an evaluation "
-                        f"split): {tail}"
+                        f"split){'' if same else ': the same (query, document) pairs'}: {tail}"
                     )
+
+
+def _pairs(path: Path) -> frozenset[tuple[str, str]] | None:
+    """The (query, document) pairs of a qrels file: a reordered, CRLF or re-graded copy has the same ones.
+    None for a file that cannot be read as qrels (it is reported where it is read, not here)."""
+    try:
+        return frozenset((q, d) for q, docs in read_qrels(path).items() for d in docs)
+    except HnmError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,8 +147,8 @@ def query_overlap(train_ids: Iterable[str], eval_ids: Iterable[str]) -> list[str
 
 
 def text_overlap(train_texts: Iterable[str], eval_texts: Iterable[str]) -> int:
-    """How many distinct training query texts equal an evaluation query text (case/space-insensitive)."""
-    return len({normalize_text(t) for t in train_texts} & {normalize_text(t) for t in eval_texts})
+    """How many distinct training query texts are twins of an evaluation query text (`inputs.twin_key`)."""
+    return len(({twin_key(t) for t in train_texts} & {twin_key(t) for t in eval_texts}) - {""})
 
 
 def _eval_qrels_files(data: Path | None, mine: Manifest | None, split: str) -> list[Path]:
@@ -199,15 +218,13 @@ def check_training_leakage(
     by_id = set(query_overlap(train_query_ids, eval_ids))
     by_text: set[str] = set()
     if queries is not None:
-        eval_texts = {normalize_text(queries[q].text): q for q in eval_ids if q in queries}
+        eval_texts = {twin_key(queries[q].text): q for q in eval_ids if q in queries}
         if train_query_ids:
             by_text = {
-                q
-                for q in set(train_query_ids) - by_id
-                if q in queries and normalize_text(queries[q].text) in eval_texts
+                q for q in set(train_query_ids) - by_id if q in queries and twin_key(queries[q].text) in eval_texts
             }
         else:
-            by_text = {t for t in train_query_texts if normalize_text(t) in eval_texts}
+            by_text = {t for t in train_query_texts if twin_key(t) in eval_texts}
     elif not train_query_ids:
         log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
         return stats

@@ -660,3 +660,20 @@ def test_twin_queries_differing_by_punctuation_or_unicode_form_are_caught(cli, t
     assert result.exit_code == 1
     assert "(0 by id, 1 with the same text under another id; e.g. 'q9')" in one_error(result)
     assert not (runs / "rr").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Weak: interrupted runs (the lock and staging items are above, with bad 7)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_shard_rebuilt_from_the_cache_records_its_distinct_texts(cli, world) -> None:
+    marker = world["embed"] / "hash-8" / "corpus" / ".done" / "00000.json"
+    first = orjson.loads(marker.read_bytes())
+    for shard in (world["embed"] / "hash-8" / "corpus").glob("*-00000.*"):
+        shard.unlink()  # the shard goes; its texts are all in the cache
+    marker.unlink()
+    result = cli(*embed_args(world))
+    assert result.exit_code == 0, result.stderr
+    again = orjson.loads(marker.read_bytes())
+    assert again["unique"] == first["unique"] == 8 and again == first

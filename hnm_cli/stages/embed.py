@@ -731,9 +731,13 @@ def _merged(
     encoded: np.ndarray | None,
     unique: int,
 ) -> tuple[np.ndarray, int, int]:
-    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors."""
+    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors.
+
+    `unique` counts the shard's distinct texts, wherever their vectors came from: the encoder's count covers only
+    the texts the cache lacked (0 for a shard rebuilt from the cache alone), and a resumed run reads it back.
+    """
     rows, from_cache = _merge_cached(work, keys, cached, missing, encoded)
-    return rows, unique, from_cache
+    return rows, len(set(keys)) if cached is not None else unique, from_cache
 
 
 def _write_shard(

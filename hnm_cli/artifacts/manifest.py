@@ -279,8 +279,10 @@ def changed_sub_manifests(directory: Path, *, deep: bool = False) -> set[str]:
         top = load_manifest(directory)
     except IncompleteArtifactError:
         return set()
+    if top is None:
+        return set()
     changed = set()
-    for entry in top.outputs if top is not None else []:
+    for entry in top.outputs:
         name, _, rest = str(entry["path"]).partition("/")
         if rest == MANIFEST_NAME:
             one = Manifest(stage=top.stage, fingerprint="", params={}, inputs=[], outputs=[entry], path=top.path)

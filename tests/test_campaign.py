@@ -587,6 +587,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@pytest.mark.slow  # importing ray takes seconds
 @pytest.mark.parametrize("kind", ["closed port", "unresolvable host", "ray:// closed port"])
 def test_a_ray_address_pointing_at_nothing_fails_at_once(cli, world, kind: str) -> None:
     pytest.importorskip("ray")
@@ -677,3 +678,38 @@ def test_a_shard_rebuilt_from_the_cache_records_its_distinct_texts(cli, world) -
     assert result.exit_code == 0, result.stderr
     again = orjson.loads(marker.read_bytes())
     assert again["unique"] == first["unique"] == 8 and again == first
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, RuntimeError])
+def test_an_interrupted_run_keeps_what_it_encoded_in_the_cache(tmp_path, stop) -> None:
+    from test_stage_embed import HASH16, cfg, paths
+
+    from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
+    from hnm_cli.encoding.encoders import load_encoder
+    from hnm_cli.stages import embed
+
+    corpus = [{"_id": f"d{i}", "title": "", "text": f"document number {i} about topic {i % 3}"} for i in range(12)]
+    data = write_beir(tmp_path / "data", corpus=corpus)
+    seen: list[str] = []
+
+    def factory(resolved, precision="fp32", device="cpu"):
+        inner = load_encoder(resolved, precision=precision, device=device)
+
+        class Stops:
+            name, dim = inner.name, inner.dim
+
+            def encode(self, texts, kind, batch_size):
+                if len(seen) >= 8:
+                    raise stop("simulated stop")
+                seen.extend(texts)
+                return inner.encode(texts, kind, batch_size)
+
+        return Stops()
+
+    out = tmp_path / "out"
+    with pytest.raises(stop):
+        embed.run(paths(data), out, cfg(HASH16, shard_size=4, batch_size=4), progress=False, encoder_factory=factory)
+    plan = embed.plan(paths(data), cfg(HASH16, shard_size=4, batch_size=4))
+    cache = EmbeddingCache(out / "hash-16", plan.encoder_fps["hash-16"])
+    found, _ = cache.lookup([text_key("document", t) for t in seen])
+    assert len(seen) == 8 and found.all()  # both shards encoded before the stop are in the cache

@@ -510,11 +510,20 @@ def _embed_model(
         cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force, dim=known[0] if known else None)
         for work in works:
             work.cache = cache
-    if session is not None and session.distributed:
-        _encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
-    else:
-        for work in works:
-            _encode_here(work, lazy, batch_size, progress=progress, label=name)
+    try:
+        if session is not None and session.distributed:
+            _encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
+        else:
+            for work in works:
+                _encode_here(work, lazy, batch_size, progress=progress, label=name)
+    except BaseException:
+        # An interrupted or failed run keeps what it encoded: each entry is keyed by its exact text and encoder
+        # setting, so tomorrow's run (other shard boundaries) need not encode it again. Not under --force, whose
+        # cache lives in the staging folder that is about to go. (kill -9 skips this: those texts are encoded again.)
+        if works and works[0].cache is not None and not force:
+            with contextlib.suppress(Exception):
+                works[0].cache.flush()
+        raise
     cache_stats: dict[str, int] = {}
     if works and works[0].cache is not None:
         c = works[0].cache

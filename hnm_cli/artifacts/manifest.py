@@ -8,8 +8,9 @@ fingerprint matches and every recorded output exists with its recorded size.
 
 A run writes its files into a staging folder inside the artifact (`Staging`) and moves them into place only
 when everything that can fail on its input has passed: a failing run leaves an existing artifact byte for
-byte as it was. The commit deletes the old manifest before moving and the new one is written last, so a
-directory without `manifest.json` is incomplete by definition and downstream stages refuse it. One writer
+byte as it was. The commit checks every target folder first and sets the old files and the old manifest aside
+(a move that fails all the same is rolled back); the new manifest is written last, so a directory without
+`manifest.json` is incomplete by definition and downstream stages refuse it. One writer
 per folder: `output_lock` holds `<out>/.hnm.lock` (the owner's pid) for the length of a run.
 
 Verification: every output entry records its size, sha256 and mtime. The cheap check (up to date, and every

@@ -278,7 +278,8 @@ def test_the_allow_list_refuses_every_other_strategy_and_value() -> None:
     assert "BM25" in (unsupported(MineConfig(strategy="bm25")) or "")
     for opts in ({"fallback": "bm25"}, {"fallback": "random"}, {"index": "hnsw"}, {"sampling_strategy": "random"},
                  {"range_min": 1}, {"range_max": 9}, {"max_score": 0.9}, {"min_score": 0.1},
-                 {"absolute_margin": 0.1}, {"relative_margin": 0.1}):  # fmt: skip
+                 {"absolute_margin": 0.1}, {"relative_margin": 0.1},
+                 {"vote": "majority"}, {"random_negatives": 2}):  # fmt: skip
         why = unsupported(MineConfig().merged(**opts))
         assert why is not None and next(iter(opts)) in why, opts
 

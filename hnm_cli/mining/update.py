@@ -25,7 +25,7 @@ drifted: the rows stay those of a cold run, and the stage says that drift cost w
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -276,10 +276,13 @@ def update_negatives(
         counts.pairs_remined = len(pairs)
         return everything, stats, counts
     previous = plan.previous
+    candidates = [i for i, prev in enumerate(previous) if prev is not None]
     reuse = [
-        i for i, prev in enumerate(previous) if prev is not None and not _drifted(query_vecs, pairs[i], prev, corpus)
+        i
+        for lo in range(0, len(candidates), _CHUNK)
+        for i in _not_drifted(query_vecs, corpus, pairs, previous, candidates[lo : lo + _CHUNK])
     ]
-    counts.pairs_drifted = sum(1 for p in previous if p is not None) - len(reuse)
+    counts.pairs_drifted = len(candidates) - len(reuse)
     results: list[PairResult | None] = [None] * len(pairs)
     if reuse:
         qv = np.ascontiguousarray(query_vecs[[p.query_row for p in pairs]], dtype=np.float32)
@@ -309,16 +312,76 @@ def _distances(negatives: Sequence[Negative]) -> list[tuple[float | None, float 
     return [(n.d_qd, n.d_qp, n.d_pd) for n in negatives]
 
 
-def _drifted(query_vecs: np.ndarray, pair: Pair, prev: Previous, corpus: VectorSource) -> bool:
-    """True when a vector moved since the earlier run: its recorded distances are not reproduced.
+# Pairs whose positives and earlier picks are read at once: one read per chunk instead of one per pair, and
+# memory bounded by the chunk (at most 4 x 4096 rows with the default 3 negatives), not by the run.
+_CHUNK = 4096
+
+
+class _Prefetched:
+    """Rows of the corpus read once, served by corpus row number afterwards (the same float32 values)."""
+
+    def __init__(self, corpus: VectorSource, rows: Sequence[int]) -> None:
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        self.source = VectorSource([corpus.take(self.rows)])  # row k here = corpus row self.rows[k]
+
+    @classmethod
+    def of_pairs(
+        cls, corpus: VectorSource, pairs: Sequence[Pair], previous: Sequence[Previous | None], idx: list[int]
+    ) -> _Prefetched:
+        """The positives and earlier picks of the pairs `idx`."""
+        rows = [pairs[i].positive_row for i in idx]
+        for i in idx:
+            prev = previous[i]
+            assert prev is not None
+            rows += [n.doc_row for n in prev.negatives]
+        return cls(corpus, rows)
+
+    def local(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.rows, np.asarray(rows, dtype=np.int64))
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.source.take(self.local(rows))
+
+
+def _in_chunks(
+    corpus: VectorSource, pairs: Sequence[Pair], previous: Sequence[Previous | None], idx: list[int]
+) -> Iterator[tuple[int, _Prefetched]]:
+    """Each of `idx` with the prefetched rows of its chunk of `_CHUNK` pairs."""
+    for lo in range(0, len(idx), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        near = _Prefetched.of_pairs(corpus, pairs, previous, part)
+        for i in part:
+            yield i, near
+
+
+def _not_drifted(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    previous: Sequence[Previous | None],
+    candidates: list[int],
+) -> list[int]:
+    """The candidates whose recorded distances are reproduced bit for bit; the others had a vector move since the
+    earlier run (drift).
 
     Recomputed by `fill_distances`, the arithmetic every strategy records its distances with (`rowdot64` of the
-    stored float32 vectors), so an unchanged pair compares equal bit for bit.
+    stored float32 vectors, whatever row or batch they sit in), so an unchanged pair compares equal. A pair
+    that got no negative has no distance to compare and is never drift.
     """
-    if not prev.negatives:
-        return False
-    (now,) = fill_distances(query_vecs, corpus, [PairResult(pair, list(prev.negatives))])
-    return _distances(now.negatives) != _distances(prev.negatives)
+    near = _Prefetched.of_pairs(corpus, pairs, previous, candidates)
+    probe = []
+    for i in candidates:
+        prev = previous[i]
+        assert prev is not None
+        local = near.local([pairs[i].positive_row, *(n.doc_row for n in prev.negatives)])
+        negs = [replace(n, doc_row=int(r)) for n, r in zip(prev.negatives, local[1:], strict=True)]
+        probe.append(PairResult(Pair(pairs[i].query_row, int(local[0])), negs))
+    now = fill_distances(query_vecs, near.source, probe)
+    return [
+        i
+        for i, r in zip(candidates, now, strict=True)
+        if _distances(r.negatives) == _distances(previous[i].negatives)  # type: ignore[union-attr]
+    ]
 
 
 def _merge_rule(
@@ -339,17 +402,17 @@ def _merge_rule(
     out: dict[int, PairResult] = {}
     recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     docs_added = corpus.take(added) if len(added) else None
-    for i in reuse:
+    for i, near in _in_chunks(corpus, pairs, previous, reuse):
         prev = previous[i]
         assert prev is not None
         pair = pairs[i]
-        pd = corpus.take([pair.positive_row])[0]
+        pd = near.take([pair.positive_row])[0]
         s_qp = float(rowdot64(qv[i][None, :], pd[None, :])[0])
         old = list(prev.negatives)
         rows_old = np.array([n.doc_row for n in old], dtype=np.int64)
         # The picks' similarities recomputed, not recovered as 1 - d_qd: that loses the last bit, and a pick would
         # then count itself among the documents above it when its rank is recounted.
-        s_old = rowdot64(np.broadcast_to(qv[i], (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
+        s_old = rowdot64(np.broadcast_to(qv[i], (len(old), qv.shape[1])), near.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s, cand_pd = rows_old, s_old, np.array([1.0 - float(n.d_pd) for n in old if n.d_pd is not None])
         fresh = np.empty(0, dtype=np.int64)
         if docs_added is not None:

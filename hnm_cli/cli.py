@@ -728,3 +728,28 @@ def show(
 
         text = show_stage.run(artifact, data=data, n=n, fmt=output_format)
     typer.echo(text)
+
+
+# [report command]
+
+
+@app.command(epilog="Example: hnm report runs/cloud-docs  (writes runs/cloud-docs/report.html and prints its path)")
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (or one artifact folder) holding hnm artifacts.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", dir_okay=False, help="HTML file to write [default: RUN_DIR/report.html]."),
+    ] = None,
+    data: DataOpt = None,
+    max_pairs: Annotated[
+        int,
+        typer.Option("--max-pairs", min=0, help="Pairs per mine artifact in the page: most risky first, then random."),
+    ] = 1000,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random part of the pair sample.")] = 0,
+) -> None:
+    """Write one self-contained HTML page that shows a run: pipeline, vectors, negatives, training, evaluation."""
+    with reported():
+        from hnm_cli.stages import report as report_stage
+
+        path = report_stage.run(run_dir, out, data=data, max_pairs=max_pairs, seed=seed)
+    typer.echo(path)

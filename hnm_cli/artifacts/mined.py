@@ -227,6 +227,27 @@ def resolve_audit(path: Path, out: Path, *, deep: bool = False) -> tuple[Path, M
     return mine_dir, manifest
 
 
+def read_stats(mine_dir: Path) -> dict[str, Any] | None:
+    """`stats.json` of a mine artifact (selection counts, rejections, histograms, and whatever figures a newer
+    `hnm mine` adds), or None when the artifact has none.
+
+    Raises:
+        CorruptArtifactError: the file is there but is not a JSON object.
+    """
+    path = Path(mine_dir) / STATS_FILE
+    if not path.is_file():
+        return None
+    try:
+        stats = orjson.loads(path.read_bytes())
+        if not isinstance(stats, dict):
+            raise ValueError(f"a JSON {_json_type(stats)}, not an object")
+    except (OSError, ValueError) as err:
+        raise CorruptArtifactError(
+            f"{path} is unreadable ({str(err).splitlines()[0][:100]}); rebuild it: hnm mine ... --out {mine_dir} --force"
+        ) from err
+    return stats
+
+
 def count_with_negative(rows: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
     """(rows, rows with at least one negative)."""
     total = with_neg = 0

@@ -8,6 +8,7 @@ Layout of the artifact (`<out>/`):
   * `per-query.jsonl` one line per (run, query): `{"run", "query_id", "<metric>": value, ...}`; for an arm
     with several seeds, the per-query mean over its seeds (what the significance test uses).
   * `report.json` the comparison (what `hnm eval` prints on stdout), `report.md` the same as Markdown tables.
+  * `rankings.jsonl` each run's top documents per query (`artifacts/evaluation.py`), for `hnm report`.
 
 Runs: `first-stage` (the candidate scores themselves), one per `--model` name (several sources under one
 name are seeds of one arm: mean +- sample std over seeds), and with `fuse = "rrf"` one `<name>+rrf` per arm
@@ -25,6 +26,15 @@ from typing import Any
 
 import orjson
 
+from hnm_cli.artifacts.evaluation import (
+    CANDIDATES,
+    FIRST_STAGE_DIR,
+    PER_QUERY,
+    RANKINGS,
+    REPORT_JSON,
+    REPORT_MD,
+    write_rankings,
+)
 from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, recorded_file, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
@@ -65,11 +75,6 @@ log = logging.getLogger("hnm")
 
 STAGE = "eval"
 FIRST_STAGE = "eval-first-stage"
-FIRST_STAGE_DIR = "first-stage"
-CANDIDATES = "candidates.jsonl"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-PER_QUERY = "per-query.jsonl"
 VECTOR_STAGES = ("reduce", "embed-model")
 
 
@@ -377,7 +382,8 @@ def _evaluate(
     # Not atomic_write_json: that sorts keys, and the order of runs and metrics is part of the report.
     atomic_write_bytes(new / REPORT_JSON, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     atomic_write_bytes(new / REPORT_MD, render_markdown(report).encode("utf-8"))
-    written = [REPORT_JSON, REPORT_MD, PER_QUERY]
+    write_rankings(new / RANKINGS, {name: seeds[0][1] for name, seeds in seed_runs.items()}, qids)
+    written = [REPORT_JSON, REPORT_MD, PER_QUERY, RANKINGS]
     primary = {name: r["mean"][PRIMARY_METRIC] for name, r in report["runs"].items()}
     stats = {
         "queries": len(qids),

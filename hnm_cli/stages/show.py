@@ -61,7 +61,7 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
 
 def _eval_report(artifact: Path, fmt: str) -> str:
     """report.json (checked to be an eval report) or report.md of an intact eval artifact."""
-    from hnm_cli.stages.evaluate import REPORT_JSON, REPORT_MD
+    from hnm_cli.artifacts.evaluation import REPORT_JSON, REPORT_MD
 
     require_artifact(artifact, "eval", fix=f"hnm eval ... --out {artifact}")
     texts: dict[str, str] = {}

@@ -1,0 +1,561 @@
+"""The page data of `hnm report`: one plain dict per section, built from what the artifacts hold.
+
+Pure: manifests (as JSON dicts), stats, sampled rows, texts and per-query values in; JSON-ready dicts out, no paths
+opened and nothing printed. `stages/report.py` reads the artifacts and calls these; `render.py` turns the result
+into HTML. Each builder is unit-tested on tiny artifacts (tests/test_report.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hnm_cli.reporting.risk import NEAR_DUPLICATE, PERCPOS, DistanceSummary, PairSample, is_risky, negative_risk
+
+STAGE_ORDER = ("embed", "reduce", "mine", "train-reranker", "eval")
+TEXT_CHARS = 400  # a document's text on the page: enough to judge it, bounded so a big run stays a few MB
+TOP_DOCS = 5  # documents shown per ranking in the evaluation's per-query view
+MAX_LOSSES = 10
+MAX_WINS = 5
+TIE = 1e-12
+
+
+@dataclass
+class ArtifactView:
+    """One artifact found under the run folder, as the page needs it.
+
+    Attributes:
+        rel: its folder relative to the run folder (`.` for the run folder itself).
+        manifest: the manifest's JSON (`Manifest.to_json()`).
+        digest: its outputs digest (what downstream stages recorded as their input's sha256).
+        outputs_problem: the first output that no longer matches the manifest, or None.
+        input_states: per manifest input, in order: `ok`, `changed` or `missing` (not found from here).
+    """
+
+    rel: str
+    manifest: dict[str, Any]
+    digest: str
+    outputs_problem: str | None = None
+    input_states: list[str] = field(default_factory=list)
+
+    @property
+    def stage(self) -> str:
+        """The manifest's stage."""
+        return str(self.manifest.get("stage", "?"))
+
+    @property
+    def anchor(self) -> str:
+        """The HTML id of its card: the stage and folder, stable across reports of the same run."""
+        slug = "".join(c if c.isalnum() else "-" for c in self.rel).strip("-") or "root"
+        return f"a-{self.stage}-{slug}"
+
+
+def snippet(text: str | None, limit: int = TEXT_CHARS) -> str | None:
+    """`text` cut to `limit` characters at a word boundary, with an ellipsis when cut."""
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
+    return cut + " …"
+
+
+def _counts(stage: str, stats: Mapping[str, Any]) -> dict[str, Any]:
+    keys = {
+        "embed": ("model_names",),
+        "reduce": ("corpus_rows", "queries_rows", "concat_dim", "dim", "components", "variance_reached"),
+        "mine": ("queries", "pairs", "pairs_with_negative", "pairs_with_zero", "selected", "selection_rate"),
+        "train-reranker": ("pairs", "examples", "negatives_used", "global_step", "final_loss"),
+        "eval": ("queries", "skipped_queries", "runs"),
+    }.get(stage, ())
+    out = {k: stats[k] for k in keys if k in stats}
+    if stage == "embed" and isinstance(stats.get("models"), dict):
+        out["rows"] = {m: s.get("rows") for m, s in stats["models"].items() if isinstance(s, dict)}
+    return out
+
+
+def pipeline_section(
+    artifacts: Sequence[ArtifactView], aliases: Mapping[str, ArtifactView] | None = None
+) -> dict[str, Any]:
+    """Each stage's inputs, settings, fingerprint, counts, timing, version and freshness, with links between stages.
+
+    An input that is an hnm artifact links to the artifact of this run whose outputs digest it recorded (found by
+    digest, so a moved run folder still links). Status: `up to date` (outputs intact, every input as recorded),
+    `stale` (an input or output changed since), or `unknown` (an input is not reachable from here); an input
+    whose digest is not re-computable (a model folder's identity) counts as `recorded`.
+
+    Args:
+        artifacts: the artifacts shown, one card each.
+        aliases: more digests to link, to a shown artifact (an embed's per-model vector sets link to the embed).
+    """
+    by_digest = {**(aliases or {}), **{a.digest: a for a in artifacts}}
+    cards: list[dict[str, Any]] = []
+    for art in artifacts:
+        m = art.manifest
+        inputs = []
+        for i, inp in enumerate(m.get("inputs") or []):
+            state = art.input_states[i] if i < len(art.input_states) else "missing"
+            target = by_digest.get(str(inp.get("sha256"))) if "stage" in inp else None
+            inputs.append(
+                {
+                    "role": inp.get("role"),
+                    "path": inp.get("path"),
+                    "stage": inp.get("stage"),
+                    "link": target.anchor if target is not None else None,
+                    "link_rel": target.rel if target is not None else None,
+                    "state": state,
+                }
+            )
+        # eval records the rerankers it scored in params (by identity, a train-reranker artifact's digest)
+        for model in (m.get("params") or {}).get("models") or []:
+            target = by_digest.get(str(model.get("identity"))) if isinstance(model, dict) else None
+            if target is not None:
+                inputs.append({"role": f"model {model.get('name')}", "path": model.get("source"),
+                               "stage": target.stage, "link": target.anchor, "link_rel": target.rel,
+                               "state": "ok"})  # fmt: skip
+        states = [x["state"] for x in inputs]
+        if art.outputs_problem is not None or "changed" in states:
+            status = "stale"
+        elif "missing" in states:
+            status = "unknown"
+        else:
+            status = "up to date"
+        notes = [f"output {art.outputs_problem}"] if art.outputs_problem else []
+        notes += [f"input {x['role']} ({x['path']}) {x['state']}" for x in inputs if x["state"] != "ok"]
+        stats = m.get("stats") or {}
+        cards.append(
+            {
+                "anchor": art.anchor,
+                "rel": art.rel,
+                "stage": art.stage,
+                "created_at": m.get("created_at"),
+                "version": m.get("hnm_cli_version"),
+                "fingerprint": m.get("fingerprint"),
+                "seconds": stats.get("seconds"),
+                "counts": _counts(art.stage, stats),
+                "params": m.get("params") or {},
+                "inputs": inputs,
+                "outputs": len(m.get("outputs") or []),
+                "output_bytes": sum(int(o.get("bytes") or 0) for o in m.get("outputs") or []),
+                "status": status,
+                "notes": notes,
+            }
+        )
+    rank = {s: i for i, s in enumerate(STAGE_ORDER)}
+    cards.sort(key=lambda c: (rank.get(str(c["stage"]), len(rank)), str(c["rel"])))
+    return {"artifacts": cards}
+
+
+def embed_view(art: ArtifactView) -> dict[str, Any]:
+    """Vectors of an embed artifact: per model its source, dimension, speed, precision, backend and long-text mode."""
+    params, stats = art.manifest.get("params") or {}, art.manifest.get("stats") or {}
+    model_stats = stats.get("models") if isinstance(stats.get("models"), dict) else {}
+    models = []
+    for spec in params.get("models") or []:
+        s = model_stats.get(spec.get("name"), {}) if isinstance(model_stats, dict) else {}
+        models.append(
+            {
+                "name": spec.get("name"),
+                "source": spec.get("source"),
+                "dim": s.get("dim"),
+                "rows": s.get("rows"),
+                "texts_per_s": s.get("docs_per_s"),
+                "encode_seconds": s.get("encode_seconds"),
+                "precision": spec.get("precision"),
+                "backend": spec.get("backend") or spec.get("engine"),
+                "long_texts": spec.get("long_texts") or "truncate",
+                "max_seq_length": spec.get("max_seq_length"),
+                "from_cache": s.get("rows_from_cache"),
+            }
+        )
+    return {"anchor": art.anchor, "rel": art.rel, "models": models, "seconds": stats.get("seconds")}
+
+
+def reduce_view(art: ArtifactView, variance_ratios: Sequence[float] | None) -> dict[str, Any]:
+    """Fusion and PCA of a reduce artifact: each model's share of the kept variance, components kept, and the
+    cumulative explained variance per component (from its `pca/` fit, when there is one)."""
+    params, stats = art.manifest.get("params") or {}, art.manifest.get("stats") or {}
+    cumulative: list[float] = []
+    total = 0.0
+    for r in variance_ratios or []:
+        total += float(r)
+        cumulative.append(total)
+    return {
+        "anchor": art.anchor,
+        "rel": art.rel,
+        "pca": bool(params.get("pca", True)),
+        "target_variance": params.get("variance"),
+        "components": stats.get("components"),
+        "variance_reached": stats.get("variance_reached"),
+        "concat_dim": stats.get("concat_dim"),
+        "input_dims": stats.get("input_dims") or {},
+        "weights": params.get("weights") or {},
+        "model_variance_share": stats.get("model_variance_share") or {},
+        "cumulative_variance": cumulative,
+        "fit_rows": stats.get("fit_rows"),
+        "fit_from": params.get("fit_from"),
+    }
+
+
+# The stats keys that count candidates a guard or test removed, in the order the page lists them.
+GUARD_KEYS = (
+    ("rejected_c1", "C1: not closer to the query than the positive"),
+    ("rejected_c2", "C2: closer to the positive than to the query (false-negative guard)"),
+    ("rejected_exclusion", "excluded: a positive of the query"),
+    ("duplicates_excluded", "excluded: same text as a positive"),
+    ("twin_positives_excluded", "excluded: twin of a positive"),
+    ("query_duplicates_excluded", "excluded: same text as the query"),
+)
+
+
+def _guards(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = [{"name": key, "label": label, "removed": stats[key]} for key, label in GUARD_KEYS if key in stats]
+    for group in ("rejected_by", "guards"):  # newer miners count their guards by name
+        extra = stats.get(group)
+        if isinstance(extra, dict):
+            for name, value in extra.items():
+                removed = value.get("removed") if isinstance(value, dict) else value
+                out.append({"name": f"{group}.{name}", "label": name, "removed": removed})
+    return out
+
+
+def _flat(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out.append((prefix, value))
+
+
+def _pair_json(row: Mapping[str, Any], picked: str) -> dict[str, Any]:
+    negs = []
+    for neg in row.get("negatives") or []:
+        risk, flags = negative_risk(neg)
+        negs.append(
+            {
+                "doc_id": neg.get("doc_id"),
+                "source": neg.get("source"),
+                "rank": neg.get("rank"),
+                "d_qd": neg.get("d_qd"),
+                "d_qp": neg.get("d_qp"),
+                "d_pd": neg.get("d_pd"),
+                "risk": risk,
+                "flags": flags,
+                "risky": is_risky(flags),
+            }
+        )
+    suspected = []
+    for sus in row.get("suspected") or []:
+        if isinstance(sus, dict) and sus.get("doc_id"):
+            extra = {k: v for k, v in sus.items() if k != "doc_id" and isinstance(v, str | int | float | bool)}
+            suspected.append({"doc_id": sus["doc_id"], "fields": extra})
+    risks = [n["risk"] for n in negs if n["risk"] is not None]
+    return {
+        "query_id": row.get("query_id"),
+        "positive_id": row.get("positive_id"),
+        "picked": picked,
+        "risk": max(risks) if risks else None,
+        "risky": any(n["risky"] for n in negs),
+        "negatives": negs,
+        "suspected": suspected,
+    }
+
+
+def sampled_ids(sample: PairSample) -> tuple[set[str], set[str]]:
+    """(query ids, doc ids) the sampled pairs name: the texts a page needs."""
+    queries, docs = set(), set()
+    for row in [*sample.risky, *sample.random]:
+        queries.add(str(row.get("query_id")))
+        docs.add(str(row.get("positive_id")))
+        docs.update(str(n.get("doc_id")) for n in row.get("negatives") or [])
+        docs.update(str(s.get("doc_id")) for s in row.get("suspected") or [] if isinstance(s, dict))
+    return queries, docs
+
+
+def mining_section(
+    art: ArtifactView,
+    stats: Mapping[str, Any] | None,
+    summary: DistanceSummary,
+    sample: PairSample,
+    *,
+    queries: Mapping[str, str],
+    docs: Mapping[str, str],
+    scatter: Mapping[str, Sequence[Sequence[float]]] | None = None,
+    texts_note: str | None = None,
+) -> dict[str, Any]:
+    """One mine artifact: strategy and guards, selection, false-negative risk, histograms, scatter, sampled pairs.
+
+    Args:
+        art: the mine artifact.
+        stats: its stats.json (None when absent).
+        summary: the distance summary over every row.
+        sample: the sampled pairs.
+        queries / docs: texts by id (only those the sample names are used; missing ones show as ids).
+        scatter: {"queries"|"positives"|"negatives": [[x, y], ...]}, the first two PCA components of the sampled
+            pairs' vectors, or None when the vectors are not reachable.
+        texts_note: why texts are missing, shown on the page.
+    """
+    params = art.manifest.get("params") or {}
+    stats = dict(stats or art.manifest.get("stats") or {})
+    recorded_risk: list[tuple[str, Any]] = []
+    if isinstance(stats.get("fn_risk"), dict):
+        _flat("", stats["fn_risk"], recorded_risk)
+    setting_keys = ("strategy", "num_negatives", "split", "fallback", "fill", "c2_margin", "sampling_strategy",
+                    "range_min", "range_max", "max_score", "min_score", "absolute_margin", "relative_margin",
+                    "index", "seed", "preset")  # fmt: skip
+    pairs = [_pair_json(r, "risk") for r in sample.risky] + [_pair_json(r, "random") for r in sample.random]
+    used_q, used_d = sampled_ids(sample)
+    return {
+        "anchor": art.anchor,
+        "rel": art.rel,
+        "settings": {k: params[k] for k in setting_keys if k in params and params[k] is not None},
+        "selection": {
+            k: stats.get(k)
+            for k in (
+                "queries",
+                "pairs",
+                "pairs_with_negative",
+                "pairs_with_zero",
+                "pairs_short",
+                "selected",
+                "selection_rate",
+                "candidates_examined",
+                "fallback_pairs",
+                "margin_mean",
+            )  # fmt: skip
+            if k in stats
+        },
+        "guards": _guards(stats),
+        "recorded_risk": recorded_risk,
+        "risk": summary.to_json(),
+        "thresholds": {"percpos": PERCPOS, "near_duplicate": NEAR_DUPLICATE},
+        "hist_margin": stats.get("hist_margin"),
+        "scatter": dict(scatter) if scatter else None,
+        "browser": {
+            "pairs": pairs,
+            "total": sample.total,
+            "left_out": sample.left_out,
+            "seed": None,
+            "queries": {q: snippet(queries[q]) for q in sorted(used_q) if q in queries},
+            "docs": {d: snippet(docs[d]) for d in sorted(used_d) if d in docs},
+        },
+        "texts_note": texts_note,
+    }
+
+
+def training_section(art: ArtifactView) -> dict[str, Any]:
+    """One train-reranker artifact: loss curve, budget, and the examples used and skipped."""
+    params, stats = art.manifest.get("params") or {}, art.manifest.get("stats") or {}
+    curve = [[float(s), float(v)] for s, v in stats.get("loss_curve") or [] if v is not None]
+    budget_keys = ("kind", "loss", "base_model", "epochs", "max_steps", "batch_size", "learning_rate",
+                   "warmup_ratio", "max_length", "negatives_per_positive", "precision", "seed")  # fmt: skip
+    return {
+        "anchor": art.anchor,
+        "rel": art.rel,
+        "budget": {k: params[k] for k in budget_keys if k in params},
+        "progress": {
+            k: stats[k]
+            for k in ("planned_steps", "global_step", "resumed_from_step", "final_loss", "train_seconds", "device")
+            if k in stats
+        },
+        "examples": {
+            k: stats[k]
+            for k in (
+                "pairs",
+                "pairs_used",
+                "examples",
+                "negatives_used",
+                "pairs_skipped_no_negative",
+                "pairs_in_batch_only",
+                "pairs_padded",
+                "pairs_positive_only",
+                "eval_overlap",
+            )  # fmt: skip
+            if k in stats
+        },
+        "loss_curve": curve,
+    }
+
+
+def query_deltas(
+    per_query: Iterable[Mapping[str, Any]], run: str, baseline: str, metric: str
+) -> list[tuple[str, float, float, float]]:
+    """(query_id, baseline value, run value, delta) per query both runs scored, most negative delta first."""
+    base: dict[str, float] = {}
+    mine: dict[str, float] = {}
+    for row in per_query:
+        value = row.get(metric)
+        if not isinstance(value, int | float):
+            continue
+        if row.get("run") == baseline:
+            base[str(row["query_id"])] = float(value)
+        elif row.get("run") == run:
+            mine[str(row["query_id"])] = float(value)
+    out = [(q, base[q], mine[q], mine[q] - base[q]) for q in sorted(base) if q in mine]
+    out.sort(key=lambda t: (t[3], t[0]))
+    return out
+
+
+def wins_and_losses(
+    per_query: Sequence[Mapping[str, Any]], runs: Iterable[str], baseline: str, metric: str
+) -> dict[str, dict[str, Any]]:
+    """Per run (other than the baseline): wins/ties/losses on `metric`, the sorted deltas, the worst losses and
+    best wins (query ids with both values)."""
+    out = {}
+    for run in runs:
+        if run == baseline:
+            continue
+        deltas = query_deltas(per_query, run, baseline, metric)
+        losses = [d for d in deltas if d[3] < -TIE]
+        wins = [d for d in reversed(deltas) if d[3] > TIE]
+        out[run] = {
+            "wins": len(wins),
+            "losses": len(losses),
+            "ties": len(deltas) - len(wins) - len(losses),
+            "deltas": [round(d[3], 6) for d in deltas],
+            "worst": losses[:MAX_LOSSES],
+            "best": wins[:MAX_WINS],
+        }
+    return out
+
+
+def _ranking_json(
+    ranking: Sequence[tuple[str, float]] | None, relevant: Mapping[str, int], docs: Mapping[str, str]
+) -> list[dict[str, Any]] | None:
+    if ranking is None:
+        return None
+    return [
+        {"doc_id": d, "score": s, "relevance": relevant.get(d, 0), "text": snippet(docs.get(d), 160)}
+        for d, s in ranking[:TOP_DOCS]
+    ]
+
+
+def evaluation_section(
+    art: ArtifactView,
+    report: Mapping[str, Any],
+    per_query: Sequence[Mapping[str, Any]],
+    *,
+    rankings: Mapping[str, Mapping[str, Sequence[tuple[str, float]]]] | None,
+    qrels: Mapping[str, Mapping[str, int]],
+    queries: Mapping[str, str],
+    docs: Mapping[str, str],
+) -> dict[str, Any]:
+    """One eval artifact: the metrics table with deltas and p-values, the first stage's recall ceiling, per-query
+    wins and losses against the baseline with the top documents before and after, and metrics by length.
+
+    Args:
+        art: the eval artifact.
+        report: its report.json.
+        per_query: its per-query.jsonl rows.
+        rankings: {run: {query_id: [(doc_id, score)]}} for the queries shown (None: not recorded).
+        qrels: the evaluated qrels ({query_id: {doc_id: relevance}}), for the relevance marks.
+        queries / docs: texts by id.
+    """
+    metrics = list(report.get("metrics") or [])
+    primary = str(report.get("primary_metric") or (metrics[0] if metrics else ""))
+    baseline = str(report.get("baseline"))
+    runs = report.get("runs") or {}
+    fs = report.get("first_stage") or {}
+    ceiling_key = f"recall@{fs.get('top_k')}"
+    table = []
+    for name, run in runs.items():
+        table.append(
+            {
+                "name": name,
+                "kind": run.get("kind"),
+                "seeds": run.get("seeds"),
+                "baseline": name == baseline,
+                "mean": run.get("mean") or {},
+                "std": run.get("std") or {},
+                "delta": run.get("delta") or {},
+                "relative_delta": run.get("relative_delta") or {},
+                "p_value": run.get("p_value") or {},
+            }
+        )
+    wl = wins_and_losses(per_query, list(runs), baseline, primary)
+    for run, entry in wl.items():
+        shown = []
+        for kind, items in (("loss", entry.pop("worst")), ("win", entry.pop("best"))):
+            for q, before, after, delta in items:
+                relevant = {d: r for d, r in qrels.get(q, {}).items() if r > 0}
+                shown.append(
+                    {
+                        "kind": kind,
+                        "query_id": q,
+                        "query": snippet(queries.get(q), 200),
+                        "before": before,
+                        "after": after,
+                        "delta": delta,
+                        "relevant": [{"doc_id": d, "text": snippet(docs.get(d), 160)} for d in sorted(relevant)],
+                        "top_before": _ranking_json((rankings or {}).get(baseline, {}).get(q), relevant, docs),
+                        "top_after": _ranking_json((rankings or {}).get(run, {}).get(q), relevant, docs),
+                    }
+                )
+        entry["queries"] = shown
+    return {
+        "anchor": art.anchor,
+        "rel": art.rel,
+        "split": report.get("split"),
+        "queries": report.get("queries"),
+        "metrics": metrics,
+        "primary": primary,
+        "baseline": baseline,
+        "significance": report.get("significance") or {},
+        "first_stage": {
+            "method": fs.get("method"),
+            "top_k": fs.get("top_k"),
+            "ceiling": fs.get(ceiling_key),
+            "ceiling_key": ceiling_key,
+            "queries_short": fs.get("queries_short"),
+        },  # fmt: skip
+        "table": table,
+        "wins_losses": wl,
+        "rankings_recorded": rankings is not None,
+        "by_length": report.get("by_length"),
+    }
+
+
+def shown_query_ids(per_query: Sequence[Mapping[str, Any]], report: Mapping[str, Any]) -> set[str]:
+    """The queries an evaluation section lists (worst losses and best wins of every run): whose rankings and texts
+    the runner reads."""
+    runs = list((report.get("runs") or {}).keys())
+    primary = str(report.get("primary_metric") or "")
+    out: set[str] = set()
+    for entry in wins_and_losses(per_query, runs, str(report.get("baseline")), primary).values():
+        out.update(q for q, *_ in [*entry["worst"], *entry["best"]])
+    return out
+
+
+def page(
+    *,
+    title: str,
+    generated_at: str,
+    version: str,
+    pipeline: Mapping[str, Any],
+    vectors: Mapping[str, Any] | None,
+    mining: Sequence[Mapping[str, Any]],
+    training: Sequence[Mapping[str, Any]],
+    evaluation: Sequence[Mapping[str, Any]],
+    max_pairs: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The whole page's data: sections present only when their artifacts are."""
+    sections = ["pipeline"]
+    if vectors and (vectors.get("embed") or vectors.get("reduce")):
+        sections.append("vectors")
+    sections += ["mining"] * bool(mining) + ["training"] * bool(training) + ["evaluation"] * bool(evaluation)
+    return {
+        "title": title,
+        "generated_at": generated_at,
+        "version": version,
+        "sections": sections,
+        "pipeline": dict(pipeline),
+        "vectors": dict(vectors or {}),
+        "mining": [dict(m) | {"browser": dict(m["browser"]) | {"seed": seed}} for m in mining],
+        "training": list(training),
+        "evaluation": list(evaluation),
+        "max_pairs": max_pairs,
+        "seed": seed,
+    }

@@ -7,7 +7,7 @@ Keep the signature stable: the reduce, mine and eval tests use it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,4 +119,41 @@ def make_embed_artifact(
         stats={"models": list(models)},
         started=0.0,
     )
+    return out
+
+
+def make_mine_artifact(
+    out: Path,
+    shards: Iterable[list[dict[str, Any]]],
+    *,
+    stats: dict[str, Any] | None = None,
+    inputs: list[dict[str, Any]] | None = None,
+    params: dict[str, Any] | None = None,
+) -> Path:
+    """Write a mine artifact (what `hnm mine` writes: rows-NNNNN.jsonl, stats.json, the manifest last) from row
+    shards given one at a time, so a test can build a million-pair artifact without holding it in memory.
+
+    Args:
+        out: the artifact folder.
+        shards: lists of rows (`artifacts.mined.mined_row`), one list per `rows-NNNNN.jsonl`.
+        stats: stats.json's content (default: none written).
+        inputs: the manifest's input records (default: none).
+        params: the manifest's params (default: the rule with 3 negatives).
+    """
+    from hnm_cli.artifacts import mined
+    from hnm_cli.artifacts.files import atomic_write_json, rows_name, write_jsonl
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for k, rows in enumerate(shards):
+        name = rows_name(k)
+        outputs.append(output_entry(out, name, rows=write_jsonl(out / name, rows)))
+    if stats is not None:
+        atomic_write_json(out / mined.STATS_FILE, stats)
+        outputs.append(output_entry(out, mined.STATS_FILE, downstream=False))
+    params = params if params is not None else {"strategy": "rule", "num_negatives": 3, "split": "train"}
+    inputs = inputs or []
+    write_manifest(out, stage=mined.STAGE, fingerprint=compute_fingerprint(mined.STAGE, params, inputs),
+                   params=params, inputs=inputs, outputs=outputs, stats=stats or {}, started=0.0)  # fmt: skip
     return out

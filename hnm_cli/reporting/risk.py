@@ -23,7 +23,8 @@ HIST_MAX = 2.0
 
 
 def _num(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    kind = type(value)  # exact types: a bool is not a distance, and this runs a few million times on a big run
+    return float(value) if kind is float or kind is int else None
 
 
 def negative_risk(neg: Mapping[str, Any]) -> tuple[float | None, list[str]]:
@@ -55,7 +56,7 @@ def negative_risk(neg: Mapping[str, Any]) -> tuple[float | None, list[str]]:
         parts.append(NEAR_DUPLICATE - d_pd)
         if d_pd < NEAR_DUPLICATE:
             flags.append("near-duplicate")
-    return (round(max(parts), 6) if parts else None), flags
+    return (max(parts) if parts else None), flags
 
 
 def is_risky(flags: list[str]) -> bool:
@@ -63,9 +64,17 @@ def is_risky(flags: list[str]) -> bool:
     return "percpos" in flags or "near-duplicate" in flags
 
 
-def pair_risk(row: Mapping[str, Any]) -> float:
+Assessed = list[tuple[float | None, list[str]]]  # negative_risk of each negative of a row, in order
+
+
+def assess(row: Mapping[str, Any]) -> Assessed:
+    """`negative_risk` of every negative of a row (computed once, shared by the sampler and the summary)."""
+    return [negative_risk(n) for n in row.get("negatives") or []]
+
+
+def pair_risk(row: Mapping[str, Any], assessed: Assessed | None = None) -> float:
     """A pair's sort key for "most risky first": its riskiest negative (-inf without any distance)."""
-    risks = [r for r, _ in (negative_risk(n) for n in row.get("negatives") or []) if r is not None]
+    risks = [r for r, _ in (assess(row) if assessed is None else assessed) if r is not None]
     return max(risks, default=float("-inf"))
 
 
@@ -105,14 +114,14 @@ class PairSampler:
         self._risky: list[tuple[tuple[bool, float, int], int, dict[str, Any]]] = []  # min-heap: least risky on top
         self._random: list[tuple[int, int, dict[str, Any]]] = []  # max-heap by key (negated): largest on top
 
-    def add(self, row: dict[str, Any]) -> None:
-        """Offer one row (a mined row as `artifacts.mined.iter_rows` yields it)."""
+    def add(self, row: dict[str, Any], assessed: Assessed | None = None) -> None:
+        """Offer one row (a mined row as `artifacts.mined.iter_rows` yields it), with its `assess` if known."""
         self.total += 1
         if self.max_pairs == 0:
             return
         key = _seeded_key(self.seed, row)
         n = next(self._order)
-        risk = (bool(row.get("suspected")), pair_risk(row), -key)
+        risk = (bool(row.get("suspected")), pair_risk(row, assessed), -key)
         if len(self._risky) < self.n_risky:
             heapq.heappush(self._risky, (risk, n, row))
         elif risk > self._risky[0][0]:
@@ -134,7 +143,8 @@ class PairSampler:
 
 
 def _hist_index(d: float) -> int:
-    return min(HIST_BINS - 1, max(0, int(d / HIST_MAX * HIST_BINS)))
+    i = int(d * (HIST_BINS / HIST_MAX))
+    return 0 if i < 0 else (HIST_BINS - 1 if i >= HIST_BINS else i)
 
 
 @dataclass
@@ -155,8 +165,8 @@ class DistanceSummary:
     sources: Counter[str] = field(default_factory=Counter)
     hist: dict[str, list[int]] = field(default_factory=lambda: {k: [0] * HIST_BINS for k in ("d_qd", "d_qp", "d_pd")})
 
-    def add(self, row: Mapping[str, Any]) -> None:
-        """Count one mined row."""
+    def add(self, row: Mapping[str, Any], assessed: Assessed | None = None) -> None:
+        """Count one mined row (with its `assess` if known)."""
         self.pairs += 1
         negatives = row.get("negatives") or []
         suspected = row.get("suspected") or []
@@ -164,16 +174,17 @@ class DistanceSummary:
         self.pairs_with_suspected += bool(suspected)
         self.suspected += len(suspected)
         d_qp_seen = False
-        for neg in negatives:
+        hist_qd, hist_qp, hist_pd = self.hist["d_qd"], self.hist["d_qp"], self.hist["d_pd"]
+        for neg, (risk, flags) in zip(negatives, assess(row) if assessed is None else assessed, strict=True):
             self.negatives += 1
-            self.sources[str(neg.get("source") or "?")] += 1
-            for key in ("d_qd", "d_pd"):
-                if (d := _num(neg.get(key))) is not None:
-                    self.hist[key][_hist_index(d)] += 1
+            self.sources[neg.get("source") or "?"] += 1
+            if (d := _num(neg.get("d_qd"))) is not None:
+                hist_qd[_hist_index(d)] += 1
+            if (d := _num(neg.get("d_pd"))) is not None:
+                hist_pd[_hist_index(d)] += 1
             if not d_qp_seen and (d := _num(neg.get("d_qp"))) is not None:
-                self.hist["d_qp"][_hist_index(d)] += 1  # one per pair: the positive is the same for all negatives
+                hist_qp[_hist_index(d)] += 1  # one per pair: the positive is the same for all negatives
                 d_qp_seen = True
-            risk, flags = negative_risk(neg)
             if risk is None:
                 continue
             self.with_distances += 1

@@ -241,7 +241,7 @@ def _pair_json(row: Mapping[str, Any], picked: str) -> dict[str, Any]:
                 "d_qd": neg.get("d_qd"),
                 "d_qp": neg.get("d_qp"),
                 "d_pd": neg.get("d_pd"),
-                "risk": risk,
+                "risk": None if risk is None else round(risk, 6),
                 "flags": flags,
                 "risky": is_risky(flags),
             }

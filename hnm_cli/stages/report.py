@@ -24,7 +24,7 @@ from hnm_cli.errors import HnmError, InputError
 from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
 from hnm_cli.reporting import sections
 from hnm_cli.reporting.render import render_html
-from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler
+from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler, assess
 
 log = logging.getLogger("hnm")
 
@@ -188,8 +188,9 @@ def _mining(
 ) -> dict[str, Any]:
     sampler, summary = PairSampler(max_pairs, seed), DistanceSummary()
     for _where, row in mined.iter_rows(manifest.path, manifest):
-        sampler.add(row)
-        summary.add(row)
+        assessed = assess(row)
+        sampler.add(row, assessed)
+        summary.add(row, assessed)
     sample = sampler.result()
     queries, docs, note = texts.texts(manifest)
     return sections.mining_section(

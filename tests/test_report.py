@@ -281,6 +281,9 @@ def test_report_of_one_artifact_and_what_changed_since(cli, tiny_run: Path, tiny
     html = out.read_text()
     assert "<section id='mining'>" in html and "<section id='vectors'>" not in html
     assert "input qrels" in html and "changed" in html and "stale" in html
+    beside = cli("report", tiny_run / "mine")  # never written into the artifact's own folder
+    assert beside.exit_code == 0 and beside.stdout.strip() == str(tiny_run / "report-mine.html")
+    assert (tiny_run / "report-mine.html").is_file() and not (tiny_run / "mine" / "report.html").exists()
 
 
 def test_report_errors(cli, tmp_path: Path, tiny_run: Path) -> None:

@@ -238,6 +238,15 @@ def _vectors(pairs: Iterable[tuple[Manifest, sections.ArtifactView]]) -> dict[st
     return out
 
 
+def default_out(run_dir: Path) -> Path:
+    """`<run_dir>/report.html`; beside the folder (`report-<name>.html`) when it is itself an artifact, whose
+    folder holds only what its stage wrote."""
+    run_dir = Path(run_dir)
+    if (run_dir / MANIFEST_NAME).is_file():
+        return run_dir.parent / f"report-{run_dir.resolve().name}.html"
+    return run_dir / REPORT_FILE
+
+
 def run(
     run_dir: Path,
     out: Path | None = None,
@@ -250,7 +259,7 @@ def run(
 
     Args:
         run_dir: a run folder (e.g. `runs/cloud-docs`) or a single artifact folder.
-        out: the HTML file to write; default `<run_dir>/report.html`.
+        out: the HTML file to write; default `default_out(run_dir)`.
         data: the BEIR folder the run was made from, when the paths its manifests recorded are not reachable
             from here (another machine, another working directory); default: as recorded.
         max_pairs: pairs of each mine artifact embedded in the page (most risky first, then seeded random).
@@ -296,7 +305,7 @@ def run(
         seed=seed,
     )
     html = render_html(page).encode("utf-8")
-    target = Path(out) if out is not None else run_dir / REPORT_FILE
+    target = Path(out) if out is not None else default_out(run_dir)
     if target.is_dir():
         raise InputError(f"--out {target} is a directory; give the HTML file to write (e.g. {target / REPORT_FILE})")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import orjson
 import pytest
 from artifact_builders import make_mine_artifact
 
+from hnm_cli.artifacts.evaluation import read_candidates, read_rankings
 from hnm_cli.artifacts.manifest import file_input
 from hnm_cli.artifacts.mined import mined_row, negative_record
 from hnm_cli.reporting import sections
@@ -264,6 +265,13 @@ def test_report_of_a_tiny_run(cli, tiny_run: Path, tmp_path: Path) -> None:
     assert first["queries"]["q1"] == "how do I create a managed mysql database"
     assert "Deploy MySQL on the managed service" in first["docs"]["d1"]
     assert len(data["browsers"]) == 2
+
+    # eval keeps each run's top documents per query (what the per-query view shows before/after)
+    rankings = read_rankings(tiny_run / "eval")
+    candidates = read_candidates(tiny_run / "eval")
+    assert rankings is not None and set(rankings) == {"first-stage"} and set(rankings["first-stage"]) == {"q4"}
+    top = rankings["first-stage"]["q4"]
+    assert sorted(top, key=lambda t: (-t[1], t[0])) == top and sorted(top) == sorted(candidates["q4"])[:10]
 
     default = cli("report", tiny_run, "--max-pairs", "1")
     assert default.exit_code == 0 and default.stdout.strip() == str(tiny_run / "report.html")

@@ -157,7 +157,10 @@ def _check_with_playwright(chromium: str, page_path: Path, tmp_path: Path) -> No
             risks = [float(x) if x != "–" else -1e9 for x in visible.locator("td.n").all_inner_texts()]
             assert risks == sorted(risks)
 
-            page.locator("#evaluation details.wl summary").first.click()
+            opened = page.locator("#evaluation details.wl[open]")  # the first reranker's wins and losses
+            assert opened.count() == 1 and "tuned" in opened.locator("summary").inner_text()
+            # the queries that changed, each with its top documents before and after (first-stage vs base has many)
+            assert page.locator("#evaluation .q-item ol.rank").count() > 0
             png = page.screenshot(full_page=False)
             (tmp_path / "report.png").write_bytes(png)
         finally:

@@ -429,7 +429,9 @@ def _evaluation(evals: Sequence[Mapping[str, Any]]) -> str:
         else:
             parts.append("<p class='mut'>Metrics by document length: not computed (hnm eval --by-length N).</p>")
         parts.append(f"<h4>Per query, against {_e(base)} ({_e(ev['primary'])})</h4>")
-        for k, (run, wl) in enumerate(ev["wins_losses"].items()):
+        runs = list(ev["wins_losses"])
+        opened = next((r for r in runs if r != "first-stage"), runs[0] if runs else None)  # a reranker, not BM25
+        for run, wl in ev["wins_losses"].items():
             items = []
             for q in wl["queries"]:
                 cls = "bad" if q["kind"] == "loss" else "ok"
@@ -442,7 +444,7 @@ def _evaluation(evals: Sequence[Mapping[str, Any]]) -> str:
                     f"<div><h4>after: {_e(run)}</h4>{_ranking(q['top_after'])}</div></div></div>"
                 )
             parts.append(
-                f"<details class='wl'{' open' if k == 0 else ''}><summary><b>{_e(run)}</b>: "
+                f"<details class='wl'{' open' if run == opened else ''}><summary><b>{_e(run)}</b>: "
                 f"<span class='ok'>{wl['wins']} wins</span>, <span class='bad'>{wl['losses']} losses</span>, "
                 f"{wl['ties']} ties</summary>"
                 + svg.delta_bars(f"{run} vs {base}", wl["deltas"], ev["primary"])

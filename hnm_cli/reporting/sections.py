@@ -284,6 +284,7 @@ def mining_section(
     docs: Mapping[str, str],
     scatter: Mapping[str, Sequence[Sequence[float]]] | None = None,
     texts_note: str | None = None,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """One mine artifact: strategy and guards, selection, false-negative risk, histograms, scatter, sampled pairs.
 
@@ -296,6 +297,7 @@ def mining_section(
         scatter: {"queries"|"positives"|"negatives": [[x, y], ...]}, the first two PCA components of the sampled
             pairs' vectors, or None when the vectors are not reachable.
         texts_note: why texts are missing, shown on the page.
+        seed: the seed the sample was drawn with (shown with the count of pairs left out).
     """
     params = art.manifest.get("params") or {}
     stats = dict(stats or art.manifest.get("stats") or {})
@@ -337,7 +339,7 @@ def mining_section(
             "pairs": pairs,
             "total": sample.total,
             "left_out": sample.left_out,
-            "seed": None,
+            "seed": seed,
             "queries": {q: snippet(queries[q]) for q in sorted(used_q) if q in queries},
             "docs": {d: snippet(docs[d]) for d in sorted(used_d) if d in docs},
         },
@@ -553,7 +555,7 @@ def page(
         "sections": sections,
         "pipeline": dict(pipeline),
         "vectors": dict(vectors or {}),
-        "mining": [dict(m) | {"browser": dict(m["browser"]) | {"seed": seed}} for m in mining],
+        "mining": list(mining),
         "training": list(training),
         "evaluation": list(evaluation),
         "max_pairs": max_pairs,

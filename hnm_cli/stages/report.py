@@ -202,6 +202,7 @@ def _mining(
         docs=docs,
         scatter=_scatter(manifest, sample, known),
         texts_note=note,
+        seed=seed,
     )
 
 

@@ -17,7 +17,7 @@ from artifact_builders import make_mine_artifact
 
 from hnm_cli.artifacts.evaluation import read_candidates, read_rankings
 from hnm_cli.artifacts.manifest import file_input
-from hnm_cli.artifacts.mined import mined_row, negative_record
+from hnm_cli.artifacts.mined import iter_rows, mined_row, negative_record
 from hnm_cli.reporting import sections
 from hnm_cli.reporting.risk import DistanceSummary, PairSampler, negative_risk, pair_risk
 
@@ -32,29 +32,29 @@ def neg(doc: str, d_qd: float | None, d_qp: float | None, d_pd: float | None, so
 
 
 def test_risk_above_the_positive_and_past_percpos() -> None:
-    # s(Q,D) = 0.8, s(Q,PD) = 0.7: 0.8 - 0.95 * 0.7 = 0.135 past the ceiling; d(PD,D) = 0.5 is far from 0.1
+    # s(Q,D) = 0.8, s(Q,PD) = 0.7: 0.8 - 0.95 * 0.7 = 0.135 past the ceiling; s(PD,D) = 0.5 is far below 0.95
     risk, flags = negative_risk(neg("d", 0.2, 0.3, 0.5))
     assert risk == pytest.approx(0.135)
     assert flags == ["above-positive", "percpos"]
 
 
 def test_risk_of_a_near_duplicate_below_the_positive() -> None:
-    # s(Q,D) = 0.5 < 0.665: not past the ceiling (-0.165); d(PD,D) = 0.04: 0.1 - 0.04 = 0.06 past the twin line
+    # s(Q,D) = 0.5 < 0.665: not past the ceiling (-0.165); s(PD,D) = 0.96: 0.01 past the near-duplicate line
     risk, flags = negative_risk(neg("d", 0.5, 0.3, 0.04))
-    assert risk == pytest.approx(0.06)
+    assert risk == pytest.approx(0.01)
     assert flags == ["near-duplicate"]
 
 
 def test_risk_of_a_safe_negative_is_negative_and_unflagged() -> None:
-    risk, flags = negative_risk(neg("d", 0.6, 0.2, 0.7))  # 0.4 - 0.76 = -0.36; 0.1 - 0.7 = -0.6
+    risk, flags = negative_risk(neg("d", 0.6, 0.2, 0.7))  # 0.4 - 0.76 = -0.36; 0.3 - 0.95 = -0.65
     assert risk == pytest.approx(-0.36)
     assert flags == []
 
 
 def test_risk_when_the_query_does_not_resemble_its_positive() -> None:
-    # s(Q,PD) = -0.2 has no percentage: the ceiling is the positive's score itself; s(Q,D) = -0.1 is 0.1 past it
+    # s(Q,PD) = -0.2: the ceiling is 0.95 * -0.2 = -0.19, and s(Q,D) = -0.1 is 0.09 past it (as hnm mine's fn_risk)
     risk, flags = negative_risk(neg("d", 1.1, 1.2, 1.5))
-    assert risk == pytest.approx(0.1)
+    assert risk == pytest.approx(0.09)
     assert flags == ["above-positive", "percpos"]
 
 
@@ -201,22 +201,25 @@ def test_wins_and_losses_against_the_baseline() -> None:
 
 def test_mining_section_reads_suspected_rows_and_recorded_risk_figures() -> None:
     row = mined_row("q1", "p1", [neg("n1", 0.2, 0.3, 0.5)], None)
-    row["suspected"] = [{"doc_id": "s1", "score": 0.91, "guard": "percpos", "nested": {"x": 1}}]
+    row["suspected"] = [negative_record("s1", "ceiling", 1, 0.1, 0.3, 0.4), {"no": "doc id"}]
     sampler, summary = PairSampler(10), DistanceSummary()
     sampler.add(row)
     summary.add(row)
-    stats = {"pairs": 1, "rejected_c1": 4, "rejected_by": {"percpos": 2}, "guards": {"votes": {"removed": 3}},
-             "fn_risk": {"above_positive": 0.5, "members": {"disagree": 0.25}}}  # fmt: skip
+    stats = {"pairs": 1, "rejected_c1": 4, "rejected_by": {"percpos": 2},
+             "guards": {"removed": {"ceiling": 3, "vote": 0}, "suspected": 1, "random_mixed": 0, "pool": 10},
+             "fn_risk": {"negatives": 1, "above_positive": 0.5, "members_disagree": 0.25}}  # fmt: skip
     section = sections.mining_section(
         _view("mine", "mine", [], "M", [], params={"strategy": "rule", "fallback": None}), stats, summary,
         sampler.result(), queries={"q1": "a query"}, docs={"p1": "x" * 1000, "n1": "neg"},
     )  # fmt: skip
     assert section["settings"] == {"strategy": "rule"}
     assert [(g["name"], g["removed"]) for g in section["guards"]] == [
-        ("rejected_c1", 4), ("rejected_by.percpos", 2), ("guards.votes", 3)]  # fmt: skip
-    assert section["recorded_risk"] == [("above_positive", 0.5), ("members.disagree", 0.25)]
+        ("rejected_c1", 4), ("rejected_by.percpos", 2), ("guards.removed.ceiling", 3), ("guards.removed.vote", 0)]  # fmt: skip
+    assert section["recorded_risk"] == [("negatives", 1), ("above_positive", 0.5), ("members_disagree", 0.25)]
     pair = section["browser"]["pairs"][0]
-    assert pair["suspected"] == [{"doc_id": "s1", "fields": {"score": 0.91, "guard": "percpos"}}]
+    [suspect] = pair["suspected"]  # the entry without a doc id is not shown
+    assert (suspect["doc_id"], suspect["source"], suspect["flags"]) == ("s1", "ceiling", ["above-positive", "percpos"])
+    assert suspect["risk"] == pytest.approx(0.9 - 0.95 * 0.7)
     assert pair["risky"] and pair["negatives"][0]["flags"] == ["above-positive", "percpos"]
     assert len(section["browser"]["docs"]["p1"]) <= sections.TEXT_CHARS + 2  # cut, with an ellipsis
     assert section["browser"]["queries"] == {"q1": "a query"} and "s1" not in section["browser"]["docs"]
@@ -234,7 +237,7 @@ def tiny_run(cli, tiny_data: Path, tmp_path: Path) -> Path:
         ("embed", "--data", tiny_data, "--out", runs / "embed", "--model", "hash:16", "--model", "hash:8", "-q"),
         ("reduce", "--embeddings", runs / "embed", "--out", runs / "reduce", "--n-components", "6", "-q"),
         ("mine", "--vectors", runs / "reduce", "--data", tiny_data, "--out", runs / "mine", "--num-negatives", "2",
-         "--fallback", "next", "--fill", "short", "-q"),
+         "--fallback", "next", "--fill", "short", "--relative-margin", "0.05", "-q"),
         ("mine", "--vectors", runs / "embed" / "hash-16", "--data", tiny_data, "--out", runs / "mine-topk",
          "--strategy", "topk", "--num-negatives", "2", "-q"),
         ("eval", "--data", tiny_data, "--out", runs / "eval", "--top-k", "5", "-q"),
@@ -265,6 +268,15 @@ def test_report_of_a_tiny_run(cli, tiny_run: Path, tmp_path: Path) -> None:
     assert first["queries"]["q1"] == "how do I create a managed mysql database"
     assert "Deploy MySQL on the managed service" in first["docs"]["d1"]
     assert len(data["browsers"]) == 2
+    # the rule ran with a false-negative control: its guard's count, mine's own risk figures, its suspected rows
+    assert "guards.removed.ceiling" in html and "False-negative risk recorded by hnm mine" in html
+    mined_rows = [row for _, row in iter_rows(tiny_run / "mine")]
+    assert any(row.get("suspected") for row in mined_rows)
+    shown = {p["query_id"]: p for p in first["pairs"]}
+    for row in mined_rows:
+        assert [x["doc_id"] for x in shown[row["query_id"]]["suspected"]] == [
+            x["doc_id"] for x in row.get("suspected", [])
+        ]
 
     # eval keeps each run's top documents per query (what the per-query view shows before/after)
     rankings = read_rankings(tiny_run / "eval")

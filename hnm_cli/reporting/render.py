@@ -86,9 +86,9 @@ function render(root,b){
       n.flags.forEach(function(f){d.appendChild(el('span','chip '+(f==='above-positive'?'warn':'bad'),f));});
       d.appendChild(el('div','txt',docText(b,n.doc_id)));nc.appendChild(d);});
     p.suspected.forEach(function(s){
-      var d=el('div','sus');d.appendChild(el('span','chip warn','suspected positive'));
-      var extra=Object.keys(s.fields).map(function(k){return k+' '+s.fields[k];}).join(' · ');
-      d.appendChild(el('span','id',' '+s.doc_id+(extra?' · '+extra:'')));
+      var d=el('div','sus');d.appendChild(el('span','chip warn','suspected positive'+(s.source?' ('+s.source+')':'')));
+      d.appendChild(el('span','id',' '+s.doc_id+(s.rank!=null?' · rank '+s.rank:'')));
+      d.appendChild(el('div','d','d(Q,D) '+num(s.d_qd)+'  d(Q,PD) '+num(s.d_qp)+'  d(PD,D) '+num(s.d_pd)+'  risk '+num(s.risk)));
       d.appendChild(el('div','txt',docText(b,s.doc_id)));nc.appendChild(d);});
     tr.appendChild(nc);tr.appendChild(el('td','n',num(p.risk)));tbody.appendChild(tr);
   });
@@ -269,7 +269,7 @@ def _vectors(data: Mapping[str, Any]) -> str:
 def _mining_compare(minings: Sequence[Mapping[str, Any]]) -> str:
     keys = sorted({k for m in minings for k in m["settings"]})
     sel = [k for k in ("pairs", "pairs_with_negative", "pairs_with_zero", "selected", "selection_rate")]
-    risk = [("share_above_positive", "above the positive"), ("share_percpos", f"≥ {minings[0]['thresholds']['percpos']:.0%} of the positive"),
+    risk = [("share_above_positive", "above the positive"), ("share_percpos", f"above {minings[0]['thresholds']['percpos']:.0%} of the positive"),
             ("share_near_duplicate", "near-duplicate of the positive"), ("share_risky", "risky (either)")]  # fmt: skip
     head = "".join(f"<th>{_e(m['rel'])}</th>" for m in minings)
     rows = [f"<tr><th>{_e(k)}</th>" + "".join(f"<td class='n'>{_num(m['settings'].get(k))}</td>" for m in minings)
@@ -293,8 +293,8 @@ def _mining(minings: Sequence[Mapping[str, Any]], start: int) -> str:
         risk_rows = {
             "negatives (with distances)": f"{risk['negatives']:,} ({risk['with_distances']:,})",
             "scoring above the positive, d(Q,D) < d(Q,PD)": _pct(risk["share_above_positive"]),
-            f"scoring ≥ {th['percpos']:.0%} of the positive (TopK-PercPos ceiling)": _pct(risk["share_percpos"]),
-            f"near-duplicates of the positive, d(PD,D) < {th['near_duplicate']}": _pct(risk["share_near_duplicate"]),
+            f"scoring above {th['percpos']:.0%} of the positive (TopK-PercPos ceiling)": _pct(risk["share_percpos"]),
+            f"near-duplicates of the positive, s(PD,D) ≥ {th['near_duplicate']}": _pct(risk["share_near_duplicate"]),
             "risky (either of the last two)": _pct(risk["share_risky"]),
             "pairs without a negative": risk["pairs_without_negative"],
             "suspected positives (pairs)": f"{risk['suspected']:,} ({risk['pairs_with_suspected']:,})",
@@ -338,9 +338,10 @@ def _mining(minings: Sequence[Mapping[str, Any]], start: int) -> str:
             )
             + f"</div><div class='figs'>{figs}</div>"
             f"<h4>Triplet browser</h4><p class='mut'>{_e(left)} Risk = max(s(Q,D) − {th['percpos']}·s(Q,PD), "
-            f"{th['near_duplicate']} − d(PD,D)) with s = 1 − d: above 0 (red) the negative scores at least "
+            f"s(PD,D) − {th['near_duplicate']}) with s = 1 − d: past 0 (red) the negative scores above "
             f"{th['percpos']:.0%} of the positive or is a near-duplicate of it, a likely false negative; yellow: a "
-            f"candidate a guard set aside as a suspected positive. Click a text to see all of it.</p>{note}"
+            f"candidate a false-negative guard set aside (a suspected positive, to review or relabel). Click a text "
+            f"to see all of it.</p>{note}"
             f"<div class='browser' data-browser='{start + k}'><div class='controls'>"
             f"<input type='search' placeholder='search query text or id' aria-label='search'>"
             f"<label><input type='checkbox' class='flagged'> flagged only</label>"

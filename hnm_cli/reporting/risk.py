@@ -2,8 +2,9 @@
 distance histograms over every row: all streamed, so a report of a million-pair mine holds a few thousand rows.
 
 Distances are cosine distances (d = 1 - cosine similarity), as `hnm mine` records them. A negative is *risky* when
-it scores at least `PERCPOS` of the positive's similarity to the query (NV-Retriever's TopK-PercPos ceiling: above
-it, unlabelled positives concentrate) or when it is a near-duplicate of the positive (d(PD,D) < `NEAR_DUPLICATE`).
+it scores above `PERCPOS` of the positive's similarity to the query (NV-Retriever's TopK-PercPos ceiling: above
+it, unlabelled positives concentrate) or when it is a near-duplicate of the positive (s(PD,D) >= `NEAR_DUPLICATE`):
+the thresholds and comparisons of `hnm mine`'s own `fn_risk` figures, so the page and stats.json agree.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PERCPOS = 0.95  # NV-Retriever's TopK-PercPos: a negative scoring above 95% of the positive is likely a positive
-NEAR_DUPLICATE = 0.1  # d(PD,D) below this: a paraphrase or copy of the positive
+from hnm_cli.mining.controls import NEAR_DUPLICATE_SIMILARITY, PERCPOS_SHARE
+
+PERCPOS = PERCPOS_SHARE  # a negative scoring above this share of the positive's similarity: likely a positive
+NEAR_DUPLICATE = NEAR_DUPLICATE_SIMILARITY  # s(PD,D) at least this: a paraphrase or copy of the positive
+
 HIST_BINS = 40  # over distances 0..2 (cosine distance of any two vectors)
 HIST_MAX = 2.0
 
@@ -28,33 +32,33 @@ def _num(value: Any) -> float | None:
 
 
 def negative_risk(neg: Mapping[str, Any]) -> tuple[float | None, list[str]]:
-    """(risk, flags) of one mined negative.
+    """(risk, flags) of one mined negative or suspected positive.
 
     Args:
         neg: a row's negative, with `d_qd`, `d_qp`, `d_pd` (any may be null, e.g. BM25 or random negatives).
 
     Returns:
-        risk: how far the negative is past the nearer of the two false-negative thresholds, in cosine units:
-            max(s(Q,D) - PERCPOS * s(Q,PD), NEAR_DUPLICATE - d(PD,D)) with s = 1 - d; above 0 it is flagged, and
-            the larger, the likelier a positive. (A positive the query does not resemble, s(Q,PD) <= 0, has no
-            percentage: the threshold is its score itself.) None without distances.
-        flags: `above-positive` (d(Q,D) < d(Q,PD)), `percpos` (s(Q,D) >= PERCPOS * s(Q,PD)), `near-duplicate`
-            (d(PD,D) < NEAR_DUPLICATE).
+        risk: how far it is past the nearer of the two false-negative thresholds, in cosine similarity:
+            max(s(Q,D) - PERCPOS * s(Q,PD), s(PD,D) - NEAR_DUPLICATE) with s = 1 - d; past 0 it is flagged, and the
+            larger, the likelier a positive. None without distances.
+        flags: `above-positive` (s(Q,D) > s(Q,PD)), `percpos` (s(Q,D) > PERCPOS * s(Q,PD)), `near-duplicate`
+            (s(PD,D) >= NEAR_DUPLICATE), as `hnm mine`'s `fn_risk` counts them.
     """
     d_qd, d_qp, d_pd = _num(neg.get("d_qd")), _num(neg.get("d_qp")), _num(neg.get("d_pd"))
     flags: list[str] = []
     parts: list[float] = []
     if d_qd is not None and d_qp is not None:
         s_qd, s_qp = 1.0 - d_qd, 1.0 - d_qp
-        if d_qd < d_qp:
+        if s_qd > s_qp:
             flags.append("above-positive")
-        past = s_qd - (PERCPOS * s_qp if s_qp > 0 else s_qp)
+        past = s_qd - PERCPOS * s_qp
         parts.append(past)
-        if past >= 0:
+        if past > 0:
             flags.append("percpos")
     if d_pd is not None:
-        parts.append(NEAR_DUPLICATE - d_pd)
-        if d_pd < NEAR_DUPLICATE:
+        twin = (1.0 - d_pd) - NEAR_DUPLICATE
+        parts.append(twin)
+        if twin >= 0:
             flags.append("near-duplicate")
     return (max(parts) if parts else None), flags
 

@@ -210,14 +210,23 @@ GUARD_KEYS = (
 )
 
 
+GUARD_LABELS = {
+    "ceiling": "false-negative control: above the positive-aware ceiling (--relative/--absolute-margin)",
+    "vote": "false-negative control: the ensemble members voted it a positive (--vote)",
+}
+
+
 def _guards(stats: Mapping[str, Any]) -> list[dict[str, Any]]:
     out = [{"name": key, "label": label, "removed": stats[key]} for key, label in GUARD_KEYS if key in stats]
-    for group in ("rejected_by", "guards"):  # newer miners count their guards by name
-        extra = stats.get(group)
-        if isinstance(extra, dict):
-            for name, value in extra.items():
-                removed = value.get("removed") if isinstance(value, dict) else value
-                out.append({"name": f"{group}.{name}", "label": name, "removed": removed})
+    rejected_by = stats.get("rejected_by")
+    if isinstance(rejected_by, dict):
+        out += [{"name": f"rejected_by.{k}", "label": k, "removed": v} for k, v in rejected_by.items()]
+    guards = stats.get("guards")  # {"removed": {guard: n}, "suspected": n, ...} when false-negative controls ran
+    if isinstance(guards, dict) and isinstance(guards.get("removed"), dict):
+        out += [
+            {"name": f"guards.removed.{k}", "label": GUARD_LABELS.get(k, k), "removed": v}
+            for k, v in guards["removed"].items()
+        ]
     return out
 
 
@@ -229,28 +238,27 @@ def _flat(prefix: str, value: Any, out: list[tuple[str, Any]]) -> None:
         out.append((prefix, value))
 
 
+def _entry_json(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A negative or suspected positive for the page: its fields, risk and flags."""
+    risk, flags = negative_risk(entry)
+    return {
+        "doc_id": entry.get("doc_id"),
+        "source": entry.get("source"),
+        "rank": entry.get("rank"),
+        "d_qd": entry.get("d_qd"),
+        "d_qp": entry.get("d_qp"),
+        "d_pd": entry.get("d_pd"),
+        "risk": None if risk is None else round(risk, 6),
+        "flags": flags,
+        "risky": is_risky(flags),
+    }
+
+
 def _pair_json(row: Mapping[str, Any], picked: str) -> dict[str, Any]:
-    negs = []
-    for neg in row.get("negatives") or []:
-        risk, flags = negative_risk(neg)
-        negs.append(
-            {
-                "doc_id": neg.get("doc_id"),
-                "source": neg.get("source"),
-                "rank": neg.get("rank"),
-                "d_qd": neg.get("d_qd"),
-                "d_qp": neg.get("d_qp"),
-                "d_pd": neg.get("d_pd"),
-                "risk": None if risk is None else round(risk, 6),
-                "flags": flags,
-                "risky": is_risky(flags),
-            }
-        )
-    suspected = []
-    for sus in row.get("suspected") or []:
-        if isinstance(sus, dict) and sus.get("doc_id"):
-            extra = {k: v for k, v in sus.items() if k != "doc_id" and isinstance(v, str | int | float | bool)}
-            suspected.append({"doc_id": sus["doc_id"], "fields": extra})
+    negs = [_entry_json(n) for n in row.get("negatives") or []]
+    # `suspected`: candidates a false-negative guard set aside, each with the negatives' fields and its guard as
+    # `source` (hnm mine's controls); rows mined before them have none.
+    suspected = [_entry_json(x) for x in row.get("suspected") or [] if isinstance(x, dict) and x.get("doc_id")]
     risks = [n["risk"] for n in negs if n["risk"] is not None]
     return {
         "query_id": row.get("query_id"),
@@ -306,7 +314,7 @@ def mining_section(
         _flat("", stats["fn_risk"], recorded_risk)
     setting_keys = ("strategy", "num_negatives", "split", "fallback", "fill", "c2_margin", "sampling_strategy",
                     "range_min", "range_max", "max_score", "min_score", "absolute_margin", "relative_margin",
-                    "index", "seed", "preset")  # fmt: skip
+                    "vote", "random_negatives", "candidate_k", "index", "seed", "preset")  # fmt: skip
     pairs = [_pair_json(r, "risk") for r in sample.risky] + [_pair_json(r, "random") for r in sample.random]
     used_q, used_d = sampled_ids(sample)
     return {

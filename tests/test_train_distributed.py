@@ -270,12 +270,34 @@ def test_two_cpu_ranks_train_every_kind_and_loss(example_run, tmp_path, kind, lo
         # The same launch again is up to date (rank 0 says so once), and leaves the model alone.
         mtime = (out / "model" / "model.safetensors").stat().st_mtime_ns
         again = subprocess.run(
-            [*_torchrun(), "-m", "hnm_cli", *args[:-1]], env=_env(), capture_output=True, text=True, timeout=600
+            [*_torchrun(), "-m", "hnm_cli", *(a for a in args if a != "--quiet")],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         assert again.returncode == 0, again.stderr[-3000:]
         assert again.stdout == f"{out / 'manifest.json'}\n"
         assert again.stderr.count("train-reranker: up to date") == 1
         assert (out / "model" / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+@pytest.mark.slow
+def test_accelerate_launch_trains_the_same_way(example_run, tmp_path):
+    accelerate = Path(sys.executable).parent / "accelerate"
+    if not accelerate.is_file():
+        pytest.skip("accelerate is not installed in this environment")
+    mine, model, _ = example_run
+    out = tmp_path / "rr"
+    # --multi_gpu is accelerate's torchrun path; --device cpu makes its ranks CPU ranks over gloo.
+    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+           "-m", "hnm_cli", *_train_args(mine, model, out, "--max-steps", "2")]  # fmt: skip
+    result = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.stdout == f"{out / 'manifest.json'}\n"
+    stats = load_manifest(out).stats
+    assert (stats["world_size"], stats["effective_batch_size"], stats["global_step"]) == (2, 4, 2)
 
 
 @pytest.mark.slow

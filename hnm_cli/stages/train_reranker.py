@@ -76,7 +76,7 @@ def _model_tmp(out: Path) -> Path:
 
 @dataclass(frozen=True)
 class _Job:
-    """What rank 0 decided to train, handed to every rank: the examples, where to resume, what to record."""
+    """What rank 0 decided to train, handed to every rank: the examples and what to record."""
 
     target: str
     fingerprint: str
@@ -84,7 +84,6 @@ class _Job:
     inputs: list[dict[str, Any]]
     stats: dict[str, Any]  # example counts, leakage outcome, input layout
     columns: dict[str, dict[str, list[Any]]]
-    resume: Path | None
     started: float
 
 
@@ -129,7 +128,7 @@ def run(
         InputError, IncompleteArtifactError, ArtifactMismatchError, DataError, ConfigError, LeakageError; on the
         ranks other than 0 of a multi-process run, StoppedError when rank 0 failed.
     """
-    from hnm_cli.training.trainer import train_model
+    from hnm_cli.training.trainer import load_base_model, train_model
 
     out = Path(out)
     # "auto" is settled first, so the fingerprint records what actually ran.
@@ -146,10 +145,14 @@ def run(
         from hnm_cli.quiet import libraries_quiet
 
         with libraries_quiet(not progress):
+            model, head, device = load_base_model(cfg, job.target, device, launch)
+            # Checkpoints of other settings go only once the model loaded, as a run that stops earlier leaves them.
+            resume = once(launch, lambda: prepare_checkpoints(out / CHECKPOINT_DIR, job.fingerprint, fresh=force))
             trained = train_model(
-                cfg, job.target, job.columns, device=device, checkpoints=out / CHECKPOINT_DIR, resume=job.resume,
+                cfg, model, job.columns, device=device, checkpoints=out / CHECKPOINT_DIR, resume=resume,
                 save_to=_model_tmp(out) if launch.is_main else None, launch=launch, progress=progress,
             )  # fmt: skip
+        trained |= {"head": head, "base_model_path": job.target}
         return once(launch, lambda: _write(out, cfg, job, trained))
 
 
@@ -167,7 +170,7 @@ def _decide(
     held: contextlib.ExitStack,
 ) -> Manifest | _Job:
     """Check the inputs and the leakage guard; the manifest when up to date, else (holding the output lock in
-    `held`) the examples and the checkpoint to resume from. Rank 0 only."""
+    `held`) the examples. Rank 0 only."""
     if (mined is None) == (train_file is None):
         raise InputError("give exactly one of --mined <mine artifact> or --train-file <exported JSONL>")
     target, identity = resolve_base_model(cfg.base_model, cfg.kind)
@@ -242,9 +245,8 @@ def _decide(
         layout = "mined"
     assert groups is not None
     columns, ex_stats = _examples(cfg, groups, str(mined or train_file), launch)
-    resume = prepare_checkpoints(out / CHECKPOINT_DIR, fingerprint, fresh=force)
     stats = {**ex_stats.to_json(), **leak, "input_layout": layout}
-    return _Job(target, fingerprint, params, inputs, stats, columns, resume, started)
+    return _Job(target, fingerprint, params, inputs, stats, columns, started)
 
 
 def _examples(

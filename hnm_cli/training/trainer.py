@@ -65,12 +65,18 @@ def _rank_zero_checkpoints(trainer_cls: Any, launch: Launch) -> Any:
 
     transformers saves `rng_state_<rank>.pth` from each rank into the checkpoint; here each rank saves its state
     to a private temporary folder and hands the bytes to rank 0, which writes every rank's file. The files are
-    those transformers writes and reads back on resume.
+    those transformers writes and reads back on resume. The model files of a checkpoint: rank 0 only (`_save`).
     """
     if not launch.distributed:
         return trainer_cls
 
     class RankZeroCheckpoints(trainer_cls):  # type: ignore[misc]
+        def _save(self, output_dir: str | None = None, state_dict: Any = None) -> None:
+            # transformers 5 calls `_save` on every rank and returns early inside it on the others; the override
+            # in sentence-transformers 6.2 drops that check, so every rank would write the checkpoint's model files.
+            if self.args.should_save:
+                super()._save(output_dir, state_dict=state_dict)
+
         def _save_rng_state(self, output_dir: str) -> None:
             import torch.distributed as dist
 
@@ -87,9 +93,34 @@ def _rank_zero_checkpoints(trainer_cls: Any, launch: Launch) -> Any:
     return RankZeroCheckpoints
 
 
+def load_base_model(cfg: TrainRerankerConfig, target: str, device: str, launch: Launch) -> tuple[Any, str, str]:
+    """Load the base model on this rank's device, on every rank (the first rank's error if any fails).
+
+    Returns:
+        (model, head, device): head "pretrained", "fresh" (cross-encoders) or "n/a"; the resolved device word.
+
+    Raises:
+        InputError: the base model does not load (StoppedError on the other ranks).
+    """
+    import transformers
+
+    from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
+
+    device = torch_device(device)
+    transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
+    if cfg.kind == ModelKind.CROSS_ENCODER:
+        model, head = together(launch, lambda: load_cross_encoder(target, max_length=cfg.max_length, device=device))
+    else:
+        model = together(launch, lambda: load_bi_encoder(target, max_length=cfg.max_length, device=device))
+        head = "n/a"
+    log.info("train-reranker: base %s (%s head) on %s, %s", target, head, device, cfg.precision)
+    warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
+    return model, head, device
+
+
 def train_model(
     cfg: TrainRerankerConfig,
-    target: str,
+    model: Any,
     columns: dict[str, dict[str, list[Any]]],
     *,
     device: str,
@@ -99,13 +130,13 @@ def train_model(
     launch: Launch,
     progress: bool,
 ) -> dict[str, Any]:
-    """Load the base model, train (resuming from `resume`), save the model to `save_to`; return stats.
+    """Train `model` (resuming from `resume`), save it to `save_to`; return stats.
 
     Args:
         cfg: the resolved settings.
-        target: the base model's folder or hub id (`resolve_base_model`).
+        model: the base model (`load_base_model`).
         columns: the datasets' columns by name (`hnm_cli.training.examples.build_datasets`).
-        device: this rank's device word (`rank_device`).
+        device: this rank's resolved device.
         checkpoints: the trainer's output folder (written by rank 0 only).
         resume: the checkpoint to resume from, or None.
         save_to: where the trained model goes (rank 0), or None (the other ranks).
@@ -113,32 +144,21 @@ def train_model(
         progress: show the trainer's progress bar on stderr.
 
     Raises:
-        InputError: the base model does not load. DataError: the trainer refused the examples.
+        DataError: the trainer refused the examples.
     """
     import datasets
-    import transformers
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
     from hnm_cli.training.losses import make_loss
 
-    device = torch_device(device)
-    transformers.set_seed(cfg.seed)  # before loading: a fresh scoring head is initialised from this seed
     Trainer: Any
     Args: Any
     if cfg.kind == ModelKind.CROSS_ENCODER:
         from sentence_transformers.cross_encoder import CrossEncoderTrainer as Trainer
         from sentence_transformers.cross_encoder import CrossEncoderTrainingArguments as Args
-
-        model, head = together(launch, lambda: load_cross_encoder(target, max_length=cfg.max_length, device=device))
     else:
         from sentence_transformers import SentenceTransformerTrainer as Trainer
         from sentence_transformers import SentenceTransformerTrainingArguments as Args
-
-        model = together(launch, lambda: load_bi_encoder(target, max_length=cfg.max_length, device=device))
-        head = "n/a"
-    log.info("train-reranker: base %s (%s head) on %s, %s", target, head, device, cfg.precision)
-    warn_if_bf16_emulated(cfg.precision, device, "train-reranker")
     loss = make_loss(
         model,
         cfg.kind,
@@ -165,6 +185,10 @@ def train_model(
         # The sampler draws global batches; each rank gets its equal slice (see the module docstring).
         batch = cfg.batch_size * launch.world_size
         extra |= {"accelerator_config": {"split_batches": True}, "dataloader_drop_last": True}
+        # A bi-encoder leaves its transformer's pooler unused (mean pooling), which DDP must be told to look for.
+        # A cross-encoder's classifier reads every layer, and looking for unused parameters breaks
+        # BinaryCrossEntropyLoss's backward ("marked ready twice", torch 2.13), so it is off there.
+        extra["ddp_find_unused_parameters"] = cfg.kind == ModelKind.BI_ENCODER
     args = Args(
         output_dir=str(checkpoints),
         num_train_epochs=cfg.epochs,
@@ -216,8 +240,6 @@ def train_model(
         "resumed_from_step": resumed_from,
         "train_seconds": round(train_seconds, 3),
         "device": device,
-        "head": head,
-        "base_model_path": target,
         "checkpoint_dir": CHECKPOINT_DIR,
         "world_size": launch.world_size,
         "effective_batch_size": cfg.batch_size * launch.world_size,

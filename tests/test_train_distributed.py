@@ -93,16 +93,14 @@ def test_only_rank_zero_prints_an_error_every_rank_meets(tmp_path, monkeypatch, 
     from hnm_cli.cli import app
 
     bad = tmp_path / "bad.toml"
-    bad.write_text('[train_reranker]\nloss = "mnrl"\n')  # a bi-encoder loss for the default cross-encoder
+    bad.write_text("[train_reranker]\nbatch_size = 0\n")
     monkeypatch.setenv("RANK", rank)
     monkeypatch.setenv("WORLD_SIZE", "2")
     result = CliRunner().invoke(
         app, ["train-reranker", "--train-file", str(bad), "--out", str(tmp_path / "o"), "-c", str(bad)]
     )
     assert result.exit_code == 1
-    expected = (
-        f"Error: {bad}: train_reranker.loss must be one of margin, bce, listwise for kind cross-encoder; got 'mnrl'\n"
-    )
+    expected = f"Error: {bad}: train_reranker.batch_size must be > 0; got 0\n"
     assert result.stderr == expected * lines
     assert result.stdout == ""
 

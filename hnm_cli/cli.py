@@ -44,7 +44,7 @@ from hnm_cli.choices import (
     Strategy,
     Vote,
 )
-from hnm_cli.errors import HnmError
+from hnm_cli.errors import ConfigError, HnmError, StoppedError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -142,13 +142,19 @@ def _close_progress_bars() -> None:
 
 
 @contextlib.contextmanager
-def reported(quiet: bool = False) -> Iterator[None]:
-    """Turn HnmError into `Error: <message>` (+ `Hint:`) on stderr and exit 1. HNM_DEBUG=1 adds the traceback."""
-    _setup_logging(quiet)
+def reported(quiet: bool = False, *, main_rank: bool = True) -> Iterator[None]:
+    """Turn HnmError into `Error: <message>` (+ `Hint:`) on stderr and exit 1. HNM_DEBUG=1 adds the traceback.
+
+    On the other ranks of a multi-process run (`main_rank` False) the logs stay quiet, and the errors every rank
+    meets alike (a bad config, rank 0's failure passed on as StoppedError) exit 1 without a line: rank 0 prints it.
+    """
+    _setup_logging(quiet or not main_rank)
     try:
         yield
     except HnmError as err:
         _close_progress_bars()
+        if not main_rank and isinstance(err, StoppedError | ConfigError) and os.environ.get("HNM_DEBUG") != "1":
+            raise typer.Exit(1) from None
         if os.environ.get("HNM_DEBUG") == "1":
             traceback.print_exc()
         typer.echo(f"Error: {err.message}", err=True)
@@ -589,7 +595,9 @@ def train_reranker(
     """Fine-tune a cross-encoder reranker (or a bi-encoder) on mined hard negatives; resumes killed runs."""
     from hnm_cli.config import load_config
 
-    with reported(quiet):
+    # Under torchrun / accelerate launch every rank runs this command (RANK set); rank 0 speaks for the run.
+    main_rank = os.environ.get("RANK", "0") == "0"
+    with reported(quiet, main_rank=main_rank):
         cfg = load_config(config).train_reranker.merged(
             kind=kind, base_model=base_model, loss=loss,
             margin=margin, epochs=epochs, learning_rate=lr, batch_size=batch_size, warmup_ratio=warmup_ratio,
@@ -608,7 +616,8 @@ def train_reranker(
                 mined, out, cfg, train_file=train_file, data=data, corpus=corpus, queries=queries,
                 force=force, progress=not quiet, verify=verify,
             )  # fmt: skip
-    typer.echo(manifest.manifest_path)
+    if main_rank:
+        typer.echo(manifest.manifest_path)
 
 
 # [eval command]

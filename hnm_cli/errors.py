@@ -48,3 +48,7 @@ class CorruptArtifactError(HnmError):
 
 class BusyError(HnmError):
     """Another hnm process is writing the same output folder."""
+
+
+class StoppedError(HnmError):
+    """This rank of a multi-process run stops because rank 0 failed; rank 0 prints the one `Error:` line."""

@@ -26,13 +26,16 @@ def shell_blocks(text: str) -> list[str]:
 
 
 def hnm_commands(text: str) -> list[list[str]]:
-    """Each `hnm ...` command of the shell blocks as argv (continuation lines joined, comments dropped)."""
+    """Each `hnm ...` command of the shell blocks as argv (continuation lines joined, comments dropped), and the
+    hnm part of each launcher line (`torchrun ... -m hnm_cli ...`, `accelerate launch ... -m hnm_cli ...`)."""
     commands = []
     for block in shell_blocks(text):
         for line in block.replace("\\\n", " ").splitlines():
             argv = shlex.split(line, comments=True)
             if argv and argv[0] == "hnm":
                 commands.append(argv[1:])
+            elif argv and argv[0] in ("torchrun", "accelerate") and "hnm_cli" in argv:
+                commands.append(argv[argv.index("hnm_cli") + 1 :])
     return commands
 
 

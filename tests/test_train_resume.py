@@ -123,7 +123,7 @@ def _checkpoint(root: Path, step: int) -> Path:
 
 
 def _prepared(root: Path, caplog) -> tuple[Path | None, list[str]]:
-    from hnm_cli.stages.train_reranker import prepare_checkpoints
+    from hnm_cli.artifacts.checkpoints import prepare_checkpoints
 
     caplog.clear()
     with caplog.at_level("INFO", logger="hnm"):

@@ -157,11 +157,14 @@ def make_loss(
     teacher_weight: float = 0.0,
     temperature: float = 0.05,
     negatives_per_positive: int = 1,
+    gather_across_devices: bool = False,
 ) -> Any:
     """The loss module for `kind`/`loss` bound to `model` (imports torch and sentence-transformers).
 
     BCE weighs each positive by the number of negatives per positive (`pos_weight`), as sentence-transformers'
     reranker guide does: without it, 3 negatives per positive teach the head that "not relevant" is the safe answer.
+    `gather_across_devices` (several ranks): mnrl scores each query against the in-batch negatives of every
+    rank's slice of the batch, not only its own; the other losses compare a query with its own documents only.
     """
     if kind == ModelKind.CROSS_ENCODER:
         if loss == Loss.BCE:
@@ -177,7 +180,7 @@ def make_loss(
         from sentence_transformers.sentence_transformer import losses
 
         if loss == Loss.MNRL:
-            return losses.MultipleNegativesRankingLoss(model)
+            return losses.MultipleNegativesRankingLoss(model, gather_across_devices=gather_across_devices)
         if loss == Loss.MARGIN:
             # TripletLoss with cosine distance is max(0, m - cos(Q,PD) + cos(Q,HN)): the paper's loss on cosines.
             return losses.TripletLoss(model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=margin)

@@ -384,7 +384,7 @@ def test_cross_encoder_margin_end_to_end(cli, tmp_path, tiny_data, tiny_model):
     mine = make_mine_artifact(tmp_path / "mine", tiny_data)
     out = tmp_path / "rr"
     args = ["train-reranker", "--mined", mine, "--data", tiny_data, "--out", out, "--base-model", tiny_model,
-            "--negatives-per-positive", "1"]  # fmt: skip
+            "--negatives-per-positive", "1", "--kind", "cross-encoder", "--loss", "margin"]  # fmt: skip
     result = cli(*args, *TRAIN_FLAGS)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"{out / 'manifest.json'}\n"
@@ -417,8 +417,8 @@ def test_cross_encoder_other_losses_train(tmp_path, tiny_data, tiny_model, loss)
     from hnm_cli.stages import train_reranker
 
     mine = make_mine_artifact(tmp_path / "mine", tiny_data)
-    cfg = TrainRerankerConfig(base_model=str(tiny_model), loss=loss, max_steps=2, batch_size=2, device="cpu",
-                              negatives_per_positive=1)  # fmt: skip
+    cfg = TrainRerankerConfig(base_model=str(tiny_model), kind="cross-encoder", loss=loss, max_steps=2, batch_size=2,
+                              device="cpu", negatives_per_positive=1)  # fmt: skip
     manifest = train_reranker.run(mine, tmp_path / "rr", cfg, data=tiny_data, progress=False)
     assert manifest.stats["global_step"] == 2
     assert manifest.stats["examples"] == (5 if loss == "bce" else 2)  # bce: 3 positives + 2 negatives

@@ -347,8 +347,12 @@ def read_qrels(
     *,
     query_ids: Any | None = None,
     doc_ids: Any | None = None,
+    warn: bool = True,
 ) -> Qrels:
     """Read a BEIR qrels TSV (header line required) and check every id against the given id sets.
+
+    `warn=False` keeps the conflicting-rows warning for the reader that uses the grades (a guard that only
+    compares pairs reads the same file again and must not say it twice).
 
     Args:
         path: the qrels file.
@@ -411,7 +415,7 @@ def read_qrels(
         grades[did] = rel
     if not qrels:
         raise DataError(f"{path}: no qrels rows")
-    if conflicts:
+    if conflicts and warn:
         log.warning(
             "qrels: warning: %s: %d row(s) give a (query, doc) pair another score than an earlier row (e.g. %s); "
             "the last score is kept",

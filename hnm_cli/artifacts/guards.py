@@ -131,7 +131,7 @@ def _pairs(path: Path) -> frozenset[tuple[str, str]] | None:
     """The (query, document) pairs of a qrels file: a reordered, CRLF or re-graded copy has the same ones.
     None for a file that cannot be read as qrels (it is reported where it is read, not here)."""
     try:
-        return frozenset((q, d) for q, docs in read_qrels(path).items() for d in docs)
+        return frozenset((q, d) for q, docs in read_qrels(path, warn=False).items() for d in docs)
     except HnmError:
         return None
 

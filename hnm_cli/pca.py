@@ -1,4 +1,4 @@
-"""PCA for the fused ensemble vectors: exact fit from streamed moments, projection, .npy persistence.
+"""PCA for the fused ensemble vectors: exact fit from streamed moments, projection (its `.npy` files are `hnm_cli.artifacts.fusion`'s).
 
 The fit is the eigendecomposition of the sample covariance, accumulated block by block in float64
 (`PcaAccumulator`), so fitting never needs the fit rows in one array: memory is O(dim^2), not
@@ -6,19 +6,13 @@ O(rows x dim). This is sklearn's `svd_solver="covariance_eigh"`, done with numpy
 no sklearn import and the result does not depend on a solver's random state. Components are sign-fixed
 (largest absolute loading positive), so two fits of the same data are bitwise comparable.
 
-Persistence is plain `.npy` (mean, components, explained_variance, explained_variance_ratio), never pickle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from hnm_cli.artifacts.files import save_npy
-
-FIT_FILES = ("mean.npy", "components.npy", "explained_variance.npy", "explained_variance_ratio.npy")
 
 # Cumulative ratios are sums of floats: a target of 0.95 (or 1.0) must count as reached when the sum is
 # 0.95 minus rounding noise, otherwise k jumps by one (or to the full dimension) for no real reason.
@@ -220,20 +214,3 @@ def transform(X: np.ndarray, fit: PcaFit) -> np.ndarray:
         raise ValueError(f"expected a (rows, {fit.dim}) array, got shape {X.shape}")
     projected = (X - fit.mean.astype(np.float32)) @ fit.components.astype(np.float32).T
     return l2_normalize(projected)
-
-
-def save_fit(directory: Path, fit: PcaFit) -> list[str]:
-    """Write the fit as four float64 `.npy` files (atomically, no pickle); return their names."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = (fit.mean, fit.components, fit.explained_variance, fit.explained_variance_ratio)
-    for name, array in zip(FIT_FILES, arrays, strict=True):
-        save_npy(directory / name, array, dtype=np.float64)  # float64: the fit keeps its exactness
-    return list(FIT_FILES)
-
-
-def load_fit(directory: Path) -> PcaFit:
-    """Read a fit written by `save_fit` (pickle disabled)."""
-    directory = Path(directory)
-    mean, components, ev, ratio = (np.load(directory / n, allow_pickle=False) for n in FIT_FILES)
-    return PcaFit(mean=mean, components=components, explained_variance=ev, explained_variance_ratio=ratio)

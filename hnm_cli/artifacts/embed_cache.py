@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.files import atomic_write_bytes, file_sha256, save_npy
+from hnm_cli.fileio import atomic_write_bytes, file_sha256, save_npy
 
 log = logging.getLogger("hnm")
 

@@ -10,11 +10,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hnm_cli.artifacts.files import file_sha256
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
 from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
+from hnm_cli.fileio import file_sha256
 from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
 
 if TYPE_CHECKING:

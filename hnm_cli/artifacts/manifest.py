@@ -36,8 +36,8 @@ from typing import Any
 import orjson
 
 from hnm_cli import __version__
-from hnm_cli.artifacts.files import atomic_write_json, file_sha256
 from hnm_cli.errors import ArtifactMismatchError, BusyError, CorruptArtifactError, IncompleteArtifactError
+from hnm_cli.fileio import atomic_write_json, file_sha256
 
 MANIFEST_NAME = "manifest.json"
 log = logging.getLogger("hnm")

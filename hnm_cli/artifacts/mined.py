@@ -23,9 +23,10 @@ from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, rows_name, write_jsonl
+from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
 from hnm_cli.errors import CorruptArtifactError, DataError
+from hnm_cli.fileio import atomic_write_json, iter_jsonl, write_jsonl
 
 STAGE = "mine"
 ROWS_PER_SHARD = 10_000
@@ -295,7 +296,7 @@ def write_state(out: Path, state: MineState) -> list[str]:
     out = Path(out)
     write_jsonl(out / STATE_DIR / "docs.jsonl", ({"id": d, "h": h} for d, h in state.docs.items()))
     write_jsonl(out / STATE_DIR / "queries.jsonl", ({"id": q, "h": h, "x": x} for q, (h, x) in state.queries.items()))
-    from hnm_cli.artifacts.files import atomic_write_json
+    from hnm_cli.fileio import atomic_write_json
 
     atomic_write_json(out / STATE_DIR / "space.json", {"space": state.space})
     return [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]

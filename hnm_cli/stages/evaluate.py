@@ -25,7 +25,6 @@ from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -35,22 +34,23 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     output_entry,
     output_lock,
-    require_artifact,
     skip_if_up_to_date,
     write_manifest,
 )
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
+from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set
 from hnm_cli.choices import FirstStage, Fuse
 from hnm_cli.config import EvalConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
-from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, first_stage_candidates
+from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, DenseVectors, first_stage_candidates
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
 from hnm_cli.evaluation.report import below_first_stage_line, build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
+from hnm_cli.fileio import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -70,7 +70,6 @@ CANDIDATES = "candidates.jsonl"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 PER_QUERY = "per-query.jsonl"
-VECTOR_STAGES = ("reduce", "embed-model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +163,7 @@ def build_first_stage(
         qids,
         cfg.top_k,
         ignore_identical_ids=cfg.ignore_identical_ids,
-        vectors_dir=vectors.path if vectors is not None else None,
+        vectors=DenseVectors(vectors.path, *open_vector_set(vectors.path)) if vectors is not None else None,
         run_file=run_file,
     )
     rows = [{"query_id": q, "candidates": [[d, s] for d, s in candidates.get(q, [])]} for q in qids]
@@ -403,10 +402,9 @@ def _first_stage_source(
     if cfg.first_stage == FirstStage.DENSE:
         if vectors is None:
             raise InputError("--first-stage dense needs --vectors DIR (a reduce artifact or an embed model folder)")
-        fix = f"hnm embed ... --out EMBED and give --vectors EMBED/<model>, or hnm reduce ... --out {vectors}"
-        from hnm_cli.artifacts.vectors import check_vector_files
-
-        manifest = check_vector_files(require_artifact(vectors, VECTOR_STAGES, fix=fix, deep=deep), fix)
+        # The same vector sets `hnm mine --vectors` takes: a reduce output, an embed model folder, or a
+        # top-level embed folder holding one model.
+        manifest = resolve_vector_set(vectors, deep=deep)
         _check_vectors_corpus(manifest, corpus_inputs)
         return manifest
     if vectors is not None:

@@ -19,7 +19,6 @@ import orjson
 
 from hnm_cli import executors
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -33,10 +32,18 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
+from hnm_cli.artifacts.vectors import (
+    open_vector_source,
+    read_ids,
+    read_rows_of,
+    resolve_vector_set,
+    space_key,
+    vector_dim,
+)
 from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy, Vote
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
+from hnm_cli.fileio import atomic_write_json, remove_stale_files
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -402,10 +409,9 @@ def _mine(
 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
     from hnm_cli.mining.strategies import Ids, Texts
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
-    source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
+    source = open_vector_source(ctx.vectors_dir / "corpus")
     index = None
     if cfg.index == SearchIndex.HNSW and cfg.strategy in (Strategy.RULE, Strategy.TOPK):
         vectors = load_manifest(ctx.vectors_dir)
@@ -460,7 +466,6 @@ def _members(ctx: _Context, cfg: MineConfig) -> Any:
     None for a one-model vector set (nothing to vote), and for large runs that do not vote.
     """
     from hnm_cli.mining.controls import Members
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     manifest = load_manifest(ctx.vectors_dir)
@@ -490,7 +495,7 @@ def _members(ctx: _Context, cfg: MineConfig) -> Any:
             remap = np.array([row[d] for d in ctx.corpus_ids], dtype=np.int64)
         names.append(name)
         queries.append(read_rows_of(folder / "queries", ctx.query_ids))
-        corpora.append(VectorSource.from_dir(folder / "corpus"))
+        corpora.append(open_vector_source(folder / "corpus"))
         remaps.append(remap)
     return Members(names, queries, corpora, remaps)
 
@@ -536,8 +541,6 @@ def _select_from_audit(
     if cfg.fallback in (Fallback.RANDOM, Fallback.BM25):
         if ctx.vectors_dir is None:
             raise InputError(f"--fallback {cfg.fallback} with --from-audit needs --vectors for the distances")
-        from hnm_cli.search import VectorSource
-
         texts = Texts(
             corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
             queries=[ctx.queries[q].text for q in ctx.query_ids],
@@ -546,7 +549,7 @@ def _select_from_audit(
             results,
             cfg,
             ctx.load_query_vectors(),
-            VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+            open_vector_source(ctx.vectors_dir / "corpus"),
             ctx.excluded_rows(),
             texts,
             Ids(ctx.corpus_ids, ctx.query_ids),
@@ -622,7 +625,6 @@ def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any]
     from hnm_cli.mining import Negative
     from hnm_cli.mining.strategies import Ids, Texts
     from hnm_cli.mining.update import Previous, unsupported, update_negatives
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     now = _state(ctx)
@@ -657,7 +659,7 @@ def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any]
                       queries=[ctx.queries[q].text for q in ctx.query_ids])  # fmt: skip
     results, stats, counts = update_negatives(
         ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        open_vector_source(ctx.vectors_dir / "corpus"),
         ctx.pairs(),
         ctx.excluded_rows(),
         cfg,
@@ -754,14 +756,13 @@ def _write_export(
 
 def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig) -> list[str]:
     from hnm_cli import plots
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     return plots.write_mining_plots(
         out / "plots",
         rows,
         ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        open_vector_source(ctx.vectors_dir / "corpus"),
         ctx.query_row,
         ctx.corpus_row,
         title=f"{cfg.strategy}: queries, positives and selected negatives (PCA 1-2)",

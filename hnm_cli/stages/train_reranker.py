@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.artifacts import mined as mined_artifact
-from hnm_cli.artifacts.files import atomic_write_bytes
 from hnm_cli.artifacts.guards import check_mined_from, check_output_path, check_training_leakage
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -44,6 +43,7 @@ from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.trainable import load_bi_encoder, load_cross_encoder, resolve_base_model, short_error
 from hnm_cli.errors import DataError, InputError
+from hnm_cli.fileio import atomic_write_bytes
 from hnm_cli.inputs import (
     DataPaths,
     iter_json_objects,

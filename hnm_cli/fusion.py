@@ -98,6 +98,17 @@ class Fusion:
             progress(b - a)
 
 
+def model_weights(cfg: ReduceConfig, available: Sequence[str], names: Sequence[str]) -> dict[str, float]:
+    """Each fused model's weight (`reduce.weights`, default 1.0), after checking every weight names a model of
+    `available` and is a number > 0."""
+    for model, weight in cfg.weights.items():
+        if model not in available:
+            raise ConfigError(f"reduce.weights: unknown model {model!r} (embedded: {', '.join(available)})")
+        if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
+            raise ConfigError(f"reduce.weights.{model} must be a number > 0; got {weight!r}")
+    return {m: float(cfg.weights.get(m, 1.0)) for m in names}
+
+
 def total_variance(part: Part, block_rows: int) -> float:
     """Total variance (trace of the covariance) of a model's L2-normalised vectors: 1 - ||mean||^2."""
     total = np.zeros(part.dim, dtype=np.float64)

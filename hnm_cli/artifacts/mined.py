@@ -16,7 +16,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,22 @@ def mined_row(
         # written only when a guard ran, so rows of every other recipe keep their bytes.
         row["suspected"] = suspected
     return row
+
+
+def rows_of(
+    pair_ids: Sequence[tuple[str, str]],
+    results: Sequence[Any],
+    corpus_ids: Sequence[str],
+    meta: Callable[[str], Mapping[str, Any] | None] = lambda query_id: None,
+) -> Iterator[dict[str, Any]]:
+    """The rows of mined `results` (`mining.PairResult`s, one per pair, rows as corpus rows), in pair order; a
+    result's `suspected` candidates (when a false-negative guard ran) in the same record shape."""
+
+    def records(negatives: Sequence[Any]) -> list[dict[str, Any]]:
+        return [negative_record(corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd) for n in negatives]
+
+    for (q, d), r in zip(pair_ids, results, strict=True):
+        yield mined_row(q, d, records(r.negatives), meta(q), None if r.suspected is None else records(r.suspected))
 
 
 def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -26,6 +26,9 @@ from hnm_cli.errors import ConfigError
 
 log = logging.getLogger("hnm")
 
+# What each part of a data folder is to an encoder (which prompt it gets).
+PART_KIND: dict[str, Kind] = {"corpus": "document", "queries": "query"}
+
 
 def resolve_backend(backend: Backend, engine: Engine | str, device: str) -> Backend:
     """A concrete backend for `backend` ("auto": openvino on a CPU when installed, else torch)."""

@@ -64,7 +64,7 @@ from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel
-from hnm_cli.encoding.runtime import encode_texts, resolve_for_run, shard_ranges
+from hnm_cli.encoding.runtime import PART_KIND, encode_texts, resolve_for_run, shard_ranges
 from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
 from hnm_cli.fileio import atomic_write_json, file_sha256, remove_stale_files
 
@@ -75,7 +75,6 @@ MODEL_STAGE = "embed-model"
 DONE_DIR = ".done"
 # Recorded in every manifest so downstream users know what text each document vector saw.
 DOC_TEXT = "title + ' ' + text (BEIR convention; text alone when the title is empty)"
-PART_KIND: dict[str, Kind] = {"corpus": "document", "queries": "query"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 

@@ -31,9 +31,9 @@ from hnm_cli.artifacts.manifest import (
 from hnm_cli.artifacts.vectors import VectorPart, check_vector_files, ids_name, iter_shard_ids, vectors_name
 from hnm_cli.choices import FitOn
 from hnm_cli.config import ReduceConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
+from hnm_cli.errors import ArtifactMismatchError, DataError, InputError
 from hnm_cli.fileio import remove_stale_files, write_jsonl, write_npy_blocks
-from hnm_cli.fusion import Fusion, fit_fusion, model_scales, model_shares
+from hnm_cli.fusion import Fusion, fit_fusion, model_scales, model_shares, model_weights
 from hnm_cli.pca import PcaFit
 
 log = logging.getLogger("hnm")
@@ -63,15 +63,6 @@ def _select_models(available: list[str], wanted: list[str] | None, embed_dir: Pa
     if unknown:
         raise InputError(f"{embed_dir} has no model {unknown[0]!r} (embedded: {', '.join(available)})")
     return [m for m in available if m in set(wanted)]  # embed's order: the result must not depend on flag order
-
-
-def _resolve_weights(cfg: ReduceConfig, available: list[str], names: list[str]) -> dict[str, float]:
-    for model, weight in cfg.weights.items():
-        if model not in available:
-            raise ConfigError(f"reduce.weights: unknown model {model!r} (embedded: {', '.join(available)})")
-        if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
-            raise ConfigError(f"reduce.weights.{model} must be a number > 0; got {weight!r}")
-    return {m: float(cfg.weights.get(m, 1.0)) for m in names}
 
 
 def _source_records(top: Manifest, model_manifests: list[Manifest]) -> list[dict[str, Any]]:
@@ -192,7 +183,7 @@ def run(
     top = require_artifact(embed_dir, "embed", fix=fix, deep=verify)
     available = _embedded_models(embed_dir, top)
     names = _select_models(available, models, embed_dir)
-    weights = _resolve_weights(cfg, available, names)
+    weights = model_weights(cfg, available, names)
     model_manifests = [
         check_vector_files(require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify), fix) for n in names
     ]

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 
+from hnm_cli.artifacts import embed_markers
 from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.encoders import HashEncoder, load_encoder
@@ -90,10 +91,19 @@ def test_dedup_and_sort_restores_order():
 
 
 def test_shard_fingerprint_depends_on_ids_texts_and_encoder():
-    base = embed.shard_fingerprint("e1", ["a"], ["x"])
-    assert base == embed.shard_fingerprint("e1", ["a"], ["x"])
-    assert len({base, embed.shard_fingerprint("e2", ["a"], ["x"]), embed.shard_fingerprint("e1", ["b"], ["x"])}) == 3
-    assert base != embed.shard_fingerprint("e1", ["a"], ["y"])
+    base = embed_markers.shard_fingerprint("e1", ["a"], ["x"])
+    assert base == embed_markers.shard_fingerprint("e1", ["a"], ["x"])
+    assert (
+        len(
+            {
+                base,
+                embed_markers.shard_fingerprint("e2", ["a"], ["x"]),
+                embed_markers.shard_fingerprint("e1", ["b"], ["x"]),
+            }
+        )
+        == 3
+    )
+    assert base != embed_markers.shard_fingerprint("e1", ["a"], ["y"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,8 +23,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from hnm_cli.artifacts import eval_files
+from hnm_cli.artifacts.eval_files import (
+    CANDIDATES,
+    FIRST_STAGE_DIR,
+    STALE_PATTERNS,
+    read_candidates,
+    write_candidates,
+    write_report,
+)
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -50,7 +57,7 @@ from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
 from hnm_cli.evaluation.report import below_first_stage_line, build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
-from hnm_cli.fileio import atomic_write_bytes, iter_jsonl, remove_stale_files, write_jsonl
+from hnm_cli.fileio import remove_stale_files
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -65,11 +72,6 @@ log = logging.getLogger("hnm")
 
 STAGE = "eval"
 FIRST_STAGE = "eval-first-stage"
-FIRST_STAGE_DIR = "first-stage"
-CANDIDATES = "candidates.jsonl"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-PER_QUERY = "per-query.jsonl"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,16 +104,6 @@ def _check_vectors_corpus(vec: Manifest, corpus_inputs: list[dict[str, Any]]) ->
             f"{vec.path} was embedded from a different corpus than {corpus_inputs[0]['path']} (file digests differ)",
             hint="give the corpus the vectors were made from, or rerun hnm embed / hnm reduce",
         )
-
-
-def _read_candidates(path: Path, corpus: Records) -> Candidates:
-    out: Candidates = {}
-    for lineno, row in enumerate(iter_jsonl(path), 1):
-        for doc, _score in row["candidates"]:
-            if doc not in corpus:
-                raise DataError(f"{path}:{lineno}: field 'candidates': doc id '{doc}' is not in the corpus")
-        out[row["query_id"]] = [(d, float(s)) for d, s in row["candidates"]]
-    return out
 
 
 def build_first_stage(
@@ -154,7 +146,7 @@ def build_first_stage(
         inputs.append(file_input(run_file, "run"))
     fingerprint = compute_fingerprint(FIRST_STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, FIRST_STAGE, fingerprint, force=force)) is not None:
-        return _read_candidates(out / CANDIDATES, corpus), done
+        return read_candidates(out, corpus), done
     started = time.time()
     candidates, identical_dropped = first_stage_candidates(
         cfg.first_stage,
@@ -166,11 +158,9 @@ def build_first_stage(
         vectors=DenseVectors(vectors.path, *open_vector_set(vectors.path)) if vectors is not None else None,
         run_file=run_file,
     )
-    rows = [{"query_id": q, "candidates": [[d, s] for d, s in candidates.get(q, [])]} for q in qids]
-    write_jsonl(new / CANDIDATES, rows)
-    lengths = [len(r["candidates"]) for r in rows]
+    lengths = write_candidates(new, qids, candidates)
     stats = {
-        "queries": len(rows),
+        "queries": len(lengths),
         "candidates": sum(lengths),
         "queries_short": sum(1 for n in lengths if n < cfg.top_k),
         "queries_empty": sum(1 for n in lengths if n == 0),
@@ -183,7 +173,7 @@ def build_first_stage(
         fingerprint=fingerprint,
         params=params,
         inputs=inputs,
-        outputs=[output_entry(new, CANDIDATES, rows=len(rows))],
+        outputs=[output_entry(new, CANDIDATES, rows=len(lengths))],
         stats=stats,
         started=started,
     )
@@ -191,7 +181,7 @@ def build_first_stage(
         "eval: first stage %s top-%d for %d queries (%d with fewer candidates) in %.1f s",
         cfg.first_stage,
         cfg.top_k,
-        len(rows),
+        len(lengths),
         stats["queries_short"],
         manifest.stats["seconds"],
     )
@@ -276,7 +266,7 @@ def run(
             params, inputs, force=force, progress=progress,
         )  # fmt: skip
         staging.commit()
-    remove_stale_files(out, keep=files, patterns=["*.jsonl", "*.md", "report.json"])
+    remove_stale_files(out, keep=files, patterns=STALE_PATTERNS)
     outputs = [output_entry(out, rel) for rel in files]
     manifest = write_manifest(
         out,
@@ -369,11 +359,7 @@ def _evaluate(
         for name, pq in report.pop("_per_query").items()
         for q, values in pq.items()
     ]
-    write_jsonl(new / PER_QUERY, per_query_rows)
-    # Not atomic_write_json: that sorts keys, and the order of runs and metrics is part of the report.
-    atomic_write_bytes(new / REPORT_JSON, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    atomic_write_bytes(new / REPORT_MD, render_markdown(report).encode("utf-8"))
-    written = [REPORT_JSON, REPORT_MD, PER_QUERY]
+    written = write_report(new, report, render_markdown(report), per_query_rows)
     primary = {name: r["mean"][PRIMARY_METRIC] for name, r in report["runs"].items()}
     stats = {
         "queries": len(qids),
@@ -421,5 +407,4 @@ def _first_stage_source(
 
 def load_report(manifest: Manifest) -> dict[str, Any]:
     """The report.json of an eval artifact."""
-    data: dict[str, Any] = orjson.loads((manifest.path / REPORT_JSON).read_bytes())
-    return data
+    return eval_files.load_report(manifest.path)

@@ -7,6 +7,18 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Stage(StrEnum):
+    """What wrote an artifact: the `stage` of its manifest.json (and of its fingerprint)."""
+
+    EMBED = "embed"  # the top-level embed folder, listing its models
+    EMBED_MODEL = "embed-model"  # one model's vector set inside it
+    REDUCE = "reduce"
+    MINE = "mine"
+    TRAIN_RERANKER = "train-reranker"
+    EVAL = "eval"
+    EVAL_FIRST_STAGE = "eval-first-stage"  # eval's fixed candidate lists, reused across eval runs
+
+
 class Precision(StrEnum):
     """Arithmetic for encoding, training and scoring (vectors are stored as float32 either way)."""
 

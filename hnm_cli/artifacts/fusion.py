@@ -16,6 +16,7 @@ import numpy as np
 import orjson
 
 from hnm_cli.artifacts.manifest import Manifest, require_artifact
+from hnm_cli.choices import Stage
 from hnm_cli.errors import ConfigError
 from hnm_cli.fileio import atomic_write_json, save_npy
 from hnm_cli.pca import PcaFit
@@ -79,7 +80,7 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> Frozen:
         ConfigError: it fused other models, or (written before fusion.json existed) balanced its models by
             variance, whose scales it did not record.
     """
-    manifest = require_artifact(path, "reduce", fix=f"hnm reduce --embeddings <embed dir> --out {path}", deep=deep)
+    manifest = require_artifact(path, Stage.REDUCE, fix=f"hnm reduce --embeddings <embed dir> --out {path}", deep=deep)
     if manifest.params.get("models") != names:
         raise ConfigError(
             f"--fit-from {path} fused the models {manifest.params.get('models')}, these embeddings have {names}"

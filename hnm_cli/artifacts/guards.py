@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
 from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
 from hnm_cli.fileio import file_sha256
 from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
@@ -278,7 +279,7 @@ def mine_manifest(artifact: Manifest) -> Manifest | None:
         The upstream mine manifest (from its `inputs`), or None.
     """
     for entry in artifact.inputs:
-        if entry.get("stage") == "mine" or entry.get("role") == "mined":
+        if entry.get("stage") == Stage.MINE or entry.get("role") == "mined":
             return load_manifest(Path(entry["path"]))
     return None
 

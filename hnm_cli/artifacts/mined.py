@@ -25,10 +25,11 @@ import orjson
 
 from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
+from hnm_cli.choices import Stage
 from hnm_cli.errors import CorruptArtifactError, DataError
 from hnm_cli.fileio import atomic_write_json, iter_jsonl, write_jsonl
 
-STAGE = "mine"
+STAGE = Stage.MINE
 ROWS_PER_SHARD = 10_000
 AUDIT_DIR = "audit"
 AUDIT_ROWS_PER_SHARD = 200_000

@@ -26,6 +26,7 @@ from hnm_cli.artifacts.manifest import (
     require_artifact,
     write_manifest,
 )
+from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, DataError, IncompleteArtifactError
 from hnm_cli.fileio import iter_jsonl, npy_layout, save_npy, write_jsonl
 from hnm_cli.search import VectorSource, require_finite
@@ -282,7 +283,7 @@ class VectorPart:
 # ---------------------------------------------------------------------------------------------
 
 # The stages whose output is one vector set: an embed model folder, or a reduce output.
-VECTOR_STAGES = ("reduce", "embed-model")
+VECTOR_STAGES = (Stage.REDUCE, Stage.EMBED_MODEL)
 
 
 def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
@@ -298,15 +299,17 @@ def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
     directory = Path(directory)
     fix = f"hnm reduce --embeddings <embed dir> --out {directory}"
     manifest = load_manifest(directory) if directory.is_dir() else None
-    if manifest is not None and manifest.stage == "embed-model":
+    if manifest is not None and manifest.stage == Stage.EMBED_MODEL:
         fix = f"hnm embed ... --out {directory.parent}"
-    if manifest is not None and manifest.stage == "embed":
+    if manifest is not None and manifest.stage == Stage.EMBED:
         models = sorted(
             d.name for d in directory.iterdir() if d.is_dir() and (d / "corpus").is_dir() and (d / "queries").is_dir()
         )
         if len(models) == 1:
             fix = f"hnm embed ... --out {directory}"
-            return check_vector_files(require_artifact(directory / models[0], "embed-model", fix=fix, deep=deep), fix)
+            return check_vector_files(
+                require_artifact(directory / models[0], Stage.EMBED_MODEL, fix=fix, deep=deep), fix
+            )
         if not models:
             raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
         raise ArtifactMismatchError(
@@ -425,7 +428,7 @@ def space_key(manifest: Manifest) -> str:
     """What makes two vector sets comparable vector for vector: the encoders (weights, prompts, lengths,
     precision, backend) and, for a reduce output, its fusion and PCA fit. Equal keys mean an unchanged text has
     the same vector in both (what `hnm mine --update` needs; `hnm reduce --fit-from` keeps the key)."""
-    if manifest.stage == "embed-model":
+    if manifest.stage == Stage.EMBED_MODEL:
         payload: Any = {k: v for k, v in manifest.params.items() if k not in _LAYOUT_KEYS}
     else:
         upstream = []

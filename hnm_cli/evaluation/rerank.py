@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.reranker import CROSS_ENCODER, RerankerRef
-from hnm_cli.choices import Backend, Engine, Precision
+from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.choices import Backend, Engine, ModelKind, Precision
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.devices import torch_device
 from hnm_cli.encoding.encoders import Kind, load_encoder
@@ -171,7 +171,7 @@ def rerank(
         precision: "fp32", or "bf16" (autocast while scoring).
         progress: show sentence-transformers' progress bar (stderr).
     """
-    if ref.kind == CROSS_ENCODER:
+    if ref.kind == ModelKind.CROSS_ENCODER:
         assert ref.path is not None  # cross-encoders are always folders (detect_model)
         path = ref.path
 

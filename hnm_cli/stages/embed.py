@@ -49,7 +49,7 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.choices import Backend, Engine, LongTexts
+from hnm_cli.choices import Backend, Engine, LongTexts, Stage
 from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import Encoder, load_encoder
@@ -70,8 +70,8 @@ from hnm_cli.stages.embed_shards import (
 
 log = logging.getLogger("hnm")
 
-STAGE = "embed"
-MODEL_STAGE = "embed-model"
+STAGE = Stage.EMBED
+MODEL_STAGE = Stage.EMBED_MODEL
 # Recorded in every manifest so downstream users know what text each document vector saw.
 DOC_TEXT = "title + ' ' + text (BEIR convention; text alone when the title is empty)"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -47,7 +47,7 @@ from hnm_cli.artifacts.manifest import (
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
 from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set
-from hnm_cli.choices import FirstStage, Fuse
+from hnm_cli.choices import FirstStage, Fuse, Stage
 from hnm_cli.config import EvalConfig
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
@@ -70,8 +70,8 @@ from hnm_cli.inputs import (
 
 log = logging.getLogger("hnm")
 
-STAGE = "eval"
-FIRST_STAGE = "eval-first-stage"
+STAGE = Stage.EVAL
+FIRST_STAGE = Stage.EVAL_FIRST_STAGE
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import VectorPart, check_vector_files, ids_name, iter_shard_ids, vectors_name
-from hnm_cli.choices import FitOn
+from hnm_cli.choices import FitOn, Stage
 from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ArtifactMismatchError, DataError, InputError
 from hnm_cli.fileio import remove_stale_files, write_jsonl, write_npy_blocks
@@ -38,7 +38,7 @@ from hnm_cli.pca import PcaFit
 
 log = logging.getLogger("hnm")
 
-STAGE = "reduce"
+STAGE = Stage.REDUCE
 PARTS = ("corpus", "queries")
 STALE_PATTERNS = [f"{p}/{g}" for p in PARTS for g in ("vectors-*.npy", "ids-*.jsonl")] + FUSION_PATTERNS
 
@@ -180,12 +180,12 @@ def run(
     embed_dir, out = Path(embed_dir), Path(out)
     fix = f"hnm embed --data DATA --out {embed_dir}"
     check_output_path(out, [embed_dir, fit_from])
-    top = require_artifact(embed_dir, "embed", fix=fix, deep=verify)
+    top = require_artifact(embed_dir, Stage.EMBED, fix=fix, deep=verify)
     available = _embedded_models(embed_dir, top)
     names = _select_models(available, models, embed_dir)
     weights = model_weights(cfg, available, names)
     model_manifests = [
-        check_vector_files(require_artifact(embed_dir / n, "embed-model", fix=fix, deep=verify), fix) for n in names
+        check_vector_files(require_artifact(embed_dir / n, Stage.EMBED_MODEL, fix=fix, deep=verify), fix) for n in names
     ]
 
     frozen = load_frozen(fit_from, names, deep=verify) if fit_from is not None else None

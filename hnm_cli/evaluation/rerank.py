@@ -19,13 +19,13 @@ import numpy as np
 
 from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.choices import Backend, Engine, ModelKind, Precision
-from hnm_cli.config import ModelSpec
 from hnm_cli.encoding.devices import torch_device
 from hnm_cli.encoding.encoders import Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel
 from hnm_cli.encoding.runtime import encode_texts, resolve_for_run
 from hnm_cli.errors import InputError
 from hnm_cli.evaluation.metrics import ranked
+from hnm_cli.model_spec import ModelSpec
 
 log = logging.getLogger("hnm")
 

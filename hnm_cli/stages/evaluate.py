@@ -81,8 +81,8 @@ FIRST_STAGE = Stage.EVAL_FIRST_STAGE
 
 def _model_identity(ref: RerankerRef) -> str:
     """What identifies the weights in the fingerprint (cheap: big files are stat-ed, not hashed)."""
-    from hnm_cli.config import ModelSpec
     from hnm_cli.encoding.registry import folder_identity, resolve_model
+    from hnm_cli.model_spec import ModelSpec
 
     if ref.artifact is not None:
         return ref.artifact.digest

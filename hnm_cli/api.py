@@ -23,8 +23,8 @@ from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.exports import export_rows
 from hnm_cli.artifacts.manifest import Manifest
 from hnm_cli.artifacts.reranker import parse_model_option as parse_reranker_option
-from hnm_cli.choices import ExportLayout, Precision
-from hnm_cli.config import Config, EmbedConfig, load_config
+from hnm_cli.choices import ExportLayout, Precision, Vote
+from hnm_cli.config import Config, EmbedConfig, MineConfig, load_config
 from hnm_cli.encoding.devices import resolve_precision
 from hnm_cli.encoding.encoders import load_encoder
 from hnm_cli.encoding.registry import parse_model_option
@@ -33,6 +33,7 @@ from hnm_cli.errors import ConfigError, DataError
 from hnm_cli.fusion import ArrayPart, fuse_in_memory, model_weights
 from hnm_cli.inputs import Doc, Query, Records, resolve_data
 from hnm_cli.mining import mine_negatives
+from hnm_cli.mining.controls import Members
 from hnm_cli.mining.pairs import PairRows
 from hnm_cli.model_spec import ModelSpec, model_spec_from_dict
 from hnm_cli.pca import l2_normalize
@@ -248,6 +249,20 @@ def _encode(
     return names, parts
 
 
+def _members(
+    encoded: tuple[list[str], dict[str, list[ArrayPart]]] | None, query_rows: list[int], cfg: MineConfig
+) -> Members | None:
+    """The ensemble's own vectors for `--vote`, as `hnm mine` reads them from a reduce output's members (the risk
+    figures they also feed are stats, which this function does not return, so they are built only to vote)."""
+    if cfg.vote == Vote.NONE:
+        return None
+    if encoded is None:
+        raise ConfigError("vote needs an ensemble: give models to encode with, not precomputed vectors")
+    names, parts = encoded
+    queries = [np.concatenate(p.shards, axis=0)[query_rows] for p in parts["queries"]]
+    return Members(names, queries, [VectorSource(p.shards) for p in parts["corpus"]], [None] * len(names))
+
+
 def mine_hard_negatives(
     queries: Mapping[str, str] | Sequence[str],
     corpus: Mapping[str, str] | Sequence[str],
@@ -316,7 +331,9 @@ def mine_hard_negatives(
         rcfg = full.reduce.merged(pca=pca, variance=variance)
         fused = fuse_in_memory(parts, names, model_weights(rcfg, names, names), rcfg)
         c_shards, q_vecs = fused["corpus"], np.concatenate(fused["queries"], axis=0)
+        member_parts: tuple[list[str], dict[str, list[ArrayPart]]] | None = (names, parts)
     else:
+        member_parts = None
         c_vecs, q_vecs = np.asarray(corpus_vectors, np.float32), np.asarray(query_vectors, np.float32)
         if len(c_vecs) != len(d_ids) or len(q_vecs) != len(q_ids):
             raise DataError(
@@ -330,14 +347,16 @@ def mine_hard_negatives(
     rows = PairRows.build(pair_ids, d_ids)
     excluded = rows.exclusions(corpus_records, query_records, cfg).excluded_ids
     all_q_row = {q: i for i, q in enumerate(q_ids)}
+    mined_q = [all_q_row[q] for q in rows.query_ids]
     results, _ = mine_negatives(
-        np.ascontiguousarray(q_vecs[[all_q_row[q] for q in rows.query_ids]]),
+        np.ascontiguousarray(q_vecs[mined_q]),
         VectorSource(c_shards),
         rows.pairs(),
         rows.excluded_rows(excluded),
         cfg,
         texts=rows.texts(corpus_records, query_records, cfg),
         ids=rows.ids(),
+        members=_members(member_parts, mined_q, cfg),
     )
     out = list(mined.rows_of(pair_ids, results, d_ids, lambda q: query_records[q].meta))
     if output_format is not None:

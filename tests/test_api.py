@@ -100,8 +100,15 @@ weights = { "h24" = 2.0 }
 """
 
 
-@pytest.mark.parametrize("preset", [None, "paper"])
-def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, preset: str | None) -> None:
+@pytest.mark.parametrize(
+    ("flags", "options"),
+    [
+        ([], {}),
+        (["--preset", "paper"], {"preset": "paper"}),
+        (["--vote", "majority", "--relative-margin", "0.05"], {"vote": "majority", "relative_margin": 0.05}),
+    ],
+)
+def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, flags: list, options: dict) -> None:
     """embed -> reduce -> mine on the bundled example, and `mine_hard_negatives` on the same texts and config: the
     same rows, byte for byte (model resolution, encode loop, fusion with weights/balance/sampled fit, id mapping
     and mining are the runners' own cores)."""
@@ -112,11 +119,10 @@ def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, pre
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(_SAME_BYTES_CONFIG)
     run = tmp_path / "run"
-    preset_args = ["--preset", preset] if preset else []
     for args in (
         ["embed", "--data", EXAMPLE, "--out", run / "embed"],
         ["reduce", "--embeddings", run / "embed", "--out", run / "reduce"],
-        ["mine", "--vectors", run / "reduce", "--data", EXAMPLE, "--out", run / "mine", *preset_args],
+        ["mine", "--vectors", run / "reduce", "--data", EXAMPLE, "--out", run / "mine", *flags],
     ):
         result = cli(*args, "-c", cfg, "-q")
         assert result.exit_code == 0, result.stderr
@@ -127,7 +133,7 @@ def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, pre
         {d: corpus[d].full_text for d in corpus.ids},
         {q: [d for d, rel in docs.items() if rel > 0] for q, docs in qrels.items()},
         config=cfg,
-        **({"preset": preset} if preset else {}),
+        **options,
     )
     want = (run / "mine" / "rows-00000.jsonl").read_bytes()
     assert len(got) > 100 and any(r["negatives"] for r in got)

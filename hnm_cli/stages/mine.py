@@ -40,7 +40,7 @@ from hnm_cli.artifacts.vectors import (
     space_key,
     vector_dim,
 )
-from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy, Vote
+from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Stage, Strategy, Vote
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.fileio import atomic_write_json, remove_stale_files
@@ -453,7 +453,7 @@ def _members(ctx: _Context, cfg: MineConfig) -> Any:
 
     assert ctx.vectors_dir is not None
     manifest = load_manifest(ctx.vectors_dir)
-    if manifest is None or manifest.stage != "reduce":
+    if manifest is None or manifest.stage != Stage.REDUCE:
         if cfg.vote != Vote.NONE:
             raise ConfigError(
                 f"mine.vote needs an ensemble: {ctx.vectors_dir} is one model's vectors, not a reduce output"

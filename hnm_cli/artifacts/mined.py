@@ -26,7 +26,7 @@ import orjson
 from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
 from hnm_cli.choices import Stage
-from hnm_cli.errors import CorruptArtifactError, DataError
+from hnm_cli.errors import CorruptArtifactError, DataError, InputError
 from hnm_cli.fileio import atomic_write_json, iter_jsonl, write_jsonl
 
 STAGE = Stage.MINE
@@ -233,8 +233,6 @@ def resolve_audit(path: Path, out: Path, *, deep: bool = False) -> tuple[Path, M
         IncompleteArtifactError / ArtifactMismatchError: not a finished mine run.
         InputError: mined without --audit, or the audit lies inside `out`, which this run would rewrite.
     """
-    from hnm_cli.errors import InputError
-
     path = Path(path)
     mine_dir = path.parent if path.name == AUDIT_DIR and not (path / AUDIT_DIR).is_dir() else path
     manifest = require_mined(mine_dir, fix=f"hnm mine ... --audit --out {mine_dir}", deep=deep)
@@ -313,8 +311,6 @@ def write_state(out: Path, state: MineState) -> list[str]:
     out = Path(out)
     write_jsonl(out / STATE_DIR / "docs.jsonl", ({"id": d, "h": h} for d, h in state.docs.items()))
     write_jsonl(out / STATE_DIR / "queries.jsonl", ({"id": q, "h": h, "x": x} for q, (h, x) in state.queries.items()))
-    from hnm_cli.fileio import atomic_write_json
-
     atomic_write_json(out / STATE_DIR / "space.json", {"space": state.space})
     return [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]
 

@@ -13,6 +13,7 @@ import orjson
 from hnm_cli.artifacts.manifest import Manifest, changed_output, load_manifest
 from hnm_cli.choices import ModelKind, Stage
 from hnm_cli.errors import ConfigError, CorruptArtifactError, InputError
+from hnm_cli.model_spec import default_model_name
 
 TRAIN_STAGE = Stage.TRAIN_RERANKER
 MODEL_DIR = "model"  # where a train-reranker artifact keeps the trained model
@@ -130,8 +131,6 @@ def enclosing_training_artifact(path: Path, levels: int = 4) -> Manifest | None:
 
 def run_name(source: str) -> str:
     """A run name derived from a `--model` source: the folder name, or the artifact folder for `.../model`."""
-    from hnm_cli.model_spec import default_model_name
-
     path = Path(source)
     if not source.startswith(("pkg:", "hash:")) and path.name == MODEL_DIR and path.parent.name:
         return default_model_name(str(path.parent))

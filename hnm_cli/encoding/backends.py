@@ -29,6 +29,7 @@ import numpy as np
 
 from hnm_cli.choices import Backend, Precision, Quantize
 from hnm_cli.errors import ConfigError
+from hnm_cli.fileio import file_sha256
 
 log = logging.getLogger("hnm")
 
@@ -117,8 +118,6 @@ class _Graph:
 
 
 def _files_digest(folder: Path) -> dict[str, str]:
-    from hnm_cli.fileio import file_sha256
-
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "export.json"}
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import Precision
+from hnm_cli.errors import ConfigError
 
 log = logging.getLogger("hnm")
 
@@ -32,8 +33,6 @@ def torch_device(device: str) -> str:
 
 def check_device(device: str, torch: Any) -> None:
     """Raise ConfigError unless `device` (cpu, cuda, cuda:N, mps) exists on this machine, before torch asserts."""
-    from hnm_cli.errors import ConfigError
-
     kind, colon, index = device.partition(":")
     where = f"torch {torch.__version__}"
     if device == "cpu":

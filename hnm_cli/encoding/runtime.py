@@ -44,7 +44,7 @@ def resolve_backend(backend: Backend, engine: Engine | str, device: str) -> Back
     return Backend.OPENVINO
 
 
-def concrete_spec(
+def resolve_for_run(
     spec: ModelSpec,
     *,
     device: str,
@@ -52,9 +52,9 @@ def concrete_spec(
     backend: Backend | None = None,
     quantize: Quantize | None = None,
     long_texts: LongTexts | None = None,
-) -> ModelSpec:
-    """`spec` with a run's overrides applied (`backend`, `quantize`, `long_texts`: None keeps the spec's) and `auto`
-    resolved to a concrete backend.
+) -> ResolvedModel:
+    """The model that will run for `spec`: a run's overrides applied (`backend`, `quantize`, `long_texts`: None
+    keeps the spec's), engine and backend made concrete (`auto` resolved), weights located (`resolve_model`).
 
     A packaged model whose weights can run on a second engine (e5-small's rebuilt sentence-transformers model)
     switches to it when a non-torch backend is asked for, since its own engine has no backends.
@@ -77,23 +77,8 @@ def concrete_spec(
         backend = Backend.TORCH
     backends.check_supported(backend, quantize, Precision(precision), f"model '{spec.name}'")
     long_texts = long_texts if long_texts is not None else spec.long_texts
-    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize, long_texts=long_texts)
-
-
-def resolve_for_run(
-    spec: ModelSpec,
-    *,
-    device: str,
-    precision: Precision | str,
-    backend: Backend | None = None,
-    quantize: Quantize | None = None,
-    long_texts: LongTexts | None = None,
-) -> ResolvedModel:
-    """The model that will run for `spec`: engine and backend concrete (`concrete_spec`), weights located."""
     return resolve_model(
-        concrete_spec(
-            spec, device=device, precision=precision, backend=backend, quantize=quantize, long_texts=long_texts
-        )
+        dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize, long_texts=long_texts)
     )
 
 

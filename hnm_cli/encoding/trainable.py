@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import Engine, ModelKind
-from hnm_cli.errors import InputError
+from hnm_cli.encoding.registry import resolve_model
+from hnm_cli.errors import ConfigError, InputError
 from hnm_cli.model_spec import ModelSpec
 
 
@@ -27,9 +28,6 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
         InputError: a folder that is not a model folder (a cross-encoder needs `config.json`), a missing folder.
         ConfigError: an unknown `pkg:` name, or a `hash:` test encoder (nothing to fine-tune).
     """
-    from hnm_cli.encoding.registry import resolve_model
-    from hnm_cli.errors import ConfigError
-
     if source.startswith("hash:"):
         raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
     path = Path(source).expanduser()

@@ -15,7 +15,7 @@ from typing import Any
 from hnm_cli.choices import FirstStage
 from hnm_cli.errors import ArtifactMismatchError, DataError
 from hnm_cli.evaluation.metrics import ranked
-from hnm_cli.inputs import Records, iter_raw_lines
+from hnm_cli.inputs import Records, iter_json_objects, iter_raw_lines
 from hnm_cli.search import VectorSource, exact_topk
 
 log = logging.getLogger("hnm")
@@ -252,8 +252,6 @@ class _RunHits:
 
 
 def _iter_objects(path: Path) -> Any:
-    from hnm_cli.inputs import iter_json_objects
-
     return iter_json_objects(path)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.choices import Backend, Engine, ModelKind, Precision
-from hnm_cli.encoding.devices import torch_device
+from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.encoders import Kind, load_encoder
 from hnm_cli.encoding.registry import ResolvedModel
 from hnm_cli.encoding.runtime import encode_texts, resolve_for_run
@@ -60,8 +60,6 @@ def score_pairs_cross_encoder(
         model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
-    from hnm_cli.encoding.devices import warn_if_bf16_emulated
-
     warn_if_bf16_emulated(precision, model.device.type, str(model_path))
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == Precision.BF16):

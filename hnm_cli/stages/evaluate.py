@@ -50,6 +50,7 @@ from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set
 from hnm_cli.choices import FirstStage, Fuse, Stage
 from hnm_cli.config import EvalConfig
 from hnm_cli.encoding.devices import resolve_precision
+from hnm_cli.encoding.registry import folder_identity, resolve_model
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
 from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, DenseVectors, first_stage_candidates
@@ -67,6 +68,7 @@ from hnm_cli.inputs import (
     resolve_jsonl_files,
     resolve_qrels_file,
 )
+from hnm_cli.model_spec import ModelSpec
 
 log = logging.getLogger("hnm")
 
@@ -81,9 +83,6 @@ FIRST_STAGE = Stage.EVAL_FIRST_STAGE
 
 def _model_identity(ref: RerankerRef) -> str:
     """What identifies the weights in the fingerprint (cheap: big files are stat-ed, not hashed)."""
-    from hnm_cli.encoding.registry import folder_identity, resolve_model
-    from hnm_cli.model_spec import ModelSpec
-
     if ref.artifact is not None:
         return ref.artifact.digest
     if ref.path is not None:

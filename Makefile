@@ -103,8 +103,8 @@ bench-speed: $(INSTALL_STAMP)  ## Speed and memory vs sentence-transformers on S
 bench-ray: $(INSTALL_STAMP)  ## Ray overhead: --executor ray on a local 2-CPU cluster vs local (SciFact embed, 100k mine)
 	$(PY) bench/ray_overhead.py --data $(SPEED_DATA) $(BENCH_ARGS)
 
-bench-incremental: $(INSTALL_STAMP)  ## Nightly update (1% new docs and queries): cache + --fit-from + --update vs full
-	$(PY) bench/incremental.py --data $(SPEED_DATA) $(BENCH_ARGS)
+bench-incremental: $(INSTALL_STAMP)  ## Nightly updates (1% new, changed, deleted; the ensemble) on SciFact and ops-man: cache + --fit-from + --update vs full
+	$(PY) bench/incremental.py --data $(SPEED_DATA) ../shared/data/ops-man $(BENCH_ARGS)
 
 clean:  ## Remove run artifacts (not the venv or the model cache)
 	rm -rf runs

@@ -43,7 +43,7 @@ from hnm_cli.config_checks import check_device as _device
 from hnm_cli.config_checks import check_seed as _seed
 from hnm_cli.config_checks import checked as _checked
 from hnm_cli.config_checks import positive as _positive
-from hnm_cli.errors import ConfigError
+from hnm_cli.errors import ConfigError, HnmError
 from hnm_cli.model_spec import ModelSpec as ModelSpec  # re-exported: the embed config holds them
 from hnm_cli.model_spec import model_spec_from_dict
 
@@ -391,6 +391,12 @@ def load_config(path: Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    from hnm_cli.inputs import require_regular_file
+
+    try:
+        require_regular_file(path, "config ", "a TOML file")  # a FIFO would hang, /dev/zero fill the memory
+    except HnmError as err:
+        raise ConfigError(err.message) from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as err:

@@ -12,6 +12,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from hnm_cli.errors import DataError
+from hnm_cli.errors import CorruptArtifactError, DataError, HnmError
 
 # ---------------------------------------------------------------------------------------------
 # Atomic writes
@@ -106,6 +107,29 @@ def iter_jsonl(path: Path) -> Iterator[Any]:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({err})") from err
 
 
+@contextlib.contextmanager
+def recorded_file(path: Path) -> Iterator[None]:
+    """Read a file a run wrote and its manifest vouches for (a state, a fit, a report) inside this block: any
+    failure to parse it becomes one `CorruptArtifactError` naming the file.
+
+    The cheap up-to-date check trusts a file whose size and mtime are as recorded, so bit rot that keeps both (or a
+    hand edit that restores the mtime) reaches the reader: it must fail with one line, not a traceback.
+    """
+    hint = "--verify re-hashes every file of an artifact against its manifest; --force rebuilds it"
+    try:
+        yield
+    except DataError as err:  # iter_jsonl's `path:line: malformed JSON`
+        reason = err.message.removeprefix(str(path)).lstrip(":")
+        raise CorruptArtifactError(f"{path} is damaged (line {reason})", hint=hint) from err
+    except HnmError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, EOFError) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        if isinstance(err, KeyError):
+            reason = f"no field {err}"
+        raise CorruptArtifactError(f"{path} is damaged ({reason})", hint=hint) from err
+
+
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -113,6 +137,20 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def remove_path(path: Path) -> None:
+    """Remove whatever is at `path`: a file or a symlink (never what it points to) is unlinked, a folder removed
+    with its content; nothing there is fine. For a cache entry that must be rebuilt, whatever replaced it.
+
+    Raises:
+        OSError: it could not be removed (named).
+    """
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
 
 
 def remove_stale_files(directory: Path, keep: Iterable[str], patterns: Iterable[str]) -> list[str]:

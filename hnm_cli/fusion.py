@@ -20,6 +20,9 @@ from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ConfigError, DataError
 from hnm_cli.pca import PcaAccumulator, PcaFit, l2_normalize, sample_indices, transform
 
+# Weights bound so the ratio of two models' scales (square roots) stays within 1e6, well inside float32's 7 digits.
+MIN_WEIGHT, MAX_WEIGHT = 1e-6, 1e6
+
 Progress = Callable[[int], None]  # told how many rows were just processed
 
 
@@ -100,12 +103,19 @@ class Fusion:
 
 def model_weights(cfg: ReduceConfig, available: Sequence[str], names: Sequence[str]) -> dict[str, float]:
     """Each fused model's weight (`reduce.weights`, default 1.0), after checking every weight names a model of
-    `available` and is a number > 0."""
+    `available` and is a number in [MIN_WEIGHT, MAX_WEIGHT]."""
     for model, weight in cfg.weights.items():
         if model not in available:
             raise ConfigError(f"reduce.weights: unknown model {model!r} (embedded: {', '.join(available)})")
         if not isinstance(weight, int | float) or isinstance(weight, bool) or not weight > 0:
             raise ConfigError(f"reduce.weights.{model} must be a number > 0; got {weight!r}")
+        if not MIN_WEIGHT <= weight <= MAX_WEIGHT:
+            # Vectors are float32 (7 digits): a block scaled by sqrt(1e-300) underflows to zeros, one scaled far
+            # above the others swamps them; either way a model silently vanishes from the fused vectors.
+            raise ConfigError(
+                f"reduce.weights.{model} = {weight!r} makes a model's block vanish in float32 vectors; "
+                f"give a weight in [{MIN_WEIGHT:g}, {MAX_WEIGHT:g}]"
+            )
     return {m: float(cfg.weights.get(m, 1.0)) for m in names}
 
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import logging
+import os
 import re
+import stat
+import unicodedata
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,6 +90,17 @@ def normalize_text(text: str) -> str:
     return " ".join(text.lower().split())
 
 
+def twin_key(text: str) -> str:
+    """The form two query texts share when they ask the same thing: Unicode-normalised (NFKC), case-folded,
+    punctuation and symbols dropped, whitespace collapsed ("What is a VCN?" and "what is a vcn" are twins).
+
+    For the leakage guards only; duplicate detection in mining keeps `normalize_text` (its results must not move).
+    """
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    kept = "".join(" " if unicodedata.category(c)[0] in "PSZC" else c for c in folded)
+    return " ".join(kept.split())
+
+
 def text_hash(text: str) -> str:
     """Short stable hash of `normalize_text(text)`."""
     return hashlib.sha1(normalize_text(text).encode("utf-8")).hexdigest()
@@ -104,15 +118,52 @@ def _beir_names(stem: str) -> tuple[str, str]:
     return f"{stem}.jsonl", f"{stem}.jsonl.gz"
 
 
+def path_kind(path: Path) -> str:
+    """What is at `path`, in words: "a regular file", "a folder", "a named pipe (FIFO)", "a character device",
+    "a block device", "a socket", "a broken symlink" or "nothing" (symlinks followed)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a broken symlink" if os.path.islink(path) else "nothing"
+    except OSError as err:
+        return f"unreadable ({err.strerror or err})"
+    for test, kind in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a named pipe (FIFO)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def require_regular_file(path: Path, what: str, expected: str = "a regular file") -> Path:
+    """`path` if it is a regular file (or a symlink to one); else one error line saying what it is instead.
+
+    Every input file is read whole or streamed to its end: a FIFO would block forever and /dev/zero never ends,
+    so anything but a regular file is refused before it is opened.
+
+    Raises:
+        InputError: `<what> <path> does not exist`, or `<what> <path> is a named pipe (FIFO); expected ...`.
+    """
+    kind = path_kind(path)
+    if kind == "nothing":
+        raise InputError(f"{what}{path} does not exist")
+    if kind != "a regular file":
+        raise InputError(f"{what}{path} is {kind}; expected {expected}")
+    return Path(path)
+
+
 def _present(path: Path) -> bool:
     return path.exists() or path.is_symlink()  # a dangling symlink is there too (and an error, not "absent")
 
 
 def _regular_file(path: Path) -> Path:
     """`path` if it is a non-empty regular file; else one error line (a /dev/null link, a folder, a FIFO...)."""
-    if not path.is_file():
-        what = "a broken symlink" if not path.exists() else "not a regular file"
-        raise InputError(f"{path} is {what}; expected a JSONL file")
+    require_regular_file(path, "", "a JSONL file")
     if path.stat().st_size == 0:
         raise InputError(f"{path} is empty (0 bytes); expected one JSON record per line")
     return path
@@ -137,7 +188,7 @@ def resolve_jsonl_files(path: Path, stem: str) -> list[Path]:
     if path.is_file():
         return [_regular_file(path)]
     if not path.is_dir():
-        raise InputError(f"{path} does not exist" if not _present(path) else f"{path} is not a regular file")
+        require_regular_file(path, "", "a JSONL file or a folder")
     named = [path / n for n in _beir_names(stem) if _present(path / n)]
     if named:
         return [_regular_file(named[0])]
@@ -152,8 +203,7 @@ def resolve_jsonl_files(path: Path, stem: str) -> list[Path]:
     if not shards:
         raise InputError(f"{path} has no {stem}.jsonl and no *.jsonl shards")
     for shard in shards:
-        if not shard.is_file():
-            raise InputError(f"{shard} is not a regular file; expected a JSONL shard")
+        require_regular_file(shard, "", "a JSONL shard")
     return shards
 
 
@@ -162,9 +212,11 @@ def resolve_qrels_file(path: Path, split: str) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if not path.is_dir():
+        require_regular_file(path, "", "a qrels TSV file or a folder")
     for candidate in (path / "qrels" / f"{split}.tsv", path / f"{split}.tsv"):
-        if candidate.is_file():
-            return candidate
+        if _present(candidate):
+            return require_regular_file(candidate, "", "a qrels TSV file")
     raise InputError(f"no qrels for split '{split}' in {path} (looked for qrels/{split}.tsv)")
 
 
@@ -286,6 +338,7 @@ def read_queries(path: Path, *, on_empty: OnEmpty = OnEmpty.ERROR) -> Records:
 Qrels = dict[str, dict[str, int]]  # query_id -> doc_id -> relevance (ir_measures/BEIR shape)
 
 
+MAX_GRADE = 2**31 - 1  # a relevance grade must fit a 32-bit int, as in trec_eval
 _GRADE = re.compile(r"[+-]?\d+")
 
 
@@ -334,7 +387,14 @@ def read_qrels(
         # BEIR relevance grades are integers; "0.5" would silently drop a positive, "inf" would overflow.
         if not _GRADE.fullmatch(score):
             raise DataError(f"{where}: field 'score': expected an integer relevance grade, got '{score}'")
-        rel = int(score)
+        # int() of a 10^5-digit grade is slow and Python refuses past 4300 digits: count the digits first.
+        rel = int(score) if len(score.lstrip("+-").lstrip("0")) <= 10 else MAX_GRADE + 1
+        if abs(rel) > MAX_GRADE:
+            # trec_eval reads grades as C ints; a 400-digit grade would overflow eval's float metrics.
+            raise DataError(
+                f"{where}: field 'score': relevance grade {score[:20]}{'...' if len(score) > 20 else ''} is out of "
+                f"range (at most {MAX_GRADE} in absolute value)"
+            )
         if not qid or not did:
             raise DataError(f"{where}: field '{'query-id' if not qid else 'corpus-id'}': empty id")
         if query_ids is not None and qid not in query_ids:
@@ -381,7 +441,8 @@ def resolve_data(
     if data is None and (corpus is None or queries is None):
         raise InputError("give --data <BEIR folder>, or both --corpus and --queries")
     if data is not None and not Path(data).is_dir():
-        raise InputError(f"{data} is not a directory (expected a BEIR folder)")
+        kind = path_kind(Path(data))
+        raise InputError(f"{data} does not exist" if kind == "nothing" else f"{data} is {kind}; expected a BEIR folder")
     return DataPaths(
         corpus=Path(corpus) if corpus is not None else Path(data),  # type: ignore[arg-type]
         queries=Path(queries) if queries is not None else Path(data),  # type: ignore[arg-type]

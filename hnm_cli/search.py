@@ -27,18 +27,25 @@ DEFAULT_QUERY_BLOCK = 1024
 
 
 def require_finite(rows: np.ndarray, where: object, row_numbers: int | np.ndarray = 0) -> np.ndarray:
-    """`rows` (2-D) after checking that every value is finite: a NaN or inf vector would make every similarity
-    with it NaN and silently reorder a search. `row_numbers` is the row of `rows[0]` in `where`, or the row of
-    each.
+    """`rows` (2-D) after checking that every value is finite and no row is all zeros: a NaN or inf vector would
+    make every similarity with it NaN and silently reorder a search, a zero vector would match nothing.
+    `row_numbers` is the row of `rows[0]` in `where`, or the row of each.
 
     Raises:
-        DataError: `<where>: row <r>: ...` for the first row holding NaN or inf.
+        DataError: `<where>: row <r>: ...` for the first row holding NaN or inf, or all zeros.
     """
     finite = np.isfinite(rows)
     if not finite.all():
         bad = int(np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1))[0])
         row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
         raise DataError(f"{where}: row {row}: the vector holds NaN or inf; the vector set is corrupt (rebuild it)")
+    # An all-zero vector has no direction: its cosine with everything is 0, so a search through it finds nothing
+    # and says nothing (a block weighted to nothing, an encoder that returned zeros).
+    nonzero = rows.reshape(len(rows), -1).any(axis=1)
+    if rows.size and not nonzero.all():
+        bad = int(np.flatnonzero(~nonzero)[0])
+        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
+        raise DataError(f"{where}: row {row}: the vector is all zeros; the vector set is corrupt (rebuild it)")
     return rows
 
 

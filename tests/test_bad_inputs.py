@@ -634,6 +634,7 @@ def _edit_embedded(world, rel: str, edit) -> None:
     """Edit `hash-16/<rel>` of the embed artifact and re-hash it in both manifests (model and top)."""
     edit(world["embed"] / "hash-16" / rel)
     _refresh((world["embed"] / "hash-16", rel), (world["embed"], f"hash-16/{rel}"))
+    _refresh((world["embed"], "hash-16/manifest.json"))  # the top manifest lists the model manifest too
 
 
 def _edit_manifest(folder: Path, edit) -> None:
@@ -678,6 +679,7 @@ def test_a_vector_set_manifest_must_describe_its_files(cli, world) -> None:
     assert one_error(result).startswith(f"Error: {reduce_dir}/corpus/vectors-00001.npy is not in {reduce_dir}/")
     # reduce reads the embed model folders through the same check.
     _edit_manifest(world["embed"] / "hash-16", _set_output_field(vec, "dim", 99))
+    _refresh((world["embed"], "hash-16/manifest.json"))
     result = cli("reduce", "--embeddings", world["embed"], "--out", world["reduce"], "--force")
     assert result.exit_code == 1
     assert "field 'dim' is 99 but vectors-00000.npy has 16" in one_error(result)

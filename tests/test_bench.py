@@ -12,6 +12,7 @@ from conftest import REPO, write_beir
 sys.path.insert(0, str(REPO / "bench"))
 
 import common  # noqa: E402
+import incremental  # noqa: E402
 import quality  # noqa: E402
 import synth  # noqa: E402
 
@@ -293,3 +294,58 @@ def test_quality_quick_grid_end_to_end_and_resume(tmp_path, tiny_data):
     state = orjson.loads((tmp_path / "work" / "state.json").read_bytes())
     assert state["steps"]["train:bi:paper:s0"]["up_to_date"] is True
     assert state["steps"]["train:bi:paper:s0"]["work_seconds"] == work_seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# bench/incremental.py: the three nights' edits and the numbers it reports
+# ---------------------------------------------------------------------------------------------
+
+
+def _beir_ids(folder: Path, name: str) -> list[str]:
+    return [orjson.loads(line)["_id"] for line in (folder / name).read_bytes().splitlines() if line.strip()]
+
+
+def test_incremental_edits_touch_a_seeded_share_and_never_a_positive(tmp_path):
+    corpus = [{"_id": f"d{i}", "title": "", "text": f"text {i}"} for i in range(200)]
+    queries = [{"_id": f"q{i}", "text": f"query {i}"} for i in range(100)]
+    qrels = {"train": [(f"q{i}", f"d{i}") for i in range(90)], "test": [(f"q{i}", f"d{i}") for i in range(90, 100)]}
+    src = write_beir(tmp_path / "src", corpus, queries, qrels)
+    before = incremental.yesterday(src, tmp_path / "y", fraction=0.02, split="train", seed=0)
+    assert before == {"docs": 200, "new_docs": 4, "train_queries": 90, "new_queries": 2}
+    kept = set(_beir_ids(tmp_path / "y", "corpus.jsonl"))
+    assert len(kept) == 196 and {f"d{i}" for i in range(100)} <= kept  # positives all stay
+    ch = incremental.changed(src, tmp_path / "c", fraction=0.02, seed=0)
+    texts = [orjson.loads(line)["text"] for line in (tmp_path / "c" / "corpus.jsonl").read_bytes().splitlines()]
+    assert ch == {"docs": 200, "changed_docs": 4} and sum(t.endswith(incremental.CHANGED) for t in texts) == 4
+    assert incremental.changed(src, tmp_path / "c2", fraction=0.02, seed=0) == ch  # seeded
+    assert (tmp_path / "c" / "corpus.jsonl").read_bytes() == (tmp_path / "c2" / "corpus.jsonl").read_bytes()
+    de = incremental.deleted(src, tmp_path / "d", fraction=0.02, seed=0)
+    left = set(_beir_ids(tmp_path / "d", "corpus.jsonl"))
+    assert de == {"docs": 200, "deleted_docs": 4} and len(left) == 196 and {f"d{i}" for i in range(100)} <= left
+    assert (tmp_path / "d" / "qrels" / "test.tsv").read_bytes() == (src / "qrels" / "test.tsv").read_bytes()
+
+
+def test_incremental_speedups_reuse_and_report():
+    sec = lambda *xs: {s: {"seconds": x, "command": "hnm"} for s, x in zip(incremental.STAGES, xs, strict=True)}  # noqa: E731
+    table = incremental.speedups(sec(2.0, 0.5, 1.5), sec(100.0, 0.5, 3.5))
+    assert table["embed"] == {"incremental": 2.0, "full": 100.0, "speedup": 50.0}
+    assert table["total"] == {"incremental": 4.0, "full": 104.0, "speedup": 26.0}
+    assert incremental.reuse_share({"pairs_reused": 95, "pairs_remined": 5}) == 0.95
+    assert incremental.reuse_share({"pairs_reused": 0, "pairs_remined": 0, "recomputed_in_full": "x"}) == 0.0
+    update = {"pairs_reused": 95, "pairs_remined": 5, "pairs_new": 1, "pairs_inputs_changed": 2, "pairs_drifted": 2}
+    night = lambda: {"stages": table, "update": update, "rows_identical_to_cold_mine": True, "pairs": 100,  # noqa: E731
+                     "edit": {"docs": 1000}}  # fmt: skip
+    result = {
+        "machine": common.machine_info(),
+        "models": ["(configs/default.toml)"],
+        "mine_args": "",
+        "fraction": 0.01,
+        "datasets": {"tiny": {"nights": {e: night() for e in incremental.EDITS}, "full": sec(100.0, 0.5, 3.5),
+                              "fixed": {"process_start": 1.2, "model_load": 9.5},
+                              "max_abs_vector_diff_vs_full": 1e-4, "rows_differing_from_full_path": 0}},
+    }  # fmt: skip
+    args = incremental.parse_args(["--data", "/tmp/x", "/tmp/y"])
+    assert args.model == [] and [p.name for p in args.data] == ["x", "y"]
+    md = incremental.render(result, args)
+    assert "| new | 2.0 | 0.5 | 1.5 | **4.0** | 104.0 | **26.0x** | 95.0% | 95 reused / 5 mined again (1 new, " in md
+    assert "2 drift) | yes |" in md and "model load 9.5 s" in md and "--data /tmp/x /tmp/y`" in md

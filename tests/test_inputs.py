@@ -115,7 +115,7 @@ def test_a_beir_folder_never_reads_the_other_file_in_place_of_a_missing_one(tmp_
         f"{folder} is a BEIR folder (it has {other}.jsonl, qrels/) but has no {stem}.jsonl or {stem}.jsonl.gz"
     )
     (folder / f"{stem}.jsonl").symlink_to(os.devnull)
-    with pytest.raises(InputError, match=rf"^{folder / stem}.jsonl is not a regular file; expected a JSONL file$"):
+    with pytest.raises(InputError, match=rf"^{folder / stem}.jsonl is a character device; expected a JSONL file$"):
         inputs.resolve_jsonl_files(folder, stem)
     (folder / f"{stem}.jsonl").unlink()
     (folder / f"{stem}.jsonl").write_bytes(b"")

@@ -20,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hnm_cli.fileio import atomic_write_bytes, file_sha256, save_npy
+from hnm_cli.fileio import atomic_write_bytes, file_sha256, remove_path, save_npy
 
 log = logging.getLogger("hnm")
 
@@ -44,9 +43,10 @@ def text_key(kind: str, text: str) -> bytes:
 class EmbeddingCache:
     """Read and extend the cache of one model folder (see the module docstring)."""
 
-    def __init__(self, model_dir: Path, encoder_fp: str, *, fresh: bool = False) -> None:
+    def __init__(self, model_dir: Path, encoder_fp: str, *, fresh: bool = False, dim: int | None = None) -> None:
         self.dir = Path(model_dir) / CACHE_DIR
         self.encoder_fp = encoder_fp
+        self.dim = dim  # the encoder's dimension where known (an earlier run's shards): other segments are dropped
         self.index: dict[bytes, tuple[int, int]] = {}
         self.segments: list[tuple[str, np.ndarray]] = []  # (segment id, memmapped vectors)
         self.pending_keys: list[bytes] = []
@@ -61,6 +61,11 @@ class EmbeddingCache:
     # -- reading ------------------------------------------------------------------------------
 
     def _load(self) -> None:
+        if self.dir.is_symlink() or (self.dir.exists() and not self.dir.is_dir()):
+            # A link would send the cache's writes (and its compaction's deletes) outside the artifact.
+            log.warning("embed: %s is not a folder (a file or a link); starting the cache afresh", self.dir)
+            self._restart = True
+            return
         meta = self.dir / "meta.json"
         try:
             owner = json.loads(meta.read_text()).get("encoder_fp") if meta.is_file() else None
@@ -71,7 +76,15 @@ class EmbeddingCache:
                 log.info("embed: %s: cache of another encoder setting; starting it afresh", self.dir)
             self._restart = True
             return
-        for desc in sorted(self.dir.glob("seg-*.json")):
+        descs = sorted(self.dir.glob("seg-*.json"))
+        if self.dim is None:  # unknown: the dimension most entries have (a stray segment must not decide it)
+            dims: dict[int, int] = {}
+            for desc in descs:
+                info = self._info(desc)
+                if isinstance(info.get("dim"), int) and isinstance(info.get("rows"), int):
+                    dims[info["dim"]] = dims.get(info["dim"], 0) + info["rows"]
+            self.dim = max(dims, key=lambda d: (dims[d], -d)) if dims else None
+        for desc in descs:
             seg = desc.name[: -len(".json")]
             problem = self._check(seg, desc)
             if problem is not None:
@@ -97,16 +110,29 @@ class EmbeddingCache:
             vectors = np.load(self.dir / f"{seg}.vectors.npy", mmap_mode="r")
         except (OSError, ValueError, KeyError, TypeError) as err:
             return f"unreadable: {str(err).splitlines()[0][:80]}"
-        if keys.shape != (info["rows"], KEY_BYTES) or vectors.shape[0] != info["rows"] or vectors.dtype != np.float32:
+        if keys.shape != (info["rows"], KEY_BYTES) or vectors.shape != (info["rows"], info.get("dim")):
             return "shapes do not match"
+        if vectors.dtype != np.float32:
+            return "not float32 vectors"
+        if self.dim is not None and vectors.shape[1] != self.dim:
+            return f"vectors of dimension {vectors.shape[1]}, the encoder's is {self.dim}"
+        # Served vectors skip the encoder: a NaN, an inf or a zero row would reach the shards unseen.
+        if not np.isfinite(vectors).all() or not np.asarray(vectors).any(axis=1).all():
+            return "a vector holds NaN or inf, or is all zeros"
         return None
 
     @staticmethod
-    def _rows_of(desc: Path) -> int:
+    def _info(desc: Path) -> dict[str, Any]:
         try:
-            return int(json.loads(desc.read_text()).get("rows", 0))
+            info = json.loads(desc.read_text())
         except (OSError, ValueError):
-            return 0
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    @classmethod
+    def _rows_of(cls, desc: Path) -> int:
+        rows = cls._info(desc).get("rows", 0)
+        return rows if isinstance(rows, int) else 0
 
     def _delete(self, seg: str) -> None:
         for suffix in (".json", ".keys.npy", ".vectors.npy"):
@@ -146,8 +172,8 @@ class EmbeddingCache:
         seg = _segment_name(keys, vectors)
         self.pending_keys, self.pending_vectors = [], []
         try:
-            if self._restart:  # the old cache (another encoder setting, or --force) goes only now
-                shutil.rmtree(self.dir, ignore_errors=True)
+            if self._restart:  # the old cache (another encoder setting, --force, not a folder) goes only now
+                remove_path(self.dir)
                 self.dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(self.dir / "meta.json", json.dumps({"encoder_fp": self.encoder_fp}).encode())
                 self._restart = False

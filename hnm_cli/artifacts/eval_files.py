@@ -15,7 +15,7 @@ import orjson
 
 from hnm_cli.errors import CorruptArtifactError, DataError
 from hnm_cli.evaluation.first_stage import Candidates
-from hnm_cli.fileio import atomic_write_bytes, iter_jsonl, write_jsonl
+from hnm_cli.fileio import atomic_write_bytes, iter_jsonl, recorded_file, write_jsonl
 
 FIRST_STAGE_DIR = "first-stage"
 CANDIDATES = "candidates.jsonl"
@@ -56,8 +56,13 @@ def write_report(out: Path, report: Mapping[str, Any], markdown: str, per_query:
 
 def load_report(out: Path) -> dict[str, Any]:
     """The report.json of an eval artifact."""
-    data: dict[str, Any] = orjson.loads((Path(out) / REPORT_JSON).read_bytes())
-    return data
+    path = Path(out) / REPORT_JSON
+    with recorded_file(path):
+        data = orjson.loads(path.read_bytes())
+        if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
+            raise ValueError(f"a JSON {type(data).__name__} without 'runs'")
+    report: dict[str, Any] = data
+    return report
 
 
 def report_text(artifact: Path, fmt: str) -> str:

@@ -18,7 +18,7 @@ import orjson
 from hnm_cli.artifacts.manifest import Manifest, require_artifact
 from hnm_cli.choices import Stage
 from hnm_cli.errors import ConfigError
-from hnm_cli.fileio import atomic_write_json, save_npy
+from hnm_cli.fileio import atomic_write_json, recorded_file, save_npy
 from hnm_cli.pca import PcaFit
 
 FUSION_FILE = "fusion.json"
@@ -37,10 +37,35 @@ def save_fit(directory: Path, fit: PcaFit) -> list[str]:
     return list(FIT_FILES)
 
 
-def load_fit(directory: Path) -> PcaFit:
-    """Read a fit written by `save_fit` (pickle disabled)."""
+def load_fit(directory: Path, dim: int | None = None) -> PcaFit:
+    """Read a fit written by `save_fit` (pickle disabled), checking that its arrays fit together.
+
+    Args:
+        directory: the folder of the fit's `.npy` files.
+        dim: the input dimension the fit must take, when known.
+
+    Raises:
+        ValueError: an unreadable file, shapes that do not fit together (or `dim`), or a value that is not finite.
+    """
     directory = Path(directory)
-    mean, components, ev, ratio = (np.load(directory / n, allow_pickle=False) for n in FIT_FILES)
+    arrays = []
+    for name in FIT_FILES:
+        try:
+            arrays.append(np.load(directory / name, allow_pickle=False))
+        # numpy's header parser raises what its tokenizer raises (SyntaxError, tokenize.TokenError) on a damaged
+        # header: any failure to read the file is a bad file.
+        except Exception as err:
+            raise ValueError(f"{name}: {str(err).splitlines()[0][:100] or type(err).__name__}") from err
+    mean, components, ev, ratio = arrays
+    k = components.shape[0] if components.ndim == 2 else -1
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    if k < 1 or components.shape[1] != d or ev.shape != (k,) or ratio.shape != (k,) or dim not in (None, d):
+        raise ValueError(
+            f"shapes mean {mean.shape}, components {components.shape}, explained variance {ev.shape}, ratio "
+            f"{ratio.shape} do not make one fit" + (f" of dimension {dim}" if dim is not None else "")
+        )
+    if not all(np.isfinite(a).all() for a in (mean, components, ev, ratio)):
+        raise ValueError("a value that is not finite")
     return PcaFit(mean=mean, components=components, explained_variance=ev, explained_variance_ratio=ratio)
 
 
@@ -79,6 +104,7 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> Frozen:
         IncompleteArtifactError / ArtifactMismatchError / CorruptArtifactError: not a usable reduce artifact.
         ConfigError: it fused other models, or (written before fusion.json existed) balanced its models by
             variance, whose scales it did not record.
+        CorruptArtifactError: its fusion.json or PCA fit is damaged or does not fit together.
     """
     manifest = require_artifact(path, Stage.REDUCE, fix=f"hnm reduce --embeddings <embed dir> --out {path}", deep=deep)
     if manifest.params.get("models") != names:
@@ -87,8 +113,11 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> Frozen:
         )
     recorded = Path(path) / FUSION_FILE
     if recorded.is_file():
-        info = orjson.loads(recorded.read_bytes())
-        scales, dims, pca = tuple(float(x) for x in info["scales"]), [int(d) for d in info["dims"]], info["pca"]
+        with recorded_file(recorded):
+            info = orjson.loads(recorded.read_bytes())
+            scales, dims, pca = tuple(float(x) for x in info["scales"]), [int(d) for d in info["dims"]], info["pca"]
+            if len(scales) != len(names) or len(dims) != len(names) or not all(map(math.isfinite, scales)):
+                raise ValueError(f"{len(scales)} scales and {len(dims)} dims for {len(names)} models")
     else:
         if manifest.params.get("balance", "none") != "none":
             raise ConfigError(f"--fit-from {path} balanced its models but did not record the scales; refit it once")
@@ -96,5 +125,9 @@ def load_frozen(path: Path, names: list[str], *, deep: bool = False) -> Frozen:
         scales = tuple(math.sqrt(float(weights.get(n, 1.0))) for n in names)
         dims = [int(d) for d in manifest.stats.get("input_dims", {}).values()]
         pca = bool(manifest.params.get("pca", True))
-    fit = load_fit(Path(path) / PCA_DIR) if pca else None
+    with recorded_file(Path(path) / PCA_DIR):
+        fit = load_fit(Path(path) / PCA_DIR) if pca else None
+    if fit is not None and sum(dims) != fit.mean.shape[0]:
+        with recorded_file(recorded if recorded.is_file() else manifest.manifest_path):
+            raise ValueError(f"model dims {dims} add up to {sum(dims)}; its PCA fit takes {fit.mean.shape[0]}")
     return Frozen(Path(path), manifest, scales, dims, fit)

@@ -6,17 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
-from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.artifacts.reranker import TRAIN_STAGE, RerankerRef, enclosing_training_artifact
 from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
 from hnm_cli.fileio import file_sha256
-from hnm_cli.inputs import normalize_text, read_qrels, read_queries, resolve_qrels_file
+from hnm_cli.inputs import read_qrels, read_queries, resolve_qrels_file, twin_key
 
 if TYPE_CHECKING:
     from hnm_cli.config import TrainRerankerConfig
@@ -68,6 +68,10 @@ def check_mining_split(split: str, eval_splits: tuple[str, ...], *, allowed: boo
     Raises:
         LeakageError: `split` is one of `eval_splits` and not `allowed`.
     """
+    if not eval_splits and not allowed:
+        log.warning(
+            "mine: warning: eval_splits is empty, so no split is protected from mining (the leakage guard is off)"
+        )
     if split in eval_splits and not allowed:
         raise LeakageError(
             f"split '{split}' is an evaluation split ({', '.join(eval_splits)}): mining its queries leaks "
@@ -100,6 +104,7 @@ def check_mining_qrels(
     places = [Path(f) for f in folders if f is not None and Path(f).is_dir()] + [qrels_file.parent, real.parent]
     size, digest = real.stat().st_size, ""
     seen: set[Path] = set()
+    ours: frozenset[tuple[str, str]] | None = None
     for folder in places:
         for split in eval_splits:
             with contextlib.suppress(InputError):
@@ -111,11 +116,25 @@ def check_mining_qrels(
                     raise LeakageError(
                         f"--qrels {qrels_file} is {other} (the '{split}' split), an evaluation split: {tail}"
                     )
-                if other_real.stat().st_size == size and (digest := digest or file_sha256(real)) == file_sha256(other):
+                same = other_real.stat().st_size == size and (digest := digest or file_sha256(real)) == file_sha256(
+                    other
+                )
+                if not same and ours is None:
+                    ours = _pairs(real) or frozenset()
+                if same or (ours and ours == _pairs(other)):
                     raise LeakageError(
                         f"--qrels {qrels_file} has the same content as {other}, the '{split}' split (an evaluation "
-                        f"split): {tail}"
+                        f"split){'' if same else ': the same (query, document) pairs'}: {tail}"
                     )
+
+
+def _pairs(path: Path) -> frozenset[tuple[str, str]] | None:
+    """The (query, document) pairs of a qrels file: a reordered, CRLF or re-graded copy has the same ones.
+    None for a file that cannot be read as qrels (it is reported where it is read, not here)."""
+    try:
+        return frozenset((q, d) for q, docs in read_qrels(path).items() for d in docs)
+    except HnmError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +148,8 @@ def query_overlap(train_ids: Iterable[str], eval_ids: Iterable[str]) -> list[str
 
 
 def text_overlap(train_texts: Iterable[str], eval_texts: Iterable[str]) -> int:
-    """How many distinct training query texts equal an evaluation query text (case/space-insensitive)."""
-    return len({normalize_text(t) for t in train_texts} & {normalize_text(t) for t in eval_texts})
+    """How many distinct training query texts are twins of an evaluation query text (`inputs.twin_key`)."""
+    return len(({twin_key(t) for t in train_texts} & {twin_key(t) for t in eval_texts}) - {""})
 
 
 def _eval_qrels_files(data: Path | None, mine: Manifest | None, split: str) -> list[Path]:
@@ -200,15 +219,13 @@ def check_training_leakage(
     by_id = set(query_overlap(train_query_ids, eval_ids))
     by_text: set[str] = set()
     if queries is not None:
-        eval_texts = {normalize_text(queries[q].text): q for q in eval_ids if q in queries}
+        eval_texts = {twin_key(queries[q].text): q for q in eval_ids if q in queries}
         if train_query_ids:
             by_text = {
-                q
-                for q in set(train_query_ids) - by_id
-                if q in queries and normalize_text(queries[q].text) in eval_texts
+                q for q in set(train_query_ids) - by_id if q in queries and twin_key(queries[q].text) in eval_texts
             }
         else:
-            by_text = {t for t in train_query_texts if normalize_text(t) in eval_texts}
+            by_text = {t for t in train_query_texts if twin_key(t) in eval_texts}
     elif not train_query_ids:
         log.info("train-reranker: no queries file to compare texts with; leakage guard skipped")
         return stats
@@ -284,6 +301,39 @@ def mine_manifest(artifact: Manifest) -> Manifest | None:
     return None
 
 
+def training_chain(artifact: Manifest) -> list[Manifest]:
+    """`artifact` and every train-reranker artifact it was fine-tuned from (`--base-model`), nearest first.
+
+    A model fine-tuned from a base that was itself trained on the evaluated queries has seen them too: the leakage
+    guard follows the chain as far as the recorded base models are train-reranker artifacts that still exist.
+    """
+
+    chain, seen = [artifact], {artifact.path.resolve()}
+    while True:
+        base = next((e for e in chain[-1].inputs if e.get("role") == "base-model"), None)
+        source = str(base.get("path", "")) if base is not None else ""
+        if not source or source.startswith(("pkg:", "hash:")) or not Path(source).is_dir():
+            return chain
+        try:
+            found = load_manifest(Path(source)) or enclosing_training_artifact(Path(source))
+        except HnmError:
+            return chain
+        if found is None or found.stage != TRAIN_STAGE or found.path.resolve() in seen:
+            return chain
+        chain.append(found)
+        seen.add(found.path.resolve())
+
+
+def _training_chains(refs: Sequence[RerankerRef]) -> Iterator[tuple[RerankerRef, Manifest, str]]:
+    """(ref, artifact, how to name it) for each train-reranker artifact behind each model, bases included."""
+    for ref in refs:
+        if ref.artifact is None:
+            continue
+        for artifact in training_chain(ref.artifact):
+            named = ref.source if artifact is ref.artifact else f"{ref.source} (fine-tuned from {artifact.path})"
+            yield ref, artifact, named
+
+
 def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[str]) -> int:
     """Refuse a train-reranker artifact trained on the evaluation split or on any evaluated query.
 
@@ -302,21 +352,19 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
         LeakageError: the model was trained on the evaluation split or on evaluated queries.
     """
     unchecked = 0
-    for ref in refs:
-        if ref.artifact is None:
-            continue
+    for ref, artifact, source in _training_chains(refs):
         # train-reranker records its own overlap check (it can be forced); an overlap with this split is final.
-        stats = ref.artifact.stats
+        stats = artifact.stats
         trained_with = int(stats.get("eval_overlap") or 0)
         if "eval_overlap_dropped" not in stats:  # artifacts of before the split count: the dropped were counted
             trained_with -= len(stats.get("dropped_query_ids", ()))
         if stats.get("eval_split") == split and trained_with > 0:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained with {trained_with} queries of the "
+                f"--model {ref.name}: {source} was trained with {trained_with} queries of the "
                 f"'{split}' split (train-reranker --allow-eval-overlap)",
                 hint="evaluate on a split the model never saw (--split), or retrain without the overlap",
             )
-        mine = mine_manifest(ref.artifact)
+        mine = mine_manifest(artifact)
         seen: set[str] | None = None
         problem = "its mine artifact is not readable"
         if mine is not None:
@@ -328,21 +376,21 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
             unchecked += 1
             log.warning(
                 "eval: cannot check %s for leakage (%s); make sure it was not trained on '%s' queries",
-                ref.source,
+                source,
                 problem,
                 split,
             )
             continue
         if mine.params.get("split") == split:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained on the '{split}' split, the split being evaluated",
+                f"--model {ref.name}: {source} was trained on the '{split}' split, the split being evaluated",
                 hint="evaluate on a split the model never saw (--split), or train on another split",
             )
         seen -= set(stats.get("dropped_query_ids", ()))  # left out of training by --drop-eval-overlap
         overlap = sorted(q for q in seen if q in eval_qids)
         if overlap:
             raise LeakageError(
-                f"--model {ref.name}: {ref.source} was trained on {len(overlap)} of the {len(eval_qids)} "
+                f"--model {ref.name}: {source} was trained on {len(overlap)} of the {len(eval_qids)} "
                 f"evaluated queries (e.g. '{overlap[0]}')",
                 hint="mine and train on a split disjoint from the evaluation split",
             )
@@ -355,7 +403,7 @@ def check_eval_leakage(refs: Sequence[RerankerRef], split: str, eval_qids: set[s
 
 
 def check_output_path(out: Path, inputs: Iterable[Path | None]) -> None:
-    """Refuse an `--out` that is a file, lies under a file, cannot be written, or is, contains or lies inside
+    """Refuse an `--out` that is a file, lies under a file, cannot be created, or is, contains or lies inside
     one of the stage's inputs (writing it would destroy what the run reads). Checked before anything is written.
 
     Raises:
@@ -372,8 +420,8 @@ def check_output_path(out: Path, inputs: Iterable[Path | None]) -> None:
             if not os.access(parent, os.W_OK | os.X_OK) and not out.exists():
                 raise InputError(f"--out {out}: cannot create it in {parent} (permission denied)")
             break
-    if out.exists() and not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out} is not writable (permission denied)")
+    # An existing --out that cannot be written is refused when the run has something to write (`output_lock`):
+    # a read-only artifact that is up to date is a success.
     for given in inputs:
         if given is None:
             continue

@@ -8,8 +8,9 @@ fingerprint matches and every recorded output exists with its recorded size.
 
 A run writes its files into a staging folder inside the artifact (`Staging`) and moves them into place only
 when everything that can fail on its input has passed: a failing run leaves an existing artifact byte for
-byte as it was. The commit deletes the old manifest before moving and the new one is written last, so a
-directory without `manifest.json` is incomplete by definition and downstream stages refuse it. One writer
+byte as it was. The commit checks every target folder first and sets the old files and the old manifest aside
+(a move that fails all the same is rolled back); the new manifest is written last, so a directory without
+`manifest.json` is incomplete by definition and downstream stages refuse it. One writer
 per folder: `output_lock` holds `<out>/.hnm.lock` (the owner's pid) for the length of a run.
 
 Verification: every output entry records its size, sha256 and mtime. The cheap check (up to date, and every
@@ -36,7 +37,13 @@ from typing import Any
 import orjson
 
 from hnm_cli._version import __version__
-from hnm_cli.errors import ArtifactMismatchError, BusyError, CorruptArtifactError, IncompleteArtifactError
+from hnm_cli.errors import (
+    ArtifactMismatchError,
+    BusyError,
+    CorruptArtifactError,
+    IncompleteArtifactError,
+    InputError,
+)
 from hnm_cli.fileio import atomic_write_json, file_sha256
 
 MANIFEST_NAME = "manifest.json"
@@ -147,16 +154,38 @@ def load_manifest(directory: Path) -> Manifest | None:
         if not isinstance(data, dict):
             raise TypeError(f"a JSON {type(data).__name__}, not an object")
         manifest = Manifest(**{k: v for k, v in data.items() if k in _FIELDS})
-        if not isinstance(manifest.outputs, list) or not all(
-            isinstance(o, dict) and "path" in o for o in manifest.outputs
-        ):
-            raise TypeError("its 'outputs' is not a list of files")
+        _check_fields(manifest)
     except (OSError, orjson.JSONDecodeError, TypeError) as err:
         raise IncompleteArtifactError(
             f"{path} is unreadable ({str(err).splitlines()[0][:120]}); rerun the stage that wrote it with --force"
         ) from err
     manifest.path = Path(directory)
     return manifest
+
+
+def _check_fields(manifest: Manifest) -> None:
+    """Raise TypeError unless every field has the type hnm writes, and every output stays inside the artifact."""
+    for name, kind in (("stage", str), ("fingerprint", str), ("params", dict), ("stats", dict)):
+        if not isinstance(getattr(manifest, name), kind):
+            raise TypeError(f"its '{name}' is not a {'string' if kind is str else 'JSON object'}")
+    for name in ("inputs", "outputs"):
+        entries = getattr(manifest, name)
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+            raise TypeError(f"its '{name}' is not a list of files")
+        if not all(isinstance(e["path"], str) for e in entries):
+            raise TypeError(f"its '{name}' holds a path that is not a string")
+    for entry in manifest.outputs:
+        if not inside_artifact(entry["path"]):
+            raise TypeError(f"its output {entry['path']!r} lies outside the artifact")
+
+
+def inside_artifact(rel: str) -> bool:
+    """Whether `rel`, a path recorded in a manifest, names something inside the artifact folder: relative, no `..`.
+
+    A manifest is data, and an edited one must not make a reader open (or a rerun delete) files elsewhere.
+    """
+    parts = Path(rel).parts
+    return bool(parts) and not Path(rel).is_absolute() and ".." not in parts and "\\" not in rel
 
 
 def changed_output(manifest: Manifest, *, deep: bool = False) -> str | None:
@@ -213,6 +242,7 @@ def skip_if_up_to_date(
         return None
     if manifest is not None:
         log.info("%s: up to date (%s)", stage, manifest.manifest_path)
+        tidy_leftovers(directory)  # an interrupted run's lock and staging folder go, where the folder can be written
     return manifest
 
 
@@ -231,6 +261,35 @@ def refuse_other_stage(directory: Path, stage: str) -> None:
             f"writing '{stage}' output there would destroy it",
             hint=f"give another --out, or delete {directory} first",
         )
+
+
+def sub_manifest_entries(directory: Path, names: list[str]) -> list[dict[str, Any]]:
+    """Outputs entries for the manifests of the sub-artifacts in `directory` (embed's model folders).
+
+    An artifact made of several manifests lists each inner one among its outputs, so the up-to-date check (cheap:
+    size and mtime; `--verify`: the sha256) covers every manifest the artifact is made of, not only the top one.
+    They are reports for downstream stages (`downstream=False`): listing them changes no digest.
+    """
+    return [output_entry(directory, f"{name}/{MANIFEST_NAME}", downstream=False) for name in names]
+
+
+def changed_sub_manifests(directory: Path, *, deep: bool = False) -> set[str]:
+    """Names of the sub-artifacts whose manifest differs from the entry the top manifest recorded for it
+    (`sub_manifest_entries`): its own up-to-date claim cannot be trusted, so the sub-artifact is checked anew."""
+    try:
+        top = load_manifest(directory)
+    except IncompleteArtifactError:
+        return set()
+    if top is None:
+        return set()
+    changed = set()
+    for entry in top.outputs:
+        name, _, rest = str(entry["path"]).partition("/")
+        if rest == MANIFEST_NAME:
+            one = Manifest(stage=top.stage, fingerprint="", params={}, inputs=[], outputs=[entry], path=top.path)
+            if changed_output(one, deep=deep) is not None:
+                changed.add(name)
+    return changed
 
 
 def begin_run(directory: Path) -> float:
@@ -319,26 +378,63 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot (Linux /proc), or None where unknown.
+
+    A pid is reused once its process is gone: a lock that records its owner's start time tells the owner from an
+    unrelated process that got the same pid later (a lock of a killed run would otherwise be respected forever).
+    """
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Field 2 (the command) is in parentheses and may hold spaces; field 22 (starttime) is the 20th after it.
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def lock_text() -> str:
+    """What a lock file of this process holds: "pid host [starttime]"."""
+    me = f"{os.getpid()} {socket.gethostname()}"
+    started = _start_time(os.getpid())
+    return me if started is None else f"{me} {started}"
+
+
+def check_writable(directory: Path) -> None:
+    """Refuse a folder this process cannot write, before a run starts writing into it.
+
+    Checked only when there is something to write: a read-only artifact that is up to date is a success.
+
+    Raises:
+        InputError: one line naming the folder.
+    """
+    directory = Path(directory)
+    if directory.exists() and not os.access(directory, os.W_OK | os.X_OK):
+        raise InputError(f"--out {directory} is not writable (permission denied)")
+
+
 @contextlib.contextmanager
 def output_lock(directory: Path, name: str = LOCK_NAME) -> Iterator[None]:
     """Hold `<directory>/<name>` for the block: a second hnm writing the same folder fails at once.
 
-    The lock file holds "pid host"; a lock whose process is gone (killed run) is stale and taken over.
+    The lock file holds "pid host starttime"; a lock whose process is gone (killed run), or whose pid now belongs to
+    a process started at another time (the pid was reused), is stale and taken over.
 
     Raises:
         BusyError: a live process on this host holds the lock.
+        InputError: the folder exists but cannot be written (`check_writable`).
         OSError: the folder cannot be created or written (the CLI reports it with the path).
     """
     directory = Path(directory)
+    check_writable(directory)
     existed = directory.exists()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name
-    me = f"{os.getpid()} {socket.gethostname()}"
+    me = lock_text()
     for _ in range(2):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            owner = _lock_owner(path)
+            owner = lock_owner(path)
             if owner is not None:
                 pid, host = owner
                 raise BusyError(
@@ -363,16 +459,37 @@ def output_lock(directory: Path, name: str = LOCK_NAME) -> Iterator[None]:
                 directory.rmdir()  # a run that failed before writing anything leaves no empty folder behind
 
 
-def _lock_owner(path: Path) -> tuple[int, str] | None:
+def lock_owner(path: Path) -> tuple[int, str] | None:
     """(pid, host) of a live lock, or None when the lock is stale or unreadable."""
     try:
-        pid_text, _, host = path.read_text().strip().partition(" ")
+        pid_text, *rest = path.read_text().split()
         pid = int(pid_text)
     except (OSError, ValueError):
         return None
-    if host and host != socket.gethostname():
+    host, started = (rest[0], rest[1:]) if rest else (socket.gethostname(), [])
+    if host != socket.gethostname():
         return pid, host  # another machine on a shared filesystem: cannot check, so respect it
-    return (pid, host or "this host") if _pid_alive(pid) else None
+    if not _pid_alive(pid):
+        return None
+    now = _start_time(pid)
+    if started and now is not None and started[0] != now:
+        return None  # the pid was reused by a process that is not the run that took the lock
+    return pid, host
+
+
+def tidy_leftovers(directory: Path) -> None:
+    """Best effort, for a run that writes nothing (up to date): remove the stale lock, staging folders and temp files
+    an interrupted run left behind, where the folder can be written. A read-only folder is left as it is.
+    """
+    directory = Path(directory)
+    if not directory.is_dir() or not os.access(directory, os.W_OK | os.X_OK):
+        return
+    with contextlib.suppress(OSError):
+        for lock in directory.glob(f"{LOCK_NAME}*"):
+            if lock.is_file() and lock_owner(lock) is None:
+                log.warning("%s: removing a stale lock (its process is gone)", lock)
+                lock.unlink()
+        _clean_leftovers(directory)
 
 
 def _clean_leftovers(directory: Path) -> None:
@@ -389,9 +506,13 @@ def _clean_leftovers(directory: Path) -> None:
 
 
 class Staging:
-    """A run's new files go to `<out>/.staging-<pid>/` (same layout as `out`) until `commit()`, which deletes
-    the old manifest and moves every staged file over its final name. Leaving the block without a commit
-    (an error, Ctrl-C) deletes the staging folder: the artifact stays exactly as it was.
+    """A run's new files go to `<out>/.staging-<pid>/` (same layout as `out`) until `commit()`, which moves every
+    staged file over its final name. Leaving the block without a commit (an error, Ctrl-C) deletes the staging
+    folder: the artifact stays exactly as it was.
+
+    The commit checks every target folder first (it can be created and written) and sets each replaced file
+    (and the old manifest) aside in the staging folder rather than deleting it, so a move that fails all the same
+    (a read-only subfolder, a full disk) is rolled back: the old artifact, manifest included, stays as it was.
     """
 
     def __init__(self, out: Path) -> None:
@@ -409,32 +530,95 @@ class Staging:
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def commit(self) -> float:
-        """Move the staged files into place (old manifest removed first); return the run's start time."""
-        begin_run(self.out)
-        for path in sorted(p for p in self.dir.rglob("*") if p.is_file()):
-            target = self.out / path.relative_to(self.dir)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(path, target)
-        self.committed = True
+        """Move the staged files into place (the old manifest set aside first); return the run's start time.
+
+        Raises:
+            OSError: a target folder refused (named in the error); nothing of the old artifact was changed.
+        """
+        staged = sorted(p for p in self.dir.rglob("*") if p.is_file() and not p.is_relative_to(self._aside))
+        self._apply([(p, self.out / p.relative_to(self.dir)) for p in staged])
         return self.started
 
     def replace_folders(self, names: list[str]) -> float:
-        """Put each staged folder `<name>/` in place of `out/<name>` as a whole (the old manifest of `out` removed
+        """Put each staged folder `<name>/` in place of `out/<name>` as a whole (the old manifest of `out` set aside
         first; the old folders go with the staging folder); return the run's start time.
 
         For a stage whose output is a set of complete sub-artifacts (embed's model folders, each with its own
         manifest and cache): nothing of an old folder (a stale shard, an old cache) survives into the new one, and
         a kill during the renames leaves every folder either old or new, each matching its own manifest.
+
+        Raises:
+            OSError: a target folder refused (named in the error); nothing of the old artifact was changed.
         """
-        begin_run(self.out)
-        replaced = self.dir / ".replaced"
-        replaced.mkdir(exist_ok=True)
-        for name in names:
-            target = self.out / name
-            if target.exists():
-                os.replace(target, replaced / name)
-            os.replace(self.dir / name, target)
-        self.committed = True
+        self._apply([(self.dir / name, self.out / name) for name in names])
         return self.started
+
+    @property
+    def _aside(self) -> Path:
+        return self.dir / ".replaced"
+
+    def _apply(self, moves: list[tuple[Path, Path]]) -> None:
+        created = self._check_targets([target for _, target in moves])
+        undo: list[tuple[Path, Path]] = []  # (from, to) renames that put the old state back, newest last
+        try:
+            for source, target in [(None, self.out / MANIFEST_NAME), *moves]:
+                if target.exists() or target.is_symlink():
+                    aside = self._aside / target.relative_to(self.out)
+                    aside.parent.mkdir(parents=True, exist_ok=True)
+                    self._move(target, aside)
+                    undo.append((aside, target))
+                if source is not None:
+                    self._move(source, target)
+                    undo.append((target, source))
+        except OSError:
+            for back_from, back_to in reversed(undo):
+                with contextlib.suppress(OSError):
+                    os.replace(back_from, back_to)
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        self.committed = True
+
+    def _move(self, source: Path, target: Path) -> None:
+        try:
+            os.replace(source, target)
+        except OSError as err:
+            raise OSError(
+                err.errno, f"{err.strerror or err}; {self.out} was left as it was", str(target.parent)
+            ) from err
+
+    def _check_targets(self, targets: list[Path]) -> list[Path]:
+        """Create the target folders and write a probe file in each; return the folders created (newest last).
+
+        Raises:
+            OSError: naming the first folder that cannot be created or written; the folders made so far are removed.
+        """
+        created: list[Path] = []
+        try:
+            for folder in sorted({t.parent for t in targets} | {self.out}):
+                missing = [p for p in (folder, *folder.parents) if not p.exists()]
+                for parent in reversed(missing):
+                    try:
+                        parent.mkdir()
+                    except FileExistsError:
+                        continue
+                    except OSError as err:
+                        raise OSError(
+                            err.errno, f"{err.strerror or err}; {self.out} was left as it was", str(parent)
+                        ) from err
+                    created.append(parent)
+                probe = folder / f".hnm-probe.{os.getpid()}.tmp"
+                try:
+                    os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+                    probe.unlink()
+                except OSError as err:
+                    raise OSError(
+                        err.errno, f"{err.strerror or err}; {self.out} was left as it was", str(folder)
+                    ) from err
+        except OSError:
+            for folder in reversed(created):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            raise
+        return created

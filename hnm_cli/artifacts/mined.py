@@ -27,7 +27,7 @@ from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
 from hnm_cli.choices import Stage
 from hnm_cli.errors import CorruptArtifactError, DataError, InputError
-from hnm_cli.fileio import atomic_write_json, iter_jsonl, write_jsonl
+from hnm_cli.fileio import atomic_write_json, iter_jsonl, recorded_file, write_jsonl
 
 STAGE = Stage.MINE
 ROWS_PER_SHARD = 10_000
@@ -322,6 +322,10 @@ def read_state(mine_dir: Path) -> MineState | None:
     folder = Path(mine_dir) / STATE_DIR
     if not (folder / "space.json").is_file():
         return None
-    docs = {r["id"]: r["h"] for r in iter_jsonl(folder / "docs.jsonl")}
-    queries = {r["id"]: (r["h"], r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
-    return MineState(docs, queries, orjson.loads((folder / "space.json").read_bytes())["space"])
+    with recorded_file(folder / "docs.jsonl"):
+        docs = {str(r["id"]): str(r["h"]) for r in iter_jsonl(folder / "docs.jsonl")}
+    with recorded_file(folder / "queries.jsonl"):
+        queries = {str(r["id"]): (str(r["h"]), r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
+    with recorded_file(folder / "space.json"):
+        space = orjson.loads((folder / "space.json").read_bytes())["space"]
+    return MineState(docs, queries, space)

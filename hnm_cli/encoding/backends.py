@@ -29,7 +29,7 @@ import numpy as np
 
 from hnm_cli.choices import Backend, Precision, Quantize
 from hnm_cli.errors import ConfigError
-from hnm_cli.fileio import file_sha256
+from hnm_cli.fileio import file_sha256, remove_path
 
 log = logging.getLogger("hnm")
 
@@ -133,7 +133,9 @@ def exported_model(
     key = export_key(identity, backend, quantize, dim)
     folder = cache / "exports" / f"{name}-{backend}-{quantize}-{key[:16]}"
     meta = folder / "export.json"
-    if meta.is_file():
+    if (folder.exists() or folder.is_symlink()) and (folder.is_symlink() or not folder.is_dir()):
+        log.warning("%s: cached %s export %s is not a folder; exporting again", name, backend, folder)
+    elif meta.is_file():
         with contextlib.suppress(OSError, ValueError):
             recorded = json.loads(meta.read_text())
             if recorded.get("key") == key and recorded.get("files") == _files_digest(folder):
@@ -158,7 +160,7 @@ def exported_model(
             json.dumps({"key": key, "model": name, "weights": identity, "backend": str(backend),
                         "quantize": str(quantize), "inputs": input_names, "files": _files_digest(tmp)}, indent=2)
         )  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_path(folder)  # an old export, or whatever replaced it (a file, a link): rebuilt, never reused
         os.replace(tmp, folder)
         log.info("%s: exported to %s (%s, %s) in %.1f s", name, folder, backend, quantize, time.perf_counter() - t0)
     finally:

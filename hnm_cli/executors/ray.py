@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -62,6 +63,7 @@ def connect(address: str = "auto", *, progress: bool = False) -> Iterator[RayRun
     started = not ray.is_initialized()
     env = dict(os.environ)
     if started:
+        _probe(address)
         try:
             with _ray_logs_quiet():
                 ray.init(
@@ -85,6 +87,34 @@ def connect(address: str = "auto", *, progress: bool = False) -> Iterator[RayRun
             # ray.init exports settings into os.environ (RAY_AUTH_MODE, PYTHONBREAKPOINT, ...) and shutdown
             # leaves them: put the process's environment back as it was.
             _restore_env(env)
+
+
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _probe(address: str) -> None:
+    """Fail within CONNECT_TIMEOUT_S when nothing answers at a `HOST:PORT` or `ray://HOST:PORT` address.
+
+    `ray.init` retries a closed port or an unresolvable host for minutes (its GCS reconnect timeouts); one plain
+    TCP connect with a deadline tells a typo from a cluster before Ray starts waiting. Other forms ("auto", "local")
+    are left to Ray.
+
+    Raises:
+        InputError: one line naming the address and why the connect failed.
+    """
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return
+    host = host.strip("[]")  # [::1]:6379
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        why = "timed out" if isinstance(err, TimeoutError) else (err.strerror or str(err) or type(err).__name__)
+        raise InputError(
+            f"--ray-address {address}: nothing answers at {host}:{port} ({why})",
+            hint="start one with `ray start --head`, or pass its address (ray start prints it)",
+        ) from err
 
 
 class _Worker:

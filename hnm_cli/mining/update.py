@@ -1,5 +1,10 @@
-"""Incremental mining (`hnm mine --update`): re-mine only what an edit of the corpus, queries or qrels can have
-changed, with rows byte-identical to a full run on the edited data.
+"""Incremental mining (`hnm mine --update`): what an edit of the corpus, queries or qrels can have changed, and
+the rows of a full run on the edited data computed from that alone.
+
+One module answers "what can this edit have changed": `plan_update` diffs what the earlier run saw (text hashes,
+exclusion digests, its rows) against this run's, `unsupported` says which settings can be updated at all, and
+`update_negatives` re-mines what the plan and the vectors say moved and merges the rest. The stage only reads
+and writes files.
 
 Why it is exact for the rule: whether a document passes for a pair depends only on three vectors (Q, PD, D), and
 the pick is the `num_negatives` passing documents with the highest similarity (ties: lower row). If the pair's
@@ -8,17 +13,25 @@ and lost can still not win, so the new picks are the best of (old picks + added 
 move with every document added above a pick (counted) or removed (recounted by a scan). Random draws are keyed
 on (seed, query id, document id) (`sampling.sample_random`), so the same merge holds with "smallest key" for
 "highest similarity". Everything else (a new pair, a changed query or positive, new exclusions, a lost pick,
-vectors that drifted by a bit) is mined in full by `mine_negatives`.
+a vector that moved although its text did not) is mined in full by `mine_negatives`.
+
+Drift: a pair is reused only if its recorded distances are reproduced bit for bit by `sampling.fill_distances`
+(`numerics.rowdot64`, the one function every strategy's distances come from, whatever batch or block a row
+sat in). A pair whose query, positive or picks have other vectors than when it was mined (an encoder that
+answers a text differently from one run to the next, a cache that was rebuilt) is mined again and counted as
+drifted: the rows stay those of a cold run, and the stage says that drift cost work.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
-from hnm_cli.choices import Fallback, Fill, Sampling, Strategy
+from hnm_cli.choices import Fallback, Fill, Sampling, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.mining import rule_exact
 from hnm_cli.mining.numerics import c2_passes, gather_dot64, make_negative, rowdot64
@@ -36,6 +49,95 @@ from hnm_cli.mining.sampling import draw_keys, fill_distances
 from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
 from hnm_cli.search import HnswIndex, VectorSource
 
+# ---------------------------------------------------------------------------------------------
+# Which settings an update reproduces (an allow-list: anything not named here is refused)
+# ---------------------------------------------------------------------------------------------
+
+# Fields that decide no row here: where and in what blocks the work runs (the same bytes on every executor and
+# block size), which pairs and exclusions the stage hands over (the plan diffs those), and knobs `_merge_rule` and
+# `_merge_random` read from `params` themselves. Any value.
+_ANY_VALUE = frozenset(
+    {
+        "split",
+        "allow_eval_queries",
+        "eval_splits",
+        "exclude_query_duplicates",
+        "exclude_twin_positives",
+        "block_size",
+        "query_block",
+        "executor",
+        "ray_address",
+        "preset",
+        "num_negatives",
+        "c2_margin",
+        "seed",
+        # hnsw's search knobs: only read with index = "hnsw", which is refused below
+        "candidate_k",
+        "hnsw_m",
+        "hnsw_ef_construction",
+        "hnsw_ef_search",
+    }
+)
+
+# Fields the merge reproduces for some values only, per strategy. Every value here is tested against a cold
+# mine (tests/test_update_core.py).
+_RULE_VALUES: dict[str, tuple[Any, ...]] = {
+    "index": (SearchIndex.EXACT,),  # hnsw's recall is measured, not proven: a cold run may differ from an exact merge
+    "sampling_strategy": (Sampling.TOP,),
+    "range_min": (0,),
+    "range_max": (None,),
+    "fallback": (Fallback.NONE, Fallback.NEXT),
+    "fill": (Fill.EMPTY, Fill.SHORT),
+}
+# Random draws neither search nor fall back: `mine_negatives` applies no fallback to them, and none reads the window.
+_RANDOM_VALUES: dict[str, tuple[Any, ...]] = {
+    "index": (SearchIndex.EXACT, SearchIndex.HNSW),
+    "fallback": (Fallback.NONE, Fallback.NEXT, Fallback.RANDOM),
+    "fill": (Fill.EMPTY, Fill.SHORT),
+}
+SUPPORTED_STRATEGIES: dict[str, dict[str, tuple[Any, ...]]] = {
+    Strategy.RULE: _RULE_VALUES,
+    Strategy.RANDOM: _RANDOM_VALUES,
+}
+# Why the strategies left out cannot be merged (the message of a refusal; any other strategy: "not on the list").
+_WHY_NOT: dict[str, str] = {
+    Strategy.TOPK: "topk shares one candidate window per query, which every new document can move",
+    Strategy.BM25: "BM25's term statistics change with the corpus",
+}
+
+
+def unsupported(params: MineConfig) -> str | None:
+    """Why `params` cannot be updated incrementally (then every pair is mined in full), or None.
+
+    An allow-list: the strategy must be one of `SUPPORTED_STRATEGIES` with its listed values, every field of
+    `_ANY_VALUE` may take any value, and every other field of the config (an option added after this list was
+    written included) must hold its default.
+    """
+    strategy = params.strategy
+    if strategy not in SUPPORTED_STRATEGIES:
+        return _WHY_NOT.get(strategy, f"strategy '{strategy}' is not on the update's allow-list")
+    allowed = SUPPORTED_STRATEGIES[strategy]
+    for f in dataclasses.fields(params):
+        value = getattr(params, f.name)
+        if f.name == "strategy" or f.name in _ANY_VALUE:
+            continue
+        if f.name in allowed:
+            if value not in allowed[f.name]:
+                shown = ", ".join("absent" if v is None else str(v) for v in allowed[f.name])
+                return f"{f.name} = {_shown(value)} (with strategy {strategy} it reproduces {shown} only)"
+        elif f.default is dataclasses.MISSING or value != f.default:
+            return f"{f.name} = {_shown(value)} is not on the update's allow-list (only its default is)"
+    return None
+
+
+def _shown(value: Any) -> str:
+    return "absent" if value is None else str(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# The plan: what the edit can have changed
+# ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Previous:
@@ -44,34 +146,96 @@ class Previous:
     negatives: tuple[Negative, ...]
 
 
+@dataclass(frozen=True)
+class UpdatePlan:
+    """What an edit can have changed, from text hashes alone (vectors are checked later, by `_drifted`)."""
+
+    previous: tuple[Previous | None, ...]  # per pair: its earlier row to merge from, or None (mine it in full)
+    added_rows: np.ndarray  # corpus rows of documents that are new or whose text changed
+    removed: int  # documents removed or changed since
+    reordered: bool  # documents that stayed changed their order (ties are broken by row: ranks are recounted)
+    pairs_new: int  # pairs the earlier run did not have
+    pairs_inputs_changed: int  # query, positive or exclusions changed, or a pick was removed or changed
+
+    @property
+    def removed_any(self) -> bool:
+        return self.removed > 0 or self.reordered
+
+
+def plan_update(
+    old_docs: Mapping[str, str],
+    old_queries: Mapping[str, Any],
+    old_rows: Mapping[tuple[str, str], Sequence[Mapping[str, Any]]],
+    new_docs: Mapping[str, str],
+    new_queries: Mapping[str, Any],
+    pair_ids: Sequence[tuple[str, str]],
+    corpus_row: Mapping[str, int],
+) -> UpdatePlan:
+    """Diff what the earlier run saw against this run's inputs.
+
+    Args:
+        old_docs, new_docs: document id -> hash of its exact text, in corpus-row order.
+        old_queries, new_queries: query id -> anything that changes when the query's text or exclusions do
+            (the stage: (text hash, exclusions digest)).
+        old_rows: (query id, positive id) -> the earlier row's negatives as written (`doc_id`, `source`,
+            `rank`, `d_qd`, `d_qp`, `d_pd`).
+        pair_ids: this run's (query id, positive id) pairs, in order.
+        corpus_row: this run's document id -> corpus row.
+    """
+    added = np.array([corpus_row[d] for d, h in new_docs.items() if old_docs.get(d) != h], dtype=np.int64)
+    gone = {d for d, h in old_docs.items() if new_docs.get(d) != h}
+    kept_rows = [corpus_row[d] for d in old_docs if d in corpus_row and d not in gone]
+    reordered = any(b < a for a, b in zip(kept_rows, kept_rows[1:], strict=False))
+    previous: list[Previous | None] = []
+    new_pairs = changed = 0
+    for q, d in pair_ids:
+        negs = old_rows.get((q, d))
+        if negs is None:
+            new_pairs += 1
+            previous.append(None)
+        elif (
+            q not in old_queries
+            or old_queries[q] != new_queries[q]
+            or old_docs.get(d) != new_docs[d]
+            or any(n["doc_id"] in gone for n in negs)
+        ):
+            changed += 1
+            previous.append(None)
+        else:
+            previous.append(
+                Previous(
+                    tuple(
+                        Negative(corpus_row[n["doc_id"]], n["source"], n["rank"], n["d_qd"], n["d_qp"], n["d_pd"])
+                        for n in negs
+                    )
+                )
+            )
+    return UpdatePlan(tuple(previous), added, len(gone), reordered, new_pairs, changed)
+
+
 @dataclass
 class UpdateCounts:
-    """What the update reused and what it recomputed (stats.json and the manifest report it)."""
+    """What the update reused and what it recomputed, and why (stats.json and the manifest report it)."""
 
     pairs_reused: int = 0
-    pairs_remined: int = 0
-    pairs_drifted: int = 0  # reusable, but a vector differed by a bit: mined in full to stay exact
+    pairs_remined: int = 0  # = pairs_new + pairs_inputs_changed + pairs_drifted, or every pair when recomputed in full
+    pairs_new: int = 0
+    pairs_inputs_changed: int = 0
+    pairs_drifted: int = 0  # unchanged texts, but a vector differed by a bit: mined in full to stay exact
     pairs_changed_by_new_documents: int = 0
     ranks_recounted: int = 0
     documents_added: int = 0
+    documents_removed_or_changed: int = 0
+    recomputed_in_full: str | None = None  # why no pair could be reused (`unsupported`)
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, Any]:
         """Plain dict for stats."""
         return dict(self.__dict__)
 
 
-def unsupported(params: MineConfig) -> str | None:
-    """Why `params` cannot be updated incrementally (then every pair is mined in full), or None."""
-    if params.strategy == Strategy.TOPK:
-        return "topk shares one candidate window per query, which every new document can move"
-    if params.strategy == Strategy.BM25 or params.fallback == Fallback.BM25:
-        return "BM25's term statistics change with the corpus"
-    if params.strategy == Strategy.RULE:
-        if params.sampling_strategy != Sampling.TOP or params.range_min:
-            return "a sampled or offset window of the rule is not a plain top-k"
-        if params.fallback == Fallback.RANDOM:
-            return "the rule's random fallback"
-    return None
+# ---------------------------------------------------------------------------------------------
+# The update
+# ---------------------------------------------------------------------------------------------
 
 
 def update_negatives(
@@ -80,10 +244,8 @@ def update_negatives(
     pairs: Sequence[Pair],
     excluded: Excluded,
     params: MineConfig,
-    previous: Sequence[Previous | None],
-    added_rows: np.ndarray,
+    plan: UpdatePlan,
     *,
-    removed_any: bool,
     ids: Ids,
     index: HnswIndex | None = None,
     texts: Texts | None = None,
@@ -92,30 +254,44 @@ def update_negatives(
 
     Args:
         query_vecs, corpus, pairs, excluded, params, index, texts, ids: as for `mine_negatives`.
-        previous: per pair, its earlier row (None: mine it in full).
-        added_rows: corpus rows of documents that are new or whose text changed.
-        removed_any: documents were removed or changed (ranks of kept picks are recounted), or reordered.
+        plan: `plan_update` for these pairs.
 
     Returns:
         (results, stats, counts). Search counters of reused pairs (C1 region sizes, rejections) are not
         recomputed: stats count what this run examined.
     """
-    counts = UpdateCounts(documents_added=len(added_rows))
-    if unsupported(params) is not None:
+    counts = UpdateCounts(
+        documents_added=len(plan.added_rows),
+        documents_removed_or_changed=plan.removed,
+        pairs_new=plan.pairs_new,
+        pairs_inputs_changed=plan.pairs_inputs_changed,
+    )
+    if len(plan.previous) != len(pairs):
+        raise ValueError(f"the plan has {len(plan.previous)} pairs, the update {len(pairs)}")
+    if (why := unsupported(params)) is not None:
         everything, stats = mine_negatives(
             query_vecs, corpus, pairs, excluded, params, index=index, texts=texts, ids=ids
         )
+        counts.recomputed_in_full = why
         counts.pairs_remined = len(pairs)
         return everything, stats, counts
-    qv = np.ascontiguousarray(query_vecs[[p.query_row for p in pairs]], dtype=np.float32)
-    reuse = [i for i, prev in enumerate(previous) if prev is not None and not _drifted(qv[i], pairs[i], prev, corpus)]
-    counts.pairs_drifted = sum(1 for p in previous if p is not None) - len(reuse)
+    previous = plan.previous
+    candidates = [i for i, prev in enumerate(previous) if prev is not None]
+    reuse = [
+        i
+        for lo in range(0, len(candidates), _CHUNK)
+        for i in _not_drifted(query_vecs, corpus, pairs, previous, candidates[lo : lo + _CHUNK])
+    ]
+    counts.pairs_drifted = len(candidates) - len(reuse)
     results: list[PairResult | None] = [None] * len(pairs)
     if reuse:
+        qv = np.ascontiguousarray(query_vecs[[p.query_row for p in pairs]], dtype=np.float32)
         merged = (
-            _merge_rule(qv, corpus, pairs, excluded, params, previous, reuse, added_rows, removed_any, counts)
+            _merge_rule(qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts)
             if params.strategy == Strategy.RULE
-            else _merge_random(corpus, pairs, excluded, params, previous, reuse, added_rows, ids, query_vecs, counts)
+            else _merge_random(
+                corpus, pairs, excluded, params, previous, reuse, plan.added_rows, ids, query_vecs, counts
+            )
         )
         for i, r in merged.items():
             results[i] = r
@@ -132,20 +308,80 @@ def update_negatives(
     return final, restat(final, None, params.num_negatives), counts
 
 
-def _drifted(q: np.ndarray, pair: Pair, prev: Previous, corpus: VectorSource) -> bool:
-    """True when a vector moved since the earlier run: its recorded distances would not be reproduced."""
-    if not prev.negatives:
-        return False
-    rows = np.array([n.doc_row for n in prev.negatives], dtype=np.int64)
-    docs = corpus.take(rows)
-    pd = corpus.take([pair.positive_row])
-    s_qd = rowdot64(np.broadcast_to(q, docs.shape), docs)
-    s_pd = rowdot64(np.broadcast_to(pd[0], docs.shape), docs)
-    s_qp = float(rowdot64(q[None, :], pd)[0])
-    for n, a, b in zip(prev.negatives, s_qd, s_pd, strict=True):
-        if n.d_qd is not None and (n.d_qd, n.d_qp, n.d_pd) != (float(1.0 - a), float(1.0 - s_qp), float(1.0 - b)):
-            return True
-    return False
+def _distances(negatives: Sequence[Negative]) -> list[tuple[float | None, float | None, float | None]]:
+    return [(n.d_qd, n.d_qp, n.d_pd) for n in negatives]
+
+
+# Pairs whose positives and earlier picks are read at once: one read per chunk instead of one per pair, and
+# memory bounded by the chunk (at most 4 x 4096 rows with the default 3 negatives), not by the run.
+_CHUNK = 4096
+
+
+class _Prefetched:
+    """Rows of the corpus read once, served by corpus row number afterwards (the same float32 values)."""
+
+    def __init__(self, corpus: VectorSource, rows: Sequence[int]) -> None:
+        self.rows = np.unique(np.asarray(rows, dtype=np.int64))
+        self.source = VectorSource([corpus.take(self.rows)])  # row k here = corpus row self.rows[k]
+
+    @classmethod
+    def of_pairs(
+        cls, corpus: VectorSource, pairs: Sequence[Pair], previous: Sequence[Previous | None], idx: list[int]
+    ) -> _Prefetched:
+        """The positives and earlier picks of the pairs `idx`."""
+        rows = [pairs[i].positive_row for i in idx]
+        for i in idx:
+            prev = previous[i]
+            assert prev is not None
+            rows += [n.doc_row for n in prev.negatives]
+        return cls(corpus, rows)
+
+    def local(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return np.searchsorted(self.rows, np.asarray(rows, dtype=np.int64))
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        return self.source.take(self.local(rows))
+
+
+def _in_chunks(
+    corpus: VectorSource, pairs: Sequence[Pair], previous: Sequence[Previous | None], idx: list[int]
+) -> Iterator[tuple[int, _Prefetched]]:
+    """Each of `idx` with the prefetched rows of its chunk of `_CHUNK` pairs."""
+    for lo in range(0, len(idx), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        near = _Prefetched.of_pairs(corpus, pairs, previous, part)
+        for i in part:
+            yield i, near
+
+
+def _not_drifted(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    previous: Sequence[Previous | None],
+    candidates: list[int],
+) -> list[int]:
+    """The candidates whose recorded distances are reproduced bit for bit; the others had a vector move since the
+    earlier run (drift).
+
+    Recomputed by `fill_distances`, the arithmetic every strategy records its distances with (`rowdot64` of the
+    stored float32 vectors, whatever row or batch they sit in), so an unchanged pair compares equal. A pair
+    that got no negative has no distance to compare and is never drift.
+    """
+    near = _Prefetched.of_pairs(corpus, pairs, previous, candidates)
+    probe = []
+    for i in candidates:
+        prev = previous[i]
+        assert prev is not None
+        local = near.local([pairs[i].positive_row, *(n.doc_row for n in prev.negatives)])
+        negs = [replace(n, doc_row=int(r)) for n, r in zip(prev.negatives, local[1:], strict=True)]
+        probe.append(PairResult(Pair(pairs[i].query_row, int(local[0])), negs))
+    now = fill_distances(query_vecs, near.source, probe)
+    return [
+        i
+        for i, r in zip(candidates, now, strict=True)
+        if _distances(r.negatives) == _distances(previous[i].negatives)  # type: ignore[union-attr]
+    ]
 
 
 def _merge_rule(
@@ -166,17 +402,17 @@ def _merge_rule(
     out: dict[int, PairResult] = {}
     recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     docs_added = corpus.take(added) if len(added) else None
-    for i in reuse:
+    for i, near in _in_chunks(corpus, pairs, previous, reuse):
         prev = previous[i]
         assert prev is not None
         pair = pairs[i]
-        pd = corpus.take([pair.positive_row])[0]
+        pd = near.take([pair.positive_row])[0]
         s_qp = float(rowdot64(qv[i][None, :], pd[None, :])[0])
         old = list(prev.negatives)
         rows_old = np.array([n.doc_row for n in old], dtype=np.int64)
         # The picks' similarities recomputed, not recovered as 1 - d_qd: that loses the last bit, and a pick would
         # then count itself among the documents above it when its rank is recounted.
-        s_old = rowdot64(np.broadcast_to(qv[i], (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
+        s_old = rowdot64(np.broadcast_to(qv[i], (len(old), qv.shape[1])), near.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s, cand_pd = rows_old, s_old, np.array([1.0 - float(n.d_pd) for n in old if n.d_pd is not None])
         fresh = np.empty(0, dtype=np.int64)
         if docs_added is not None:

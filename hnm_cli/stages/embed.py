@@ -41,12 +41,14 @@ from hnm_cli.artifacts.manifest import (
     Manifest,
     Staging,
     begin_run,
+    changed_sub_manifests,
     compute_fingerprint,
     file_input,
     is_up_to_date,
     output_lock,
     refuse_other_stage,
     skip_if_up_to_date,
+    sub_manifest_entries,
     write_manifest,
 )
 from hnm_cli.choices import Backend, Engine, LongTexts, Stage
@@ -270,6 +272,7 @@ def _run_locked(
     started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
+    untrusted = changed_sub_manifests(out, deep=verify)  # a model manifest edited or damaged since the top was written
     with contextlib.ExitStack() as stack:
         # --force rebuilds every model folder in a staging folder: the old artifact stays whole (manifests, shards,
         # cache) until the new folders replace it at the end, so an interrupted or failed --force run loses
@@ -292,6 +295,7 @@ def _run_locked(
                 manifest = _embed_model(
                     the_plan, resolved, parts, model_dir, cfg, lazy, shard_id=shard_id, num_shards=num_shards,
                     force=force, progress=progress, session=session, verify=verify,
+                    trust_manifest=resolved.name not in untrusted,
                 )  # fmt: skip
                 model_stats[resolved.name] = manifest.stats
                 all_outputs += [{**o, "path": f"{resolved.name}/{o['path']}"} for o in manifest.outputs]
@@ -318,7 +322,7 @@ def _run_locked(
         fingerprint=the_plan.fingerprint,
         params=the_plan.params,
         inputs=the_plan.inputs,
-        outputs=all_outputs,
+        outputs=all_outputs + sub_manifest_entries(out, [m.name for m in the_plan.models]),
         stats={"models": model_stats, "model_names": [m.name for m in the_plan.models]},
         started=started,
     )
@@ -340,13 +344,20 @@ def _embed_model(
     progress: bool,
     session: executors.Session | None = None,
     verify: bool = False,
+    trust_manifest: bool = True,
 ) -> Manifest:
     name = resolved.name
     fingerprint = the_plan.model_fps[name]
     partial = shard_id is not None
-    if not partial and not force and (m := is_up_to_date(model_dir, fingerprint, deep=verify)) is not None:
-        log.info("embed: %s up to date (%s)", name, m.manifest_path)
-        return m
+    if not partial and not force and trust_manifest:
+        try:
+            m = is_up_to_date(model_dir, fingerprint, deep=verify)
+        except IncompleteArtifactError as err:
+            log.warning("%s; rebuilding", err)  # our own model manifest is unreadable: this run replaces it
+            m = None
+        if m is not None:
+            log.info("embed: %s up to date (%s)", name, m.manifest_path)
+            return m
     started = time.time()
     batch_size = cfg.batch_size or resolved.spec.batch_size
     stats: dict[str, PartStats] = {}
@@ -361,14 +372,24 @@ def _embed_model(
     ]  # fmt: skip
     if cfg.cache and not partial:
         # Job-array runs (--shard-id) skip the cache: many processes would race on its compaction.
-        cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force)
+        known = [e["dim"] for p in recorded.values() for e in p.values() if isinstance(e.get("dim"), int)]
+        cache = EmbeddingCache(model_dir, the_plan.encoder_fps[name], fresh=force, dim=known[0] if known else None)
         for work in works:
             work.cache = cache
-    if session is not None and session.distributed:
-        encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
-    else:
-        for work in works:
-            encode_here(work, lazy, batch_size, progress=progress, label=name)
+    try:
+        if session is not None and session.distributed:
+            encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
+        else:
+            for work in works:
+                encode_here(work, lazy, batch_size, progress=progress, label=name)
+    except BaseException:
+        # An interrupted or failed run keeps what it encoded: each entry is keyed by its exact text and encoder
+        # setting, so tomorrow's run (other shard boundaries) need not encode it again. Not under --force, whose
+        # cache lives in the staging folder that is about to go. (kill -9 skips this: those texts are encoded again.)
+        if works and works[0].cache is not None and not force:
+            with contextlib.suppress(Exception):
+                works[0].cache.flush()
+        raise
     cache_stats: dict[str, int] = {}
     if works and works[0].cache is not None:
         c = works[0].cache

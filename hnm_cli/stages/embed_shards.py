@@ -6,7 +6,6 @@ then its marker as it is done. `stages/embed.py` plans the run and writes the ma
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -20,10 +19,7 @@ from hnm_cli import executors, inputs
 from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
 from hnm_cli.artifacts.embed_markers import STALE_PATTERNS as MARKER_PATTERNS
 from hnm_cli.artifacts.embed_markers import marker_name, read_marker, shard_fingerprint, write_marker
-from hnm_cli.artifacts.manifest import (
-    LOCK_NAME,
-    output_entry,
-)
+from hnm_cli.artifacts.manifest import LOCK_NAME, lock_owner, output_entry
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
 from hnm_cli.choices import Engine
 from hnm_cli.config import EmbedConfig
@@ -179,9 +175,13 @@ def _merged(
     encoded: np.ndarray | None,
     unique: int,
 ) -> tuple[np.ndarray, int, int]:
-    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors."""
+    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors.
+
+    `unique` counts the shard's distinct texts, wherever their vectors came from: the encoder's count covers only
+    the texts the cache lacked (0 for a shard rebuilt from the cache alone), and a resumed run reads it back.
+    """
     rows, from_cache = _merge_cached(work, keys, cached, missing, encoded)
-    return rows, unique, from_cache
+    return rows, len(set(keys)) if cached is not None else unique, from_cache
 
 
 def _write_shard(work: PartWork, k: int, fp: str, rows: np.ndarray, unique: int, from_cache: int = 0) -> None:
@@ -381,15 +381,6 @@ def refuse_other_writers(out: Path, mine: str) -> None:
             continue
         if mine != LOCK_NAME and other.name.startswith(f"{LOCK_NAME}-shard-"):
             continue  # sibling job-array runs write disjoint shards
-        owner = _live_owner(other)
+        owner = lock_owner(other)
         if owner is not None:
-            raise BusyError(f"{out} is being written by another hnm embed (pid {owner})", hint=f"or remove {other}")
-
-
-def _live_owner(lock: Path) -> int | None:
-    try:
-        pid = int(lock.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
+            raise BusyError(f"{out} is being written by another hnm embed (pid {owner[0]})", hint=f"or remove {other}")

@@ -27,6 +27,7 @@ from hnm_cli.artifacts import eval_files
 from hnm_cli.artifacts.eval_files import (
     CANDIDATES,
     FIRST_STAGE_DIR,
+    REPORT_JSON,
     STALE_PATTERNS,
     read_candidates,
     write_candidates,
@@ -58,7 +59,7 @@ from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
 from hnm_cli.evaluation.report import below_first_stage_line, build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
-from hnm_cli.fileio import remove_stale_files
+from hnm_cli.fileio import recorded_file, remove_stale_files
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -284,7 +285,10 @@ def run(
 
 def _warn_if_below_first_stage(manifest: Manifest) -> None:
     """One stderr line, on every run and rerun, when a reranker makes its first stage worse."""
-    if (warning := below_first_stage_line(load_report(manifest))) is not None:
+    report = load_report(manifest)
+    with recorded_file(manifest.path / REPORT_JSON):
+        warning = below_first_stage_line(report)
+    if warning is not None:
         log.warning(warning)
 
 

@@ -237,10 +237,12 @@ def run(
         if from_audit is not None:
             assert plan.audit_dir is not None and plan.audit_manifest is not None
             results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
-        elif base is not None:
+        elif base is not None and (why := _cannot_update(cfg)) is None:
             results, stats = _mine_update(ctx, cfg, base)
         else:
             results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit, progress=progress)
+            if base is not None:
+                ctx.update_counts = {"pairs_reused": 0, "pairs_remined": len(ctx.pair_ids), "recomputed_in_full": why}
 
         rows = list(_rows(results, ctx))
         outputs = mined.write_rows(new, rows)
@@ -269,7 +271,8 @@ def run(
         stats=stats_dict,
         started=started,
     )
-    log.info(_summary(stats_dict, cfg, manifest.stats["seconds"], from_audit is not None))
+    summary = _summary(stats_dict, cfg, manifest.stats["seconds"], from_audit is not None)
+    log.info(f"{summary}; {_update_part(stats_dict)}" if base is not None else summary)
     return manifest
 
 
@@ -604,39 +607,31 @@ def _state(ctx: _Context) -> mined.MineState:
     return mined.MineState(docs, queries, ctx.space)
 
 
+def _cannot_update(cfg: MineConfig) -> str | None:
+    """Why `cfg` cannot be updated incrementally (said once on stderr; the run is then a cold one), or None."""
+    from hnm_cli.mining.update import unsupported
+
+    if (why := unsupported(cfg)) is not None:
+        log.warning("mine: --update recomputes every pair: %s", why)
+    return why
+
+
 def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any], Any]:
-    """Mine incrementally from `base` (see `mining.update`)."""
-    from hnm_cli.mining import Negative
+    """Mine incrementally from `base`: `mining.update` plans and merges, this reads what it needs."""
     from hnm_cli.mining.strategies import Ids, Texts
-    from hnm_cli.mining.update import Previous, unsupported, update_negatives
+    from hnm_cli.mining.update import plan_update, update_negatives
 
     assert ctx.vectors_dir is not None
     now = _state(ctx)
-    old_docs = base.state.docs
-    added = np.array([ctx.corpus_row[d] for d, h in now.docs.items() if old_docs.get(d) != h], dtype=np.int64)
-    gone = {d for d, h in old_docs.items() if now.docs.get(d) != h}
-    kept_rows = [ctx.corpus_row[d] for d in old_docs if d in ctx.corpus_row and d not in gone]
-    # Ties are broken by row; if the documents that stayed changed their order, ranks are recounted.
-    reordered = any(b < a for a, b in zip(kept_rows, kept_rows[1:], strict=False))
-    previous: list[Previous | None] = []
-    for q, d in ctx.pair_ids:
-        row = base.rows.get((q, d))
-        same_query = base.state.queries.get(q) == now.queries[q]
-        same_positive = old_docs.get(d) == now.docs[d]
-        negs = row["negatives"] if row is not None else []
-        if row is None or not same_query or not same_positive or any(n["doc_id"] in gone for n in negs):
-            previous.append(None)
-            continue
-        previous.append(
-            Previous(
-                tuple(
-                    Negative(ctx.corpus_row[n["doc_id"]], n["source"], n["rank"], n["d_qd"], n["d_qp"], n["d_pd"])
-                    for n in negs
-                )
-            )  # fmt: skip
-        )
-    if (why := unsupported(cfg)) is not None:
-        log.info("mine: --update recomputes every pair: %s", why)
+    plan = plan_update(
+        base.state.docs,
+        base.state.queries,
+        {k: r["negatives"] for k, r in base.rows.items()},
+        now.docs,
+        now.queries,
+        ctx.pair_ids,
+        ctx.corpus_row,
+    )
     texts = None
     if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
         texts = Texts(corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
@@ -647,18 +642,30 @@ def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any]
         ctx.pairs(),
         ctx.excluded_rows(),
         cfg,
-        previous,
-        added,
-        removed_any=bool(gone) or reordered,
+        plan,
         ids=Ids(ctx.corpus_ids, ctx.query_ids),
         texts=texts,
     )
-    ctx.update_counts = counts.to_json() | {"documents_removed_or_changed": len(gone)}
-    log.info(
-        "mine: update from %s: %d pairs reused, %d mined again (%d drifted), %d new or changed documents, %d removed",
-        base.path, counts.pairs_reused, counts.pairs_remined, counts.pairs_drifted, len(added), len(gone),
-    )  # fmt: skip
+    ctx.update_counts = counts.to_json()
+    if counts.pairs_drifted:
+        # A nightly job that silently re-mines everything would pay a full run every night: say so, once.
+        log.warning(
+            "mine: --update re-mined %d of %d pairs whose texts did not change because their vectors did (by a "
+            "bit: an encoder that does not answer a text the same way twice, or a rebuilt embedding cache)",
+            counts.pairs_drifted, len(ctx.pair_ids),
+        )  # fmt: skip
     return results, stats
+
+
+def _update_part(stats: dict[str, Any]) -> str:
+    """The summary line's account of an update."""
+    u = stats["update"]
+    if u.get("recomputed_in_full"):
+        return f"update: every pair mined again ({u['recomputed_in_full']})"
+    why = f"{u['pairs_new']} new, {u['pairs_inputs_changed']} with changed inputs"
+    if u["pairs_drifted"]:
+        why += f", {u['pairs_drifted']} forced by vector drift"
+    return f"update: {u['pairs_reused']} pairs reused, {u['pairs_remined']} mined again ({why})"
 
 
 # ---------------------------------------------------------------------------------------------

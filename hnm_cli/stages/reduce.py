@@ -22,6 +22,7 @@ from hnm_cli.artifacts.manifest import (
     Staging,
     artifact_input,
     compute_fingerprint,
+    inside_artifact,
     output_entry,
     output_lock,
     require_artifact,
@@ -31,7 +32,7 @@ from hnm_cli.artifacts.manifest import (
 from hnm_cli.artifacts.vectors import VectorPart, check_vector_files, ids_name, iter_shard_ids, vectors_name
 from hnm_cli.choices import FitOn, Stage
 from hnm_cli.config import ReduceConfig
-from hnm_cli.errors import ArtifactMismatchError, DataError, InputError
+from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, DataError, InputError
 from hnm_cli.fileio import remove_stale_files, write_jsonl, write_npy_blocks
 from hnm_cli.fusion import Fusion, fit_fusion, model_scales, model_shares, model_weights
 from hnm_cli.pca import PcaFit
@@ -51,6 +52,11 @@ STALE_PATTERNS = [f"{p}/{g}" for p in PARTS for g in ("vectors-*.npy", "ids-*.js
 def _embedded_models(embed_dir: Path, top: Manifest) -> list[str]:
     """Model names in the embed artifact, in the order embed recorded them."""
     listed = [m["name"] for m in top.params.get("models", []) if isinstance(m, dict) and m.get("name")]
+    for name in listed:
+        if not isinstance(name, str) or not inside_artifact(name) or len(Path(name).parts) != 1:
+            raise CorruptArtifactError(
+                f"{top.manifest_path}: model name {name!r} is not a folder of the artifact; rebuild it with --force"
+            )
     if listed:
         return listed
     return sorted(p.name for p in embed_dir.iterdir() if (p / MANIFEST_NAME).is_file())

@@ -212,7 +212,7 @@ class State:
         self.save()
 
     def save(self) -> None:
-        from hnm_cli.artifacts.files import atomic_write_json
+        from hnm_cli.fileio import atomic_write_json
 
         atomic_write_json(self.path, self.data)
 
@@ -848,7 +848,7 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
     if "machine" not in state:
         state["machine"] = machine_info()
         if state_path.is_file():
-            from hnm_cli.artifacts.files import atomic_write_json
+            from hnm_cli.fileio import atomic_write_json
 
             atomic_write_json(state_path, state)
     agg = aggregate(s, best)

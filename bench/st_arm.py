@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ST_SOURCE, st_triplets_to_rows  # noqa: E402
 
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json
 from hnm_cli.artifacts.manifest import (
     artifact_input,
     begin_run,
@@ -43,6 +42,7 @@ from hnm_cli.artifacts.manifest import (
     write_manifest,
 )
 from hnm_cli.artifacts.vectors import load_vectors
+from hnm_cli.fileio import atomic_write_json
 
 log = logging.getLogger("hnm")
 

@@ -34,8 +34,8 @@ def _peak_rss_mib() -> float:
 
 def _model_path(spec: str) -> str:
     if spec.startswith("pkg:"):
-        from hnm_cli.config import ModelSpec, default_model_name
         from hnm_cli.encoding.registry import resolve_model
+        from hnm_cli.model_spec import ModelSpec, default_model_name
 
         path = resolve_model(ModelSpec(name=default_model_name(spec), source=spec)).weights_path()
         if path is None:

@@ -33,8 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _model_path(spec: str) -> str:
     """A local folder for `pkg:<name>` specs (through hnm's registry), else the spec unchanged."""
     if spec.startswith("pkg:"):
-        from hnm_cli.config import ModelSpec, default_model_name
         from hnm_cli.encoding.registry import resolve_model
+        from hnm_cli.model_spec import ModelSpec, default_model_name
 
         resolved = resolve_model(ModelSpec(name=default_model_name(spec), source=spec))
         path = resolved.weights_path()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hnm_cli import fileio
 from hnm_cli.artifacts import files, vectors
 from hnm_cli.errors import IncompleteArtifactError
 
@@ -21,21 +22,21 @@ def test_names_are_zero_padded_and_sort_in_shard_order():
 
 def test_atomic_write_leaves_no_tmp_file(tmp_path: Path):
     target = tmp_path / "sub" / "a.json"
-    files.atomic_write_json(target, {"b": 1, "a": [1, 2]})
+    fileio.atomic_write_json(target, {"b": 1, "a": [1, 2]})
     assert target.read_text() == '{\n  "a": [\n    1,\n    2\n  ],\n  "b": 1\n}\n'
     assert [p.name for p in target.parent.iterdir()] == ["a.json"]
 
 
 def test_failed_atomic_write_keeps_old_file_and_removes_tmp(tmp_path: Path):
     target = tmp_path / "rows.jsonl"
-    files.write_jsonl(target, [{"x": 1}])
+    fileio.write_jsonl(target, [{"x": 1}])
 
     def rows():
         yield {"x": 2}
         raise RuntimeError("killed mid-write")
 
     with pytest.raises(RuntimeError):
-        files.write_jsonl(target, rows())
+        fileio.write_jsonl(target, rows())
     assert target.read_text() == '{"x":1}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["rows.jsonl"]
 
@@ -58,7 +59,7 @@ def test_vector_shards_round_trip_through_memmap(tmp_path: Path):
 
 
 def test_broken_shard_pair_is_reported(tmp_path: Path):
-    files.save_npy(tmp_path / "vectors-00000.npy", np.zeros((2, 2)))
+    fileio.save_npy(tmp_path / "vectors-00000.npy", np.zeros((2, 2)))
     with pytest.raises(IncompleteArtifactError, match="has no parallel ids-00000.jsonl"):
         vectors.list_vector_shards(tmp_path)
 
@@ -66,7 +67,7 @@ def test_broken_shard_pair_is_reported(tmp_path: Path):
 def test_remove_stale_files_keeps_current_outputs(tmp_path: Path):
     for name in ("rows-00000.jsonl", "rows-00001.jsonl", "rows-00002.jsonl", "notes.txt"):
         (tmp_path / name).write_text("x")
-    removed = files.remove_stale_files(tmp_path, keep=["rows-00000.jsonl"], patterns=["rows-*.jsonl"])
+    removed = fileio.remove_stale_files(tmp_path, keep=["rows-00000.jsonl"], patterns=["rows-*.jsonl"])
     assert removed == ["rows-00001.jsonl", "rows-00002.jsonl"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "rows-00000.jsonl"]
 
@@ -78,7 +79,7 @@ def test_save_npy_notices_a_short_write(tmp_path: Path):
 
     script = (
         "import resource, signal, numpy as np\n"
-        "from hnm_cli.artifacts.files import save_npy\n"
+        "from hnm_cli.fileio import save_npy\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))\n"
         "try:\n"
@@ -92,8 +93,8 @@ def test_save_npy_notices_a_short_write(tmp_path: Path):
 
 
 def test_non_finite_rows_and_non_float_shards_are_refused(tmp_path: Path):
+    from hnm_cli.artifacts.vectors import open_vector_source
     from hnm_cli.errors import DataError
-    from hnm_cli.search import VectorSource
 
     x = np.eye(4, dtype=np.float32)
     x[2, 1] = np.nan
@@ -101,10 +102,10 @@ def test_non_finite_rows_and_non_float_shards_are_refused(tmp_path: Path):
     npy = tmp_path / "vectors-00000.npy"
     message = f"{npy}: row 2: the vector holds NaN or inf"
     with pytest.raises(DataError, match=message):
-        list(VectorSource.from_dir(tmp_path).blocks(2))
+        list(open_vector_source(tmp_path).blocks(2))
     with pytest.raises(DataError, match=message):
-        VectorSource.from_dir(tmp_path).take([3, 2])
-    assert VectorSource.from_dir(tmp_path).take([3, 0]).shape == (2, 4)  # rows not asked for are not read
+        open_vector_source(tmp_path).take([3, 2])
+    assert open_vector_source(tmp_path).take([3, 0]).shape == (2, 4)  # rows not asked for are not read
     with pytest.raises(DataError, match=message):
         vectors.read_vector_rows(npy, 1, 4)
     with pytest.raises(DataError, match=message):
@@ -114,7 +115,7 @@ def test_non_finite_rows_and_non_float_shards_are_refused(tmp_path: Path):
         vectors.read_vector_rows(npy, 0, 4)
     np.save(npy, np.eye(4, dtype=np.float16))  # another float width: read with a cast
     assert vectors.read_vector_rows(npy, 0, 4).dtype == np.float32
-    assert VectorSource.from_dir(tmp_path).take([1])[0, 1] == 1.0
+    assert open_vector_source(tmp_path).take([1])[0, 1] == 1.0
 
 
 def test_duplicate_ids_are_refused_with_both_lines(tmp_path: Path):

@@ -11,13 +11,8 @@ import pytest
 
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding import registry as models
-from hnm_cli.encoding.registry import (
-    JoinedFile,
-    materialize_split_zip,
-    parse_model_option,
-    resolve_model,
-    sha256_of_files,
-)
+from hnm_cli.encoding.registry import parse_model_option, resolve_model
+from hnm_cli.encoding.split_zip import JoinedFile, materialize_split_zip, sha256_of_files
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
 

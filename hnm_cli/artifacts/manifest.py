@@ -36,8 +36,7 @@ from typing import Any
 
 import orjson
 
-from hnm_cli import __version__
-from hnm_cli.artifacts.files import atomic_write_json, file_sha256
+from hnm_cli._version import __version__
 from hnm_cli.errors import (
     ArtifactMismatchError,
     BusyError,
@@ -45,6 +44,7 @@ from hnm_cli.errors import (
     IncompleteArtifactError,
     InputError,
 )
+from hnm_cli.fileio import atomic_write_json, file_sha256
 
 MANIFEST_NAME = "manifest.json"
 log = logging.getLogger("hnm")
@@ -352,7 +352,7 @@ def require_artifact(directory: Path, stages: str | tuple[str, ...], fix: str, *
         raise IncompleteArtifactError(f"{directory} is incomplete (no manifest.json). Rerun: {fix}")
     if manifest.stage not in wanted:
         raise ArtifactMismatchError(
-            f"{directory} is a '{manifest.stage}' artifact, expected {' or '.join(repr(s) for s in wanted)}"
+            f"{directory} is a '{manifest.stage}' artifact, expected {' or '.join(repr(str(s)) for s in wanted)}"
         )
     problem = changed_output(manifest, deep=deep)
     if problem is not None:

@@ -19,7 +19,6 @@ import orjson
 
 from hnm_cli import executors
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
@@ -33,10 +32,18 @@ from hnm_cli.artifacts.manifest import (
     skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
-from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy, Vote
+from hnm_cli.artifacts.vectors import (
+    open_vector_source,
+    read_ids,
+    read_rows_of,
+    resolve_vector_set,
+    space_key,
+    vector_dim,
+)
+from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Stage, Strategy, Vote
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
+from hnm_cli.fileio import atomic_write_json, remove_stale_files
 from hnm_cli.inputs import (
     DataPaths,
     Records,
@@ -46,7 +53,7 @@ from hnm_cli.inputs import (
     resolve_jsonl_files,
     resolve_qrels_file,
 )
-from hnm_cli.mining.exclusions import build_exclusions
+from hnm_cli.mining.pairs import PairRows, positive_pairs
 
 STAGE = mined.STAGE
 # The strategies that scan the corpus for every pair: what an executor distributes (random and BM25 run here).
@@ -313,17 +320,15 @@ class _Context:
     def load(
         cls, plan: _Plan, corpus: Records, queries: Records, qrels: dict[str, dict[str, int]], cfg: MineConfig
     ) -> _Context:
-        pair_ids = [(q, d) for q, docs in qrels.items() for d, rel in docs.items() if rel > 0]
+        pair_ids = positive_pairs(qrels)
         if not pair_ids:
             raise DataError(f"{plan.qrels_file}: no (query, positive) pairs with relevance > 0")
-        query_ids = list(dict.fromkeys(q for q, _ in pair_ids))
 
         vectors_dir = plan.vectors.path if plan.vectors is not None else None
         if vectors_dir is not None:
             corpus_ids = read_ids(vectors_dir / "corpus", known=corpus)  # a row per known doc, each once
-            corpus_row = {d: i for i, d in enumerate(corpus_ids)}
             have_q = set(read_ids(vectors_dir / "queries"))
-            _check_pairs_have_vectors(plan.qrels_file, pair_ids, have_q, corpus_row, vectors_dir)
+            _check_pairs_have_vectors(plan.qrels_file, pair_ids, have_q, set(corpus_ids), vectors_dir)
             dq, dc = vector_dim(vectors_dir / "queries"), vector_dim(vectors_dir / "corpus")
             if dq != dc:
                 raise ArtifactMismatchError(
@@ -331,23 +336,16 @@ class _Context:
                 )
         else:
             corpus_ids = corpus.ids
-            corpus_row = {d: i for i, d in enumerate(corpus_ids)}
-        excl = build_exclusions(
-            pair_ids,
-            corpus,
-            queries,
-            corpus_ids,
-            exclude_query_duplicates=cfg.exclude_query_duplicates,
-            exclude_twin_positives=cfg.exclude_twin_positives,
-        )
+        rows = PairRows.build(pair_ids, corpus_ids)
+        excl = rows.exclusions(corpus, queries, cfg)
         return cls(
             corpus=corpus,
             queries=queries,
             pair_ids=pair_ids,
             corpus_ids=corpus_ids,
-            corpus_row=corpus_row,
-            query_ids=query_ids,
-            query_row={q: i for i, q in enumerate(query_ids)},
+            corpus_row=rows.corpus_row,
+            query_ids=rows.query_ids,
+            query_row=rows.query_row,
             excluded_ids=excl.excluded_ids,
             duplicates_excluded=excl.duplicates_excluded,
             twin_positives_excluded=excl.twin_positives_excluded,
@@ -363,23 +361,22 @@ class _Context:
             self.query_vecs = read_rows_of(self.vectors_dir / "queries", self.query_ids)
         return self.query_vecs
 
-    def pairs(self) -> list[Any]:
-        from hnm_cli.mining import Pair
+    @property
+    def rows(self) -> PairRows:
+        return PairRows(self.pair_ids, self.corpus_ids, self.corpus_row, self.query_ids, self.query_row)
 
-        return [Pair(self.query_row[q], self.corpus_row[d]) for q, d in self.pair_ids]
+    def pairs(self) -> list[Any]:
+        return self.rows.pairs()
 
     def excluded_rows(self) -> dict[int, set[int]]:
-        return {
-            self.query_row[q]: {self.corpus_row[d] for d in ds if d in self.corpus_row}
-            for q, ds in self.excluded_ids.items()
-        }
+        return self.rows.excluded_rows(self.excluded_ids)
 
 
 def _check_pairs_have_vectors(
     qrels_file: Path,
     pair_ids: Sequence[tuple[str, str]],
     query_ids: set[str],
-    corpus_row: dict[str, int],
+    corpus_ids: set[str],
     vectors_dir: Path,
 ) -> None:
     for q, d in pair_ids:
@@ -388,7 +385,7 @@ def _check_pairs_have_vectors(
             raise ArtifactMismatchError(
                 f"{qrels_file}:{line}: field 'query-id': query id '{q}' has no vector in {vectors_dir}"
             )
-        if d not in corpus_row:
+        if d not in corpus_ids:
             line = _qrels_line(qrels_file, 1, d)
             raise ArtifactMismatchError(
                 f"{qrels_file}:{line}: field 'corpus-id': document id '{d}' has no vector in {vectors_dir}"
@@ -404,11 +401,9 @@ def _mine(
     ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool, progress: bool = True
 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
-    from hnm_cli.mining.strategies import Ids, Texts
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
-    source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
+    source = open_vector_source(ctx.vectors_dir / "corpus")
     index = None
     if cfg.index == SearchIndex.HNSW and cfg.strategy in (Strategy.RULE, Strategy.TOPK):
         vectors = load_manifest(ctx.vectors_dir)
@@ -422,12 +417,7 @@ def _mine(
             seed=cfg.seed,
             block_rows=cfg.block_size,
         )
-    texts = None
-    if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
-        texts = Texts(
-            corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
-            queries=[ctx.queries[q].text for q in ctx.query_ids],
-        )
+    texts = ctx.rows.texts(ctx.corpus, ctx.queries, cfg)
     writer = mined.AuditWriter(new) if audit else None
     with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
         runner = None
@@ -444,7 +434,7 @@ def _mine(
             cfg,
             index=index,
             texts=texts,
-            ids=Ids(ctx.corpus_ids, ctx.query_ids),
+            ids=ctx.rows.ids(),
             audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
             runner=runner,
             members=_members(ctx, cfg),
@@ -463,11 +453,10 @@ def _members(ctx: _Context, cfg: MineConfig) -> Any:
     None for a one-model vector set (nothing to vote), and for large runs that do not vote.
     """
     from hnm_cli.mining.controls import Members
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     manifest = load_manifest(ctx.vectors_dir)
-    if manifest is None or manifest.stage != "reduce":
+    if manifest is None or manifest.stage != Stage.REDUCE:
         if cfg.vote != Vote.NONE:
             raise ConfigError(
                 f"mine.vote needs an ensemble: {ctx.vectors_dir} is one model's vectors, not a reduce output"
@@ -493,7 +482,7 @@ def _members(ctx: _Context, cfg: MineConfig) -> Any:
             remap = np.array([row[d] for d in ctx.corpus_ids], dtype=np.int64)
         names.append(name)
         queries.append(read_rows_of(folder / "queries", ctx.query_ids))
-        corpora.append(VectorSource.from_dir(folder / "corpus"))
+        corpora.append(open_vector_source(folder / "corpus"))
         remaps.append(remap)
     return Members(names, queries, corpora, remaps)
 
@@ -539,8 +528,6 @@ def _select_from_audit(
     if cfg.fallback in (Fallback.RANDOM, Fallback.BM25):
         if ctx.vectors_dir is None:
             raise InputError(f"--fallback {cfg.fallback} with --from-audit needs --vectors for the distances")
-        from hnm_cli.search import VectorSource
-
         texts = Texts(
             corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
             queries=[ctx.queries[q].text for q in ctx.query_ids],
@@ -549,7 +536,7 @@ def _select_from_audit(
             results,
             cfg,
             ctx.load_query_vectors(),
-            VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+            open_vector_source(ctx.vectors_dir / "corpus"),
             ctx.excluded_rows(),
             texts,
             Ids(ctx.corpus_ids, ctx.query_ids),
@@ -633,7 +620,6 @@ def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any]
     """Mine incrementally from `base`: `mining.update` plans and merges, this reads what it needs."""
     from hnm_cli.mining.strategies import Ids, Texts
     from hnm_cli.mining.update import plan_update, update_negatives
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     now = _state(ctx)
@@ -652,7 +638,7 @@ def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any]
                       queries=[ctx.queries[q].text for q in ctx.query_ids])  # fmt: skip
     results, stats, counts = update_negatives(
         ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        open_vector_source(ctx.vectors_dir / "corpus"),
         ctx.pairs(),
         ctx.excluded_rows(),
         cfg,
@@ -688,20 +674,7 @@ def _update_part(stats: dict[str, Any]) -> str:
 
 
 def _rows(results: Sequence[Any], ctx: _Context) -> Any:
-    for (q, d), r in zip(ctx.pair_ids, results, strict=True):
-        negatives = [
-            mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
-            for n in r.negatives
-        ]
-        suspected = (
-            None
-            if r.suspected is None
-            else [
-                mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
-                for n in r.suspected
-            ]
-        )
-        yield mined.mined_row(q, d, negatives, ctx.queries[q].meta, suspected)
+    return mined.rows_of(ctx.pair_ids, results, ctx.corpus_ids, lambda q: ctx.queries[q].meta)
 
 
 def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> dict[str, Any]:
@@ -761,14 +734,13 @@ def _write_export(
 
 def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig) -> list[str]:
     from hnm_cli import plots
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
     return plots.write_mining_plots(
         out / "plots",
         rows,
         ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+        open_vector_source(ctx.vectors_dir / "corpus"),
         ctx.query_row,
         ctx.corpus_row,
         title=f"{cfg.strategy}: queries, positives and selected negatives (PCA 1-2)",

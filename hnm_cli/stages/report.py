@@ -18,9 +18,10 @@ from typing import Any
 from hnm_cli import __version__
 from hnm_cli.artifacts import evaluation as eval_files
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_bytes, file_sha256
+from hnm_cli.artifacts.fusion import read_variance_ratios
 from hnm_cli.artifacts.manifest import MANIFEST_NAME, STAGING_PREFIX, Manifest, changed_output, load_manifest
 from hnm_cli.errors import HnmError, InputError
+from hnm_cli.fileio import atomic_write_bytes, file_sha256
 from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
 from hnm_cli.reporting import sections
 from hnm_cli.reporting.render import render_html
@@ -222,19 +223,16 @@ def _evaluation(manifest: Manifest, view: sections.ArtifactView, texts: _Texts) 
 
 
 def _vectors(pairs: Iterable[tuple[Manifest, sections.ArtifactView]]) -> dict[str, Any]:
-    from hnm_cli.pca import load_fit
-
     out: dict[str, list[dict[str, Any]]] = {"embed": [], "reduce": []}
     for manifest, view in pairs:
         if manifest.stage == "embed":
             out["embed"].append(sections.embed_view(view))
         elif manifest.stage == "reduce":
             ratios = None
-            if (manifest.path / "pca" / "explained_variance_ratio.npy").is_file():
-                try:
-                    ratios = [float(r) for r in load_fit(manifest.path / "pca").explained_variance_ratio]
-                except (OSError, ValueError) as err:
-                    log.warning("report: %s: no variance curve (%s)", manifest.path, err)
+            try:
+                ratios = read_variance_ratios(manifest.path)
+            except (OSError, ValueError) as err:
+                log.warning("report: %s: no variance curve (%s)", manifest.path, err)
             out["reduce"].append(sections.reduce_view(view, ratios))
     return out
 

@@ -11,9 +11,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from hnm_cli.choices import Stage
 from hnm_cli.reporting.risk import NEAR_DUPLICATE, PERCPOS, DistanceSummary, PairSample, is_risky, negative_risk
 
-STAGE_ORDER = ("embed", "reduce", "mine", "train-reranker", "eval")
+# Cards sort by pipeline stage, in `Stage` order. The two stages whose artifacts live inside another's folder
+# (an embed model, eval's first stage) get no card of their own (`stages/report.py` CHILD_STAGES).
+STAGE_ORDER: tuple[str, ...] = tuple(s for s in Stage if s not in (Stage.EMBED_MODEL, Stage.EVAL_FIRST_STAGE))
 TEXT_CHARS = 400  # a document's text on the page: enough to judge it, bounded so a big run stays a few MB
 TOP_DOCS = 5  # documents shown per ranking in the evaluation's per-query view
 MAX_LOSSES = 10

@@ -24,6 +24,7 @@ from hnm_cli.errors import HnmError, InputError
 from hnm_cli.fileio import atomic_write_bytes, file_sha256
 from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
 from hnm_cli.reporting import sections
+from hnm_cli.reporting.evaluation_section import evaluation_section, shown_query_ids
 from hnm_cli.reporting.render import render_html
 from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler, assess
 
@@ -210,16 +211,14 @@ def _mining(
 def _evaluation(manifest: Manifest, view: sections.ArtifactView, texts: _Texts) -> dict[str, Any]:
     report = eval_files.read_report(manifest.path)
     per_query = list(eval_files.iter_per_query(manifest.path))
-    shown = sections.shown_query_ids(per_query, report)
+    shown = shown_query_ids(per_query, report)
     rankings = eval_files.read_rankings(manifest.path, shown)
     queries, docs, _note = texts.texts(manifest)
     qrels: dict[str, dict[str, int]] = {}
     qrels_path = _recorded_path(manifest, "qrels")
     if qrels_path is not None and qrels_path.is_file():
         qrels = {q: dict(d) for q, d in read_qrels(qrels_path).items() if q in shown}
-    return sections.evaluation_section(
-        view, report, per_query, rankings=rankings, qrels=qrels, queries=queries, docs=docs
-    )
+    return evaluation_section(view, report, per_query, rankings=rankings, qrels=qrels, queries=queries, docs=docs)
 
 
 def _vectors(pairs: Iterable[tuple[Manifest, sections.ArtifactView]]) -> dict[str, Any]:

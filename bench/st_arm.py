@@ -38,9 +38,9 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     output_entry,
     require_artifact,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import skip_if_up_to_date
 from hnm_cli.artifacts.vectors import load_vectors
 from hnm_cli.fileio import atomic_write_json
 

@@ -37,15 +37,13 @@ from hnm_cli.artifacts.evaluation import (
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
 from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set

@@ -22,16 +22,14 @@ from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     load_manifest,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.vectors import (
     open_vector_source,
     read_ids,

@@ -19,7 +19,8 @@ from hnm_cli import __version__
 from hnm_cli.artifacts import evaluation as eval_files
 from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.fusion import read_variance_ratios
-from hnm_cli.artifacts.manifest import MANIFEST_NAME, STAGING_PREFIX, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.manifest import MANIFEST_NAME, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.output_dir import STAGING_PREFIX
 from hnm_cli.errors import HnmError, InputError
 from hnm_cli.fileio import atomic_write_bytes, file_sha256
 from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data

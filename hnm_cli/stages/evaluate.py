@@ -59,16 +59,9 @@ from hnm_cli.evaluation.report import below_first_stage_line, build_report, rend
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
 from hnm_cli.fileio import recorded_file, remove_stale_files
-from hnm_cli.inputs import (
-    DataPaths,
-    Records,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    resolve_jsonl_files,
-    resolve_qrels_file,
-)
+from hnm_cli.inputs import DataPaths, Records, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
 from hnm_cli.model_spec import ModelSpec
+from hnm_cli.qrels import read_qrels
 
 log = logging.getLogger("hnm")
 

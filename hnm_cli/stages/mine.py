@@ -42,16 +42,9 @@ from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Stage
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.fileio import atomic_write_json, remove_stale_files
-from hnm_cli.inputs import (
-    DataPaths,
-    Records,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    resolve_jsonl_files,
-    resolve_qrels_file,
-)
+from hnm_cli.inputs import DataPaths, Records, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
 from hnm_cli.mining.pairs import PairRows, positive_pairs
+from hnm_cli.qrels import read_qrels
 
 STAGE = mined.STAGE
 # The strategies that scan the corpus for every pair: what an executor distributes (random and BM25 run here).

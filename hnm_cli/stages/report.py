@@ -23,7 +23,8 @@ from hnm_cli.artifacts.manifest import MANIFEST_NAME, Manifest, changed_output, 
 from hnm_cli.artifacts.output_dir import STAGING_PREFIX
 from hnm_cli.errors import HnmError, InputError
 from hnm_cli.fileio import atomic_write_bytes, file_sha256
-from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
+from hnm_cli.inputs import read_corpus, read_queries, resolve_data
+from hnm_cli.qrels import read_qrels
 from hnm_cli.reporting import sections
 from hnm_cli.reporting.render import render_html
 from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler, assess

@@ -276,7 +276,8 @@ def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str 
 
     from hnm_cli.artifacts.vectors import load_vectors
     from hnm_cli.evaluation.metrics import mean_metrics, per_query_metrics
-    from hnm_cli.inputs import read_qrels, resolve_qrels_file
+    from hnm_cli.inputs import resolve_qrels_file
+    from hnm_cli.qrels import read_qrels
 
     qrels = read_qrels(resolve_qrels_file(data, split))
     judged = {q: d for q, d in qrels.items() if any(r > 0 for r in d.values())}

@@ -38,9 +38,9 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     output_entry,
     require_artifact,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import skip_if_up_to_date
 from hnm_cli.artifacts.vectors import load_vectors
 from hnm_cli.fileio import atomic_write_json
 
@@ -83,7 +83,8 @@ class PrecomputedModel:
 
 def run(vectors: Path, data: Path, split: str, out: Path, *, corpus_pool: str = "full", force: bool = False):
     """Mine arm 5 and write it as a mine artifact; return the Manifest (skips when up to date)."""
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     vman = require_artifact(vectors, ("embed-model", "reduce"), fix=f"hnm embed ... --out {Path(vectors).parent}")
     corpus = read_corpus(data)

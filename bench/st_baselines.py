@@ -89,7 +89,8 @@ def mine(args: argparse.Namespace) -> dict:
     from st_arm import PrecomputedModel
 
     from hnm_cli.artifacts.vectors import load_vectors
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     t_load = time.perf_counter()
     corpus = read_corpus(args.data)

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="optional: write the mined rows as JSONL here")
     args = parser.parse_args(argv)
 
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     t_load = time.perf_counter()
     corpus = read_corpus(args.data)

@@ -114,7 +114,8 @@ def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, fla
     and mining are the runners' own cores)."""
     from conftest import EXAMPLE
 
-    from hnm_cli.inputs import read_corpus, read_qrels, read_queries
+    from hnm_cli.inputs import read_corpus, read_queries
+    from hnm_cli.qrels import read_qrels
 
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(_SAME_BYTES_CONFIG)

@@ -259,7 +259,7 @@ def test_torn_checkpoint_is_skipped_with_a_warning(cli, world, tmp_path: Path) -
 def test_a_second_writer_into_the_same_folder_exits_at_once(cli, world, tmp_path: Path) -> None:
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from hnm_cli.artifacts.manifest import output_lock\n"
+         "import sys, time; from hnm_cli.artifacts.output_dir import output_lock\n"
          f"with output_lock({str(world['mine'])!r}):\n    print('held', flush=True); time.sleep(30)"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip

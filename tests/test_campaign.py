@@ -16,7 +16,7 @@ import pytest
 from conftest import write_beir
 from test_bad_inputs import mine_args, one_error, snapshot, world
 
-from hnm_cli.artifacts import manifest as manifest_mod
+from hnm_cli.artifacts import output_dir
 
 __all__ = ["world"]  # the fixture, shared with test_bad_inputs
 
@@ -175,7 +175,7 @@ def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(cli, world) -> 
 
 
 def test_a_lock_of_a_live_run_is_respected(cli, world) -> None:
-    me = manifest_mod.lock_text()
+    me = output_dir.lock_text()
     (world["mine"] / ".hnm.lock").write_text(me + "\n")
     before = snapshot(world["mine"])
     result = cli(*mine_args(world, "--force"))

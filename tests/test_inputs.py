@@ -11,6 +11,7 @@ from conftest import write_beir
 
 from hnm_cli import inputs
 from hnm_cli.errors import DataError, InputError
+from hnm_cli.qrels import positives, read_qrels
 
 
 def _corpus(tmp_path: Path, body: bytes) -> Path:
@@ -82,25 +83,25 @@ def test_empty_text_can_be_skipped_with_a_count(tmp_path: Path):
 def test_qrels_unknown_ids_and_header(tmp_path: Path):
     folder = write_beir(tmp_path / "d")
     corpus, queries = inputs.read_corpus(folder), inputs.read_queries(folder)
-    qrels = inputs.read_qrels(inputs.resolve_qrels_file(folder, "train"), query_ids=queries, doc_ids=corpus)
+    qrels = read_qrels(inputs.resolve_qrels_file(folder, "train"), query_ids=queries, doc_ids=corpus)
     assert qrels == {"q1": {"d1": 1}, "q2": {"d3": 1}, "q3": {"d5": 1}}
     bad = tmp_path / "bad.tsv"
     bad.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\tnope\t1\n")
     with pytest.raises(DataError) as err:
-        inputs.read_qrels(bad, query_ids=queries, doc_ids=corpus)
+        read_qrels(bad, query_ids=queries, doc_ids=corpus)
     assert str(err.value) == f"{bad}:3: field 'corpus-id': unknown document id 'nope' (not in corpus)"
     bad.write_text("query-id\tcorpus-id\tscore\nqX\td1\t1\n")
     with pytest.raises(DataError, match=r":2: field 'query-id': unknown query id 'qX'"):
-        inputs.read_qrels(bad, query_ids=queries, doc_ids=corpus)
+        read_qrels(bad, query_ids=queries, doc_ids=corpus)
     bad.write_text("q1\td1\t1\n")
     with pytest.raises(DataError, match=r":1: expected a header line"):
-        inputs.read_qrels(bad)
+        read_qrels(bad)
     with pytest.raises(InputError, match="no qrels for split 'dev'"):
         inputs.resolve_qrels_file(folder, "dev")
 
 
 def test_positives_and_duplicate_text_hash():
-    assert inputs.positives({"q": {"a": 1, "b": 0, "c": 2}, "r": {"x": 0}}) == {"q": ["a", "c"]}
+    assert positives({"q": {"a": 1, "b": 0, "c": 2}, "r": {"x": 0}}) == {"q": ["a", "c"]}
     assert inputs.text_hash("Hello   World") == inputs.text_hash("hello world")
 
 
@@ -127,7 +128,7 @@ def test_conflicting_qrels_rows_keep_the_last_grade_with_one_warning(tmp_path: P
     path = tmp_path / "qrels.tsv"
     path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td1\t1\nq1\td2\t1\nq1\td1\t0\nq2\td2\t2\nq2\td2\t1\n")
     with caplog.at_level("WARNING", logger="hnm"):
-        assert inputs.read_qrels(path) == {"q1": {"d1": 0, "d2": 1}, "q2": {"d2": 1}}
+        assert read_qrels(path) == {"q1": {"d1": 0, "d2": 1}, "q2": {"d2": 1}}
     assert [r.getMessage() for r in caplog.records] == [
         f"qrels: warning: {path}: 2 row(s) give a (query, doc) pair another score than an earlier row "
         "(e.g. 'q1' 'd1': 1 at line 2, 0 at line 5); the last score is kept"

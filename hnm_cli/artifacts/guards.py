@@ -16,7 +16,8 @@ from hnm_cli.artifacts.reranker import TRAIN_STAGE, RerankerRef, enclosing_train
 from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
 from hnm_cli.fileio import file_sha256
-from hnm_cli.inputs import read_qrels, read_queries, resolve_qrels_file, twin_key
+from hnm_cli.inputs import read_queries, resolve_qrels_file, twin_key
+from hnm_cli.qrels import read_qrels
 
 if TYPE_CHECKING:
     from hnm_cli.config import TrainRerankerConfig

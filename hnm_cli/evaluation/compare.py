@@ -11,7 +11,8 @@ from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.choices import Significance
 from hnm_cli.errors import ConfigError
 from hnm_cli.evaluation.significance import paired_test
-from hnm_cli.inputs import Qrels, Records
+from hnm_cli.inputs import Records
+from hnm_cli.qrels import Qrels
 
 #: The run name of the first-stage scores themselves (reserved: no `--model` may take it).
 FIRST_STAGE_RUN = "first-stage"

@@ -36,21 +36,18 @@ from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
 from hnm_cli.artifacts.embed_markers import recorded_outputs
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
-    LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
-    Staging,
     begin_run,
     changed_sub_manifests,
     compute_fingerprint,
     file_input,
     is_up_to_date,
-    output_lock,
     refuse_other_stage,
-    skip_if_up_to_date,
     sub_manifest_entries,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import LOCK_NAME, Staging, output_lock, skip_if_up_to_date
 from hnm_cli.choices import Backend, Engine, LongTexts, Stage
 from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.devices import resolve_precision

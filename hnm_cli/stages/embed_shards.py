@@ -19,7 +19,8 @@ from hnm_cli import executors, inputs
 from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
 from hnm_cli.artifacts.embed_markers import STALE_PATTERNS as MARKER_PATTERNS
 from hnm_cli.artifacts.embed_markers import marker_name, read_marker, shard_fingerprint, write_marker
-from hnm_cli.artifacts.manifest import LOCK_NAME, lock_owner, output_entry
+from hnm_cli.artifacts.manifest import output_entry
+from hnm_cli.artifacts.output_dir import LOCK_NAME, lock_owner
 from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
 from hnm_cli.choices import Engine
 from hnm_cli.config import EmbedConfig

@@ -37,15 +37,13 @@ from hnm_cli.artifacts.evaluation import (
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
 from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set
@@ -61,16 +59,9 @@ from hnm_cli.evaluation.report import below_first_stage_line, build_report, rend
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
 from hnm_cli.fileio import recorded_file, remove_stale_files
-from hnm_cli.inputs import (
-    DataPaths,
-    Records,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    resolve_jsonl_files,
-    resolve_qrels_file,
-)
+from hnm_cli.inputs import DataPaths, Records, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
 from hnm_cli.model_spec import ModelSpec
+from hnm_cli.qrels import read_qrels
 
 log = logging.getLogger("hnm")
 

@@ -20,22 +20,21 @@ from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     load_manifest,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.vectors import open_vector_source, resolve_vector_set
 from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, InputError
 from hnm_cli.fileio import atomic_write_json, remove_stale_files
-from hnm_cli.inputs import DataPaths, read_corpus, read_qrels, read_queries, resolve_jsonl_files, resolve_qrels_file
+from hnm_cli.inputs import DataPaths, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
+from hnm_cli.qrels import read_qrels
 from hnm_cli.stages.mine_context import MineContext, ensemble_members
 from hnm_cli.stages.mine_outputs import result_rows, stats_record, summary_line, write_export_file, write_plots
 from hnm_cli.stages.mine_update import cannot_update, mine_incrementally, mine_state, update_base, update_part

@@ -19,16 +19,14 @@ from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
     MANIFEST_NAME,
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     inside_artifact,
     output_entry,
-    output_lock,
     require_artifact,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.vectors import VectorPart, check_vector_files, ids_name, iter_shard_ids, vectors_name
 from hnm_cli.choices import FitOn, Stage
 from hnm_cli.config import ReduceConfig

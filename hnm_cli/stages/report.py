@@ -19,10 +19,13 @@ from hnm_cli import __version__
 from hnm_cli.artifacts import evaluation as eval_files
 from hnm_cli.artifacts import mined
 from hnm_cli.artifacts.fusion import read_variance_ratios
-from hnm_cli.artifacts.manifest import MANIFEST_NAME, STAGING_PREFIX, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.manifest import MANIFEST_NAME, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.output_dir import STAGING_PREFIX
+from hnm_cli.choices import Stage
 from hnm_cli.errors import HnmError, InputError
 from hnm_cli.fileio import atomic_write_bytes, file_sha256
-from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
+from hnm_cli.inputs import read_corpus, read_queries, resolve_data
+from hnm_cli.qrels import read_qrels
 from hnm_cli.reporting import sections
 from hnm_cli.reporting.evaluation_section import evaluation_section, shown_query_ids
 from hnm_cli.reporting.render import render_html
@@ -31,8 +34,8 @@ from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler, ass
 log = logging.getLogger("hnm")
 
 REPORT_FILE = "report.html"
-SHOWN_STAGES = ("embed", "reduce", "mine", "train-reranker", "eval")
-CHILD_STAGES = ("embed-model", "eval-first-stage")  # linked to their parent's card, not shown on their own
+SHOWN_STAGES = sections.STAGE_ORDER
+CHILD_STAGES = (Stage.EMBED_MODEL, Stage.EVAL_FIRST_STAGE)  # linked to their parent's card, not shown on their own
 DEFAULT_MAX_PAIRS = 1000
 SCATTER_PAIRS = 300  # points of the PCA scatter: enough to see the clusters, few enough to keep the SVG small
 

@@ -1,4 +1,5 @@
-"""Input validation: every bad record names file, line and field."""
+"""Input validation: every bad record names file, line and field, also through the CLI (a broken gzip corpus,
+qrels scores that are not integer grades, conflicting qrels rows)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import write_beir
+from conftest import mine_args, one_error, write_beir
 
 from hnm_cli import inputs
 from hnm_cli.errors import DataError, InputError
@@ -131,5 +132,49 @@ def test_conflicting_qrels_rows_keep_the_last_grade_with_one_warning(tmp_path: P
         assert read_qrels(path) == {"q1": {"d1": 0, "d2": 1}, "q2": {"d2": 1}}
     assert [r.getMessage() for r in caplog.records] == [
         f"qrels: warning: {path}: 2 row(s) give a (query, doc) pair another score than an earlier row "
+        "(e.g. 'q1' 'd1': 1 at line 2, 0 at line 5); the last score is kept"
+    ]
+
+
+# Through the CLI: the exit code and the one `Error:` line naming the file (and line, field).
+
+
+def test_truncated_or_fake_gzip_corpus(cli, tmp_path: Path) -> None:
+    data = write_beir(tmp_path / "gz")
+    raw = (data / "corpus.jsonl").read_bytes()
+    (data / "corpus.jsonl").unlink()
+    (data / "corpus.jsonl.gz").write_bytes(gzip.compress(raw)[:-20])
+    result = cli("embed", "--data", data, "--out", tmp_path / "e", "--model", "hash:8")
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {data}/corpus.jsonl.gz: not a readable gzip file")
+    (data / "corpus.jsonl.gz").write_bytes(raw)  # plain text under a .gz name
+    result = cli("embed", "--data", data, "--out", tmp_path / "e", "--model", "hash:8")
+    assert result.exit_code == 1
+    assert "not a readable gzip file" in one_error(result)
+
+
+def _qrels(folder: Path, body: str) -> Path:
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + body)
+    return folder
+
+
+@pytest.mark.parametrize("score", ["inf", "nan", "0.5", "1e3", "yes"])
+def test_qrels_scores_must_be_integer_grades(cli, world, score: str) -> None:
+    _qrels(world["data"], f"q1\td1\t{score}\n")
+    result = cli(*mine_args(world, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result) == (
+        f"Error: {world['data']}/qrels/train.tsv:2: field 'score': expected an integer relevance grade, got '{score}'"
+    )
+
+
+def test_conflicting_qrels_rows_warn_once_and_keep_the_last(cli, world) -> None:
+    qrels = world["data"] / "qrels" / "train.tsv"
+    qrels.write_text(qrels.read_text() + "q1\td1\t0\nq2\td3\t0\n")
+    result = cli(*mine_args(world, "--force", "-q"))
+    assert result.exit_code == 0, result.stderr
+    warnings = [ln for ln in result.stderr.splitlines() if "qrels" in ln]
+    assert warnings == [
+        f"qrels: warning: {qrels}: 2 row(s) give a (query, doc) pair another score than an earlier row "
         "(e.g. 'q1' 'd1': 1 at line 2, 0 at line 5); the last score is kept"
     ]

@@ -1,4 +1,5 @@
-"""`hnm eval`: the CLI contract, the shared first stage, arms over seeds, RRF, validation and leakage errors."""
+"""`hnm eval`: the CLI contract, the shared first stage, arms over seeds, RRF, validation and leakage errors, and
+bad input (a failing eval leaves the existing artifact; a trained model folder is traced back to its mine split)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import write_beir
+from conftest import one_error, snapshot, write_beir
 
 from hnm_cli.artifacts.manifest import file_input, load_manifest, output_entry, write_manifest
 from hnm_cli.artifacts.reranker import detect_model, folder_kind, parse_model_option
@@ -517,3 +518,34 @@ def test_dense_first_stage_with_queries_of_another_dimension(data: Path, tmp_pat
             "dense", corpus, queries, ["q1", "q2"], 5, vectors=DenseVectors(vec, *open_vector_set(vec))
         )
     assert str(err.value) == f"{vec}: query vectors have dimension 7 but corpus vectors 8; rebuild the vector set"
+
+
+# Bad inputs and faults: the exit code, the one `Error:` line, the artifact in --out kept.
+
+
+def test_failing_eval_leaves_the_existing_artifact(cli, world, tmp_path: Path) -> None:
+    before = snapshot(world["eval"])
+    bad = write_beir(tmp_path / "bad", corpus=[{"_id": "d1", "title": "t"}])  # no text field
+    result = cli("eval", "--data", bad, "--out", world["eval"], "--top-k", "5")
+    assert result.exit_code == 1
+    assert "field 'text'" in one_error(result)
+    assert snapshot(world["eval"]) == before
+
+
+def test_eval_recognises_a_trained_artifact_from_its_model_folder(cli, world, tmp_path: Path) -> None:
+    from artifact_builders import make_embed_artifact  # noqa: F401  (keeps the builders importable here)
+
+    from hnm_cli.artifacts.manifest import write_manifest
+
+    art = tmp_path / "trained"
+    (art / "model").mkdir(parents=True)
+    (art / "model" / "config_sentence_transformers.json").write_text('{"model_type": "SentenceTransformer"}')
+    mine = tmp_path / "mined-on-test"
+    write_manifest(mine, stage="mine", fingerprint="x", params={"split": "test"}, inputs=[], outputs=[], stats={},
+                   started=0.0)  # fmt: skip
+    write_manifest(art, stage="train-reranker", fingerprint="y", params={},
+                   inputs=[{"role": "mined", "path": str(mine), "stage": "mine", "sha256": "z"}], outputs=[],
+                   stats={}, started=0.0)  # fmt: skip
+    result = cli("eval", "--data", world["data"], "--out", tmp_path / "ev", "--model", f"m={art / 'model'}")
+    assert result.exit_code == 1
+    assert "was trained on the 'test' split" in one_error(result)

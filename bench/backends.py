@@ -84,11 +84,11 @@ def _texts(data: Path, n: int, seed: int = 0) -> list[str]:
 
 def _encoder(name: str, source: str, engine: str, backend: str, quantize: str, precision: str, long_texts: str) -> Any:
     from hnm_cli.config import ModelSpec
-    from hnm_cli.encoding.encoders import load_encoder
+    from hnm_cli.encoding.runtime import load_for_run
 
     spec = ModelSpec(name=name, source=source, engine=engine, backend=backend, quantize=quantize,
                      long_texts=long_texts)  # fmt: skip
-    return load_encoder(spec, precision=precision, device="cpu")
+    return load_for_run(spec, precision=precision, device="cpu")  # resolved as hnm embed resolves it
 
 
 def speed(data: Path, n_fast: int, n_slow: int, chunk: int, models: list[str], log: Log) -> dict[str, Any]:
@@ -104,11 +104,13 @@ def speed(data: Path, n_fast: int, n_slow: int, chunk: int, models: list[str], l
             log(f"backends: {name} {label}: loaded in {time.perf_counter() - t0:.1f} s")
         vectors: dict[str, list[np.ndarray]] = {label: [] for label in encoders}
         seconds = dict.fromkeys(encoders, 0.0)
+        from hnm_cli.encoding.runtime import encode_texts
+
         for lo in range(0, len(texts), chunk):
             part = texts[lo : lo + chunk]
             for label, enc in encoders.items():  # the settings take turns on every chunk
                 t0 = time.perf_counter()
-                vectors[label].append(enc.encode(part, "document", 16))
+                vectors[label].append(encode_texts(enc, part, "document", 16, label)[0])  # embed's loop
                 seconds[label] += time.perf_counter() - t0
         ref_label = settings[0][0]
         ref = np.concatenate(vectors[ref_label])

@@ -328,7 +328,7 @@ def sample_beir(
 
     Skips the work when `dst/sample.json` records the same source digests and settings (a resumed run).
     """
-    from hnm_cli.artifacts.files import atomic_write_bytes, atomic_write_json, file_sha256
+    from hnm_cli.fileio import atomic_write_bytes, atomic_write_json, file_sha256
 
     src, dst = Path(src), Path(dst)
     corpus_file, queries_file = src / "corpus.jsonl", src / "queries.jsonl"
@@ -528,7 +528,7 @@ texts/s and vector agreement), **nightly updates** (`make bench-incremental`) an
 
 def update_bench_files(md_path: Path, json_path: Path, section: str, body: str, data: Any) -> None:
     """Write `section` of BENCHMARKS.md and the same key of BENCHMARKS.json, leaving the other section alone."""
-    from hnm_cli.artifacts.files import atomic_write_bytes, atomic_write_json
+    from hnm_cli.fileio import atomic_write_bytes, atomic_write_json
 
     md_path, json_path = Path(md_path), Path(json_path)
     text = md_path.read_text(encoding="utf-8") if md_path.is_file() else BENCH_MD_HEADER

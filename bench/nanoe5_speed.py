@@ -31,11 +31,11 @@ def child(lib: str, threads: str, length: int) -> dict[str, Any]:
     batch = [text] * max(4, 4096 // length)
     if lib == "openvino":
         from hnm_cli.config import ModelSpec
-        from hnm_cli.encoding.encoders import load_encoder
+        from hnm_cli.encoding.runtime import load_for_run
 
         spec = ModelSpec(name="e5", source="pkg:multilingual-e5-small", engine="sentence-transformers",
                          backend="openvino")  # fmt: skip
-        encoder = load_encoder(spec, precision="bf16", device="cpu")
+        encoder = load_for_run(spec, precision="bf16", device="cpu")
 
         def run(texts: list[str]) -> Any:
             return encoder.encode(texts, "document", 16)

@@ -212,7 +212,7 @@ class State:
         self.save()
 
     def save(self) -> None:
-        from hnm_cli.artifacts.files import atomic_write_json
+        from hnm_cli.fileio import atomic_write_json
 
         atomic_write_json(self.path, self.data)
 
@@ -276,7 +276,8 @@ def best_single_model(embed_dir: Path, data: Path, names: list[str], split: str 
 
     from hnm_cli.artifacts.vectors import load_vectors
     from hnm_cli.evaluation.metrics import mean_metrics, per_query_metrics
-    from hnm_cli.inputs import read_qrels, resolve_qrels_file
+    from hnm_cli.inputs import resolve_qrels_file
+    from hnm_cli.qrels import read_qrels
 
     qrels = read_qrels(resolve_qrels_file(data, split))
     judged = {q: d for q, d in qrels.items() if any(r > 0 for r in d.values())}
@@ -848,7 +849,7 @@ def write_report(s: Settings, data_used: Path, best: str | None) -> dict[str, An
     if "machine" not in state:
         state["machine"] = machine_info()
         if state_path.is_file():
-            from hnm_cli.artifacts.files import atomic_write_json
+            from hnm_cli.fileio import atomic_write_json
 
             atomic_write_json(state_path, state)
     agg = aggregate(s, best)

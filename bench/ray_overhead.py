@@ -63,7 +63,7 @@ class Bench:
         self.address: str | None = None
 
     def save(self) -> None:
-        from hnm_cli.artifacts.files import atomic_write_json
+        from hnm_cli.fileio import atomic_write_json
 
         atomic_write_json(self.path, self.results)
 

@@ -72,7 +72,7 @@ class Bench:
         self.py = sys.executable
 
     def save(self) -> None:
-        from hnm_cli.artifacts.files import atomic_write_json
+        from hnm_cli.fileio import atomic_write_json
 
         atomic_write_json(self.path, self.results)
 

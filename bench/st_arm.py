@@ -31,7 +31,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ST_SOURCE, st_triplets_to_rows  # noqa: E402
 
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json
 from hnm_cli.artifacts.manifest import (
     artifact_input,
     begin_run,
@@ -39,10 +38,11 @@ from hnm_cli.artifacts.manifest import (
     file_input,
     output_entry,
     require_artifact,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import skip_if_up_to_date
 from hnm_cli.artifacts.vectors import load_vectors
+from hnm_cli.fileio import atomic_write_json
 
 log = logging.getLogger("hnm")
 
@@ -83,7 +83,8 @@ class PrecomputedModel:
 
 def run(vectors: Path, data: Path, split: str, out: Path, *, corpus_pool: str = "full", force: bool = False):
     """Mine arm 5 and write it as a mine artifact; return the Manifest (skips when up to date)."""
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     vman = require_artifact(vectors, ("embed-model", "reduce"), fix=f"hnm embed ... --out {Path(vectors).parent}")
     corpus = read_corpus(data)

@@ -34,8 +34,8 @@ def _peak_rss_mib() -> float:
 
 def _model_path(spec: str) -> str:
     if spec.startswith("pkg:"):
-        from hnm_cli.config import ModelSpec, default_model_name
         from hnm_cli.encoding.registry import resolve_model
+        from hnm_cli.model_spec import ModelSpec, default_model_name
 
         path = resolve_model(ModelSpec(name=default_model_name(spec), source=spec)).weights_path()
         if path is None:
@@ -89,7 +89,8 @@ def mine(args: argparse.Namespace) -> dict:
     from st_arm import PrecomputedModel
 
     from hnm_cli.artifacts.vectors import load_vectors
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     t_load = time.perf_counter()
     corpus = read_corpus(args.data)

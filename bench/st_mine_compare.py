@@ -33,8 +33,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 def _model_path(spec: str) -> str:
     """A local folder for `pkg:<name>` specs (through hnm's registry), else the spec unchanged."""
     if spec.startswith("pkg:"):
-        from hnm_cli.config import ModelSpec, default_model_name
         from hnm_cli.encoding.registry import resolve_model
+        from hnm_cli.model_spec import ModelSpec, default_model_name
 
         resolved = resolve_model(ModelSpec(name=default_model_name(spec), source=spec))
         path = resolved.weights_path()
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="optional: write the mined rows as JSONL here")
     args = parser.parse_args(argv)
 
-    from hnm_cli.inputs import positives, read_corpus, read_qrels, read_queries, resolve_qrels_file
+    from hnm_cli.inputs import read_corpus, read_queries, resolve_qrels_file
+    from hnm_cli.qrels import positives, read_qrels
 
     t_load = time.perf_counter()
     corpus = read_corpus(args.data)

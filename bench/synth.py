@@ -44,9 +44,9 @@ def make_synthetic(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Write the synthetic BEIR folder and vector set; return the settings (see the module docstring)."""
-    from hnm_cli.artifacts.files import atomic_write_bytes
     from hnm_cli.artifacts.manifest import file_input, load_manifest
     from hnm_cli.artifacts.vectors import VectorSetWriter
+    from hnm_cli.fileio import atomic_write_bytes
 
     out = Path(out)
     settings = {

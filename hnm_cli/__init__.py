@@ -7,7 +7,7 @@ API (`hnm_cli.api`) is re-exported here on first use: `hnm_cli.embed`, `reduce`,
 
 from typing import Any
 
-__version__ = "0.1.0"
+from hnm_cli._version import __version__
 
 _API = ("embed", "reduce", "mine", "train_reranker", "evaluate", "mine_hard_negatives")
 

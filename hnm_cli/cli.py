@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 import typer
 
-from hnm_cli import __version__
+from hnm_cli._version import __version__
 from hnm_cli.choices import (
     Backend,
     Balance,

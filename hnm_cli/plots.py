@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.files import atomic_path
+from hnm_cli.fileio import atomic_path
 
 
 def _pyplot() -> Any:

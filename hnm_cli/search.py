@@ -16,13 +16,37 @@ from typing import Any
 import numpy as np
 
 from hnm_cli.errors import DataError
+from hnm_cli.fileio import atomic_path
 
-__all__ = ["VectorSource", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS", "DEFAULT_QUERY_BLOCK"]
+__all__ = ["VectorSource", "require_finite", "exact_topk", "HnswIndex", "DEFAULT_BLOCK_ROWS", "DEFAULT_QUERY_BLOCK"]
 
 DEFAULT_BLOCK_ROWS = 16384
 # Queries scored against one corpus block at a time: the score matrix and argpartition's int64 indices are
 # query_block x block_rows each (~270 MB at the defaults), whatever the number of queries.
 DEFAULT_QUERY_BLOCK = 1024
+
+
+def require_finite(rows: np.ndarray, where: object, row_numbers: int | np.ndarray = 0) -> np.ndarray:
+    """`rows` (2-D) after checking that every value is finite and no row is all zeros: a NaN or inf vector would
+    make every similarity with it NaN and silently reorder a search, a zero vector would match nothing.
+    `row_numbers` is the row of `rows[0]` in `where`, or the row of each.
+
+    Raises:
+        DataError: `<where>: row <r>: ...` for the first row holding NaN or inf, or all zeros.
+    """
+    finite = np.isfinite(rows)
+    if not finite.all():
+        bad = int(np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1))[0])
+        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
+        raise DataError(f"{where}: row {row}: the vector holds NaN or inf; the vector set is corrupt (rebuild it)")
+    # An all-zero vector has no direction: its cosine with everything is 0, so a search through it finds nothing
+    # and says nothing (a block weighted to nothing, an encoder that returned zeros).
+    nonzero = rows.reshape(len(rows), -1).any(axis=1)
+    if rows.size and not nonzero.all():
+        bad = int(np.flatnonzero(~nonzero)[0])
+        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
+        raise DataError(f"{where}: row {row}: the vector is all zeros; the vector set is corrupt (rebuild it)")
+    return rows
 
 
 class VectorSource:
@@ -63,22 +87,6 @@ class VectorSource:
         self._starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
 
     @classmethod
-    def from_dir(cls, directory: Path) -> VectorSource:
-        """Open the vector shards of a directory (``vectors-NNNNN.npy``) as memmaps; reads no data.
-
-        Raises:
-            DataError: if the shards disagree on dimension or hold no rows.
-        """
-        from hnm_cli.artifacts.vectors import list_vector_shards, open_shard
-
-        paths = [npy for npy, _ in list_vector_shards(Path(directory))]
-        arrays = [open_shard(p) for p in paths]
-        source = cls(arrays, paths)
-        if source.n == 0:
-            raise DataError(f"{directory}: no vector shards (zero rows)")
-        return source
-
-    @classmethod
     def from_array(cls, array: np.ndarray) -> VectorSource:
         """Wrap an in-memory [n, dim] array (converted to float32, C-contiguous)."""
         return cls([np.ascontiguousarray(array, dtype=np.float32)])
@@ -111,8 +119,6 @@ class VectorSource:
 
     def _read(self, part: int, lo: int, hi: int) -> np.ndarray:
         """Rows lo..hi of one part as a fresh float32 array (refused if a row holds NaN or inf)."""
-        from hnm_cli.artifacts.vectors import require_finite
-
         arr = self._parts[part]
         path = self._paths[part]
         offset = getattr(arr, "offset", None)
@@ -152,8 +158,6 @@ class VectorSource:
         Reads only the requested rows. Raises IndexError for an index outside 0..n-1, DataError for a row that
         holds NaN or inf.
         """
-        from hnm_cli.artifacts.vectors import require_finite
-
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         out = np.empty((len(idx), self._dim), dtype=np.float32)
         if len(idx) == 0:
@@ -208,16 +212,13 @@ class VectorSource:
                     raise DataError(f"{self._paths[part]}: truncated vector shard")
         finally:
             os.close(fd)
-        from hnm_cli.artifacts.vectors import require_finite
-
         return require_finite(buf, path, uniq)[inverse.reshape(-1)]
 
 
 def _reopen(paths: list[str]) -> VectorSource:
     """The `VectorSource` of these `.npy` shards, memmapped again (the other end of `VectorSource.__reduce__`)."""
-    from hnm_cli.artifacts.vectors import open_shard
-
-    return VectorSource([open_shard(Path(p)) for p in paths], [Path(p) for p in paths])
+    # Opened and checked (`artifacts.vectors.open_shard`) where the source was made; a memmap again here.
+    return VectorSource([np.load(p, mmap_mode="r") for p in paths], [Path(p) for p in paths])
 
 
 def _topk_rows(scores: np.ndarray, cols: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -340,8 +341,6 @@ class HnswIndex:
 
     def save(self, path: Path) -> None:
         """Write the index to ``path`` atomically."""
-        from hnm_cli.artifacts.files import atomic_path
-
         with atomic_path(Path(path)) as tmp:
             self._index.save_index(str(tmp))
 

@@ -141,7 +141,8 @@ def make_mine_artifact(
         params: the manifest's params (default: the rule with 3 negatives).
     """
     from hnm_cli.artifacts import mined
-    from hnm_cli.artifacts.files import atomic_write_json, rows_name, write_jsonl
+    from hnm_cli.artifacts.files import rows_name
+    from hnm_cli.fileio import atomic_write_json, write_jsonl
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny BEIR folder builder and a CLI runner with separate stdout/stderr.
+"""Shared fixtures: a tiny BEIR folder builder, a CLI runner with separate stdout/stderr, and `world` (a finished
+embed -> reduce -> mine chain and an eval) with the helpers the bad-input cases of every module share:
+`one_error` (the single `Error:` line), `snapshot` (sha256 of every file of an artifact), `mine_args`.
 
 Tests never touch the network: encoders are `hash:<dim>` (deterministic, no weights) unless a test
 is marked `slow` and uses a packaged model. Real-data tests skip when ../shared is absent.
@@ -6,6 +8,7 @@ is marked `slow` and uses a packaged model. Real-data tests skip when ../shared 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -114,3 +117,66 @@ def scifact() -> Path:
     if not (SCIFACT / "corpus.jsonl").is_file():
         pytest.skip("../shared/data/scifact not present")
     return SCIFACT
+
+
+# An existing artifact chain, and the helpers the bad-input cases of every stage share.
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder` (relative path -> digest)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def one_error(result) -> str:
+    """The single `Error:` line of a failed run (no traceback, nothing else after it but a Hint)."""
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [ln for ln in lines if ln.startswith("Error: ")]
+    assert len(errors) == 1, result.stderr
+    assert all(ln.startswith("Hint: ") for ln in lines[lines.index(errors[0]) + 1 :]), result.stderr
+    return errors[0]
+
+
+@pytest.fixture
+def world(cli, tiny_data: Path, tmp_path: Path) -> dict[str, Path]:
+    """A finished embed -> reduce -> mine chain on the tiny data, and an eval of the first stage."""
+    runs = tmp_path / "runs"
+    steps = [
+        ("embed", "--data", tiny_data, "--out", runs / "embed", "--model", "hash:16", "--model", "hash:8", "-q"),
+        ("reduce", "--embeddings", runs / "embed", "--out", runs / "reduce", "--n-components", "6", "-q"),
+        ("mine", "--vectors", runs / "reduce", "--data", tiny_data, "--out", runs / "mine", "-q"),
+        ("eval", "--data", tiny_data, "--out", runs / "eval", "--top-k", "5", "-q"),
+    ]
+    for step in steps:
+        result = cli(*step)
+        assert result.exit_code == 0, result.stderr
+    return {"data": tiny_data, "runs": runs, **{s: runs / s for s in ("embed", "reduce", "mine", "eval")}}
+
+
+def mine_args(w: dict[str, Path], *extra) -> list:
+    return ["mine", "--vectors", w["reduce"], "--data", w["data"], "--out", w["mine"], *extra]
+
+
+def _refresh(*entries: tuple[Path, str]) -> None:
+    """Make each artifact's manifest agree with a file edited on purpose (a user who re-hashed it)."""
+    from hnm_cli.artifacts.manifest import output_entry
+
+    for folder, rel in entries:
+        path = folder / "manifest.json"
+        manifest = orjson.loads(path.read_bytes())
+        fresh = output_entry(folder, rel)
+        for entry in manifest["outputs"]:
+            if entry["path"] == rel:
+                entry.update({k: v for k, v in fresh.items() if k != "path"})
+        path.write_bytes(orjson.dumps(manifest))
+
+
+def _fake_base(folder: Path) -> Path:
+    """A folder that passes the base-model check (the guards run before any weights would be loaded)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text('{"model_type": "bert"}')
+    return folder

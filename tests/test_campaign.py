@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import write_beir
-from test_bad_inputs import mine_args, one_error, snapshot, world
+from conftest import mine_args, one_error, snapshot, write_beir
 
-from hnm_cli.artifacts import manifest as manifest_mod
-
-__all__ = ["world"]  # the fixture, shared with test_bad_inputs
+from hnm_cli.artifacts import output_dir
 
 
 def read_only(monkeypatch, *folders: Path) -> None:
@@ -175,7 +172,7 @@ def test_a_lock_whose_pid_was_reused_by_another_process_is_stale(cli, world) -> 
 
 
 def test_a_lock_of_a_live_run_is_respected(cli, world) -> None:
-    me = manifest_mod.lock_text()
+    me = output_dir.lock_text()
     (world["mine"] / ".hnm.lock").write_text(me + "\n")
     before = snapshot(world["mine"])
     result = cli(*mine_args(world, "--force"))
@@ -301,7 +298,7 @@ def test_a_weight_that_makes_a_block_vanish_is_refused(cli, world, tmp_path, wei
 
 
 def test_zero_vectors_are_refused_where_they_would_empty_a_search(cli, world) -> None:
-    from test_bad_inputs import _refresh
+    from conftest import _refresh
 
     vec = "corpus/vectors-00000.npy"
     x = np.load(world["reduce"] / vec)
@@ -648,8 +645,7 @@ def test_empty_eval_splits_says_the_mining_guard_is_off(cli, world, tmp_path) ->
 
 @pytest.mark.parametrize("twin", ["Back up my block volume, every night!", "ｂａｃｋ up my block volume every night"])
 def test_twin_queries_differing_by_punctuation_or_unicode_form_are_caught(cli, tmp_path, twin: str) -> None:
-    from conftest import TINY_QRELS, TINY_QUERIES
-    from test_bad_inputs import _fake_base
+    from conftest import TINY_QRELS, TINY_QUERIES, _fake_base
 
     data = write_beir(tmp_path / "d", queries=[*TINY_QUERIES, {"_id": "q9", "text": twin}],
                       qrels={"train": [*TINY_QRELS["train"], ("q9", "d7")], "test": TINY_QRELS["test"]})  # fmt: skip

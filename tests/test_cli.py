@@ -1,7 +1,9 @@
-"""CLI contract shared by every command: help text, no heavy imports, exit codes, stdout/stderr split."""
+"""CLI contract shared by every command: help text, no heavy imports, exit codes, stdout/stderr split, the `Error:`
+line after an open progress bar, and -q silencing library progress bars for the call only."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -51,3 +53,33 @@ def test_help_never_imports_heavy_libraries():
 def test_unknown_command_is_a_usage_error(cli):
     result = cli("frobnicate")
     assert result.exit_code == 2
+
+
+def test_the_error_line_starts_a_line_after_an_open_progress_bar(capsys) -> None:
+    import typer
+    from tqdm import tqdm
+
+    from hnm_cli.cli import reported
+    from hnm_cli.errors import ConfigError
+
+    bar = tqdm(total=4, desc="training", file=sys.stderr, mininterval=0)
+    bar.update(1)  # a run dies mid-bar: the bar's line ends in '\r', not '\n'
+    with pytest.raises(typer.Exit), reported():
+        raise ConfigError("boom")
+    lines = capsys.readouterr().err.split("\n")
+    assert "Error: boom" in lines, lines
+
+
+def test_quiet_disables_every_tqdm_bar_for_the_call_only() -> None:
+    from tqdm import std
+    from tqdm.auto import tqdm as auto_tqdm
+
+    from hnm_cli.quiet import libraries_quiet
+
+    init = std.tqdm.__dict__["__init__"]
+    with libraries_quiet():
+        assert std.tqdm(range(2), "x").disable and auto_tqdm(range(2), desc="Computing widget examples").disable
+    assert std.tqdm.__dict__["__init__"] is init
+    bar = std.tqdm(range(2), file=open(os.devnull, "w"))  # noqa: SIM115
+    assert not bar.disable
+    bar.close()

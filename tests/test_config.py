@@ -1,10 +1,12 @@
-"""Config precedence (defaults < TOML < flags) and validation errors that name the file and key."""
+"""Config precedence (defaults < TOML < flags) and validation errors that name the file and key, also through the
+CLI: a bad `-c` file or model table fails before the output is touched."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from conftest import mine_args, one_error, snapshot
 
 from hnm_cli.config import load_config
 from hnm_cli.errors import ConfigError
@@ -170,3 +172,61 @@ def test_flags_are_held_to_the_same_ranges():
         EvalConfig().merged(device="gpu")
     with pytest.raises(ConfigError, match="^train_reranker.base_model must not be empty"):
         TrainRerankerConfig().merged(base_model=" ")
+
+
+# Through the CLI: the exit code, the one `Error:` line naming the file, and the artifact in --out untouched.
+
+
+@pytest.mark.parametrize("line", ["num_negatives = 2.5", 'seed = "abc"', "top_k = 2.5", 'strategy = "magic"'])
+def test_config_of_the_wrong_type_fails_before_touching_the_output(cli, world, tmp_path: Path, line: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(f"[{'eval' if 'top_k' in line else 'mine'}]\n{line}\n")
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "-c", config, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {config}: ")
+    assert line.split(" =")[0] in one_error(result)
+    assert snapshot(world["mine"]) == before
+
+
+@pytest.mark.parametrize("body", ["[[mine]]\nseed = 1\n", "mine = 5\n", "[mine]\nquery_block = 0\n",
+                                  "[mine]\nhnsw_ef_search = 0\n", "[mine]\nseed = -1\n"])  # fmt: skip
+def test_bad_mine_config_fails_before_touching_the_output(cli, world, tmp_path: Path, body: str) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text(body)
+    before = snapshot(world["mine"])
+    result = cli(*mine_args(world, "-c", config, "--force", "-q"))
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {config}: ")
+    assert snapshot(world["mine"]) == before
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('source = "hash:abc"', " 'abc': 'hash:abc' needs a positive integer dimension, e.g. hash:16"),
+        ('source = "hash:-4"', " '-4': 'hash:-4' needs a positive integer dimension"),
+        (
+            'source = "hash:100000000000"',
+            " '100000000000': 'hash:100000000000' is too wide; a hash encoder has at most",
+        ),
+        ('source = ""', ": 'source' must not be empty"),
+        ('source = "pkg:nosuch"', " 'nosuch': unknown packaged model 'pkg:nosuch'"),
+        ('source = "/nonexistent/model-dir"', " 'model-dir': folder /nonexistent/model-dir does not exist"),
+        ('name = "../evil"\nsource = "hash:8"', " '../evil': model name '../evil' cannot be a folder name"),
+        ('name = "x"\nsource = "hash:8"\nengine = "bogus"', " 'x': engine must be auto or one of"),
+    ],
+)
+def test_model_table_errors_name_the_config_file(cli, tiny_data: Path, tmp_path: Path, table: str, message: str):
+    config = tmp_path / "c.toml"
+    config.write_text(f'[[embed.models]]\nsource = "hash:4"\n\n[[embed.models]]\n{table}\n')
+    result = cli("embed", "--data", tiny_data, "--out", tmp_path / "embed", "-q", "-c", config)
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {config}: [[embed.models]] #2{message}")
+    assert not (tmp_path / "embed").exists()
+
+
+def test_the_same_spec_from_a_flag_names_no_file(cli, tiny_data: Path, tmp_path: Path) -> None:
+    result = cli("embed", "--data", tiny_data, "--out", tmp_path / "embed", "-q", "--model", "hash:100000000000")
+    assert result.exit_code == 1
+    assert one_error(result).startswith("Error: model 'hash-100000000000': 'hash:100000000000' is too wide")

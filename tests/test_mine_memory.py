@@ -52,8 +52,8 @@ def write_synthetic(
     About 100 documents per topic, and query noise spread so that the positive ranks from 1 to hundreds.
     Writes ``corpus/`` (vector shards), ``queries.npy`` and ``pairs.npy`` ([n_pairs, 2]: query, positive).
     """
-    from hnm_cli.artifacts.files import save_npy
     from hnm_cli.artifacts.vectors import write_vector_shard
+    from hnm_cli.fileio import save_npy
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((max(n // 100, 1), dim)).astype(np.float32)
@@ -63,9 +63,9 @@ def write_synthetic(
         x /= np.linalg.norm(x, axis=1, keepdims=True)
         write_vector_shard(folder / "corpus", shard, [f"d{i}" for i in range(lo, lo + rows)], x)
         del x
-    from hnm_cli.search import VectorSource
+    from hnm_cli.artifacts.vectors import open_vector_source
 
-    src = VectorSource.from_dir(folder / "corpus")
+    src = open_vector_source(folder / "corpus")
     pos = rng.choice(n, n_pairs, replace=False)
     qrow = np.concatenate([np.arange(n_queries), rng.integers(0, n_queries, n_pairs - n_queries)])
     noise = rng.uniform(0.3, 1.2, (n_queries, 1)) * rng.standard_normal((n_queries, dim)) / np.sqrt(dim)
@@ -76,11 +76,12 @@ def write_synthetic(
 
 def mine(folder: Path, index: str, block_rows: int, m: int, ef_construction: int, ef_search: int, threads: int) -> dict:
     """Run mine_rule on a folder from `write_synthetic`; return timings, peak RSS and stats."""
+    from hnm_cli.artifacts.vectors import open_vector_source
     from hnm_cli.mining import Pair, mine_rule
-    from hnm_cli.search import HnswIndex, VectorSource
+    from hnm_cli.search import HnswIndex
 
     rss_start = _maxrss_mb()
-    src = VectorSource.from_dir(folder / "corpus")
+    src = open_vector_source(folder / "corpus")
     q = np.load(folder / "queries.npy")
     pairs = [Pair(int(a), int(b)) for a, b in np.load(folder / "pairs.npy")]
     excluded: dict[int, set[int]] = {}

@@ -11,13 +11,9 @@ import pytest
 
 from hnm_cli.config import ModelSpec
 from hnm_cli.encoding import registry as models
-from hnm_cli.encoding.registry import (
-    JoinedFile,
-    materialize_split_zip,
-    parse_model_option,
-    resolve_model,
-    sha256_of_files,
-)
+from hnm_cli.encoding import split_zip
+from hnm_cli.encoding.registry import parse_model_option, resolve_model
+from hnm_cli.encoding.split_zip import JoinedFile, materialize_split_zip, sha256_of_files
 from hnm_cli.errors import ConfigError, HnmError, InputError
 
 
@@ -270,13 +266,13 @@ def test_cache_dir_follows_env(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_installed_mpnet_parts_match_the_pinned_checksum_and_extract(monkeypatch, tmp_path):
     try:
-        parts = models.mpnet_part_files()
+        parts = split_zip.mpnet_part_files()
     except InputError:
         pytest.skip("all-mpnet-base-v2 parts not installed")
     monkeypatch.setenv("HNM_CACHE_DIR", str(tmp_path))
-    folder = models.materialize_mpnet()
-    assert folder == tmp_path / f"all-mpnet-base-v2-{models.MPNET_ZIP_SHA256[:12]}" / "all-mpnet-base-v2"
-    assert sum(p.stat().st_size for p in parts) == models.MPNET_ZIP_BYTES
+    folder = split_zip.materialize_mpnet()
+    assert folder == tmp_path / f"all-mpnet-base-v2-{split_zip.MPNET_ZIP_SHA256[:12]}" / "all-mpnet-base-v2"
+    assert sum(p.stat().st_size for p in parts) == split_zip.MPNET_ZIP_BYTES
     assert (folder / "model.safetensors").stat().st_size == 437_971_872
     assert not list(folder.rglob("desktop.ini"))
     r = resolve_model(spec("pkg:all-mpnet-base-v2"))

@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hnm_cli.artifacts.fusion import FIT_FILES, load_fit, save_fit
 from hnm_cli.pca import (
-    FIT_FILES,
     PcaAccumulator,
     components_for_variance,
     fit_pca,
     l2_normalize,
-    load_fit,
     sample_indices,
-    save_fit,
     transform,
 )
 

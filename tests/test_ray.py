@@ -38,12 +38,16 @@ SHARD = 16  # 163 docs + 160 queries: 21 shards per model
 def cluster():
     """One local Ray cluster for the module (hnm's runs in this process use it and leave it running)."""
     before = dict(os.environ)
-    # Ray binds its services to the machine's address unless told it is not a cluster: loopback only.
+    # Ray binds its services to the machine's address unless told it is not a cluster: loopback only. Ray reads the
+    # variable once, when it is first imported, and an earlier test (the campaign's --ray-address cases) may have
+    # imported it already: set the constant it became too, and put it back afterwards.
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     import ray
+    from ray._private import ray_constants
 
-    # address="local": a cluster of its own. ray.init()'s default joins any Ray already running on the machine (a
-    # leftover from another run bound to the machine's address), and every test below would then run there.
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    # address="local": a cluster of its own, never one already running on the machine (ray.init()'s default).
     ctx = ray.init(
         address="local",
         num_cpus=2,
@@ -58,6 +62,7 @@ def cluster():
     assert address.startswith("127.0.0.1:")
     yield address
     ray.shutdown()
+    ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
     os.environ.clear()
     os.environ.update(before)
 

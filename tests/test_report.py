@@ -19,6 +19,7 @@ from hnm_cli.artifacts.evaluation import read_candidates, read_rankings
 from hnm_cli.artifacts.manifest import file_input
 from hnm_cli.artifacts.mined import iter_rows, mined_row, negative_record
 from hnm_cli.reporting import sections
+from hnm_cli.reporting.evaluation_section import evaluation_section, shown_query_ids, wins_and_losses
 from hnm_cli.reporting.risk import DistanceSummary, PairSampler, negative_risk, pair_risk
 
 
@@ -171,7 +172,7 @@ def test_wins_and_losses_against_the_baseline() -> None:
         {"run": "base", "query_id": "c", "mrr@10": 0.5}, {"run": "tuned", "query_id": "c", "mrr@10": 0.5},
         {"run": "base", "query_id": "d", "mrr@10": 0.5}, {"run": "tuned", "query_id": "d", "mrr@10": 0.0},
     ]  # fmt: skip
-    wl = sections.wins_and_losses(per_query, ["base", "tuned"], "base", "mrr@10")
+    wl = wins_and_losses(per_query, ["base", "tuned"], "base", "mrr@10")
     assert list(wl) == ["tuned"]
     t = wl["tuned"]
     assert (t["wins"], t["losses"], t["ties"]) == (1, 2, 1)
@@ -183,9 +184,9 @@ def test_wins_and_losses_against_the_baseline() -> None:
               "runs": {"base": {"kind": "bi-encoder", "seeds": 1, "mean": {"mrr@10": 0.55}},
                        "tuned": {"kind": "bi-encoder", "seeds": 1, "mean": {"mrr@10": 0.5},
                                  "delta": {"mrr@10": -0.05}, "p_value": {"mrr@10": 0.6}}}}  # fmt: skip
-    assert sections.shown_query_ids(per_query, report) == {"a", "b", "d"}
+    assert shown_query_ids(per_query, report) == {"a", "b", "d"}
     rankings = {"base": {"a": [("x1", 3.0), ("x2", 1.0)]}, "tuned": {"a": [("x2", 2.0), ("x1", 1.0)]}}
-    section = sections.evaluation_section(
+    section = evaluation_section(
         _view("eval", "eval", [], "E", []), report, per_query, rankings=rankings,
         qrels={"a": {"x1": 1, "x9": 0}}, queries={"a": "query a"}, docs={"x1": "the answer", "x2": "a look-alike"},
     )  # fmt: skip

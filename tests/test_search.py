@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hnm_cli.artifacts.vectors import write_vector_shard
+from hnm_cli.artifacts.vectors import open_vector_source, write_vector_shard
 from hnm_cli.errors import DataError
 from hnm_cli.search import HnswIndex, VectorSource, exact_topk
 
@@ -34,7 +34,7 @@ def brute_topk(q: np.ndarray, x: np.ndarray, k: int) -> tuple[np.ndarray, np.nda
 
 def test_source_from_dir_rows_blocks_and_take(tmp_path: Path) -> None:
     x = unit(np.random.default_rng(0), 23, 4)
-    src = VectorSource.from_dir(write_shards(tmp_path, x, [5, 0, 11, 7]))
+    src = open_vector_source(write_shards(tmp_path, x, [5, 0, 11, 7]))
     assert (src.n, src.dim, len(src)) == (23, 4, 23)
     blocks = list(src.blocks(4))
     # Blocks never span shards: 5 -> 4+1, 11 -> 4+4+3, 7 -> 4+3.
@@ -56,13 +56,13 @@ def test_source_from_array_and_dimension_mismatch(tmp_path: Path) -> None:
     write_vector_shard(tmp_path, 0, ["a"], np.ones((1, 3), np.float32))
     write_vector_shard(tmp_path, 1, ["b"], np.ones((1, 4), np.float32))
     with pytest.raises(DataError, match="vectors-00001.npy: dimension 4, but the first shard has 3"):
-        VectorSource.from_dir(tmp_path)
+        open_vector_source(tmp_path)
 
 
 def test_source_from_dir_with_zero_rows_is_an_error(tmp_path: Path) -> None:
     write_vector_shard(tmp_path, 0, [], np.zeros((0, 3), np.float32))
     with pytest.raises(DataError, match="no vector shards"):
-        VectorSource.from_dir(tmp_path)
+        open_vector_source(tmp_path)
 
 
 @pytest.mark.parametrize("block_rows", [1, 7, 64, 10_000])
@@ -70,7 +70,7 @@ def test_exact_topk_matches_brute_force(tmp_path: Path, block_rows: int) -> None
     rng = np.random.default_rng(2)
     x = unit(rng, 300, 16)
     q = unit(rng, 9, 16)
-    src = VectorSource.from_dir(write_shards(tmp_path, x, [100, 150, 50]))
+    src = open_vector_source(write_shards(tmp_path, x, [100, 150, 50]))
     scores, idx = exact_topk(q, src, 12, block_rows=block_rows)
     ref_scores, ref_idx = brute_topk(q, x, 12)
     assert idx.dtype == np.int64 and scores.dtype == np.float32
@@ -86,7 +86,7 @@ def test_exact_topk_query_blocks_change_nothing(tmp_path: Path, query_block: int
     # there are many exact ties, so the tie order (lower row first) is exercised too.
     x = rng.integers(-3, 4, (200, 8)).astype(np.float32)
     q = rng.integers(-3, 4, (9, 8)).astype(np.float32)
-    src = VectorSource.from_dir(write_shards(tmp_path, x, [120, 80]))
+    src = open_vector_source(write_shards(tmp_path, x, [120, 80]))
     s_all, i_all = exact_topk(q, src, 15, block_rows=64, query_block=10_000)
     s_blk, i_blk = exact_topk(q, src, 15, block_rows=64, query_block=query_block)
     assert np.array_equal(i_blk, i_all) and np.array_equal(s_blk, s_all)
@@ -117,7 +117,7 @@ def test_hnsw_deterministic_save_load_and_recall(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     x = unit(rng, 1500, 16)
     q = unit(rng, 40, 16)
-    src = VectorSource.from_dir(write_shards(tmp_path / "vec", x, [700, 800]))
+    src = open_vector_source(write_shards(tmp_path / "vec", x, [700, 800]))
     a = HnswIndex.build(src, M=16, ef_construction=100, random_seed=7, num_threads=1, block_rows=256)
     b = HnswIndex.build(src, M=16, ef_construction=100, random_seed=7, num_threads=1, block_rows=256)
     sa, ia = a.search(q, 10, ef=64)

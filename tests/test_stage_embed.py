@@ -12,12 +12,13 @@ import orjson
 import pytest
 from conftest import TINY_CORPUS, TINY_QUERIES, write_beir
 
+from hnm_cli.artifacts import embed_markers
 from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.config import EmbedConfig, ModelSpec
 from hnm_cli.encoding.encoders import HashEncoder, load_encoder
+from hnm_cli.encoding.runtime import dedup_and_sort
 from hnm_cli.inputs import DataPaths
 from hnm_cli.stages import embed
-from hnm_cli.stages.embed import dedup_and_sort
 
 HASH16 = ModelSpec(name="hash-16", source="hash:16")
 
@@ -91,10 +92,19 @@ def test_dedup_and_sort_restores_order():
 
 
 def test_shard_fingerprint_depends_on_ids_texts_and_encoder():
-    base = embed.shard_fingerprint("e1", ["a"], ["x"])
-    assert base == embed.shard_fingerprint("e1", ["a"], ["x"])
-    assert len({base, embed.shard_fingerprint("e2", ["a"], ["x"]), embed.shard_fingerprint("e1", ["b"], ["x"])}) == 3
-    assert base != embed.shard_fingerprint("e1", ["a"], ["y"])
+    base = embed_markers.shard_fingerprint("e1", ["a"], ["x"])
+    assert base == embed_markers.shard_fingerprint("e1", ["a"], ["x"])
+    assert (
+        len(
+            {
+                base,
+                embed_markers.shard_fingerprint("e2", ["a"], ["x"]),
+                embed_markers.shard_fingerprint("e1", ["b"], ["x"]),
+            }
+        )
+        == 3
+    )
+    assert base != embed_markers.shard_fingerprint("e1", ["a"], ["y"])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""`hnm eval`: the CLI contract, the shared first stage, arms over seeds, RRF, validation and leakage errors."""
+"""`hnm eval`: the CLI contract, the shared first stage, arms over seeds, RRF, validation and leakage errors, and
+bad input (a failing eval leaves the existing artifact; a trained model folder is traced back to its mine split)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import write_beir
+from conftest import one_error, snapshot, write_beir
 
 from hnm_cli.artifacts.manifest import file_input, load_manifest, output_entry, write_manifest
 from hnm_cli.artifacts.reranker import detect_model, folder_kind, parse_model_option
@@ -255,6 +256,28 @@ def test_dense_first_stage_and_unknown_vector_id(data: Path, tmp_path: Path) -> 
     assert str(err.value) == f"{bad / 'corpus'}: row 7: doc id 'ghost' is not in the corpus"
 
 
+def test_dense_first_stage_takes_every_vector_set_mine_takes(data: Path, tmp_path: Path) -> None:
+    """`--vectors` of eval and of mine accept the same folders: a reduce output, an embed model folder and a
+    top-level embed folder holding one model (eval used to refuse the last one)."""
+    from artifact_builders import make_embed_artifact
+
+    from hnm_cli.artifacts.vectors import load_vectors, resolve_vector_set
+
+    reduced = _vector_set(tmp_path / "vec", data, corpus_ids=[f"d{i}" for i in range(1, 9)])
+    (corpus_ids, docs), (query_ids, queries) = load_vectors(reduced / "corpus"), load_vectors(reduced / "queries")
+    one = make_embed_artifact(
+        tmp_path, {"m": (docs, queries)}, corpus_ids=corpus_ids, query_ids=query_ids, data=data, name="one"
+    )
+    candidates = []
+    for i, vectors in enumerate([reduced, one / "m", one]):
+        assert resolve_vector_set(vectors).path == (one / "m" if vectors == one else vectors)  # what mine takes
+        m = evaluate.run(
+            resolve_data(data), tmp_path / f"e{i}", _cfg(first_stage="dense"), vectors=vectors, progress=False
+        )
+        candidates.append((m.path / "first-stage" / "candidates.jsonl").read_bytes())
+    assert candidates[0] == candidates[1] == candidates[2]
+
+
 def _vector_set(out: Path, data: Path, corpus_ids: list[str]) -> Path:
     """A hand-made reduce-like vector set: doc d<j> = e_j + 0.1 e_(j+1 mod 8); queries as commented."""
     dim = 8
@@ -480,7 +503,8 @@ def test_run_file_unknown_queries_and_duplicate_docs_warn_once(data: Path, tmp_p
 
 
 def test_dense_first_stage_with_queries_of_another_dimension(data: Path, tmp_path: Path) -> None:
-    from hnm_cli.evaluation.first_stage import first_stage_candidates
+    from hnm_cli.artifacts.vectors import open_vector_set
+    from hnm_cli.evaluation.first_stage import DenseVectors, first_stage_candidates
     from hnm_cli.inputs import read_corpus, read_queries
 
     vec = tmp_path / "vec"
@@ -490,5 +514,38 @@ def test_dense_first_stage_with_queries_of_another_dimension(data: Path, tmp_pat
     writer.finish(stage="reduce", params={}, inputs=[])
     corpus, queries = read_corpus(data), read_queries(data)
     with pytest.raises(ArtifactMismatchError) as err:
-        first_stage_candidates("dense", corpus, queries, ["q1", "q2"], 5, vectors_dir=vec)
+        first_stage_candidates(
+            "dense", corpus, queries, ["q1", "q2"], 5, vectors=DenseVectors(vec, *open_vector_set(vec))
+        )
     assert str(err.value) == f"{vec}: query vectors have dimension 7 but corpus vectors 8; rebuild the vector set"
+
+
+# Bad inputs and faults: the exit code, the one `Error:` line, the artifact in --out kept.
+
+
+def test_failing_eval_leaves_the_existing_artifact(cli, world, tmp_path: Path) -> None:
+    before = snapshot(world["eval"])
+    bad = write_beir(tmp_path / "bad", corpus=[{"_id": "d1", "title": "t"}])  # no text field
+    result = cli("eval", "--data", bad, "--out", world["eval"], "--top-k", "5")
+    assert result.exit_code == 1
+    assert "field 'text'" in one_error(result)
+    assert snapshot(world["eval"]) == before
+
+
+def test_eval_recognises_a_trained_artifact_from_its_model_folder(cli, world, tmp_path: Path) -> None:
+    from artifact_builders import make_embed_artifact  # noqa: F401  (keeps the builders importable here)
+
+    from hnm_cli.artifacts.manifest import write_manifest
+
+    art = tmp_path / "trained"
+    (art / "model").mkdir(parents=True)
+    (art / "model" / "config_sentence_transformers.json").write_text('{"model_type": "SentenceTransformer"}')
+    mine = tmp_path / "mined-on-test"
+    write_manifest(mine, stage="mine", fingerprint="x", params={"split": "test"}, inputs=[], outputs=[], stats={},
+                   started=0.0)  # fmt: skip
+    write_manifest(art, stage="train-reranker", fingerprint="y", params={},
+                   inputs=[{"role": "mined", "path": str(mine), "stage": "mine", "sha256": "z"}], outputs=[],
+                   stats={}, started=0.0)  # fmt: skip
+    result = cli("eval", "--data", world["data"], "--out", tmp_path / "ev", "--model", f"m={art / 'model'}")
+    assert result.exit_code == 1
+    assert "was trained on the 'test' split" in one_error(result)

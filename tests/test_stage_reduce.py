@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 from artifact_builders import make_embed_artifact
 
+from hnm_cli.artifacts.fusion import load_fit
 from hnm_cli.artifacts.manifest import load_manifest
 from hnm_cli.artifacts.vectors import list_vector_shards, load_vectors
 from hnm_cli.config import ReduceConfig
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, IncompleteArtifactError, InputError
-from hnm_cli.pca import fit_pca, load_fit
+from hnm_cli.pca import fit_pca
 from hnm_cli.stages import reduce as reduce_stage
 
 REPO = Path(__file__).resolve().parents[1]

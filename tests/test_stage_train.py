@@ -13,10 +13,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hnm_cli.artifacts.files import rows_name, write_jsonl
+from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import file_input, load_manifest, output_entry, write_manifest
 from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.errors import ConfigError, DataError, LeakageError
+from hnm_cli.fileio import write_jsonl
 from hnm_cli.inputs import resolve_jsonl_files
 from hnm_cli.training.examples import Group, build_columns, groups_from_records, groups_from_rows
 

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from hnm_cli.artifacts.files import atomic_write_bytes
+from hnm_cli.fileio import atomic_write_bytes
 
 CHECKPOINT_DIR = "checkpoints"
 FINGERPRINT_FILE = "fingerprint.txt"

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.files import atomic_write_bytes, file_sha256, remove_path, save_npy
+from hnm_cli.fileio import atomic_write_bytes, file_sha256, remove_path, save_npy
 
 log = logging.getLogger("hnm")
 

@@ -115,7 +115,7 @@ def write_export(
     num_negatives: int,
 ) -> tuple[str, int, dict[str, Any]]:
     """Write `<out>/export/<layout>.jsonl`; return (its path relative to `out`, rows written, counts for the stats)."""
-    from hnm_cli.artifacts.files import write_jsonl
+    from hnm_cli.fileio import write_jsonl
 
     counts = ExportCounts()
     rel = f"export/{layout}.jsonl"

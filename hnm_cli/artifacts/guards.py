@@ -10,12 +10,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hnm_cli.artifacts.files import file_sha256
 from hnm_cli.artifacts.manifest import Manifest, load_manifest
 from hnm_cli.artifacts.mined import iter_rows
 from hnm_cli.artifacts.reranker import TRAIN_STAGE, RerankerRef, enclosing_training_artifact
+from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, HnmError, InputError, LeakageError
-from hnm_cli.inputs import read_qrels, read_queries, resolve_qrels_file, twin_key
+from hnm_cli.fileio import file_sha256
+from hnm_cli.inputs import read_queries, resolve_qrels_file, twin_key
+from hnm_cli.qrels import read_qrels
 
 if TYPE_CHECKING:
     from hnm_cli.config import TrainRerankerConfig
@@ -295,7 +297,7 @@ def mine_manifest(artifact: Manifest) -> Manifest | None:
         The upstream mine manifest (from its `inputs`), or None.
     """
     for entry in artifact.inputs:
-        if entry.get("stage") == "mine" or entry.get("role") == "mined":
+        if entry.get("stage") == Stage.MINE or entry.get("role") == "mined":
             return load_manifest(Path(entry["path"]))
     return None
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from hnm_cli.artifacts.files import atomic_write_json, iter_jsonl, recorded_file, rows_name, write_jsonl
+from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
-from hnm_cli.errors import CorruptArtifactError, DataError
+from hnm_cli.choices import Stage
+from hnm_cli.errors import CorruptArtifactError, DataError, InputError
+from hnm_cli.fileio import atomic_write_json, iter_jsonl, recorded_file, write_jsonl
 
-STAGE = "mine"
+STAGE = Stage.MINE
 ROWS_PER_SHARD = 10_000
 AUDIT_DIR = "audit"
 AUDIT_ROWS_PER_SHARD = 200_000
@@ -59,6 +61,22 @@ def mined_row(
         # written only when a guard ran, so rows of every other recipe keep their bytes.
         row["suspected"] = suspected
     return row
+
+
+def rows_of(
+    pair_ids: Sequence[tuple[str, str]],
+    results: Sequence[Any],
+    corpus_ids: Sequence[str],
+    meta: Callable[[str], Mapping[str, Any] | None] = lambda query_id: None,
+) -> Iterator[dict[str, Any]]:
+    """The rows of mined `results` (`mining.PairResult`s, one per pair, rows as corpus rows), in pair order; a
+    result's `suspected` candidates (when a false-negative guard ran) in the same record shape."""
+
+    def records(negatives: Sequence[Any]) -> list[dict[str, Any]]:
+        return [negative_record(corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd) for n in negatives]
+
+    for (q, d), r in zip(pair_ids, results, strict=True):
+        yield mined_row(q, d, records(r.negatives), meta(q), None if r.suspected is None else records(r.suspected))
 
 
 def write_rows(out: Path, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -215,8 +233,6 @@ def resolve_audit(path: Path, out: Path, *, deep: bool = False) -> tuple[Path, M
         IncompleteArtifactError / ArtifactMismatchError: not a finished mine run.
         InputError: mined without --audit, or the audit lies inside `out`, which this run would rewrite.
     """
-    from hnm_cli.errors import InputError
-
     path = Path(path)
     mine_dir = path.parent if path.name == AUDIT_DIR and not (path / AUDIT_DIR).is_dir() else path
     manifest = require_mined(mine_dir, fix=f"hnm mine ... --audit --out {mine_dir}", deep=deep)
@@ -316,8 +332,6 @@ def write_state(out: Path, state: MineState) -> list[str]:
     out = Path(out)
     write_jsonl(out / STATE_DIR / "docs.jsonl", ({"id": d, "h": h} for d, h in state.docs.items()))
     write_jsonl(out / STATE_DIR / "queries.jsonl", ({"id": q, "h": h, "x": x} for q, (h, x) in state.queries.items()))
-    from hnm_cli.artifacts.files import atomic_write_json
-
     atomic_write_json(out / STATE_DIR / "space.json", {"space": state.space})
     return [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]
 

@@ -11,11 +11,11 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts.manifest import Manifest, changed_output, load_manifest
+from hnm_cli.choices import ModelKind, Stage
 from hnm_cli.errors import ConfigError, CorruptArtifactError, InputError
+from hnm_cli.model_spec import default_model_name
 
-CROSS_ENCODER = "cross-encoder"
-BI_ENCODER = "bi-encoder"
-TRAIN_STAGE = "train-reranker"
+TRAIN_STAGE = Stage.TRAIN_RERANKER
 MODEL_DIR = "model"  # where a train-reranker artifact keeps the trained model
 
 
@@ -26,14 +26,14 @@ class RerankerRef:
     Attributes:
         name: the run (arm) name.
         source: what the user gave (a folder, a train-reranker artifact, `pkg:<name>`, `hash:<dim>`).
-        kind: "cross-encoder" or "bi-encoder".
+        kind: cross-encoder or bi-encoder.
         path: the model folder to load (None for `pkg:` / `hash:` specs, which `hnm_cli.encoding.registry` resolves).
         artifact: the train-reranker manifest when `source` is such an artifact (for the leakage check).
     """
 
     name: str
     source: str
-    kind: str
+    kind: ModelKind
     path: Path | None = None
     artifact: Manifest | None = None
 
@@ -45,7 +45,7 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def folder_kind(path: Path) -> str | None:
+def folder_kind(path: Path) -> ModelKind | None:
     """ "cross-encoder", "bi-encoder" or None for a model folder, from its small config files only.
 
     Rules, first match wins: `config_sentence_transformers.json` with `model_type` CrossEncoder or
@@ -57,17 +57,17 @@ def folder_kind(path: Path) -> str | None:
     if isinstance(st_config, dict):
         model_type = st_config.get("model_type")
         if model_type == "CrossEncoder":
-            return CROSS_ENCODER
+            return ModelKind.CROSS_ENCODER
         if model_type == "SentenceTransformer":
-            return BI_ENCODER
+            return ModelKind.BI_ENCODER
     config = _read_json(path / "config.json")
     if isinstance(config, dict):
         archs = config.get("architectures") or []
         if any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in archs):
-            return CROSS_ENCODER
+            return ModelKind.CROSS_ENCODER
     modules = _read_json(path / "modules.json")
     if isinstance(modules, list) and any("Pooling" in str(m.get("type", "")) for m in modules if isinstance(m, dict)):
-        return BI_ENCODER
+        return ModelKind.BI_ENCODER
     return None
 
 
@@ -83,7 +83,7 @@ def detect_model(name: str, source: str, *, deep: bool = False) -> RerankerRef:
         InputError: the source does not exist, or is a folder that is neither kind of model.
     """
     if source.startswith(("pkg:", "hash:")):
-        return RerankerRef(name=name, source=source, kind=BI_ENCODER)
+        return RerankerRef(name=name, source=source, kind=ModelKind.BI_ENCODER)
     path = Path(source).expanduser()
     if not path.exists():
         raise InputError(f"--model {name}: {source} does not exist")
@@ -131,8 +131,6 @@ def enclosing_training_artifact(path: Path, levels: int = 4) -> Manifest | None:
 
 def run_name(source: str) -> str:
     """A run name derived from a `--model` source: the folder name, or the artifact folder for `.../model`."""
-    from hnm_cli.config import default_model_name
-
     path = Path(source)
     if not source.startswith(("pkg:", "hash:")) and path.name == MODEL_DIR and path.parent.name:
         return default_model_name(str(path.parent))

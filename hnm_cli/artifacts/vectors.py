@@ -7,15 +7,29 @@ per model) and `hnm reduce` write them; mine and eval read them; nothing else to
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Container, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.files import iter_jsonl, save_npy, shard_name, write_jsonl
-from hnm_cli.artifacts.manifest import Manifest, load_manifest, require_artifact
+from hnm_cli.artifacts.files import shard_name
+from hnm_cli.artifacts.fusion import fusion_text
+from hnm_cli.artifacts.manifest import (
+    Manifest,
+    canonical_json,
+    compute_fingerprint,
+    load_manifest,
+    output_entry,
+    require_artifact,
+    write_manifest,
+)
+from hnm_cli.choices import Stage
 from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, DataError, IncompleteArtifactError
+from hnm_cli.fileio import iter_jsonl, npy_layout, save_npy, write_jsonl
+from hnm_cli.search import VectorSource, require_finite
 
 
 def vectors_name(shard: int) -> str:
@@ -123,34 +137,36 @@ def vector_layout(npy: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
     return shape, dtype, offset
 
 
-def require_finite(rows: np.ndarray, where: object, row_numbers: int | np.ndarray = 0) -> np.ndarray:
-    """`rows` (2-D) after checking that every value is finite and no row is all zeros: a NaN or inf vector would
-    make every similarity with it NaN and silently reorder a search, a zero vector would match nothing. `row_numbers` is the row of `rows[0]` in `where`, or the row of
-    each.
-
-    Raises:
-        DataError: `<where>: row <r>: ...` for the first row holding NaN or inf, or all zeros.
-    """
-    finite = np.isfinite(rows)
-    if not finite.all():
-        bad = int(np.flatnonzero(~finite.reshape(len(rows), -1).all(axis=1))[0])
-        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
-        raise DataError(f"{where}: row {row}: the vector holds NaN or inf; the vector set is corrupt (rebuild it)")
-    # An all-zero vector has no direction: its cosine with everything is 0, so a search through it finds nothing
-    # and says nothing (a block weighted to nothing, an encoder that returned zeros).
-    nonzero = rows.reshape(len(rows), -1).any(axis=1)
-    if rows.size and not nonzero.all():
-        bad = int(np.flatnonzero(~nonzero)[0])
-        row = bad + row_numbers if isinstance(row_numbers, int) else int(row_numbers[bad])
-        raise DataError(f"{where}: row {row}: the vector is all zeros; the vector set is corrupt (rebuild it)")
-    return rows
-
-
 def open_shard(npy: Path) -> np.ndarray:
     """A read-only memmap of one vector shard, after checking that it is a complete 2-D float `.npy`."""
     vector_layout(npy)
     shard: np.ndarray = np.load(npy, mmap_mode="r")
     return shard
+
+
+def open_vector_source(directory: Path) -> VectorSource:
+    """The vector shards of a directory (`vectors-NNNNN.npy`) as one row-addressable `VectorSource` of memmaps;
+    reads no data.
+
+    Raises:
+        DataError: if the shards disagree on dimension or hold no rows.
+    """
+    paths = [npy for npy, _ in list_vector_shards(Path(directory))]
+    source = VectorSource([open_shard(p) for p in paths], paths)
+    if source.n == 0:
+        raise DataError(f"{directory}: no vector shards (zero rows)")
+    return source
+
+
+def open_vector_set(directory: Path) -> tuple[list[str], list[str], VectorSource, VectorSource]:
+    """A vector set's corpus ids, query ids (row order), corpus rows and query rows; reads ids, no vectors."""
+    directory = Path(directory)
+    return (
+        read_ids(directory / "corpus"),
+        read_ids(directory / "queries"),
+        open_vector_source(directory / "corpus"),
+        open_vector_source(directory / "queries"),
+    )
 
 
 def open_vector_shards(directory: Path) -> list[np.ndarray]:
@@ -192,30 +208,6 @@ def iter_vector_blocks(directory: Path, block_rows: int) -> Iterator[tuple[int, 
         start += len(shard)
 
 
-def npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
-    """Shape, dtype and byte offset of the data of a C-order `.npy` file, from its header; the file's size must
-    hold exactly that much data (a truncated or padded shard is refused here, not misread later).
-
-    Raises:
-        DataError: not a .npy file, Fortran order, or a size that does not match the header.
-    """
-    try:
-        with open(path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(fh)
-            offset = fh.tell()
-    except (ValueError, EOFError, OSError) as err:
-        raise DataError(f"{path}: not a readable .npy file ({str(err).splitlines()[0][:100]})") from err
-    if fortran:
-        raise DataError(f"{path}: Fortran-ordered array; hnm vector shards are C-contiguous")
-    expected = offset + int(np.prod(shape)) * np.dtype(dtype).itemsize
-    actual = Path(path).stat().st_size
-    if actual != expected:
-        raise DataError(f"{path}: {actual} bytes, but its header describes {shape} ({expected} bytes); truncated?")
-    return tuple(shape), np.dtype(dtype), offset
-
-
 def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
     """Rows [start, stop) of a 2-D `.npy` as a fresh float32 array, read with plain file I/O.
 
@@ -236,12 +228,62 @@ def read_vector_rows(path: Path, start: int, stop: int) -> np.ndarray:
     return require_finite(data.reshape(-1, shape[1]).astype(np.float32, copy=False), path, start)
 
 
+@dataclass(frozen=True)
+class VectorShard:
+    """One shard of a part, placed in the part's global row order."""
+
+    number: int  # from the file name, so a writer can give output shard k the number of input shard k
+    vectors: Path
+    ids: Path
+    start: int  # first global row
+    rows: int
+
+
+class VectorPart:
+    """The shards of one vector directory (a model's corpus/ or queries/), readable as one (rows, dim) matrix by
+    plain file reads, block by block (`read_vector_rows`): what `hnm reduce` streams through."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.shards: list[VectorShard] = []
+        dims = set()
+        start = 0
+        for npy, ids in list_vector_shards(directory):
+            shape, _, _ = vector_layout(npy)  # 2-D, float
+            if shape[0] == 0:
+                continue  # zero-row shards are skipped (house rule)
+            dims.add(shape[1])
+            self.shards.append(VectorShard(int(npy.stem.split("-")[1]), npy, ids, start, shape[0]))
+            start += shape[0]
+        if not self.shards:
+            raise DataError(f"{directory}: no vector shards (zero rows)")
+        if len(dims) != 1:
+            raise DataError(f"{directory}: shards have different dimensions {sorted(dims)}")
+        self.rows = start
+        self.dim = dims.pop()
+
+    def read(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi) as float32, across shard boundaries."""
+        pieces = []
+        for s in self.shards:
+            a, b = max(lo, s.start), min(hi, s.start + s.rows)
+            if a < b:
+                pieces.append(read_vector_rows(s.vectors, a - s.start, b - s.start))
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=0)
+
+    def iter_ids(self) -> Iterator[str]:
+        """Every id in row order, checking each record and each ids file against its vector shard's row count."""
+        for s in self.shards:
+            for _, id_ in iter_shard_ids(s.vectors, s.ids):
+                yield id_
+
+
 # ---------------------------------------------------------------------------------------------
 # Vector sets: a folder with manifest.json, corpus/ and queries/
 # ---------------------------------------------------------------------------------------------
 
 # The stages whose output is one vector set: an embed model folder, or a reduce output.
-VECTOR_STAGES = ("reduce", "embed-model")
+VECTOR_STAGES = (Stage.REDUCE, Stage.EMBED_MODEL)
 
 
 def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
@@ -257,15 +299,17 @@ def resolve_vector_set(directory: Path, *, deep: bool = False) -> Manifest:
     directory = Path(directory)
     fix = f"hnm reduce --embeddings <embed dir> --out {directory}"
     manifest = load_manifest(directory) if directory.is_dir() else None
-    if manifest is not None and manifest.stage == "embed-model":
+    if manifest is not None and manifest.stage == Stage.EMBED_MODEL:
         fix = f"hnm embed ... --out {directory.parent}"
-    if manifest is not None and manifest.stage == "embed":
+    if manifest is not None and manifest.stage == Stage.EMBED:
         models = sorted(
             d.name for d in directory.iterdir() if d.is_dir() and (d / "corpus").is_dir() and (d / "queries").is_dir()
         )
         if len(models) == 1:
             fix = f"hnm embed ... --out {directory}"
-            return check_vector_files(require_artifact(directory / models[0], "embed-model", fix=fix, deep=deep), fix)
+            return check_vector_files(
+                require_artifact(directory / models[0], Stage.EMBED_MODEL, fix=fix, deep=deep), fix
+            )
         if not models:
             raise ArtifactMismatchError(f"{directory} is an embed artifact without any model folder")
         raise ArtifactMismatchError(
@@ -325,9 +369,7 @@ def check_vector_files(manifest: Manifest, fix: str) -> Manifest:
 
 def read_rows_of(directory: Path, ids: list[str]) -> np.ndarray:
     """Float32 vectors of `ids` (in that order) from the vector folder `directory` (few rows: read into RAM)."""
-    from hnm_cli.search import VectorSource
-
-    source = VectorSource.from_dir(directory)
+    source = open_vector_source(directory)
     row = {q: i for i, q in enumerate(read_ids(directory))}
     return source.take([row[q] for q in ids])
 
@@ -347,8 +389,6 @@ class VectorSetWriter:
 
     def add_shard(self, part: str, shard: int, ids: list[str], vectors: np.ndarray) -> None:
         """Write shard `shard` of `part` (the .npy before the ids file) and record both as outputs."""
-        from hnm_cli.artifacts.manifest import output_entry
-
         vectors = np.asarray(vectors, dtype=np.float32)
         names = write_vector_shard(self.directory / part, shard, ids, vectors)
         self.dim = int(vectors.shape[1])
@@ -368,8 +408,6 @@ class VectorSetWriter:
         started: float = 0.0,
     ) -> Manifest:
         """Write the manifest (fingerprint of `stage`, `params`, `inputs`); the set is complete from here on."""
-        from hnm_cli.artifacts.manifest import compute_fingerprint, write_manifest
-
         base = {f"{p}_rows": self.rows.get(p, 0) for p in ("corpus", "queries")} | {"dim": self.dim}
         return write_manifest(
             self.directory,
@@ -390,11 +428,7 @@ def space_key(manifest: Manifest) -> str:
     """What makes two vector sets comparable vector for vector: the encoders (weights, prompts, lengths,
     precision, backend) and, for a reduce output, its fusion and PCA fit. Equal keys mean an unchanged text has
     the same vector in both (what `hnm mine --update` needs; `hnm reduce --fit-from` keeps the key)."""
-    import hashlib
-
-    from hnm_cli.artifacts.manifest import canonical_json
-
-    if manifest.stage == "embed-model":
+    if manifest.stage == Stage.EMBED_MODEL:
         payload: Any = {k: v for k, v in manifest.params.items() if k not in _LAYOUT_KEYS}
     else:
         upstream = []
@@ -403,7 +437,6 @@ def space_key(manifest: Manifest) -> str:
                 model = load_manifest(Path(rec["path"]))
                 if model is not None:
                     upstream.append(space_key(model))
-        fusion = Path(manifest.path) / "fusion.json"
         fit = sorted((o["path"], o.get("sha256")) for o in manifest.outputs if str(o["path"]).startswith("pca/"))
-        payload = {"models": upstream, "fit": fit, "fusion": fusion.read_text() if fusion.is_file() else None}
+        payload = {"models": upstream, "fit": fit, "fusion": fusion_text(manifest.path)}
     return "sha256:" + hashlib.sha256(canonical_json(payload)).hexdigest()

@@ -29,6 +29,7 @@ import numpy as np
 
 from hnm_cli.choices import Backend, Precision, Quantize
 from hnm_cli.errors import ConfigError
+from hnm_cli.fileio import file_sha256, remove_path
 
 log = logging.getLogger("hnm")
 
@@ -117,8 +118,6 @@ class _Graph:
 
 
 def _files_digest(folder: Path) -> dict[str, str]:
-    from hnm_cli.artifacts.files import file_sha256
-
     return {p.name: file_sha256(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != "export.json"}
 
 
@@ -133,8 +132,6 @@ def exported_model(
     dim = int(st_model.get_embedding_dimension() or 0)
     key = export_key(identity, backend, quantize, dim)
     folder = cache / "exports" / f"{name}-{backend}-{quantize}-{key[:16]}"
-    from hnm_cli.artifacts.files import remove_path
-
     meta = folder / "export.json"
     if (folder.exists() or folder.is_symlink()) and (folder.is_symlink() or not folder.is_dir()):
         log.warning("%s: cached %s export %s is not a folder; exporting again", name, backend, folder)

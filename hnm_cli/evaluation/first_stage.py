@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hnm_cli.choices import FirstStage
 from hnm_cli.errors import ArtifactMismatchError, DataError
 from hnm_cli.evaluation.metrics import ranked
-from hnm_cli.inputs import Records, iter_raw_lines
+from hnm_cli.inputs import Records, iter_json_objects, iter_raw_lines
+from hnm_cli.search import VectorSource, exact_topk
 
 log = logging.getLogger("hnm")
 
@@ -33,7 +35,7 @@ def first_stage_candidates(
     top_k: int,
     *,
     ignore_identical_ids: bool = False,
-    vectors_dir: Path | None = None,
+    vectors: DenseVectors | None = None,
     run_file: Path | None = None,
 ) -> tuple[Candidates, int]:
     """The `top_k` candidates of each evaluated query from one first-stage method.
@@ -45,7 +47,7 @@ def first_stage_candidates(
         qids: the evaluated query ids (sorted).
         top_k: candidates kept per query.
         ignore_identical_ids: drop a candidate whose doc id is the query's own id.
-        vectors_dir: the vector set for `method = "dense"`.
+        vectors: the opened vector set for `method = "dense"`.
         run_file: the TREC or JSONL run for `method = "run"`.
 
     Returns:
@@ -60,8 +62,8 @@ def first_stage_candidates(
     if method == FirstStage.BM25:
         candidates = _bm25_candidates(corpus, queries, qids, depth)
     elif method == FirstStage.DENSE:
-        assert vectors_dir is not None
-        candidates = _dense_candidates(vectors_dir, corpus, qids, depth)
+        assert vectors is not None
+        candidates = _dense_candidates(vectors, corpus, qids, depth)
     else:
         assert run_file is not None
         candidates = read_run_file(run_file, corpus, set(qids), depth, queries=queries)
@@ -87,18 +89,27 @@ def _bm25_candidates(corpus: Records, queries: Records, qids: list[str], top_k: 
     return out
 
 
-def _dense_candidates(vec_dir: Path, corpus: Records, qids: list[str], top_k: int) -> Candidates:
-    from hnm_cli.artifacts.vectors import read_ids
-    from hnm_cli.search import VectorSource, exact_topk
+@dataclass(frozen=True)
+class DenseVectors:
+    """A vector set opened for the dense first stage (`artifacts.vectors.open_vector_set`): ids in row order and
+    the rows of each part; `where` names the set in messages."""
 
-    doc_ids = read_ids(vec_dir / "corpus")
+    where: Path
+    doc_ids: list[str]
+    query_ids: list[str]
+    corpus: VectorSource
+    queries: VectorSource
+
+
+def _dense_candidates(vectors: DenseVectors, corpus: Records, qids: list[str], top_k: int) -> Candidates:
+    vec_dir, doc_ids = vectors.where, vectors.doc_ids
     for row, doc in enumerate(doc_ids):
         if doc not in corpus:
             raise ArtifactMismatchError(
                 f"{vec_dir / 'corpus'}: row {row}: doc id '{doc}' is not in the corpus",
                 hint="give the corpus the vectors were made from",
             )
-    query_row = {q: i for i, q in enumerate(read_ids(vec_dir / "queries"))}
+    query_row = {q: i for i, q in enumerate(vectors.query_ids)}
     missing = [q for q in qids if q not in query_row]
     if missing:
         raise ArtifactMismatchError(
@@ -106,7 +117,7 @@ def _dense_candidates(vec_dir: Path, corpus: Records, qids: list[str], top_k: in
             f"(e.g. '{missing[0]}')",
             hint="embed the queries file that holds the evaluation split",
         )
-    q_source, c_source = VectorSource.from_dir(vec_dir / "queries"), VectorSource.from_dir(vec_dir / "corpus")
+    q_source, c_source = vectors.queries, vectors.corpus
     if q_source.dim != c_source.dim:
         raise ArtifactMismatchError(
             f"{vec_dir}: query vectors have dimension {q_source.dim} but corpus vectors {c_source.dim}; "
@@ -241,8 +252,6 @@ class _RunHits:
 
 
 def _iter_objects(path: Path) -> Any:
-    from hnm_cli.inputs import iter_json_objects
-
     return iter_json_objects(path)
 
 

@@ -13,7 +13,8 @@ from hnm_cli.config import EvalConfig
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, arm_per_query, compare, length_groups
 from hnm_cli.evaluation.metrics import PRIMARY_METRIC, mean_metrics, per_query_metrics
 from hnm_cli.evaluation.rerank import SeedRun
-from hnm_cli.inputs import Qrels, Records
+from hnm_cli.inputs import Records
+from hnm_cli.qrels import Qrels
 
 METRIC_LABELS = {"mrr": "MRR", "ndcg": "nDCG", "map": "MAP", "recall": "Recall", "precision": "P"}
 

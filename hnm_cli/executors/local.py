@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
-from hnm_cli.executors import ordered
+from hnm_cli.executors.base import ordered
 
 S = TypeVar("S")
 T = TypeVar("T")

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
 
 from hnm_cli.errors import ConfigError, HnmError, InputError
-from hnm_cli.executors import MISSING_RAY, ordered
+from hnm_cli.executors.base import MISSING_RAY, ordered
 
 S = TypeVar("S")
 T = TypeVar("T")

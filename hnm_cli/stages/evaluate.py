@@ -24,58 +24,49 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from hnm_cli.artifacts import evaluation as eval_files
 from hnm_cli.artifacts.evaluation import (
     CANDIDATES,
     FIRST_STAGE_DIR,
-    PER_QUERY,
-    RANKINGS,
     REPORT_JSON,
-    REPORT_MD,
-    write_rankings,
+    STALE_PATTERNS,
+    read_first_stage,
+    write_candidates,
+    write_report,
 )
-from hnm_cli.artifacts.files import atomic_write_bytes, iter_jsonl, recorded_file, remove_stale_files, write_jsonl
 from hnm_cli.artifacts.guards import check_eval_leakage, check_output_path, mine_manifest
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     output_entry,
-    output_lock,
-    require_artifact,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
 from hnm_cli.artifacts.reranker import RerankerRef, detect_model
 from hnm_cli.artifacts.reranker import parse_model_option as parse_model_option
-from hnm_cli.choices import FirstStage, Fuse
+from hnm_cli.artifacts.vectors import open_vector_set, resolve_vector_set
+from hnm_cli.choices import FirstStage, Fuse, Stage
 from hnm_cli.config import EvalConfig
 from hnm_cli.encoding.devices import resolve_precision
+from hnm_cli.encoding.registry import folder_identity, resolve_model
 from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
 from hnm_cli.evaluation.compare import FIRST_STAGE_RUN, group_arms
-from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, first_stage_candidates
+from hnm_cli.evaluation.first_stage import BM25_PARAMS, Candidates, DenseVectors, first_stage_candidates
 from hnm_cli.evaluation.metrics import DEFAULT_METRICS, PRIMARY_METRIC
 from hnm_cli.evaluation.report import below_first_stage_line, build_report, render_markdown
 from hnm_cli.evaluation.report import report_to_tsv as report_to_tsv  # re-exported for cli.py
 from hnm_cli.evaluation.rerank import SeedRun, rerank_arms
-from hnm_cli.inputs import (
-    DataPaths,
-    Records,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    resolve_jsonl_files,
-    resolve_qrels_file,
-)
+from hnm_cli.fileio import recorded_file, remove_stale_files
+from hnm_cli.inputs import DataPaths, Records, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
+from hnm_cli.model_spec import ModelSpec
+from hnm_cli.qrels import read_qrels
 
 log = logging.getLogger("hnm")
 
-STAGE = "eval"
-FIRST_STAGE = "eval-first-stage"
-VECTOR_STAGES = ("reduce", "embed-model")
+STAGE = Stage.EVAL
+FIRST_STAGE = Stage.EVAL_FIRST_STAGE
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,9 +76,6 @@ VECTOR_STAGES = ("reduce", "embed-model")
 
 def _model_identity(ref: RerankerRef) -> str:
     """What identifies the weights in the fingerprint (cheap: big files are stat-ed, not hashed)."""
-    from hnm_cli.config import ModelSpec
-    from hnm_cli.encoding.registry import folder_identity, resolve_model
-
     if ref.artifact is not None:
         return ref.artifact.digest
     if ref.path is not None:
@@ -108,16 +96,6 @@ def _check_vectors_corpus(vec: Manifest, corpus_inputs: list[dict[str, Any]]) ->
             f"{vec.path} was embedded from a different corpus than {corpus_inputs[0]['path']} (file digests differ)",
             hint="give the corpus the vectors were made from, or rerun hnm embed / hnm reduce",
         )
-
-
-def _read_candidates(path: Path, corpus: Records) -> Candidates:
-    out: Candidates = {}
-    for lineno, row in enumerate(iter_jsonl(path), 1):
-        for doc, _score in row["candidates"]:
-            if doc not in corpus:
-                raise DataError(f"{path}:{lineno}: field 'candidates': doc id '{doc}' is not in the corpus")
-        out[row["query_id"]] = [(d, float(s)) for d, s in row["candidates"]]
-    return out
 
 
 def build_first_stage(
@@ -160,7 +138,7 @@ def build_first_stage(
         inputs.append(file_input(run_file, "run"))
     fingerprint = compute_fingerprint(FIRST_STAGE, params, inputs)
     if (done := skip_if_up_to_date(out, FIRST_STAGE, fingerprint, force=force)) is not None:
-        return _read_candidates(out / CANDIDATES, corpus), done
+        return read_first_stage(out, corpus), done
     started = time.time()
     candidates, identical_dropped = first_stage_candidates(
         cfg.first_stage,
@@ -169,14 +147,12 @@ def build_first_stage(
         qids,
         cfg.top_k,
         ignore_identical_ids=cfg.ignore_identical_ids,
-        vectors_dir=vectors.path if vectors is not None else None,
+        vectors=DenseVectors(vectors.path, *open_vector_set(vectors.path)) if vectors is not None else None,
         run_file=run_file,
     )
-    rows = [{"query_id": q, "candidates": [[d, s] for d, s in candidates.get(q, [])]} for q in qids]
-    write_jsonl(new / CANDIDATES, rows)
-    lengths = [len(r["candidates"]) for r in rows]
+    lengths = write_candidates(new, qids, candidates)
     stats = {
-        "queries": len(rows),
+        "queries": len(lengths),
         "candidates": sum(lengths),
         "queries_short": sum(1 for n in lengths if n < cfg.top_k),
         "queries_empty": sum(1 for n in lengths if n == 0),
@@ -189,7 +165,7 @@ def build_first_stage(
         fingerprint=fingerprint,
         params=params,
         inputs=inputs,
-        outputs=[output_entry(new, CANDIDATES, rows=len(rows))],
+        outputs=[output_entry(new, CANDIDATES, rows=len(lengths))],
         stats=stats,
         started=started,
     )
@@ -197,7 +173,7 @@ def build_first_stage(
         "eval: first stage %s top-%d for %d queries (%d with fewer candidates) in %.1f s",
         cfg.first_stage,
         cfg.top_k,
-        len(rows),
+        len(lengths),
         stats["queries_short"],
         manifest.stats["seconds"],
     )
@@ -282,7 +258,7 @@ def run(
             params, inputs, force=force, progress=progress,
         )  # fmt: skip
         staging.commit()
-    remove_stale_files(out, keep=files, patterns=["*.jsonl", "*.md", "report.json"])
+    remove_stale_files(out, keep=files, patterns=STALE_PATTERNS)
     outputs = [output_entry(out, rel) for rel in files]
     manifest = write_manifest(
         out,
@@ -378,12 +354,14 @@ def _evaluate(
         for name, pq in report.pop("_per_query").items()
         for q, values in pq.items()
     ]
-    write_jsonl(new / PER_QUERY, per_query_rows)
-    # Not atomic_write_json: that sorts keys, and the order of runs and metrics is part of the report.
-    atomic_write_bytes(new / REPORT_JSON, orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
-    atomic_write_bytes(new / REPORT_MD, render_markdown(report).encode("utf-8"))
-    write_rankings(new / RANKINGS, {name: seeds[0][1] for name, seeds in seed_runs.items()}, qids)
-    written = [REPORT_JSON, REPORT_MD, PER_QUERY, RANKINGS]
+    written = write_report(
+        new,
+        report,
+        render_markdown(report),
+        per_query_rows,
+        {name: seeds[0][1] for name, seeds in seed_runs.items()},
+        qids,
+    )
     primary = {name: r["mean"][PRIMARY_METRIC] for name, r in report["runs"].items()}
     stats = {
         "queries": len(qids),
@@ -412,10 +390,9 @@ def _first_stage_source(
     if cfg.first_stage == FirstStage.DENSE:
         if vectors is None:
             raise InputError("--first-stage dense needs --vectors DIR (a reduce artifact or an embed model folder)")
-        fix = f"hnm embed ... --out EMBED and give --vectors EMBED/<model>, or hnm reduce ... --out {vectors}"
-        from hnm_cli.artifacts.vectors import check_vector_files
-
-        manifest = check_vector_files(require_artifact(vectors, VECTOR_STAGES, fix=fix, deep=deep), fix)
+        # The same vector sets `hnm mine --vectors` takes: a reduce output, an embed model folder, or a
+        # top-level embed folder holding one model.
+        manifest = resolve_vector_set(vectors, deep=deep)
         _check_vectors_corpus(manifest, corpus_inputs)
         return manifest
     if vectors is not None:
@@ -432,9 +409,4 @@ def _first_stage_source(
 
 def load_report(manifest: Manifest) -> dict[str, Any]:
     """The report.json of an eval artifact."""
-    with recorded_file(manifest.path / REPORT_JSON):
-        data = orjson.loads((manifest.path / REPORT_JSON).read_bytes())
-        if not isinstance(data, dict) or not isinstance(data.get("runs"), dict):
-            raise ValueError(f"a JSON {type(data).__name__} without 'runs'")
-    report: dict[str, Any] = data
-    return report
+    return eval_files.read_report(manifest.path, recorded=True)

@@ -2,51 +2,42 @@
 
 The runner resolves and checks paths and data, maps ids to rows, calls `hnm_cli.mining.mine_negatives` once (or
 re-selects from an audit) and writes through `hnm_cli.artifacts.mined`, whose docstring shows the row schema.
-One row per (query, positive) pair, in qrels order, written even when it got no negative.
+One row per (query, positive) pair, in qrels order, written even when it got no negative. The run's ids, rows and
+exclusions are `stages/mine_context.py`, the `--update` path `stages/mine_update.py`, and the files beside the rows
+(stats, summary, export, plots) `stages/mine_outputs.py`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import orjson
-
 from hnm_cli import executors
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_json, remove_stale_files
 from hnm_cli.artifacts.guards import check_mining_qrels, check_mining_split, check_output_path, check_same_files
 from hnm_cli.artifacts.manifest import (
     Manifest,
-    Staging,
     artifact_input,
     compute_fingerprint,
     file_input,
     load_manifest,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
-from hnm_cli.artifacts.vectors import read_ids, read_rows_of, resolve_vector_set, space_key, vector_dim
-from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy, Vote
+from hnm_cli.artifacts.output_dir import Staging, output_lock, skip_if_up_to_date
+from hnm_cli.artifacts.vectors import open_vector_source, resolve_vector_set
+from hnm_cli.choices import Executor, ExportLayout, Fallback, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
-from hnm_cli.errors import ArtifactMismatchError, ConfigError, DataError, InputError
-from hnm_cli.inputs import (
-    DataPaths,
-    Records,
-    read_corpus,
-    read_qrels,
-    read_queries,
-    resolve_jsonl_files,
-    resolve_qrels_file,
-)
-from hnm_cli.mining.exclusions import build_exclusions
+from hnm_cli.errors import ArtifactMismatchError, ConfigError, InputError
+from hnm_cli.fileio import atomic_write_json, remove_stale_files
+from hnm_cli.inputs import DataPaths, read_corpus, read_queries, resolve_jsonl_files, resolve_qrels_file
+from hnm_cli.qrels import read_qrels
+from hnm_cli.stages.mine_context import MineContext, ensemble_members
+from hnm_cli.stages.mine_outputs import result_rows, stats_record, summary_line, write_export_file, write_plots
+from hnm_cli.stages.mine_update import cannot_update, mine_incrementally, mine_state, update_base, update_part
 
 STAGE = mined.STAGE
 # The strategies that scan the corpus for every pair: what an executor distributes (random and BM25 run here).
@@ -58,18 +49,6 @@ log = logging.getLogger("hnm")
 # ---------------------------------------------------------------------------------------------
 # Resolving and validating inputs (cheap: no vectors are read here)
 # ---------------------------------------------------------------------------------------------
-
-
-def _qrels_line(path: Path, column: int, value: str) -> int:
-    """Line number of the first qrels row whose `column` equals `value` (for error messages only)."""
-    with open(path, "rb") as fh:
-        for lineno, raw in enumerate(fh, 1):
-            cols = raw.decode("utf-8", "replace").rstrip("\r\n").split("\t")
-            if len(cols) == 4:
-                cols = [cols[0], cols[2], cols[3]]
-            if len(cols) > column and cols[column].strip() == value:
-                return lineno
-    return 0
 
 
 @dataclass
@@ -216,37 +195,41 @@ def run(
     )
     if (done := skip_if_up_to_date(out, STAGE, plan.fingerprint, force=force, deep=verify)) is not None:
         return done
-    base = _update_base(update, plan, cfg, audit=audit, from_audit=from_audit, deep=verify) if update else None
+    base = (
+        update_base(update, plan.params, plan.vectors, cfg, audit=audit, from_audit=from_audit, deep=verify)
+        if update
+        else None
+    )
 
     with output_lock(out), Staging(out) as staging:
         t0 = time.time()
         corpus = read_corpus(data_paths.corpus)
         queries = read_queries(data_paths.queries)
         qrels = read_qrels(plan.qrels_file, query_ids=queries, doc_ids=corpus)
-        ctx = _Context.load(plan, corpus, queries, qrels, cfg)
+        ctx = MineContext.load(plan.qrels_file, plan.vectors, corpus, queries, qrels, cfg)
         new = staging.dir  # everything is written here, and moved into `out` once it all succeeded
 
         audit_outputs: list[dict[str, Any]] = []
         if from_audit is not None:
             assert plan.audit_dir is not None and plan.audit_manifest is not None
             results, stats = _select_from_audit(plan.audit_dir, ctx, cfg, plan.audit_manifest.params)
-        elif base is not None and (why := _cannot_update(cfg)) is None:
-            results, stats = _mine_update(ctx, cfg, base)
+        elif base is not None and (why := cannot_update(cfg)) is None:
+            results, stats = mine_incrementally(ctx, cfg, base)
         else:
             results, stats, audit_outputs = _mine(ctx, cfg, out, new, audit=audit, progress=progress)
             if base is not None:
                 ctx.update_counts = {"pairs_reused": 0, "pairs_remined": len(ctx.pair_ids), "recomputed_in_full": why}
 
-        rows = list(_rows(results, ctx))
+        rows = list(result_rows(results, ctx))
         outputs = mined.write_rows(new, rows)
-        stats_dict = _stats_dict(stats, ctx, cfg, time.time() - t0)
+        stats_dict = stats_record(stats, ctx, cfg, time.time() - t0)
         if export is not None:
-            outputs.append(_write_export(new, export, rows, ctx, cfg, stats_dict))
-        plot_files = _write_plots(new, rows, ctx, cfg) if plot else []
+            outputs.append(write_export_file(new, export, rows, ctx, cfg, stats_dict))
+        plot_files = write_plots(new, rows, ctx, cfg) if plot else []
         if base is not None:
             stats_dict["update"] = {"from": str(base.path), **ctx.update_counts}
         atomic_write_json(new / mined.STATS_FILE, stats_dict)
-        state_files = mined.write_state(new, _state(ctx)) if ctx.space else []
+        state_files = mined.write_state(new, mine_state(ctx)) if ctx.space else []
         # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
         # (stats.json holds the timing) leaves downstream artifacts up to date.
         reports = [*plot_files, mined.STATS_FILE, *ctx.hnsw_files, *state_files]
@@ -264,8 +247,8 @@ def run(
         stats=stats_dict,
         started=started,
     )
-    summary = _summary(stats_dict, cfg, manifest.stats["seconds"], from_audit is not None)
-    log.info(f"{summary}; {_update_part(stats_dict)}" if base is not None else summary)
+    summary = summary_line(stats_dict, cfg, manifest.stats["seconds"], from_audit is not None)
+    log.info(f"{summary}; {update_part(stats_dict)}" if base is not None else summary)
     return manifest
 
 
@@ -284,131 +267,17 @@ def _check_controls(cfg: MineConfig, *, audit: bool, from_audit: Path | None, up
 
 
 # ---------------------------------------------------------------------------------------------
-# Ids, rows, pairs and exclusions
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Context:
-    """Ids, rows, pairs and exclusions of one run (vectors stay memory-mapped)."""
-
-    corpus: Records
-    queries: Records
-    pair_ids: list[tuple[str, str]]  # (query id, positive id), qrels order
-    corpus_ids: list[str]
-    corpus_row: dict[str, int]
-    query_ids: list[str]  # the queries that have pairs, in first-seen order; row i of query_vecs
-    query_row: dict[str, int]
-    excluded_ids: dict[str, set[str]]  # query id -> doc ids that may never be negatives
-    duplicates_excluded: int  # documents excluded for repeating a positive's text under another id
-    twin_positives_excluded: int  # positives of a query with the same text, excluded
-    query_duplicates_excluded: int  # documents excluded for repeating the query's own text
-    vectors_dir: Path | None
-    query_vecs: np.ndarray | None = None
-    hnsw_files: list[str] = field(default_factory=list)
-    space: str | None = None  # the vectors' space key (`artifacts.vectors.space_key`), for later updates
-    update_counts: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(
-        cls, plan: _Plan, corpus: Records, queries: Records, qrels: dict[str, dict[str, int]], cfg: MineConfig
-    ) -> _Context:
-        pair_ids = [(q, d) for q, docs in qrels.items() for d, rel in docs.items() if rel > 0]
-        if not pair_ids:
-            raise DataError(f"{plan.qrels_file}: no (query, positive) pairs with relevance > 0")
-        query_ids = list(dict.fromkeys(q for q, _ in pair_ids))
-
-        vectors_dir = plan.vectors.path if plan.vectors is not None else None
-        if vectors_dir is not None:
-            corpus_ids = read_ids(vectors_dir / "corpus", known=corpus)  # a row per known doc, each once
-            corpus_row = {d: i for i, d in enumerate(corpus_ids)}
-            have_q = set(read_ids(vectors_dir / "queries"))
-            _check_pairs_have_vectors(plan.qrels_file, pair_ids, have_q, corpus_row, vectors_dir)
-            dq, dc = vector_dim(vectors_dir / "queries"), vector_dim(vectors_dir / "corpus")
-            if dq != dc:
-                raise ArtifactMismatchError(
-                    f"{vectors_dir}: query vectors have dimension {dq} but corpus vectors {dc}; rebuild the vector set"
-                )
-        else:
-            corpus_ids = corpus.ids
-            corpus_row = {d: i for i, d in enumerate(corpus_ids)}
-        excl = build_exclusions(
-            pair_ids,
-            corpus,
-            queries,
-            corpus_ids,
-            exclude_query_duplicates=cfg.exclude_query_duplicates,
-            exclude_twin_positives=cfg.exclude_twin_positives,
-        )
-        return cls(
-            corpus=corpus,
-            queries=queries,
-            pair_ids=pair_ids,
-            corpus_ids=corpus_ids,
-            corpus_row=corpus_row,
-            query_ids=query_ids,
-            query_row={q: i for i, q in enumerate(query_ids)},
-            excluded_ids=excl.excluded_ids,
-            duplicates_excluded=excl.duplicates_excluded,
-            twin_positives_excluded=excl.twin_positives_excluded,
-            query_duplicates_excluded=excl.query_duplicates_excluded,
-            vectors_dir=vectors_dir,
-            space=space_key(plan.vectors) if plan.vectors is not None else None,
-        )
-
-    def load_query_vectors(self) -> np.ndarray:
-        """Float32 vectors of the mined queries (row i = `query_ids[i]`); queries are few, so read into RAM."""
-        if self.query_vecs is None:
-            assert self.vectors_dir is not None
-            self.query_vecs = read_rows_of(self.vectors_dir / "queries", self.query_ids)
-        return self.query_vecs
-
-    def pairs(self) -> list[Any]:
-        from hnm_cli.mining import Pair
-
-        return [Pair(self.query_row[q], self.corpus_row[d]) for q, d in self.pair_ids]
-
-    def excluded_rows(self) -> dict[int, set[int]]:
-        return {
-            self.query_row[q]: {self.corpus_row[d] for d in ds if d in self.corpus_row}
-            for q, ds in self.excluded_ids.items()
-        }
-
-
-def _check_pairs_have_vectors(
-    qrels_file: Path,
-    pair_ids: Sequence[tuple[str, str]],
-    query_ids: set[str],
-    corpus_row: dict[str, int],
-    vectors_dir: Path,
-) -> None:
-    for q, d in pair_ids:
-        if q not in query_ids:
-            line = _qrels_line(qrels_file, 0, q)
-            raise ArtifactMismatchError(
-                f"{qrels_file}:{line}: field 'query-id': query id '{q}' has no vector in {vectors_dir}"
-            )
-        if d not in corpus_row:
-            line = _qrels_line(qrels_file, 1, d)
-            raise ArtifactMismatchError(
-                f"{qrels_file}:{line}: field 'corpus-id': document id '{d}' has no vector in {vectors_dir}"
-            )
-
-
-# ---------------------------------------------------------------------------------------------
 # Mining: one call into the core
 # ---------------------------------------------------------------------------------------------
 
 
 def _mine(
-    ctx: _Context, cfg: MineConfig, out: Path, new: Path, *, audit: bool, progress: bool = True
+    ctx: MineContext, cfg: MineConfig, out: Path, new: Path, *, audit: bool, progress: bool = True
 ) -> tuple[list[Any], Any, list[dict[str, Any]]]:
     from hnm_cli.mining import mine_negatives
-    from hnm_cli.mining.strategies import Ids, Texts
-    from hnm_cli.search import VectorSource
 
     assert ctx.vectors_dir is not None
-    source = VectorSource.from_dir(ctx.vectors_dir / "corpus")
+    source = open_vector_source(ctx.vectors_dir / "corpus")
     index = None
     if cfg.index == SearchIndex.HNSW and cfg.strategy in (Strategy.RULE, Strategy.TOPK):
         vectors = load_manifest(ctx.vectors_dir)
@@ -422,12 +291,7 @@ def _mine(
             seed=cfg.seed,
             block_rows=cfg.block_size,
         )
-    texts = None
-    if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
-        texts = Texts(
-            corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
-            queries=[ctx.queries[q].text for q in ctx.query_ids],
-        )
+    texts = ctx.rows.texts(ctx.corpus, ctx.queries, cfg)
     writer = mined.AuditWriter(new) if audit else None
     with executors.Session(cfg.executor, cfg.ray_address, progress=progress) as session:
         runner = None
@@ -444,61 +308,15 @@ def _mine(
             cfg,
             index=index,
             texts=texts,
-            ids=Ids(ctx.corpus_ids, ctx.query_ids),
+            ids=ctx.rows.ids(),
             audit=(lambda rec: writer.add(_audit_row(rec, ctx))) if writer is not None else None,
             runner=runner,
-            members=_members(ctx, cfg),
+            members=ensemble_members(ctx, cfg),
         )
     return results, stats, writer.close() if writer is not None else []
 
 
-# Above this many pairs the members' disagreement is left out of the risk figures unless a vote needs the members
-# (it reads every member's vectors of every chosen negative, one pair at a time).
-MEMBERS_RISK_MAX_PAIRS = 200_000
-
-
-def _members(ctx: _Context, cfg: MineConfig) -> Any:
-    """The ensemble members behind a reduce artifact, row-aligned with its vectors (`mining.controls.Members`).
-
-    None for a one-model vector set (nothing to vote), and for large runs that do not vote.
-    """
-    from hnm_cli.mining.controls import Members
-    from hnm_cli.search import VectorSource
-
-    assert ctx.vectors_dir is not None
-    manifest = load_manifest(ctx.vectors_dir)
-    if manifest is None or manifest.stage != "reduce":
-        if cfg.vote != Vote.NONE:
-            raise ConfigError(
-                f"mine.vote needs an ensemble: {ctx.vectors_dir} is one model's vectors, not a reduce output"
-            )
-        return None
-    if cfg.vote == Vote.NONE and len(ctx.pair_ids) > MEMBERS_RISK_MAX_PAIRS:
-        return None
-    dirs = [(rec["role"].split(":", 1)[1], Path(rec["path"])) for rec in manifest.inputs
-            if str(rec.get("role", "")).startswith("vectors:")]  # fmt: skip
-    if not dirs:
-        return None
-    names, queries, corpora, remaps = [], [], [], []
-    for name, folder in dirs:
-        if not (folder / "corpus").is_dir():
-            raise ArtifactMismatchError(
-                f"{ctx.vectors_dir}: its member {name!r} is gone from {folder}; vote and the risk figures need it"
-            )
-        member_ids = read_ids(folder / "corpus")
-        if member_ids == ctx.corpus_ids:
-            remap = None
-        else:
-            row = {d: i for i, d in enumerate(member_ids)}
-            remap = np.array([row[d] for d in ctx.corpus_ids], dtype=np.int64)
-        names.append(name)
-        queries.append(read_rows_of(folder / "queries", ctx.query_ids))
-        corpora.append(VectorSource.from_dir(folder / "corpus"))
-        remaps.append(remap)
-    return Members(names, queries, corpora, remaps)
-
-
-def _audit_row(rec: Any, ctx: _Context) -> dict[str, Any]:
+def _audit_row(rec: Any, ctx: MineContext) -> dict[str, Any]:
     return {
         "query_id": ctx.query_ids[rec.query_row],
         "positive_id": ctx.corpus_ids[rec.positive_row],
@@ -515,7 +333,7 @@ def _audit_row(rec: Any, ctx: _Context) -> dict[str, Any]:
 
 
 def _select_from_audit(
-    mine_dir: Path, ctx: _Context, cfg: MineConfig, audited: dict[str, Any]
+    mine_dir: Path, ctx: MineContext, cfg: MineConfig, audited: dict[str, Any]
 ) -> tuple[list[Any], Any]:
     """Re-select from the audit of `mine_dir` (see `mining.audit.select_from_audit`), then any random/bm25
     fallback as in a normal run."""
@@ -539,8 +357,6 @@ def _select_from_audit(
     if cfg.fallback in (Fallback.RANDOM, Fallback.BM25):
         if ctx.vectors_dir is None:
             raise InputError(f"--fallback {cfg.fallback} with --from-audit needs --vectors for the distances")
-        from hnm_cli.search import VectorSource
-
         texts = Texts(
             corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
             queries=[ctx.queries[q].text for q in ctx.query_ids],
@@ -549,231 +365,12 @@ def _select_from_audit(
             results,
             cfg,
             ctx.load_query_vectors(),
-            VectorSource.from_dir(ctx.vectors_dir / "corpus"),
+            open_vector_source(ctx.vectors_dir / "corpus"),
             ctx.excluded_rows(),
             texts,
             Ids(ctx.corpus_ids, ctx.query_ids),
         )
     return results, restat(results, None, cfg.num_negatives)
-
-
-# ---------------------------------------------------------------------------------------------
-# Incremental updates
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Base:
-    """The earlier mine artifact an update starts from."""
-
-    path: Path
-    rows: dict[tuple[str, str], dict[str, Any]]
-    state: mined.MineState
-
-
-def _update_base(
-    update: Path, plan: _Plan, cfg: MineConfig, *, audit: bool, from_audit: Path | None, deep: bool
-) -> _Base:
-    """The earlier artifact, checked to be updatable into this run (same settings, written with a state)."""
-    if audit or from_audit is not None:
-        raise ConfigError("--update mines incrementally; it cannot write an audit or re-select from one")
-    manifest = mined.require_mined(update, deep=deep)
-    ignore = {"export", "plot"}  # extras written beside the rows, not what the rows are
-    theirs = {k: v for k, v in manifest.params.items() if k not in ignore}
-    # through JSON, as the manifest stored them (tuples come back as lists)
-    ours = orjson.loads(orjson.dumps({k: v for k, v in plan.params.items() if k not in ignore}))
-    if theirs != ours:
-        differ = sorted(k for k in {*theirs, *ours} if theirs.get(k) != ours.get(k))
-        raise ConfigError(
-            f"--update {update} was mined with other settings ({', '.join(differ)}); give the same options, or "
-            "mine in full"
-        )
-    state = mined.read_state(update)
-    if state is None:
-        raise ConfigError(f"--update {update} was mined before incremental updates existed; mine it once in full")
-    if plan.vectors is not None and state.space != space_key(plan.vectors):
-        raise ArtifactMismatchError(
-            f"--update {update}: these vectors are not in the space it was mined in (another model or PCA fit); "
-            "embed with the same models and reduce with --fit-from, or mine in full"
-        )
-    rows = {(r["query_id"], r["positive_id"]): r for _, r in mined.iter_rows(update)}
-    return _Base(Path(update), rows, state)
-
-
-def _exclusion_digest(ids: set[str]) -> str:
-    import hashlib
-
-    return hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()[:16]
-
-
-def _exact_hash(text: str) -> str:
-    # Exact, not normalised: a change of case or spacing changes the vector, so it is a changed document.
-    import hashlib
-
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
-
-
-def _state(ctx: _Context) -> mined.MineState:
-    assert ctx.space is not None
-    docs = {d: _exact_hash(ctx.corpus[d].full_text) for d in ctx.corpus_ids}
-    queries = {q: (_exact_hash(ctx.queries[q].text), _exclusion_digest(ctx.excluded_ids[q])) for q in ctx.query_ids}
-    return mined.MineState(docs, queries, ctx.space)
-
-
-def _cannot_update(cfg: MineConfig) -> str | None:
-    """Why `cfg` cannot be updated incrementally (said once on stderr; the run is then a cold one), or None."""
-    from hnm_cli.mining.update import unsupported
-
-    if (why := unsupported(cfg)) is not None:
-        log.warning("mine: --update recomputes every pair: %s", why)
-    return why
-
-
-def _mine_update(ctx: _Context, cfg: MineConfig, base: _Base) -> tuple[list[Any], Any]:
-    """Mine incrementally from `base`: `mining.update` plans and merges, this reads what it needs."""
-    from hnm_cli.mining.strategies import Ids, Texts
-    from hnm_cli.mining.update import plan_update, update_negatives
-    from hnm_cli.search import VectorSource
-
-    assert ctx.vectors_dir is not None
-    now = _state(ctx)
-    plan = plan_update(
-        base.state.docs,
-        base.state.queries,
-        {k: r["negatives"] for k, r in base.rows.items()},
-        now.docs,
-        now.queries,
-        ctx.pair_ids,
-        ctx.corpus_row,
-    )
-    texts = None
-    if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:
-        texts = Texts(corpus=[ctx.corpus[d].full_text for d in ctx.corpus_ids],
-                      queries=[ctx.queries[q].text for q in ctx.query_ids])  # fmt: skip
-    results, stats, counts = update_negatives(
-        ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
-        ctx.pairs(),
-        ctx.excluded_rows(),
-        cfg,
-        plan,
-        ids=Ids(ctx.corpus_ids, ctx.query_ids),
-        texts=texts,
-    )
-    ctx.update_counts = counts.to_json()
-    if counts.pairs_drifted:
-        # A nightly job that silently re-mines everything would pay a full run every night: say so, once.
-        log.warning(
-            "mine: --update re-mined %d of %d pairs whose texts did not change because their vectors did (by a "
-            "bit: an encoder that does not answer a text the same way twice, or a rebuilt embedding cache)",
-            counts.pairs_drifted, len(ctx.pair_ids),
-        )  # fmt: skip
-    return results, stats
-
-
-def _update_part(stats: dict[str, Any]) -> str:
-    """The summary line's account of an update."""
-    u = stats["update"]
-    if u.get("recomputed_in_full"):
-        return f"update: every pair mined again ({u['recomputed_in_full']})"
-    why = f"{u['pairs_new']} new, {u['pairs_inputs_changed']} with changed inputs"
-    if u["pairs_drifted"]:
-        why += f", {u['pairs_drifted']} forced by vector drift"
-    return f"update: {u['pairs_reused']} pairs reused, {u['pairs_remined']} mined again ({why})"
-
-
-# ---------------------------------------------------------------------------------------------
-# Output
-# ---------------------------------------------------------------------------------------------
-
-
-def _rows(results: Sequence[Any], ctx: _Context) -> Any:
-    for (q, d), r in zip(ctx.pair_ids, results, strict=True):
-        negatives = [
-            mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
-            for n in r.negatives
-        ]
-        suspected = (
-            None
-            if r.suspected is None
-            else [
-                mined.negative_record(ctx.corpus_ids[n.doc_row], n.source, n.rank, n.d_qd, n.d_qp, n.d_pd)
-                for n in r.suspected
-            ]
-        )
-        yield mined.mined_row(q, d, negatives, ctx.queries[q].meta, suspected)
-
-
-def _stats_dict(stats: Any, ctx: _Context, cfg: MineConfig, seconds: float) -> dict[str, Any]:
-    data: dict[str, Any] = stats.to_dict()
-    data.update(
-        {
-            "strategy": cfg.strategy,
-            "split": cfg.split,
-            "num_negatives": cfg.num_negatives,
-            "queries": len(ctx.query_ids),
-            "corpus_docs": len(ctx.corpus_ids),
-            "duplicates_excluded": ctx.duplicates_excluded,
-            "twin_positives_excluded": ctx.twin_positives_excluded,
-            "query_duplicates_excluded": ctx.query_duplicates_excluded,
-            "mining_seconds": round(seconds, 3),
-            "executor": cfg.executor,
-        }
-    )
-    return data
-
-
-def _summary(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_audit: bool) -> str:
-    pairs = stats["pairs"]
-    with_neg = pairs - stats["pairs_with_zero"]
-    how = f"{cfg.strategy} from audit" if from_audit else cfg.strategy
-    parts = [
-        f"mine: {how} on {pairs} pairs: {with_neg} with >=1 negative ({100.0 * with_neg / max(pairs, 1):.1f}%)",
-        # "short" here means got some but fewer than asked; the empty pairs are the complement of the rate.
-        f"{stats['pairs_short'] - stats['pairs_with_zero']} short",
-    ]
-    if cfg.strategy == Strategy.RULE:
-        parts.append(
-            f"C1 rejected {stats['rejected_c1']}, C2 rejected {stats['rejected_c2']}, "
-            f"excluded {stats['rejected_exclusion']}"
-        )
-    if stats.get("fallback_pairs"):
-        parts.append(f"{stats['fallback_pairs']} by fallback {cfg.fallback}")
-    if stats.get("query_duplicates_excluded"):
-        parts.append(f"{stats['query_duplicates_excluded']} document(s) equal to their query's text excluded")
-    if stats.get("hnsw_widenings") or stats.get("exact_fallbacks"):
-        parts.append(f"hnsw widened {stats['hnsw_widenings']}, exact fallbacks {stats['exact_fallbacks']}")
-    parts.append(f"{seconds:.1f} s")
-    return ", ".join(parts)
-
-
-def _write_export(
-    out: Path, layout: str, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig, stats: dict[str, Any]
-) -> dict[str, Any]:
-    from hnm_cli.artifacts.exports import write_export
-
-    query_text = {q: ctx.queries[q].text for q in ctx.query_ids}
-    rel, n, stats["export"] = write_export(
-        out, ExportLayout(layout), rows, query_text, lambda d: ctx.corpus[d].full_text, cfg.num_negatives
-    )
-    return output_entry(out, rel, rows=n)
-
-
-def _write_plots(out: Path, rows: list[dict[str, Any]], ctx: _Context, cfg: MineConfig) -> list[str]:
-    from hnm_cli import plots
-    from hnm_cli.search import VectorSource
-
-    assert ctx.vectors_dir is not None
-    return plots.write_mining_plots(
-        out / "plots",
-        rows,
-        ctx.load_query_vectors(),
-        VectorSource.from_dir(ctx.vectors_dir / "corpus"),
-        ctx.query_row,
-        ctx.corpus_row,
-        title=f"{cfg.strategy}: queries, positives and selected negatives (PCA 1-2)",
-        seed=cfg.seed,
-    )
 
 
 __all__ = ["run"]

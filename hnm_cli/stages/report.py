@@ -18,19 +18,24 @@ from typing import Any
 from hnm_cli import __version__
 from hnm_cli.artifacts import evaluation as eval_files
 from hnm_cli.artifacts import mined
-from hnm_cli.artifacts.files import atomic_write_bytes, file_sha256
-from hnm_cli.artifacts.manifest import MANIFEST_NAME, STAGING_PREFIX, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.fusion import read_variance_ratios
+from hnm_cli.artifacts.manifest import MANIFEST_NAME, Manifest, changed_output, load_manifest
+from hnm_cli.artifacts.output_dir import STAGING_PREFIX
+from hnm_cli.choices import Stage
 from hnm_cli.errors import HnmError, InputError
-from hnm_cli.inputs import read_corpus, read_qrels, read_queries, resolve_data
+from hnm_cli.fileio import atomic_write_bytes, file_sha256
+from hnm_cli.inputs import read_corpus, read_queries, resolve_data
+from hnm_cli.qrels import read_qrels
 from hnm_cli.reporting import sections
+from hnm_cli.reporting.evaluation_section import evaluation_section, shown_query_ids
 from hnm_cli.reporting.render import render_html
 from hnm_cli.reporting.risk import DistanceSummary, PairSample, PairSampler, assess
 
 log = logging.getLogger("hnm")
 
 REPORT_FILE = "report.html"
-SHOWN_STAGES = ("embed", "reduce", "mine", "train-reranker", "eval")
-CHILD_STAGES = ("embed-model", "eval-first-stage")  # linked to their parent's card, not shown on their own
+SHOWN_STAGES = sections.STAGE_ORDER
+CHILD_STAGES = (Stage.EMBED_MODEL, Stage.EVAL_FIRST_STAGE)  # linked to their parent's card, not shown on their own
 DEFAULT_MAX_PAIRS = 1000
 SCATTER_PAIRS = 300  # points of the PCA scatter: enough to see the clusters, few enough to keep the SVG small
 
@@ -209,32 +214,27 @@ def _mining(
 def _evaluation(manifest: Manifest, view: sections.ArtifactView, texts: _Texts) -> dict[str, Any]:
     report = eval_files.read_report(manifest.path)
     per_query = list(eval_files.iter_per_query(manifest.path))
-    shown = sections.shown_query_ids(per_query, report)
+    shown = shown_query_ids(per_query, report)
     rankings = eval_files.read_rankings(manifest.path, shown)
     queries, docs, _note = texts.texts(manifest)
     qrels: dict[str, dict[str, int]] = {}
     qrels_path = _recorded_path(manifest, "qrels")
     if qrels_path is not None and qrels_path.is_file():
         qrels = {q: dict(d) for q, d in read_qrels(qrels_path).items() if q in shown}
-    return sections.evaluation_section(
-        view, report, per_query, rankings=rankings, qrels=qrels, queries=queries, docs=docs
-    )
+    return evaluation_section(view, report, per_query, rankings=rankings, qrels=qrels, queries=queries, docs=docs)
 
 
 def _vectors(pairs: Iterable[tuple[Manifest, sections.ArtifactView]]) -> dict[str, Any]:
-    from hnm_cli.pca import load_fit
-
     out: dict[str, list[dict[str, Any]]] = {"embed": [], "reduce": []}
     for manifest, view in pairs:
         if manifest.stage == "embed":
             out["embed"].append(sections.embed_view(view))
         elif manifest.stage == "reduce":
             ratios = None
-            if (manifest.path / "pca" / "explained_variance_ratio.npy").is_file():
-                try:
-                    ratios = [float(r) for r in load_fit(manifest.path / "pca").explained_variance_ratio]
-                except (OSError, ValueError) as err:
-                    log.warning("report: %s: no variance curve (%s)", manifest.path, err)
+            try:
+                ratios = read_variance_ratios(manifest.path)
+            except (OSError, ValueError) as err:
+                log.warning("report: %s: no variance curve (%s)", manifest.path, err)
             out["reduce"].append(sections.reduce_view(view, ratios))
     return out
 

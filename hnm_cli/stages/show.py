@@ -11,12 +11,14 @@ from typing import Any
 import orjson
 
 from hnm_cli.artifacts import mined
+from hnm_cli.artifacts.evaluation import report_text
 from hnm_cli.artifacts.guards import mined_from_mismatch
 from hnm_cli.artifacts.manifest import Manifest, file_input, load_manifest, require_artifact
-from hnm_cli.errors import ArtifactMismatchError, CorruptArtifactError, IncompleteArtifactError, InputError
+from hnm_cli.choices import Stage
+from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError, InputError
 from hnm_cli.inputs import Records, read_corpus, read_queries, resolve_data, resolve_jsonl_files
 
-SHOWABLE = ("mine", "eval")
+SHOWABLE = (Stage.MINE, Stage.EVAL)
 log = logging.getLogger("hnm")
 
 
@@ -42,7 +44,7 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
     manifest = load_manifest(Path(artifact))
     if manifest is None:
         raise IncompleteArtifactError(f"{artifact} has no manifest.json (not a finished hnm artifact)")
-    if manifest.stage == "mine":
+    if manifest.stage == Stage.MINE:
         # Verified like every reader of the artifact: a deleted, truncated or replaced file is an error, not
         # "(no pair got a hard negative)"; the rows themselves are re-hashed as they are read (iter_rows).
         manifest = mined.require_mined(Path(artifact))
@@ -52,7 +54,7 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
         return f"Example triplets from {artifact}:\n" + (
             format_triplets(triplets) if triplets else "(no pair got a hard negative)"
         )
-    if manifest.stage == "eval":
+    if manifest.stage == Stage.EVAL:
         return _eval_report(Path(artifact), fmt)
     raise ArtifactMismatchError(
         f"{artifact} is a '{manifest.stage}' artifact; hnm show reads {' and '.join(SHOWABLE)} artifacts"
@@ -61,23 +63,8 @@ def run(artifact: Path, *, data: Path | None = None, n: int = 5, fmt: str = "tex
 
 def _eval_report(artifact: Path, fmt: str) -> str:
     """report.json (checked to be an eval report) or report.md of an intact eval artifact."""
-    from hnm_cli.artifacts.evaluation import REPORT_JSON, REPORT_MD
-
-    require_artifact(artifact, "eval", fix=f"hnm eval ... --out {artifact}")
-    texts: dict[str, str] = {}
-    for name in [REPORT_JSON] + ([REPORT_MD] if fmt != "json" else []):
-        try:
-            texts[name] = (artifact / name).read_bytes().decode("utf-8")
-            if name == REPORT_JSON:
-                report = orjson.loads(texts[name])
-                if not isinstance(report, dict) or not isinstance(report.get("runs"), dict):
-                    raise ValueError(f"a JSON {type(report).__name__} without 'runs', not an eval report")
-        except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise CorruptArtifactError(
-                f"{artifact / name} is unreadable ({str(err).splitlines()[0][:100]}); "
-                f"rerun it: hnm eval ... --out {artifact} --force"
-            ) from err
-    return texts[REPORT_JSON if fmt == "json" else REPORT_MD].rstrip("\n")
+    require_artifact(artifact, Stage.EVAL, fix=f"hnm eval ... --out {artifact}")
+    return report_text(artifact, fmt)
 
 
 def _recorded(manifest: Manifest, role: str) -> Path | None:

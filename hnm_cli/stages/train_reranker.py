@@ -39,10 +39,9 @@ from hnm_cli.artifacts.manifest import (
     compute_fingerprint,
     file_input,
     output_entry,
-    output_lock,
-    skip_if_up_to_date,
     write_manifest,
 )
+from hnm_cli.artifacts.output_dir import output_lock, skip_if_up_to_date
 from hnm_cli.choices import Loss, ModelKind
 from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.encoding.devices import resolve_precision

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from hnm_cli.artifacts.checkpoints import CHECKPOINT_DIR, checkpoint_step
-from hnm_cli.artifacts.files import atomic_write_bytes
 from hnm_cli.choices import Loss, ModelKind, Precision
 from hnm_cli.config import TrainRerankerConfig
 from hnm_cli.encoding.trainable import load_bi_encoder, load_cross_encoder, short_error
 from hnm_cli.errors import DataError
+from hnm_cli.fileio import atomic_write_bytes
 from hnm_cli.training.distributed import Launch, together
 
 log = logging.getLogger("hnm")

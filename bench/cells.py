@@ -2,8 +2,9 @@
 
 A cell is one (family, arm, seed) evaluation, or the first stage. Its file holds what the tables are built from
 (the per-query metric values and their means), the cell's cost (seconds of mine, train and eval, and the CPU
-they ran on) and its *identity*: every setting that shapes the number (mine options and the defaults they
-inherit, vectors, training budget, first stage, embeddings). A bench skips a cell whose file exists with the same
+they ran on) and its *identity*: every setting that shapes the number (the mining settings the arm's options
+resolve to, vectors, training budget, first stage, embeddings; not the arm's name, so two arms with the same
+settings share their cells). A bench skips a cell whose file exists with the same
 identity, and reruns it when any setting changed, so a stale number can never stand in for a new recipe.
 
 Embeddings and mines are not stored: they are recomputed deterministically when a missing cell needs them.

@@ -9,13 +9,15 @@ Arms (mined on the train split, evaluated on the test split; `--arms` picks a su
   2 random        seeded random negatives (re-drawn per seed)
   3 st-default    sentence_transformers.util.mine_hard_negatives, all knobs at their defaults, best single model
   4 paper         `hnm mine --preset paper`: the published rule (strict C1 and C2, 1 negative), ensemble + PCA
-  5 hnm-default   `hnm mine` with its defaults (the recipe this benchmark chose), ensemble + PCA
-  6 no-fill       ablation: the default without its fill (--fallback none)
-  7 no-rule       ablation: the default without the rule (dense top-k of the ensemble, same count)
-  8 no-ensemble   ablation: the default on the best single model
-Measured once in earlier grids, run with --arms: 9 bm25, 10 dense-topk (top-1, best single model), 11 percpos
-(NV-Retriever TopK-PercPos, relative_margin=0.05), 12 paper-best, 13 paper-nopca (the paper's rule on the best
-single model / on the ensemble without PCA). `--explore KEY=VECTORS:OPTIONS` adds an arm for a one-off recipe.
+  5 hnm-default   `hnm mine` with its defaults (the recipe this benchmark chose, issue 20: TopK-PercPos, the dense
+                  top 3 below 95% of the positive's score), ensemble + PCA
+  6 no-ceiling    ablation: the default without its ceiling (--relative-margin none: dense top 3 of the ensemble)
+  7 no-ensemble   ablation: the default on the best single model
+  8 rule-fill     the default before issue 20: the paper's rule, 3 negatives, short pairs filled with the next
+                  C2-passing documents (--strategy rule --relative-margin none)
+Measured once in earlier grids, run with --arms: 9 bm25, 10 dense-topk (top-1, no ceiling, best single model),
+12 paper-best, 13 paper-nopca (the paper's rule on the best single model / on the ensemble without PCA).
+`--explore KEY=VECTORS:OPTIONS` adds an arm for a one-off recipe.
 
 Two families train on the same negatives with the same budget (base model, steps, batch, lr, max length):
 `bi` (bi-encoder, MultipleNegativesRankingLoss with the hard negatives, from the base model: the primary
@@ -43,9 +45,13 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from hnm_cli.config import MineConfig
 
 import orjson
 
@@ -93,7 +99,15 @@ class Arm:
 
 ARMS: tuple[Arm, ...] = (
     Arm("first-stage", 1, "first stage only (no reranker)", None),
-    Arm("random", 2, "random negatives", ("--strategy", "random"), "ensemble", per_seed_mine=True),
+    # "--relative-margin none": random draws never read the default's ceiling; the settings say so.
+    Arm(
+        "random",
+        2,
+        "random negatives",
+        ("--strategy", "random", "--relative-margin", "none"),
+        "ensemble",
+        per_seed_mine=True,
+    ),
     Arm("st-default", 3, "sentence-transformers mine_hard_negatives defaults, best single model", None, "best"),
     Arm(
         "paper",
@@ -102,44 +116,43 @@ ARMS: tuple[Arm, ...] = (
         ("--preset", "paper"),
         "ensemble",
     ),  # fmt: skip
-    Arm("hnm-default", 5, "hnm default", (), "ensemble"),
+    Arm("hnm-default", 5, "hnm default (TopK-PercPos)", (), "ensemble"),
     # Each part of the default removed in turn (the flags override the default's own).
     Arm(
-        "no-fill",
+        "no-ceiling",
         6,
-        "ablation: the default recipe without the fill (--fallback none)",
-        ("--fallback", "none"),
+        "ablation: the default without its ceiling (dense top 3 of the ensemble)",
+        ("--relative-margin", "none"),
         "ensemble",
     ),
+    Arm("no-ensemble", 7, "ablation: the default on the best single model", (), "best"),
     Arm(
-        "no-rule",
-        7,
-        "ablation: the default recipe without the rule (dense top-k, same count)",
-        ("--strategy", "topk"),
+        "rule-fill",
+        8,
+        "the default before issue 20: the rule, 3 negatives, short pairs filled (fallback next)",
+        ("--strategy", "rule", "--relative-margin", "none"),
         "ensemble",
-    ),  # fmt: skip
-    Arm("no-ensemble", 8, "ablation: the default recipe on the best single model", (), "best"),
+    ),
     # Measured once in earlier grids (one seed is enough to place them); run with --arms.
-    Arm("bm25", 9, "BM25 negatives", ("--strategy", "bm25"), "ensemble"),
-    Arm("dense-topk", 10, "dense top-1, best single model", ("--strategy", "topk", "--num-negatives", "1"), "best"),
+    Arm("bm25", 9, "BM25 negatives", ("--strategy", "bm25", "--relative-margin", "none"), "ensemble"),
     Arm(
-        "percpos",
-        11,
-        "NV-Retriever TopK-PercPos (relative_margin=0.05), best single model",
-        ("--strategy", "topk", "--relative-margin", "0.05"),
+        "dense-topk",
+        10,
+        "dense top-1, best single model",
+        ("--strategy", "topk", "--num-negatives", "1", "--relative-margin", "none"),
         "best",
     ),
     Arm("paper-best", 12, "ablation: the paper's rule, best single model", ("--preset", "paper"), "best"),
     Arm("paper-nopca", 13, "ablation: the paper's rule, ensemble without PCA", ("--preset", "paper"), "nopca"),
 )
 ARM_BY_KEY = {a.key: a for a in ARMS}
-PRIMARY_ARMS = ("first-stage", "random", "st-default", "paper", "hnm-default", "no-fill", "no-rule", "no-ensemble")
+PRIMARY_ARMS = ("first-stage", "random", "st-default", "paper", "hnm-default", "no-ceiling", "no-ensemble", "rule-fill")
 QUICK_ARMS = ("first-stage", "random", "hnm-default")
 # The order trained arms run in when --arms does not give one: the comparison the benchmark exists for first
 # (the reference, hnm's default, random, the paper), so a grid stopped early has the cells that matter most.
 RUN_ORDER = (
-    "st-default", "hnm-default", "random", "paper", "no-fill", "no-rule", "no-ensemble",
-    "bm25", "dense-topk", "percpos", "paper-best", "paper-nopca",
+    "st-default", "hnm-default", "random", "paper", "no-ceiling", "no-ensemble", "rule-fill",
+    "bm25", "dense-topk", "paper-best", "paper-nopca",
 )  # fmt: skip
 REFERENCE_ARM = "st-default"  # the paired tests are against this arm
 DEFAULT_ARM = "hnm-default"  # and the default is tested against every other arm
@@ -306,14 +319,41 @@ def embedded_models(embed_dir: Path) -> list[str]:
     return [n for n in names if n and (embed_dir / n).is_dir()]
 
 
-def _mine_defaults() -> dict[str, Any]:
-    """The mining defaults an arm's options inherit: part of every mined cell's identity."""
+def resolved_mine(mine_args: Sequence[str], defaults: MineConfig | None = None) -> dict[str, str]:
+    """The mining settings an arm's options resolve to over `defaults` (today's `MineConfig()` when None) as
+    `MineConfig.to_params` records them, run options left out: part of every mined cell's identity.
+
+    The resolved settings, not "options + defaults", so a cell stays valid when a default it overrides changes
+    (issue 20 made TopK-PercPos the default: the explicit `pp95` arm's cells kept their identity), and an arm whose
+    options resolve to another arm's settings names the same measurement.
+    """
     from hnm_cli.config import MineConfig
 
-    skip = {"split", "executor", "ray_address", "preset", "seed", "block_size", "query_block", "eval_splits"}
-    # to_params leaves out options added later while they are at their default, so a new option does not make
-    # every kept cell stale; changing a default does.
-    return {k: str(v) for k, v in sorted(MineConfig().to_params().items()) if k not in skip}
+    cfg, given, preset = defaults if defaults is not None else MineConfig(), {}, None
+    args = list(mine_args)
+    i = 0
+    while i < len(args):
+        name = args[i].removeprefix("--").replace("-", "_")
+        flag = i + 1 == len(args) or args[i + 1].startswith("--")
+        value: Any = True if flag else _option_value(args[i + 1])
+        if name == "preset":
+            preset = value
+        else:
+            given[name] = value
+        i += 1 if flag else 2
+    cfg = cfg.with_preset(preset).merged(**given)  # "none" clears an optional value, as on the command line
+    skip = {"split", "preset", "seed", "block_size", "query_block", "eval_splits"}
+    return {k: str(v) for k, v in sorted(cfg.to_params().items()) if k not in skip}
+
+
+def _option_value(text: str) -> Any:
+    """A command-line value as `MineConfig` checks it: an int, a float, or a word (StrEnum values are words)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best: str | None) -> dict[str, Any]:
@@ -332,8 +372,8 @@ def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best
     if fam is None:
         return ident
     cfg = FAMILIES[fam]
+    # The arm's name is not part of the identity: two arms with the same settings are one measurement.
     ident |= {
-        "arm": arm.key,
         "seed": seed,
         "kind": cfg["kind"],
         "loss": cfg["loss"],
@@ -350,8 +390,7 @@ def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best
     if arm.key == REFERENCE_ARM:
         ident["miner"] = "sentence-transformers defaults (bench/st_arm.py)"
     else:
-        ident["mine_args"] = list(arm.mine_args or ())
-        ident["mine_defaults"] = _mine_defaults()
+        ident["mine"] = resolved_mine(arm.mine_args or ())
         ident["mine_seed"] = seed if arm.per_seed_mine else 0
     return ident
 
@@ -379,7 +418,7 @@ def _keep_cell(
         return
     step_data = state.data["steps"]
     seconds = {name: (step_data.get(key) or {}).get("work_seconds") for name, key in steps.items()}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"arm": arm.key}
     if mined is not None and (mined / "stats.json").is_file():
         st = orjson.loads((mined / "stats.json").read_bytes())
         extra["mine_stats"] = {k: st[k] for k in MINE_STAT_KEYS if k in st}

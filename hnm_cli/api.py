@@ -305,7 +305,8 @@ def mine_hard_negatives(
             sentence-transformers layout (triplet, n-tuple, labeled-pair, labeled-list) with texts.
         as_dataset: return a `datasets.Dataset` instead of a list of dicts.
         **options: MineConfig keys: strategy, num_negatives, fallback, fill, c2_margin, range_min, range_max,
-            relative_margin, sampling_strategy, seed, preset, ... (over the config's `[mine]`).
+            relative_margin, sampling_strategy, seed, preset, ... (over the config's `[mine]`); None clears an
+            optional one (relative_margin=None: no ceiling).
 
     Returns:
         A list of dicts (or a Dataset), one per pair (or per layout row), in `positives` order.
@@ -320,6 +321,8 @@ def mine_hard_negatives(
         raise DataError("positives: no (query, positive) pairs")
     full = _config(config)
     cfg = full.mine.with_preset(options.pop("preset", None)).merged(**options)
+    # In Python None is "off" (relative_margin=None: no ceiling), where `merged` reads it as "not given".
+    cfg = cfg.without(*(k for k, v in options.items() if v is None))
     q_ids, d_ids = list(q_text), list(d_text)
     if (query_vectors is None) != (corpus_vectors is None):
         raise ConfigError("give both query_vectors and corpus_vectors, or neither (then models encode the texts)")

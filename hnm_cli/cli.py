@@ -297,6 +297,22 @@ def embed(
 # [reduce command]
 
 
+# A margin flag's word for "no margin": it clears what the defaults (relative_margin = 0.05) or a config file set.
+NO_MARGIN = "none"
+
+
+def _parse_margin(value: str | None, flag: str) -> tuple[float | None, bool]:
+    """(the margin, whether `value` cleared it) from `--relative-margin` / `--absolute-margin`'s text."""
+    if value is None:
+        return None, False
+    if value.strip().lower() == NO_MARGIN:
+        return None, True
+    try:
+        return float(value), False
+    except ValueError:
+        raise typer.BadParameter(f"expected a number or '{NO_MARGIN}', got {value!r}", param_hint=flag) from None
+
+
 def _parse_weights(values: list[str] | None) -> dict[str, float]:
     """`--weight NAME=W` pairs as a dict; malformed pairs are usage errors (exit 2)."""
     weights: dict[str, float] = {}
@@ -426,11 +442,16 @@ def mine(
     max_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity above this.")] = None,
     min_score: Annotated[float | None, typer.Option(help="topk: drop candidates with similarity below this.")] = None,
     absolute_margin: Annotated[
-        float | None, typer.Option(help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) - margin.")
+        str | None,
+        typer.Option(metavar="FLOAT|none", help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) - margin."),
     ] = None,
     relative_margin: Annotated[
-        float | None,
-        typer.Option(help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin); 0.05 = PercPos."),
+        str | None,
+        typer.Option(
+            metavar="FLOAT|none",
+            help="rule/topk: keep D only if sim(Q,D) <= sim(Q,PD) * (1 - margin). Default 0.05 (PercPos); "
+            "none: no ceiling.",
+        ),
     ] = None,
     vote: Annotated[
         Vote | None,
@@ -498,17 +519,22 @@ def mine(
     with reported(quiet):
         if vectors is None and from_audit is None:
             raise typer.BadParameter("give --vectors (or --from-audit)", param_hint="--vectors")
+        absolute, no_absolute = _parse_margin(absolute_margin, "--absolute-margin")
+        relative, no_relative = _parse_margin(relative_margin, "--relative-margin")
         cfg = load_config(config).mine.with_preset(preset).merged(
             strategy=strategy, split=split, num_negatives=num_negatives, index=index,
             hnsw_m=hnsw_m, hnsw_ef_construction=ef_construction, hnsw_ef_search=ef_search, candidate_k=candidate_k,
             range_min=range_min, range_max=range_max, max_score=max_score, min_score=min_score,
-            absolute_margin=absolute_margin, relative_margin=relative_margin, vote=vote,
+            absolute_margin=absolute, relative_margin=relative, vote=vote,
             random_negatives=random_negatives, sampling_strategy=sampling_strategy, fallback=fallback, fill=fill,
             c2_margin=c2_margin, seed=seed, allow_eval_queries=allow_eval_queries or None,
             exclude_query_duplicates=False if keep_query_duplicates else None,
             exclude_twin_positives=False if keep_twin_positives else None,
             executor=executor, ray_address=ray_address,
         )  # fmt: skip
+        cfg = cfg.without(
+            *(k for k, off in (("absolute_margin", no_absolute), ("relative_margin", no_relative)) if off)
+        )
         from hnm_cli.stages import mine as mine_stage
 
         manifest = mine_stage.run(

@@ -124,10 +124,11 @@ class ReduceConfig(_StageConfig):
 class MineConfig(_StageConfig):
     """`hnm mine`: strategy and knobs (sentence-transformers' names where they exist)."""
 
-    # The default recipe (issue 16, measured in BENCHMARKS.md "quality"): the paper's rule, 3 negatives per pair,
-    # and pairs the rule leaves short or empty filled with the next documents that pass C2. `--preset paper` is
-    # the published setting (1 negative, no fill).
-    strategy: Strategy = Strategy.RULE
+    # The default recipe (issue 20, measured on SciFact and ops-man in BENCHMARKS.md "quality"): the ensemble's
+    # dense top 3 below a ceiling of 95% of the positive's score (NV-Retriever's TopK-PercPos). The rule's C1 keeps
+    # only documents scoring above the positive, where unlabelled positives live; the ceiling keeps them out.
+    # `--preset paper` is the published setting (the rule, 1 negative, no fill).
+    strategy: Strategy = Strategy.TOPK
     split: str = "train"
     num_negatives: int = 3
     index: SearchIndex = SearchIndex.EXACT
@@ -142,7 +143,7 @@ class MineConfig(_StageConfig):
     max_score: float | None = None
     min_score: float | None = None
     absolute_margin: float | None = None
-    relative_margin: float | None = None
+    relative_margin: float | None = 0.05
     sampling_strategy: Sampling = Sampling.TOP
     fallback: Fallback = Fallback.NEXT
     fill: Fill = Fill.SHORT  # which pairs the fallback fills: empty ones, or short ones too

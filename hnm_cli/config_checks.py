@@ -42,6 +42,12 @@ class StageConfig:
         new.validate()
         return new
 
+    def without(self, *keys: str) -> Self:
+        """A copy with optional `keys` set to None (a flag's "none" clearing what the defaults or a file set)."""
+        new = dataclasses.replace(self, **dict.fromkeys(keys))  # type: ignore[type-var]
+        new.validate()
+        return new
+
     def validate(self) -> None:
         """Raise ConfigError for invalid values; stages override this."""
 
@@ -84,7 +90,8 @@ def checked(value: Any, hint: Any, key: str) -> Any:
 
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
+        # TOML has no null: "none" clears an optional key a default set (mine.relative_margin = "none").
+        if type(None) in args and (value is None or (isinstance(value, str) and value.lower() == "none")):
             return None
         for arg in (a for a in args if a is not type(None)):
             try:

@@ -58,11 +58,15 @@ def test_in_memory_mining_picks_what_hnm_mine_picks(tiny_data: Path, tmp_path: P
 def test_in_memory_mining_encodes_and_returns_layouts() -> None:
     queries = ["deploy mysql on the cloud", "what is a vcn"]
     corpus = ["MySQL on the managed cloud", "MySQL on-premise", "VCN overview", "VNIC overview", "bananas"]
+    pairs = [(0, 0), (1, 2)]
     triplets = hnm.mine_hard_negatives(
-        queries, corpus, [(0, 0), (1, 2)], models=["hash:16", "hash:8"], strategy="topk", output_format="triplet"
+        queries, corpus, pairs, models=["hash:16", "hash:8"], relative_margin=None, output_format="triplet"
     )
-    # one row per negative, 3 per pair by default (sentence-transformers' triplet layout and count)
+    # one row per negative, 3 per pair with no ceiling (sentence-transformers' triplet layout and count)
     assert len(triplets) == 2 * 3 and set(triplets[0]) == {"anchor", "positive", "negative"}
+    # The default keeps only documents scoring at most 95% of the positive's score (d = 1 - cosine).
+    ceiling = hnm.mine_hard_negatives(queries, corpus, pairs, models=["hash:16", "hash:8"])
+    assert all(n["d_qd"] >= 1 - 0.95 * (1 - r["negatives"][0]["d_qp"]) - 1e-9 for r in ceiling for n in r["negatives"])
     assert triplets[0]["anchor"] == queries[0] and triplets[0]["positive"] == corpus[0]
     ds = hnm.mine_hard_negatives(queries, corpus, {"0": ["0"]}, models=["hash:16"], num_negatives=1, as_dataset=True)
     assert ds.column_names == ["query_id", "positive_id", "negatives", "meta"]

@@ -35,7 +35,8 @@ def _corpus() -> tuple[np.ndarray, VectorSource]:
 
 def _mine(**kw):
     q, src = _corpus()
-    cfg = MineConfig(**{"strategy": Strategy.RULE, "fallback": Fallback.NEXT, "fill": Fill.SHORT, **kw})
+    rule = {"strategy": Strategy.RULE, "fallback": Fallback.NEXT, "fill": Fill.SHORT, "relative_margin": None}
+    cfg = MineConfig(**{**rule, **kw})
     return mine_negatives(q, src, [Pair(0, 0)], {}, cfg)
 
 
@@ -43,11 +44,19 @@ def _rows(result: PairResult) -> list[int]:
     return [n.doc_row for n in result.negatives]
 
 
-def test_the_default_recipe_takes_the_zone_above_the_positive():
+def test_the_rule_with_the_fill_takes_the_zone_above_the_positive():
     results, stats = _mine(num_negatives=2)
     assert _rows(results[0]) == [1, 2]  # the rule's one C1 negative, then the nearest C2-passing one
     assert results[0].suspected is None and stats.guards is None
     assert stats.fn_risk["above_positive"] == 0.5 and stats.fn_risk["above_percpos"] == 1.0
+
+
+def test_the_default_recipe_takes_the_nearest_documents_below_95_percent_of_the_positive():
+    q, src = _corpus()
+    results, stats = mine_negatives(q, src, [Pair(0, 0)], {}, MineConfig())
+    assert _rows(results[0]) == [3, 4, 5]  # s = 0.7, 0.5, 0.3: 0.9 and 0.78 are above 0.95 * 0.8 = 0.76
+    assert stats.rejected_by == {"relative_margin": 2}
+    assert stats.fn_risk["above_positive"] == 0.0 and stats.fn_risk["above_percpos"] == 0.0
 
 
 def test_a_relative_ceiling_on_the_rule_removes_everything_above_95_percent_of_the_positive():

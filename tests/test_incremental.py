@@ -177,7 +177,7 @@ def test_an_option_the_update_cannot_reproduce_is_a_cold_mine_with_one_line_sayi
     corpus, queries, qrels = _world(4)
     data = write_beir(tmp_path / "d", corpus, queries, {"train": qrels})
     runs = tmp_path / "runs"
-    _pipeline(data, runs, None, {"strategy": "topk", "num_negatives": 2}, None)
+    _pipeline(data, runs, None, {"strategy": "bm25", "num_negatives": 2}, None)
     edited = _edit(corpus, queries, qrels, [("add", 3)], 5)
     after = write_beir(tmp_path / "after", edited[0], edited[1], {"train": edited[2]})
     hnm.embed(after, runs / "embed", models=MODELS)
@@ -185,17 +185,16 @@ def test_an_option_the_update_cannot_reproduce_is_a_cold_mine_with_one_line_sayi
     from hnm_cli.stages import reduce as reduce_stage
 
     reduce_stage.run(runs / "embed", tmp_path / "r2", ReduceConfig(), fit_from=runs / "reduce", progress=False)
-    args = ["--vectors", tmp_path / "r2", "--data", after, "--strategy", "topk", "--num-negatives", "2"]
+    args = ["--vectors", tmp_path / "r2", "--data", after, "--strategy", "bm25", "--num-negatives", "2"]
     result = cli("mine", *args, "--out", tmp_path / "upd", "--update", runs / "mine", "-q")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.strip().splitlines() == [
-        "mine: --update recomputes every pair: topk shares one candidate window per query, which every new "
-        "document can move"
+        "mine: --update recomputes every pair: BM25's term statistics change with the corpus"
     ]
     cli("mine", *args, "--out", tmp_path / "cold", "-q")
     assert _rows(tmp_path / "upd") == _rows(tmp_path / "cold")
     update = orjson.loads((tmp_path / "upd" / "stats.json").read_bytes())["update"]
-    assert update["pairs_reused"] == 0 and update["recomputed_in_full"].startswith("topk")
+    assert update["pairs_reused"] == 0 and update["recomputed_in_full"].startswith("BM25")
     # the default recipe merges, and the summary line says what the update reused and why it mined the rest
     cli("mine", "--vectors", runs / "reduce", "--data", data, "--out", tmp_path / "m0", "-q")
     result = cli("mine", "--vectors", tmp_path / "r2", "--data", after, "--out", tmp_path / "upd2",

@@ -26,7 +26,7 @@ def _chain(cli, data: Path, runs: Path, base: Path) -> list:
         cli("embed", "--data", data, "--out", runs / "embed", "--model", "hash:16", "--model", "hash:8", "-q"),
         cli("reduce", "--embeddings", runs / "embed", "--out", runs / "reduce", "--n-components", "6", "-q"),
         cli("mine", "--vectors", runs / "reduce", "--data", data, "--out", runs / "mine", "--num-negatives", "2",
-            "--fallback", "next", "--fill", "short", "-q"),
+            "--strategy", "rule", "--relative-margin", "none", "--fallback", "next", "--fill", "short", "-q"),
         cli("train-reranker", "--mined", runs / "mine", "--data", data, "--out", runs / "reranker",
             "--kind", "bi-encoder", "--loss", "mnrl", "--base-model", base, "--max-steps", "2", "--batch-size", "2",
             "--max-length", "32", "-q"),

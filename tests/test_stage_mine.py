@@ -45,8 +45,9 @@ DOC_ANGLES = {  # doc id -> (plane, degrees from the plane's query)
 QUERY_PLANES = {"q1": "A", "q2": "B", "q3": "C", "q4": "A"}
 
 
-# The known answers below are the paper's rule itself: one negative, no fallback (the default recipe adds both).
-PAPER = {"num_negatives": 1, "fallback": "none", "fill": "empty"}
+# The known answers below are the paper's rule itself: one negative, no fallback, no ceiling (the default recipe is
+# the dense top 3 below 95% of the positive's score).
+PAPER = {"strategy": "rule", "num_negatives": 1, "fallback": "none", "fill": "empty", "relative_margin": None}
 
 
 def paper_config(**kw) -> MineConfig:
@@ -331,14 +332,15 @@ def test_audit_then_from_audit_reproduces(setup, tmp_path: Path):
     assert negatives(bounded)[("q1", "d1")] == ["d8"]
 
 
-def test_from_audit_reproduces_the_default_recipe(setup, tmp_path: Path):
-    # The default recipe (3 negatives, fallback next, fill short): re-selecting from the audit gives the rows a
-    # fresh run writes, fallback-next negatives (no rank) included.
+def test_from_audit_reproduces_the_rule_with_the_fill(setup, tmp_path: Path):
+    # The rule with 3 negatives, fallback next, fill short (the default before issue 20): re-selecting from the
+    # audit gives the rows a fresh run writes, fallback-next negatives (no rank) included.
     data, vectors, out = setup
-    mine.run(vectors, resolve_data(data), out, MineConfig(), audit=True, progress=False)
+    cfg = MineConfig(strategy="rule", relative_margin=None)
+    mine.run(vectors, resolve_data(data), out, cfg, audit=True, progress=False)
     assert any(n["source"] == "fallback-next" for r in read_rows(out) for n in r["negatives"])
     again = tmp_path / "again"
-    mine.run(vectors, resolve_data(data), again, MineConfig(), from_audit=out, progress=False)
+    mine.run(vectors, resolve_data(data), again, cfg, from_audit=out, progress=False)
     assert read_rows(again) == read_rows(out)
 
 
@@ -544,10 +546,11 @@ def test_cli_options_reach_the_config(setup, cli, tmp_path: Path):
         "mine", "--vectors", vectors, "--data", data, "--out", out, "-c", config, "--strategy", "rule",
         "--index", "hnsw", "--hnsw-m", "8", "--ef-construction", "50", "--ef-search", "20", "--candidate-k", "5",
         "--sampling-strategy", "random", "--fallback", "next", "--seed", "9", "--c2-margin", "0.1",
-        "--export", "n-tuple", "--audit",
+        "--export", "n-tuple", "--audit", "--relative-margin", "none",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     params = load_manifest(out).params
+    assert params["relative_margin"] is None  # "none" cleared the default's ceiling
     assert (params["strategy"], params["num_negatives"], params["index"], params["hnsw_m"]) == ("rule", 3, "hnsw", 8)
     assert (params["hnsw_ef_construction"], params["hnsw_ef_search"], params["candidate_k"]) == (50, 20, 5)
     assert (params["sampling_strategy"], params["fallback"], params["seed"], params["c2_margin"]) == (
@@ -555,6 +558,23 @@ def test_cli_options_reach_the_config(setup, cli, tmp_path: Path):
     )  # fmt: skip
     assert (params["export"], params["audit"]) == ("n-tuple", True)
     assert (out / "export" / "n-tuple.jsonl").is_file() and (out / "audit" / "rows-00000.jsonl").is_file()
+
+
+def test_margin_words_on_the_command_line_and_in_a_config_file(setup, cli, tmp_path: Path):
+    data, vectors, out = setup
+    result = cli("mine", "--vectors", vectors, "--data", data, "--out", out, "--relative-margin", "lots")
+    assert result.exit_code == 2 and "--relative-margin" in result.stderr and "'none'" in result.stderr
+    assert not (out / "manifest.json").exists()
+    config = tmp_path / "c.toml"
+    config.write_text('[mine]\nrelative_margin = "none"\nabsolute_margin = 0.1\n')
+    assert cli("mine", "--vectors", vectors, "--data", data, "--out", out, "-c", config).exit_code == 0
+    params = load_manifest(out).params
+    assert (params["strategy"], params["relative_margin"], params["absolute_margin"]) == ("topk", None, 0.1)
+    again = tmp_path / "again"
+    assert cli("mine", "--vectors", vectors, "--data", data, "--out", again, "--absolute-margin", "NONE").exit_code == 0
+    assert (load_manifest(again).params["relative_margin"], load_manifest(again).params["absolute_margin"]) == (
+        0.05, None,
+    )  # fmt: skip
 
 
 def test_stale_shards_are_removed(setup):

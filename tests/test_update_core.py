@@ -28,13 +28,19 @@ from hnm_cli.search import VectorSource
 
 DIM = 6
 # Every option value on the update's allow-list, in the combinations that select differently.
+RULE = {"strategy": "rule", "relative_margin": None}  # the rule without a ceiling (a margin runs the controls)
 OPTIONS: dict[str, dict[str, Any]] = {
-    "default": {},  # the rule, 3 negatives, fallback next, fill short
+    "default": {},  # top-k, 3 negatives below 95% of the positive's score (TopK-PercPos)
+    "topk-plain": {"relative_margin": None, "num_negatives": 2},
+    "topk-window": {"range_max": 5, "num_negatives": 2},
+    "topk-bounds": {"relative_margin": None, "absolute_margin": 0.02, "max_score": 0.9, "min_score": 0.1},
+    "topk-small-blocks": {"block_size": 5, "query_block": 3, "num_negatives": 4},
+    "rule-fill": {**RULE},  # the rule, 3 negatives, fallback next, fill short (the default before issue 20)
     "paper": {"preset": "paper"},
-    "next-empty": {"fill": "empty", "num_negatives": 2},
-    "no-fallback": {"fallback": "none", "num_negatives": 2},
-    "margin": {"c2_margin": 0.05, "num_negatives": 2},
-    "small-blocks": {"block_size": 5, "query_block": 3, "num_negatives": 4},
+    "next-empty": {**RULE, "fill": "empty", "num_negatives": 2},
+    "no-fallback": {**RULE, "fallback": "none", "num_negatives": 2},
+    "margin": {**RULE, "c2_margin": 0.05, "num_negatives": 2},
+    "small-blocks": {**RULE, "block_size": 5, "query_block": 3, "num_negatives": 4},
     "random": {"strategy": "random"},
     "random-seed": {"strategy": "random", "seed": 7, "num_negatives": 2, "fallback": "none"},
 }
@@ -43,7 +49,7 @@ OPTIONS: dict[str, dict[str, Any]] = {
 def _cfg(name: str) -> MineConfig:
     opts = dict(OPTIONS[name])
     preset = opts.pop("preset", None)
-    return MineConfig().merged(**opts).with_preset(preset)
+    return MineConfig().merged(**opts).without(*(k for k, v in opts.items() if v is None)).with_preset(preset)
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -211,9 +217,14 @@ def test_update_rows_equal_a_cold_mine_and_reuse_what_the_edit_cannot_change(nam
     got, cold, counts, unchanged = _update(before, after, cfg)
     assert got == cold
     assert counts.pairs_drifted == 0  # the same vectors: nothing may count as drift
-    assert counts.pairs_reused >= unchanged
+    # Top-k merges a query whole or mines it whole: an unchanged pair may go with its query (counted as such).
+    assert counts.pairs_reused + counts.pairs_remined_with_their_query >= unchanged
     assert counts.pairs_reused + counts.pairs_remined == len(after.pairs)
-    assert counts.pairs_remined == counts.pairs_new + counts.pairs_inputs_changed
+    assert (
+        counts.pairs_remined == counts.pairs_new + counts.pairs_inputs_changed + counts.pairs_remined_with_their_query
+    )
+    if cfg.strategy != "topk":
+        assert counts.pairs_remined_with_their_query == 0
 
 
 def test_no_edit_reuses_every_pair_and_a_new_document_only_touches_the_pairs_it_enters() -> None:
@@ -274,12 +285,20 @@ def test_plan_says_why_each_pair_is_mined_again() -> None:
 
 def test_the_allow_list_refuses_every_other_strategy_and_value() -> None:
     assert unsupported(MineConfig()) is None
-    assert "topk" in (unsupported(MineConfig(strategy="topk")) or "")
     assert "BM25" in (unsupported(MineConfig(strategy="bm25")) or "")
+    rule = MineConfig(strategy="rule", relative_margin=None)
+    assert unsupported(rule) is None
     for opts in ({"fallback": "bm25"}, {"fallback": "random"}, {"index": "hnsw"}, {"sampling_strategy": "random"},
                  {"range_min": 1}, {"range_max": 9}, {"max_score": 0.9}, {"min_score": 0.1},
                  {"absolute_margin": 0.1}, {"relative_margin": 0.1},
                  {"vote": "majority"}, {"random_negatives": 2}):  # fmt: skip
+        why = unsupported(rule.merged(**opts))
+        assert why is not None and next(iter(opts)) in why, opts
+    # Top-k's filters judge each document alone (merged); its window's start, sampling and controls are refused.
+    for opts in ({"range_max": 9}, {"max_score": 0.9}, {"min_score": 0.1}, {"absolute_margin": 0.1}):
+        assert unsupported(MineConfig().merged(**opts)) is None, opts
+    for opts in ({"fallback": "bm25"}, {"fallback": "random"}, {"index": "hnsw"}, {"sampling_strategy": "random"},
+                 {"range_min": 1}, {"vote": "majority"}, {"random_negatives": 2}):  # fmt: skip
         why = unsupported(MineConfig().merged(**opts))
         assert why is not None and next(iter(opts)) in why, opts
 

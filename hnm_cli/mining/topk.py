@@ -122,12 +122,7 @@ def mine_topk(
         valid = ~np.isin(got, np.fromiter(banned, dtype=np.int64, count=len(banned)))
         # The margins compare with the query's hardest (lowest-scoring) positive, as sentence-transformers.
         ref = float(min(s_qp[i] for i in pair_idx))
-        filters = {
-            "absolute_margin": None if absolute_margin is None else s + absolute_margin > ref,
-            "relative_margin": None if relative_margin is None else s > ref - abs(ref) * relative_margin,
-            "max_score": None if max_score is None else s > max_score,
-            "min_score": None if min_score is None else s < min_score,
-        }
+        filters = topk_filters(s, ref, absolute_margin, relative_margin, max_score, min_score)
         for name, removed in filters.items():
             if removed is not None:
                 rejected[name] += int((valid & removed).sum())
@@ -145,6 +140,24 @@ def mine_topk(
     for r in results:
         stats.add(r, m)
     return results, stats
+
+
+def topk_filters(
+    s: np.ndarray,
+    ref: float,
+    absolute_margin: float | None,
+    relative_margin: float | None,
+    max_score: float | None,
+    min_score: float | None,
+) -> dict[str, np.ndarray | None]:
+    """Per filter, which of the similarities `s` it removes (None: the filter is off); `ref` is the query's lowest
+    positive similarity. One function for the search and for `hnm mine --update`'s merge, so both decide alike."""
+    return {
+        "absolute_margin": None if absolute_margin is None else s + absolute_margin > ref,
+        "relative_margin": None if relative_margin is None else s > ref - abs(ref) * relative_margin,
+        "max_score": None if max_score is None else s > max_score,
+        "min_score": None if min_score is None else s < min_score,
+    }
 
 
 def topk_window(

@@ -28,7 +28,17 @@ from hnm_cli.mining.results import (
     PairResult,
 )
 from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
-from hnm_cli.mining.update_merge import CHUNK, Previous, UpdateCounts, merge_random, merge_rule, not_drifted
+from hnm_cli.mining.topk import mine_topk, topk_window
+from hnm_cli.mining.update_merge import (
+    CHUNK,
+    Previous,
+    TopkDepth,
+    UpdateCounts,
+    merge_random,
+    merge_rule,
+    merge_topk,
+    not_drifted,
+)
 from hnm_cli.search import HnswIndex, VectorSource
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +71,16 @@ _ANY_VALUE = frozenset(
     }
 )
 
+
+class _AnyValue(tuple[Any, ...]):
+    """Every value is allowed: a knob the merge applies as the search does, or one the strategy never reads."""
+
+    def __contains__(self, value: object) -> bool:
+        return True
+
+
+ANY_VALUE = _AnyValue()
+
 # Fields the merge reproduces for some values only, per strategy. Every value here is tested against a cold
 # mine (tests/test_update_core.py).
 _RULE_VALUES: dict[str, tuple[Any, ...]] = {
@@ -70,20 +90,38 @@ _RULE_VALUES: dict[str, tuple[Any, ...]] = {
     "range_max": (None,),
     "fallback": (Fallback.NONE, Fallback.NEXT),
     "fill": (Fill.EMPTY, Fill.SHORT),
+    # A margin on the rule runs the false-negative controls' pool (`controls.active`), which no merge reproduces.
+    "relative_margin": (None,),
+    "absolute_margin": (None,),
 }
 # Random draws neither search nor fall back: `mine_negatives` applies no fallback to them, and none reads the window.
 _RANDOM_VALUES: dict[str, tuple[Any, ...]] = {
     "index": (SearchIndex.EXACT, SearchIndex.HNSW),
     "fallback": (Fallback.NONE, Fallback.NEXT, Fallback.RANDOM),
     "fill": (Fill.EMPTY, Fill.SHORT),
+    "relative_margin": ANY_VALUE,  # margins guard the rule and top-k only; random draws never read them
+    "absolute_margin": ANY_VALUE,
+}
+# Top-k (the default recipe): the first picks of a ranked list, with filters that judge each document alone.
+_TOPK_VALUES: dict[str, tuple[Any, ...]] = {
+    "index": (SearchIndex.EXACT,),
+    "sampling_strategy": (Sampling.TOP,),
+    "range_min": (0,),
+    "range_max": ANY_VALUE,
+    "relative_margin": ANY_VALUE,
+    "absolute_margin": ANY_VALUE,
+    "max_score": ANY_VALUE,
+    "min_score": ANY_VALUE,
+    "fallback": (Fallback.NONE, Fallback.NEXT),  # neither adds documents to top-k's picks
+    "fill": (Fill.EMPTY, Fill.SHORT),
 }
 SUPPORTED_STRATEGIES: dict[str, dict[str, tuple[Any, ...]]] = {
     Strategy.RULE: _RULE_VALUES,
+    Strategy.TOPK: _TOPK_VALUES,
     Strategy.RANDOM: _RANDOM_VALUES,
 }
 # Why the strategies left out cannot be merged (the message of a refusal; any other strategy: "not on the list").
 _WHY_NOT: dict[str, str] = {
-    Strategy.TOPK: "topk shares one candidate window per query, which every new document can move",
     Strategy.BM25: "BM25's term statistics change with the corpus",
 }
 
@@ -132,6 +170,8 @@ class UpdatePlan:
     reordered: bool  # documents that stayed changed their order (ties are broken by row: ranks are recounted)
     pairs_new: int  # pairs the earlier run did not have
     pairs_inputs_changed: int  # query, positive or exclusions changed, or a pick was removed or changed
+    max_positives_before: int = 0  # the most positives of a query then (top-k's list depth depends on it)
+    docs_before: int = 0  # the corpus size then
 
     @property
     def removed_any(self) -> bool:
@@ -186,7 +226,19 @@ def plan_update(
                     )
                 )
             )
-    return UpdatePlan(tuple(previous), added, len(gone), reordered, new_pairs, changed)
+    positives_before: dict[str, int] = {}
+    for q, _ in old_rows:
+        positives_before[q] = positives_before.get(q, 0) + 1
+    return UpdatePlan(
+        tuple(previous),
+        added,
+        len(gone),
+        reordered,
+        new_pairs,
+        changed,
+        max_positives_before=max(positives_before.values(), default=0),
+        docs_before=len(old_docs),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,23 +294,76 @@ def update_negatives(
     results: list[PairResult | None] = [None] * len(pairs)
     if reuse:
         qv = np.ascontiguousarray(query_vecs[[p.query_row for p in pairs]], dtype=np.float32)
-        merged = (
-            merge_rule(qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts)
-            if params.strategy == Strategy.RULE
-            else merge_random(
+        if params.strategy == Strategy.RULE:
+            merged = merge_rule(
+                qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts
+            )
+        elif params.strategy == Strategy.TOPK:
+            merged = merge_topk(
+                qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any,
+                _topk_depth(pairs, params, plan, corpus.n), counts,
+            )  # fmt: skip
+            counts.pairs_remined_with_their_query = len(reuse) - len(merged)
+        else:
+            merged = merge_random(
                 corpus, pairs, excluded, params, previous, reuse, plan.added_rows, ids, query_vecs, counts
             )
-        )
         for i, r in merged.items():
             results[i] = r
     full = [i for i, r in enumerate(results) if r is None]
     if full:
-        mined, _ = mine_negatives(
-            query_vecs, corpus, [pairs[i] for i in full], excluded, params, index=index, texts=texts, ids=ids
-        )
+        mined = _mine_in_full(query_vecs, corpus, pairs, full, excluded, params, index=index, texts=texts, ids=ids)
         for i, r in zip(full, mined, strict=True):
             results[i] = r
     counts.pairs_reused = len(pairs) - len(full)
     counts.pairs_remined = len(full)
     final = [r for r in results if r is not None]
     return final, restat(final, None, params.num_negatives), counts
+
+
+def _window(pairs: Sequence[Pair], params: MineConfig) -> tuple[int, int]:
+    """Top-k's resolved window and the most positives of a query over all of this run's pairs (`topk_window`)."""
+    filtered = params.absolute_margin is not None or params.relative_margin is not None or params.max_score is not None
+    return topk_window(pairs, params.num_negatives, params.range_min, params.range_max, filtered=filtered)
+
+
+def _topk_depth(pairs: Sequence[Pair], params: MineConfig, plan: UpdatePlan, n_docs: int) -> TopkDepth:
+    """Top-k's window and list length over all of this run's pairs, and the earlier run's list length."""
+    window, max_positives = _window(pairs, params)
+    if params.range_max is None:  # the earlier window was resolved with its own most positives of a query
+        window_before = window - max_positives + plan.max_positives_before
+    else:
+        window_before = window
+    return TopkDepth(
+        window=window,
+        k_now=min(window + max_positives, n_docs),
+        k_before=min(window_before + plan.max_positives_before, plan.docs_before),
+    )
+
+
+def _mine_in_full(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    full: Sequence[int],
+    excluded: Excluded,
+    params: MineConfig,
+    *,
+    index: HnswIndex | None,
+    texts: Texts | None,
+    ids: Ids,
+) -> list[PairResult]:
+    """The pairs `full` mined as the whole run mines them. Top-k's list depth depends on the most positives of any
+    query of the run, so a subset is searched as deep as the whole run (as `mining.blocks` does for a block)."""
+    subset = [pairs[i] for i in full]
+    if params.strategy != Strategy.TOPK:
+        return mine_negatives(query_vecs, corpus, subset, excluded, params, index=index, texts=texts, ids=ids)[0]
+    window, max_positives = _window(pairs, params)
+    results, _ = mine_topk(
+        query_vecs, corpus, subset, excluded, num_negatives=params.num_negatives, range_min=params.range_min,
+        range_max=window, max_score=params.max_score, min_score=params.min_score,
+        absolute_margin=params.absolute_margin, relative_margin=params.relative_margin,
+        sampling_strategy=params.sampling_strategy, block_rows=params.block_size, query_block=params.query_block,
+        max_positives=max_positives,
+    )  # fmt: skip
+    return results

@@ -36,6 +36,7 @@ from hnm_cli.mining.results import (
     SOURCE_FALLBACK_NEXT,
     SOURCE_RANDOM,
     SOURCE_RULE,
+    SOURCE_TOPK,
     Excluded,
     Negative,
     Pair,
@@ -43,6 +44,7 @@ from hnm_cli.mining.results import (
 )
 from hnm_cli.mining.sampling import draw_keys, fill_distances
 from hnm_cli.mining.strategies import Ids
+from hnm_cli.mining.topk import topk_filters
 from hnm_cli.search import VectorSource
 
 
@@ -58,10 +60,13 @@ class UpdateCounts:
     """What the update reused and what it recomputed, and why (stats.json and the manifest report it)."""
 
     pairs_reused: int = 0
-    pairs_remined: int = 0  # = pairs_new + pairs_inputs_changed + pairs_drifted, or every pair when recomputed in full
+    pairs_remined: int = 0  # = pairs_new + inputs_changed + drifted + remined_with_their_query, or all (in full)
     pairs_new: int = 0
     pairs_inputs_changed: int = 0
     pairs_drifted: int = 0  # unchanged texts, but a vector differed by a bit: mined in full to stay exact
+    # top-k shares one list per query: a query is merged whole or mined whole (a sibling pair changed, a removal
+    # or a deeper list may bring a document from below a short list)
+    pairs_remined_with_their_query: int = 0
     pairs_changed_by_new_documents: int = 0
     ranks_recounted: int = 0
     documents_added: int = 0
@@ -286,3 +291,141 @@ def merge_random(
         out[i] = PairResult(pair, negs)
     filled = fill_distances(query_vecs, corpus, [out[i] for i in reuse])
     return dict(zip(reuse, filled, strict=True))
+
+
+@dataclass(frozen=True)
+class TopkDepth:
+    """How deep top-k looked, before and now: its window (``range_max``) and its list (`mine_topk`'s ``k``)."""
+
+    window: int  # the first `window` valid candidates of the list form the window (resolved range_max)
+    k_now: int  # this run's list length: window + most positives of a query, at most the corpus size
+    k_before: int  # the earlier run's list length, from its pairs and corpus size
+
+
+def _earlier(previous: Sequence[Previous | None], i: int) -> tuple[Negative, ...]:
+    prev = previous[i]
+    assert prev is not None, "only pairs with an earlier row are merged"
+    return prev.negatives
+
+
+@dataclass
+class _Picks:
+    """A query's candidate picks in rank order, their ranks (None: to be recounted) and similarities."""
+
+    rows: list[int]
+    ranks: list[int | None]
+    sims: np.ndarray
+
+
+def merge_topk(
+    qv: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    excluded: Excluded,
+    params: MineConfig,
+    previous: Sequence[Previous | None],
+    reuse: list[int],
+    added: np.ndarray,
+    removed_any: bool,
+    depth: TopkDepth,
+    counts: UpdateCounts,
+) -> dict[int, PairResult]:
+    """Top-k's rows of the queries whose pairs are all in `reuse`, by pair index; a query it cannot merge exactly is
+    left out (the caller mines it in full).
+
+    Why it is exact ("top" sampling from position 0, `unsupported` refuses the rest): whether a document is valid
+    for a query (not a positive or excluded, through the margins and score bounds) depends only on its own
+    similarity and the query's lowest positive similarity, and the picks are the first `num_negatives` valid
+    documents of the query's top-`k` list (ties: lower row). With the query's pairs, positives and exclusions
+    unchanged and no pick removed, a document that was there before and lost still ranks below the picks, so the
+    new picks are the best of (old picks + valid added documents), kept while their rank is within `k`. Ranks
+    move with every added document above (counted) or, after a removal, are recounted by a scan. A query whose
+    earlier list was short of picks is merged only when nothing was removed and the list did not get deeper:
+    otherwise a document from below the old list could now be in it.
+    """
+    m = params.num_negatives
+    out: dict[int, PairResult] = {}
+    by_query: dict[int, list[int]] = {}
+    for i, pair in enumerate(pairs):
+        by_query.setdefault(pair.query_row, []).append(i)
+    reusable = set(reuse)
+    docs_added = corpus.take(added) if len(added) else None
+    n_add = len(added)
+    recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    picks: dict[int, _Picks] = {}  # by query row
+    for q_row, idx in by_query.items():
+        if not all(i in reusable for i in idx):
+            continue
+        first = idx[0]
+        earlier = _earlier(previous, first)
+        old = [n.doc_row for n in earlier]
+        if any([n.doc_row for n in _earlier(previous, i)] != old for i in idx):
+            continue  # every pair of a query shares its picks; anything else was not written by top-k
+        short = len(old) < m
+        if short and (removed_any or depth.k_now > depth.k_before):
+            continue
+        qv1 = qv[first]
+        pos_rows = np.array([pairs[i].positive_row for i in idx], dtype=np.int64)
+        s_qp = rowdot64(np.broadcast_to(qv1, (len(idx), qv.shape[1])), corpus.take(pos_rows))
+        ref = float(s_qp.min())
+        rows_old = np.array(old, dtype=np.int64)
+        s_old = rowdot64(np.broadcast_to(qv1, (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
+        cand_rows, cand_s = rows_old, s_old
+        s_a = np.empty(0)
+        if docs_added is not None:
+            s_a = gather_dot64(
+                np.broadcast_to(qv1, (n_add, qv.shape[1])), np.arange(n_add), docs_added, np.arange(n_add)
+            )
+            banned = set(excluded.get(q_row, ())) | set(pos_rows.tolist())
+            ok = ~np.isin(added, np.fromiter(banned, np.int64, len(banned)))
+            for removes in topk_filters(s_a, ref, params.absolute_margin, params.relative_margin,
+                                        params.max_score, params.min_score).values():  # fmt: skip
+                if removes is not None:
+                    ok &= ~removes
+            cand_rows = np.concatenate([cand_rows, added[ok]])
+            cand_s = np.concatenate([cand_s, s_a[ok]])
+        order = np.lexsort((cand_rows, -cand_s))[:m]  # no candidate below the first m can be picked
+        by_row = {n.doc_row: n for n in earlier}
+        rows = [int(cand_rows[j]) for j in order]
+        sims = np.array([float(cand_s[j]) for j in order])
+        ranks: list[int | None] = []
+        for row, s in zip(rows, sims, strict=True):
+            old_rank = by_row[row].rank if row in by_row else None
+            if old_rank is None or removed_any:
+                ranks.append(None)  # recounted by a scan below
+            else:
+                # Added documents only: a pick moves down by the number of them ranked above it (ties: lower row).
+                ranks.append(int(old_rank) + int(np.count_nonzero((s_a > s) | ((s_a == s) & (added < row)))))
+        todo = [j for j, r in enumerate(ranks) if r is None]
+        if todo:
+            recount[first] = (np.array([rows[j] for j in todo], dtype=np.int64), sims[todo])
+        picks[q_row] = _Picks(rows, ranks, sims)
+    if recount:
+        counts.ranks_recounted += sum(len(by_query[pairs[i].query_row]) for i in recount)
+        for i, rk in rule_exact.count_ranks(qv, recount, corpus, params.block_size, params.query_block).items():
+            p = picks[pairs[i].query_row]
+            it = iter(rk)
+            p.ranks = [int(next(it)) if r is None else r for r in p.ranks]
+    for q_row, p in picks.items():
+        rows, sims = p.rows, p.sims
+        # The list holds the first k documents: a candidate ranked below it is not there in a cold run (ranks grow
+        # along `rows`, so the kept ones are a prefix).
+        ranks = [r for r in p.ranks if r is not None and r <= depth.k_now]
+        kept = range(len(ranks))
+        idx = by_query[q_row]
+        first_old = {n.doc_row for n in _earlier(previous, idx[0])}
+        if any(rows[j] not in first_old for j in kept):
+            counts.pairs_changed_by_new_documents += len(idx)
+        chosen_rows = np.array([rows[j] for j in kept], dtype=np.int64)
+        docs = corpus.take(chosen_rows) if len(kept) else np.empty((0, corpus.dim), dtype=np.float32)
+        for i in idx:
+            pair = pairs[i]
+            pd = corpus.take(np.array([pair.positive_row], dtype=np.int64))[0]
+            s_qp_i = float(rowdot64(qv[i][None, :], pd[None, :])[0])
+            s_pd = rowdot64(np.broadcast_to(pd, (len(kept), corpus.dim)), docs) if len(kept) else np.empty(0)
+            negs = [
+                make_negative(rows[j], SOURCE_TOPK, ranks[j], sims[j], s_qp_i, spd)
+                for j, spd in zip(kept, s_pd, strict=True)
+            ]
+            out[i] = PairResult(pair, negs, examined=len(rows))
+    return out

@@ -139,6 +139,8 @@ def update_part(stats: dict[str, Any]) -> str:
     if u.get("recomputed_in_full"):
         return f"update: every pair mined again ({u['recomputed_in_full']})"
     why = f"{u['pairs_new']} new, {u['pairs_inputs_changed']} with changed inputs"
+    if u.get("pairs_remined_with_their_query"):
+        why += f", {u['pairs_remined_with_their_query']} with their query's top-k list"
     if u["pairs_drifted"]:
         why += f", {u['pairs_drifted']} forced by vector drift"
     return f"update: {u['pairs_reused']} pairs reused, {u['pairs_remined']} mined again ({why})"

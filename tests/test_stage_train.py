@@ -508,6 +508,13 @@ def test_a_pretrained_cross_encoder_keeps_its_head_and_config(tmp_path, tiny_dat
     assert after.model.config.id2label == {0: "relevance"}
     for key, value in after.model.classifier.state_dict().items():
         assert torch.allclose(value, head[key], atol=1e-6), key  # kept, not re-initialised
+    # A train-reranker artifact is a base model too (a warm start, e.g. distillation then hard negatives), as it is
+    # a `--model` of eval: its model/ folder is fine-tuned, its head kept.
+    again = cli("train-reranker", "--mined", mine, "--data", tiny_data, "--out", tmp_path / "rr2", "--base-model", out,
+                "--kind", "cross-encoder", "--loss", "listwise", "--max-steps", "1", "--batch-size", "2",
+                "--max-length", "32")  # fmt: skip
+    assert again.exit_code == 0, again.stderr
+    assert orjson.loads((tmp_path / "rr2" / "manifest.json").read_bytes())["stats"]["head"] == "pretrained"
 
 
 def test_listwise_distillation_mixes_the_hard_label_with_the_teachers_softmax():

@@ -120,6 +120,15 @@ def detect_model(name: str, source: str, *, deep: bool = False) -> RerankerRef:
     return RerankerRef(name=name, source=source, kind=kind, path=path.resolve())
 
 
+def trained_model_folder(path: Path) -> Path | None:
+    """The `model/` folder of the train-reranker artifact at `path` (to fine-tune further, or to load), or None when
+    `path` is not such an artifact."""
+    manifest = load_manifest(path) if path.is_dir() else None
+    if manifest is None or manifest.stage != TRAIN_STAGE or not (path / MODEL_DIR).is_dir():
+        return None
+    return path / MODEL_DIR
+
+
 def enclosing_training_artifact(path: Path, levels: int = 4) -> Manifest | None:
     """The train-reranker artifact that `path` lies inside (up to `levels` folders up), or None."""
     for parent in list(Path(path).resolve().parents)[:levels]:

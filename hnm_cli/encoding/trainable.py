@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hnm_cli.artifacts.reranker import trained_model_folder
 from hnm_cli.choices import Engine, ModelKind
 from hnm_cli.encoding.registry import resolve_model
 from hnm_cli.errors import ConfigError, InputError
@@ -18,7 +19,8 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
     """Locate the base model without loading it.
 
     Args:
-        source: `pkg:<name>`, a local folder, or a hub id.
+        source: `pkg:<name>`, a local folder (a train-reranker artifact stands for its `model/`: a warm start from
+            an earlier fine-tune, as `hnm eval --model` reads it), or a hub id.
         kind: "cross-encoder" or "bi-encoder".
 
     Returns:
@@ -31,6 +33,8 @@ def resolve_base_model(source: str, kind: str) -> tuple[str, str]:
     if source.startswith("hash:"):
         raise ConfigError(f"base_model '{source}' is a hashing test encoder with no weights; nothing to fine-tune")
     path = Path(source).expanduser()
+    if (trained := trained_model_folder(path)) is not None:
+        path, source = trained, str(trained)
     if path.exists():
         needs = ("config.json",) if kind == ModelKind.CROSS_ENCODER else ("config.json", "modules.json")
         if not path.is_dir() or not any((path / n).is_file() for n in needs):

@@ -84,7 +84,7 @@ embed: $(INSTALL_STAMP)  ## Embed corpus + queries with the config's ensemble (s
 reduce: embed  ## Normalise, concatenate and PCA-reduce the ensemble
 	$(HNM) reduce -c $(CONFIG) --embeddings $(RUN)/embed --out $(RUN)/reduce
 
-mine: reduce  ## Mine hard negatives with the paper's rule, then show a few triplets
+mine: reduce  ## Mine hard negatives with the default recipe (TopK-PercPos on the ensemble), then show a few triplets
 	$(HNM) mine -c $(CONFIG) --vectors $(RUN)/reduce --data $(DATA) --split $(SPLIT) --out $(RUN)/mine
 	@$(HNM) show $(RUN)/mine --data $(DATA) -n 5
 

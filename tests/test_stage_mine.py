@@ -29,6 +29,7 @@ from hnm_cli.config import MineConfig
 from hnm_cli.errors import ArtifactMismatchError, IncompleteArtifactError, LeakageError
 from hnm_cli.inputs import resolve_data
 from hnm_cli.stages import mine
+from hnm_cli.stages.mine_outputs import summary_line
 
 DIM = 6
 PLANE = {"A": 0, "B": 2, "C": 4}
@@ -144,6 +145,7 @@ def test_topk_and_percpos(setup):
     manifest = run(setup, strategy="topk", relative_margin=0.05, force=True)
     assert negatives(setup[2])[("q1", "d1")] == ["d3"]  # the first other-plane doc (sim 0), lowest row
     assert manifest.stats["rejected_by"] == {"relative_margin": 4}  # d2, d4, d8 for q1; d6 for q3
+    assert "removed by relative_margin 4" in summary_line(manifest.stats, paper_config(strategy="topk"), 0.1, False)
 
 
 def test_forced_remine_with_the_same_rows_keeps_the_digest(setup):

@@ -54,6 +54,9 @@ def summary_line(stats: dict[str, Any], cfg: MineConfig, seconds: float, from_au
             f"C1 rejected {stats['rejected_c1']}, C2 rejected {stats['rejected_c2']}, "
             f"excluded {stats['rejected_exclusion']}"
         )
+    if stats.get("rejected_by"):
+        # top-k's filters (the default's ceiling among them): what they kept out is the false-negative guard at work
+        parts.append("removed by " + ", ".join(f"{k} {v}" for k, v in sorted(stats["rejected_by"].items())))
     if stats.get("fallback_pairs"):
         parts.append(f"{stats['fallback_pairs']} by fallback {cfg.fallback}")
     if stats.get("query_duplicates_excluded"):

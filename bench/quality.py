@@ -770,9 +770,14 @@ def _default_recipe() -> str:
     from hnm_cli.config import MineConfig, ReduceConfig
 
     m, r = MineConfig(), ReduceConfig()
-    parts = [f"strategy {m.strategy}", f"{m.num_negatives} negative(s) per pair", f"fallback {m.fallback}",
-             f"fill {m.fill}", f"c2_margin {m.c2_margin}", f"reduce balance {r.balance}"]  # fmt: skip
-    return ", ".join(parts)
+    parts = [f"strategy {m.strategy}", f"{m.num_negatives} negative(s) per pair"]
+    # Only the knobs the default's strategy reads (the fill and C2 are the rule's; the window and margins top-k's).
+    knobs = {
+        "relative_margin": m.relative_margin, "absolute_margin": m.absolute_margin, "max_score": m.max_score,
+        "range_max": m.range_max,
+    } if m.strategy == "topk" else {"fallback": m.fallback, "fill": m.fill, "c2_margin": m.c2_margin}  # fmt: skip
+    parts += [f"{k} {v}" for k, v in knobs.items() if v is not None]
+    return ", ".join([*parts, f"reduce balance {r.balance}"])
 
 
 def _work_minutes(state: dict[str, Any]) -> float:

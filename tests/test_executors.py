@@ -84,8 +84,8 @@ def test_blocks_give_one_calls_results(data, case: str) -> None:
 def test_blocks_give_one_calls_audit(data, sampling: str) -> None:
     q, source, pairs, excluded, _ = data
     # No fallback: the audit records the rule's selections, which are then every negative of the rows.
-    cfg = MineConfig(query_block=8, candidate_k=10, num_negatives=2, range_max=5, sampling_strategy=sampling,
-                     fallback="none")  # fmt: skip
+    cfg = MineConfig(strategy="rule", relative_margin=None, query_block=8, candidate_k=10, num_negatives=2,
+                     range_max=5, sampling_strategy=sampling, fallback="none")  # fmt: skip
     one, many = [], []
     local, _ = mine_negatives(q, source, pairs, excluded, cfg, audit=one.append)
     blocked, _ = mine_negatives(q, source, pairs, excluded, cfg, audit=many.append, runner=PicklingRunner(workers=3))
@@ -96,7 +96,7 @@ def test_blocks_give_one_calls_audit(data, sampling: str) -> None:
 
 def test_blocks_cut_at_the_chunks_of_one_call(data) -> None:
     _, _, pairs, _, _ = data
-    rule = plan_blocks(pairs, MineConfig(query_block=8), workers=2)
+    rule = plan_blocks(pairs, MineConfig(query_block=8, strategy="rule", relative_margin=None), workers=2)
     assert 4 <= len(rule) <= 8 and all(int(b.rows[0]) % 8 == 0 for b in rule)
     assert np.array_equal(np.concatenate([b.rows for b in rule]), np.arange(len(pairs)))
     topk = plan_blocks(pairs, MineConfig(query_block=8, strategy="topk"), workers=2)
@@ -131,7 +131,8 @@ def test_bad_arguments_fail_before_any_block_runs(data) -> None:
             q, source, pairs, excluded, MineConfig(strategy="topk", range_min=5, range_max=5), runner=Refusing()
         )
     with pytest.raises(ValueError, match="fewer than 3"):
-        mine_negatives(q, source, pairs, excluded, MineConfig(num_negatives=3, range_max=2), runner=Refusing())
+        rule = MineConfig(strategy="rule", relative_margin=None, num_negatives=3, range_max=2)
+        mine_negatives(q, source, pairs, excluded, rule, runner=Refusing())
 
 
 def test_executor_is_no_part_of_the_fingerprint() -> None:

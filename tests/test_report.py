@@ -238,7 +238,7 @@ def tiny_run(cli, tiny_data: Path, tmp_path: Path) -> Path:
         ("embed", "--data", tiny_data, "--out", runs / "embed", "--model", "hash:16", "--model", "hash:8", "-q"),
         ("reduce", "--embeddings", runs / "embed", "--out", runs / "reduce", "--n-components", "6", "-q"),
         ("mine", "--vectors", runs / "reduce", "--data", tiny_data, "--out", runs / "mine", "--num-negatives", "2",
-         "--fallback", "next", "--fill", "short", "--relative-margin", "0.05", "-q"),
+         "--strategy", "rule", "--fallback", "next", "--fill", "short", "--relative-margin", "0.05", "-q"),
         ("mine", "--vectors", runs / "embed" / "hash-16", "--data", tiny_data, "--out", runs / "mine-topk",
          "--strategy", "topk", "--num-negatives", "2", "-q"),
         ("eval", "--data", tiny_data, "--out", runs / "eval", "--top-k", "5", "-q"),

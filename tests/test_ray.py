@@ -269,14 +269,17 @@ def test_embed_minilm_on_ray_matches_local(cluster, tmp_path) -> None:
 # mine
 # ---------------------------------------------------------------------------------------------
 
+RULE = ["--strategy", "rule", "--relative-margin", "none"]  # the rule without the default's ceiling
 MINE_CASES = {
-    "rule": [],
-    "rule-next-short": ["--num-negatives", 3, "--fallback", "next", "--fill", "short"],
-    "rule-window-random": ["--num-negatives", 2, "--range-min", 1, "--range-max", 6, "--sampling-strategy", "random"],
-    "rule-margin-audit": ["--c2-margin", 0.05, "--audit", "--export", "triplet"],
-    "rule-fallback-random": ["--num-negatives", 2, "--fallback", "random", "--seed", 3],
-    "rule-fallback-bm25": ["--fallback", "bm25"],
-    "topk": ["--strategy", "topk", "--num-negatives", 3],
+    "default": [],
+    "rule": [*RULE],
+    "rule-next-short": [*RULE, "--num-negatives", 3, "--fallback", "next", "--fill", "short"],
+    "rule-window-random": [*RULE, "--num-negatives", 2, "--range-min", 1, "--range-max", 6, "--sampling-strategy",
+                           "random"],
+    "rule-margin-audit": [*RULE, "--c2-margin", 0.05, "--audit", "--export", "triplet"],
+    "rule-fallback-random": [*RULE, "--num-negatives", 2, "--fallback", "random", "--seed", 3],
+    "rule-fallback-bm25": [*RULE, "--fallback", "bm25"],
+    "topk": ["--strategy", "topk", "--num-negatives", 3, "--relative-margin", "none"],
     "topk-percpos-random": ["--strategy", "topk", "--num-negatives", 3, "--relative-margin", 0.05,
                             "--sampling-strategy", "random", "--seed", 7],
     "topk-window": ["--strategy", "topk", "--range-min", 2, "--range-max", 9, "--max-score", 0.95],
@@ -304,7 +307,7 @@ def test_mine_on_ray_is_byte_identical_for_every_strategy(cluster, cli, local_em
             assert any(k.startswith("audit/") for k in outs["ray"]) and "export/triplet.jsonl" in outs["ray"]
     # A rerun with the other executor is up to date.
     again = cli("mine", "--vectors", vectors, "--data", EXAMPLE, "--out", tmp_path / "rule" / "ray", "-c", config,
-                "--executor", "local")  # fmt: skip
+                "--executor", "local", *RULE)  # fmt: skip
     assert "mine: up to date" in again.stderr
 
 

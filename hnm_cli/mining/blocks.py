@@ -138,21 +138,57 @@ def mine_in_blocks(
     Raises:
         ValueError: bad shapes, rows or argument combinations (as `mine_rule` / `mine_topk`).
     """
-    p = params
-    if p.strategy not in (Strategy.RULE, Strategy.TOPK):
-        raise ValueError(f"blocks mine the rule and top-k only, not {p.strategy!r}")
-    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
-    check_inputs(query_vecs, corpus, pairs, p.num_negatives)
-    job = BlockJob(query_vecs, corpus, tuple(pairs), excluded, p, audit=audit is not None)
-    if p.strategy == Strategy.TOPK and pairs:
-        filtered = p.absolute_margin is not None or p.relative_margin is not None or p.max_score is not None
-        range_max, max_positives = topk_window(pairs, p.num_negatives, p.range_min, p.range_max, filtered=filtered)
-        job = replace(job, range_max=range_max, max_positives=max_positives)
+    job = _job(query_vecs, corpus, pairs, excluded, params, audit=audit is not None)
     # The core's own argument checks, with the real settings and no pairs: a bad argument fails here, once.
     _strategy(job, [], None, defer_sampling=False)
-    blocks = plan_blocks(pairs, p, runner.workers)
-    parts = runner.map(_JobState(job), mine_block, blocks, label=f"mine {p.strategy}", unit="block")
+    blocks = plan_blocks(pairs, params, runner.workers)
+    parts = runner.map(_JobState(job), mine_block, blocks, label=f"mine {params.strategy}", unit="block")
     return merge_blocks(job, parts, rng, audit)
+
+
+def mine_part(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    part: Sequence[int],
+    excluded: Excluded,
+    params: MineConfig,
+) -> list[PairResult]:
+    """The results of the pairs `part` (indices into `pairs`) as one call over all `pairs` gives them: one block,
+    run here (`hnm mine --update` re-mines some pairs of a run this way). "top" sampling only: a random window is
+    drawn from the whole call's rng, in `merge_blocks`."""
+    if params.sampling_strategy != Sampling.TOP:
+        raise ValueError("mine_part selects with sampling_strategy 'top' only")
+    job = _job(query_vecs, corpus, pairs, excluded, params, audit=False)
+    results, _ = _strategy(job, [pairs[i] for i in part], None, defer_sampling=False)
+    return results
+
+
+def resolved_topk_window(pairs: Sequence[Pair], params: MineConfig) -> tuple[int, int]:
+    """Top-k's window (``range_max``) and the most positives of a query, resolved over all of a call's `pairs`."""
+    filtered = params.absolute_margin is not None or params.relative_margin is not None or params.max_score is not None
+    return topk_window(pairs, params.num_negatives, params.range_min, params.range_max, filtered=filtered)
+
+
+def _job(
+    query_vecs: np.ndarray,
+    corpus: VectorSource,
+    pairs: Sequence[Pair],
+    excluded: Excluded,
+    params: MineConfig,
+    *,
+    audit: bool,
+) -> BlockJob:
+    """The job every block of one call shares, top-k's depth resolved over all of its pairs."""
+    if params.strategy not in (Strategy.RULE, Strategy.TOPK):
+        raise ValueError(f"blocks mine the rule and top-k only, not {params.strategy!r}")
+    query_vecs = np.ascontiguousarray(query_vecs, dtype=np.float32)
+    check_inputs(query_vecs, corpus, pairs, params.num_negatives)
+    job = BlockJob(query_vecs, corpus, tuple(pairs), excluded, params, audit=audit)
+    if params.strategy == Strategy.TOPK and pairs:
+        range_max, max_positives = resolved_topk_window(pairs, params)
+        job = replace(job, range_max=range_max, max_positives=max_positives)
+    return job
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import numpy as np
 
 from hnm_cli.choices import Fallback, Fill, Sampling, SearchIndex, Strategy
 from hnm_cli.config import MineConfig
+from hnm_cli.mining.blocks import mine_part, resolved_topk_window
 from hnm_cli.mining.results import (
     Excluded,
     MiningStats,
@@ -28,7 +29,6 @@ from hnm_cli.mining.results import (
     PairResult,
 )
 from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
-from hnm_cli.mining.topk import mine_topk, topk_window
 from hnm_cli.mining.update_merge import (
     CHUNK,
     Previous,
@@ -79,7 +79,7 @@ class _AnyValue(tuple[Any, ...]):
         return True
 
 
-ANY_VALUE = _AnyValue()
+_EVERY_VALUE = _AnyValue()
 
 # Fields the merge reproduces for some values only, per strategy. Every value here is tested against a cold
 # mine (tests/test_update_core.py).
@@ -99,19 +99,19 @@ _RANDOM_VALUES: dict[str, tuple[Any, ...]] = {
     "index": (SearchIndex.EXACT, SearchIndex.HNSW),
     "fallback": (Fallback.NONE, Fallback.NEXT, Fallback.RANDOM),
     "fill": (Fill.EMPTY, Fill.SHORT),
-    "relative_margin": ANY_VALUE,  # margins guard the rule and top-k only; random draws never read them
-    "absolute_margin": ANY_VALUE,
+    "relative_margin": _EVERY_VALUE,  # margins guard the rule and top-k only; random draws never read them
+    "absolute_margin": _EVERY_VALUE,
 }
 # Top-k (the default recipe): the first picks of a ranked list, with filters that judge each document alone.
 _TOPK_VALUES: dict[str, tuple[Any, ...]] = {
     "index": (SearchIndex.EXACT,),
     "sampling_strategy": (Sampling.TOP,),
     "range_min": (0,),
-    "range_max": ANY_VALUE,
-    "relative_margin": ANY_VALUE,
-    "absolute_margin": ANY_VALUE,
-    "max_score": ANY_VALUE,
-    "min_score": ANY_VALUE,
+    "range_max": _EVERY_VALUE,
+    "relative_margin": _EVERY_VALUE,
+    "absolute_margin": _EVERY_VALUE,
+    "max_score": _EVERY_VALUE,
+    "min_score": _EVERY_VALUE,
     "fallback": (Fallback.NONE, Fallback.NEXT),  # neither adds documents to top-k's picks
     "fill": (Fill.EMPTY, Fill.SHORT),
 }
@@ -321,15 +321,9 @@ def update_negatives(
     return final, restat(final, None, params.num_negatives), counts
 
 
-def _window(pairs: Sequence[Pair], params: MineConfig) -> tuple[int, int]:
-    """Top-k's resolved window and the most positives of a query over all of this run's pairs (`topk_window`)."""
-    filtered = params.absolute_margin is not None or params.relative_margin is not None or params.max_score is not None
-    return topk_window(pairs, params.num_negatives, params.range_min, params.range_max, filtered=filtered)
-
-
 def _topk_depth(pairs: Sequence[Pair], params: MineConfig, plan: UpdatePlan, n_docs: int) -> TopkDepth:
     """Top-k's window and list length over all of this run's pairs, and the earlier run's list length."""
-    window, max_positives = _window(pairs, params)
+    window, max_positives = resolved_topk_window(pairs, params)
     if params.range_max is None:  # the earlier window was resolved with its own most positives of a query
         window_before = window - max_positives + plan.max_positives_before
     else:
@@ -354,16 +348,8 @@ def _mine_in_full(
     ids: Ids,
 ) -> list[PairResult]:
     """The pairs `full` mined as the whole run mines them. Top-k's list depth depends on the most positives of any
-    query of the run, so a subset is searched as deep as the whole run (as `mining.blocks` does for a block)."""
+    query of the run, so its subset is searched as deep as the whole run (`blocks.mine_part`, one block)."""
+    if params.strategy == Strategy.TOPK:
+        return mine_part(query_vecs, corpus, pairs, full, excluded, params)
     subset = [pairs[i] for i in full]
-    if params.strategy != Strategy.TOPK:
-        return mine_negatives(query_vecs, corpus, subset, excluded, params, index=index, texts=texts, ids=ids)[0]
-    window, max_positives = _window(pairs, params)
-    results, _ = mine_topk(
-        query_vecs, corpus, subset, excluded, num_negatives=params.num_negatives, range_min=params.range_min,
-        range_max=window, max_score=params.max_score, min_score=params.min_score,
-        absolute_margin=params.absolute_margin, relative_margin=params.relative_margin,
-        sampling_strategy=params.sampling_strategy, block_rows=params.block_size, query_block=params.query_block,
-        max_positives=max_positives,
-    )  # fmt: skip
-    return results
+    return mine_negatives(query_vecs, corpus, subset, excluded, params, index=index, texts=texts, ids=ids)[0]

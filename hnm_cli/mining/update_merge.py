@@ -124,6 +124,12 @@ def _in_chunks(
             yield i, near
 
 
+def _sims_to(vector: np.ndarray, docs: np.ndarray) -> np.ndarray:
+    """float64 similarities of one vector to every row of `docs` (the added documents), in the search's arithmetic."""
+    n = len(docs)
+    return gather_dot64(np.broadcast_to(vector, (n, len(vector))), np.arange(n), docs, np.arange(n))
+
+
 def not_drifted(
     query_vecs: np.ndarray,
     corpus: VectorSource,
@@ -188,13 +194,7 @@ def merge_rule(
         cand_rows, cand_s, cand_pd = rows_old, s_old, np.array([1.0 - float(n.d_pd) for n in old if n.d_pd is not None])
         fresh = np.empty(0, dtype=np.int64)
         if docs_added is not None:
-            n_add = len(added)
-            s_a = gather_dot64(
-                np.broadcast_to(qv[i], (n_add, qv.shape[1])), np.arange(n_add), docs_added, np.arange(n_add)
-            )
-            s_ap = gather_dot64(
-                np.broadcast_to(pd, (n_add, pd.shape[0])), np.arange(n_add), docs_added, np.arange(n_add)
-            )
+            s_a, s_ap = _sims_to(qv[i], docs_added), _sims_to(pd, docs_added)
             banned = set(excluded.get(pair.query_row, ())) | {pair.positive_row}
             ok = c2_passes(s_a, s_ap, margin) & ~np.isin(added, np.fromiter(banned, np.int64, len(banned)))
             c1 = s_a > s_qp
@@ -232,11 +232,8 @@ def merge_rule(
                 np.array([exact_s[n.doc_row] for n in rule_negs]),
             )
         elif rule_negs and docs_added is not None:
-            # Added documents only: a pick moves down by the number of them ranked above it (ties: lower row).
-            n_add = len(added)
-            s_a = gather_dot64(
-                np.broadcast_to(qv[i], (n_add, qv.shape[1])), np.arange(n_add), docs_added, np.arange(n_add)
-            )
+            # Added documents only: a pick moves down by the number of them ranked above it (ties: lower row);
+            # `s_a` are this pair's similarities to them, computed above.
             chosen = [
                 replace(n, rank=int(n.rank) + int(np.count_nonzero(
                     (s_a > exact_s[n.doc_row]) | ((s_a == exact_s[n.doc_row]) & (added < n.doc_row)))))
@@ -310,11 +307,15 @@ def _earlier(previous: Sequence[Previous | None], i: int) -> tuple[Negative, ...
 
 @dataclass
 class _Picks:
-    """A query's candidate picks in rank order, their ranks (None: to be recounted) and similarities."""
+    """A query's candidate picks in rank order, their ranks (None: to be recounted) and similarities, with what
+    its rows are written from: its pairs' positive vectors and similarities (in pair order), its earlier picks."""
 
     rows: list[int]
     ranks: list[int | None]
     sims: np.ndarray
+    positives: np.ndarray
+    s_qp: np.ndarray
+    earlier: set[int]
 
 
 def merge_topk(
@@ -350,7 +351,6 @@ def merge_topk(
         by_query.setdefault(pair.query_row, []).append(i)
     reusable = set(reuse)
     docs_added = corpus.take(added) if len(added) else None
-    n_add = len(added)
     recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     picks: dict[int, _Picks] = {}  # by query row
     for q_row, idx in by_query.items():
@@ -366,16 +366,15 @@ def merge_topk(
             continue
         qv1 = qv[first]
         pos_rows = np.array([pairs[i].positive_row for i in idx], dtype=np.int64)
-        s_qp = rowdot64(np.broadcast_to(qv1, (len(idx), qv.shape[1])), corpus.take(pos_rows))
+        positives = corpus.take(pos_rows)
+        s_qp = rowdot64(np.broadcast_to(qv1, (len(idx), qv.shape[1])), positives)
         ref = float(s_qp.min())
         rows_old = np.array(old, dtype=np.int64)
         s_old = rowdot64(np.broadcast_to(qv1, (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s = rows_old, s_old
         s_a = np.empty(0)
         if docs_added is not None:
-            s_a = gather_dot64(
-                np.broadcast_to(qv1, (n_add, qv.shape[1])), np.arange(n_add), docs_added, np.arange(n_add)
-            )
+            s_a = _sims_to(qv1, docs_added)
             banned = set(excluded.get(q_row, ())) | set(pos_rows.tolist())
             ok = ~np.isin(added, np.fromiter(banned, np.int64, len(banned)))
             for removes in topk_filters(s_a, ref, params.absolute_margin, params.relative_margin,
@@ -399,7 +398,7 @@ def merge_topk(
         todo = [j for j, r in enumerate(ranks) if r is None]
         if todo:
             recount[first] = (np.array([rows[j] for j in todo], dtype=np.int64), sims[todo])
-        picks[q_row] = _Picks(rows, ranks, sims)
+        picks[q_row] = _Picks(rows, ranks, sims, positives, s_qp, set(old))
     if recount:
         counts.ranks_recounted += sum(len(by_query[pairs[i].query_row]) for i in recount)
         for i, rk in rule_exact.count_ranks(qv, recount, corpus, params.block_size, params.query_block).items():
@@ -413,19 +412,16 @@ def merge_topk(
         ranks = [r for r in p.ranks if r is not None and r <= depth.k_now]
         kept = range(len(ranks))
         idx = by_query[q_row]
-        first_old = {n.doc_row for n in _earlier(previous, idx[0])}
-        if any(rows[j] not in first_old for j in kept):
+        if any(rows[j] not in p.earlier for j in kept):
             counts.pairs_changed_by_new_documents += len(idx)
         chosen_rows = np.array([rows[j] for j in kept], dtype=np.int64)
         docs = corpus.take(chosen_rows) if len(kept) else np.empty((0, corpus.dim), dtype=np.float32)
-        for i in idx:
-            pair = pairs[i]
-            pd = corpus.take(np.array([pair.positive_row], dtype=np.int64))[0]
-            s_qp_i = float(rowdot64(qv[i][None, :], pd[None, :])[0])
+        # A query's pairs share its vector, so each pair's s(Q,PD) is the one computed for the ceiling's reference.
+        for i, pd, s_qp_i in zip(idx, p.positives, p.s_qp, strict=True):
             s_pd = rowdot64(np.broadcast_to(pd, (len(kept), corpus.dim)), docs) if len(kept) else np.empty(0)
             negs = [
                 make_negative(rows[j], SOURCE_TOPK, ranks[j], sims[j], s_qp_i, spd)
                 for j, spd in zip(kept, s_pd, strict=True)
             ]
-            out[i] = PairResult(pair, negs, examined=len(rows))
+            out[i] = PairResult(pairs[i], negs, examined=len(rows))
     return out

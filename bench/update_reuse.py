@@ -90,6 +90,10 @@ class Day:
         results, _ = mine_negatives(self.query_vecs, self.corpus, self.core_pairs, self.excluded, cfg, ids=self.ids)
         return results, time.process_time() - t0
 
+    def heads(self, results: list[Any]) -> dict[str, tuple[np.ndarray, float]]:
+        """What the stage keeps in the artifact's state: each query's ranking head (top-k), in this day's rows."""
+        return {self.query_ids[r.pair.query_row]: (r.head.rows, r.head.floor) for r in results if r.head is not None}
+
     def rows(self, results: list[Any]) -> dict[tuple[str, str], list[dict[str, Any]]]:
         return {
             p: [{"doc_id": self.doc_ids[n.doc_row], "source": n.source, "rank": n.rank, "d_qd": n.d_qd,
@@ -140,7 +144,7 @@ def main() -> int:
         cold, cold_s = today.mine(cfg)
         t0 = time.process_time()
         plan = plan_update(yesterday.doc_hash, yesterday.query_hash, yesterday.rows(old_results), today.doc_hash,
-                           today.query_hash, today.pairs, today.row)  # fmt: skip
+                           today.query_hash, today.pairs, today.row, old_heads=yesterday.heads(old_results))  # fmt: skip
         got, _, counts = update_negatives(today.query_vecs, today.corpus, today.core_pairs, today.excluded, cfg, plan,
                                           ids=today.ids)  # fmt: skip
         update_s = time.process_time() - t0

@@ -19,13 +19,15 @@ import hnm_cli as hnm
 WORDS = ("mysql managed cloud database network vcn vnic subnet firewall waf rules backup volume block object "
          "storage lifecycle archive deploy install region instance policy traffic http filter private").split()  # fmt: skip
 MODELS = ["hash:16", "hash:8"]
+RULE = {"strategy": "rule", "relative_margin": None}  # None: the option cleared (the rule without a ceiling)
 STRATEGIES = {
-    "rule": {},
-    "rule-next-short": {"fallback": "next", "fill": "short", "num_negatives": 2},
-    "rule-next-empty": {"fallback": "next", "num_negatives": 2},
-    "rule-margin": {"c2_margin": 0.05, "num_negatives": 2},
+    "default": {},  # top-k below 95% of the positive's score, merged from the heads kept in the state
+    "rule": {**RULE},
+    "rule-next-short": {**RULE, "fallback": "next", "fill": "short", "num_negatives": 2},
+    "rule-next-empty": {**RULE, "fallback": "next", "fill": "empty", "num_negatives": 2},
+    "rule-margin": {**RULE, "c2_margin": 0.05, "num_negatives": 2},
     "random": {"strategy": "random", "num_negatives": 3},
-    "topk": {"strategy": "topk", "num_negatives": 2},  # recomputed in full, still the same rows
+    "topk": {"strategy": "topk", "num_negatives": 2, "relative_margin": None},
 }
 
 
@@ -76,8 +78,9 @@ def _pipeline(data: Path, runs: Path, base_fit: Path | None, options: dict, upda
     from hnm_cli.stages import mine as mine_stage
 
     out = runs / "mine"
-    mine_stage.run(runs / "reduce", resolve_data(data), out, MineConfig().merged(**options), update=update,
-                   progress=False)  # fmt: skip
+    given = {k: v for k, v in options.items() if v is not None}
+    cfg = MineConfig().merged(**given).without(*(k for k, v in options.items() if v is None))
+    mine_stage.run(runs / "reduce", resolve_data(data), out, cfg, update=update, progress=False)
     return out
 
 
@@ -131,6 +134,18 @@ def test_an_update_reuses_most_pairs_and_encodes_only_new_texts(tmp_path: Path) 
     assert embed["rows_from_cache"] >= 80 + 20 - 2  # only the new document and query were encoded
     update = orjson.loads((mine / "stats.json").read_bytes())["update"]
     assert update["pairs_remined"] <= 2 < update["pairs_reused"]
+    # The default (top-k) keeps each query's ranking head in the state: tonight's deletions merge without a search.
+    assert (mine / "state" / "heads.npy").is_file() and (mine / "state" / "head_floors.npy").is_file()
+    shutil.rmtree(tmp_path / "old")
+    shutil.copytree(mine, tmp_path / "old")
+    again = _edit(*edited, [("delete", 3), ("delete", 11), ("change", 17)], 10)
+    tonight = write_beir(tmp_path / "tonight", again[0], again[1], {"train": again[2]})
+    mine = _pipeline(tonight, runs, tmp_path / "fit", {}, tmp_path / "old")
+    update = orjson.loads((mine / "stats.json").read_bytes())["update"]
+    # (a tiny corpus: each head lists a third of it, so deletions reach many short heads; bench/update_reuse.py
+    # measures the share on real data)
+    assert update["ranks_recounted"] == 0 and update["pairs_reused"] > 0
+    assert _rows(mine) == _rows(_pipeline(tonight, tmp_path / "cold", tmp_path / "fit", {}, None))
 
 
 def test_update_refuses_other_settings_vectors_or_old_artifacts(tmp_path: Path, cli) -> None:

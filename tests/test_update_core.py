@@ -185,19 +185,37 @@ def _cannot_have_changed(before: World, after: World, old_rows: dict[tuple[str, 
     )
 
 
-def _update(before: World, after: World, cfg: MineConfig) -> tuple[bytes, bytes, Any, int]:
-    inp0, res0 = _cold(before, cfg)
-    old_rows = _rows(before, inp0, res0)
+def _heads(inp: Inputs, results: list[PairResult]) -> dict[str, tuple[np.ndarray, float]]:
+    """What the stage keeps in the artifact's state: each query's ranking head, in that run's corpus rows."""
+    return {inp.ids.queries[r.pair.query_row]: (r.head.rows, r.head.floor) for r in results if r.head is not None}
+
+
+def _step(
+    before: World, after: World, cfg: MineConfig, inp0: Inputs, res0: list[PairResult], *, heads: bool = True
+) -> tuple[Inputs, list[PairResult], Any]:
+    """`hnm mine --update` from the results `res0` of `before` (a cold run's or an update's) to `after`."""
     (docs0, queries0), (docs1, queries1) = _snapshot(before), _snapshot(after)
-    inp1, cold = _cold(after, cfg)
-    plan = plan_update(docs0, queries0, old_rows, docs1, queries1, after.pairs, inp1.corpus_row)
+    inp1 = _inputs(after)
+    old_heads = _heads(inp0, res0) if heads else None
+    plan = plan_update(docs0, queries0, _rows(before, inp0, res0), docs1, queries1, after.pairs, inp1.corpus_row,
+                       old_heads=old_heads)  # fmt: skip
     got, _, counts = update_negatives(inp1.query_vecs, inp1.corpus, inp1.pairs, inp1.excluded, cfg, plan, ids=inp1.ids)
-    dump = lambda rows: orjson.dumps(list(rows.items()))  # noqa: E731
+    return inp1, got, counts
+
+
+def _dump(w: World, inp: Inputs, results: list[PairResult]) -> bytes:
+    return orjson.dumps(list(_rows(w, inp, results).items()))
+
+
+def _update(before: World, after: World, cfg: MineConfig, *, heads: bool = True) -> tuple[bytes, bytes, Any, int]:
+    inp0, res0 = _cold(before, cfg)
+    inp1, got, counts = _step(before, after, cfg, inp0, res0, heads=heads)
+    _, cold = _cold(after, cfg)
     return (
-        dump(_rows(after, inp1, got)),
-        dump(_rows(after, inp1, cold)),
+        _dump(after, inp1, got),
+        _dump(after, inp1, cold),
         counts,
-        _cannot_have_changed(before, after, old_rows),
+        _cannot_have_changed(before, after, _rows(before, inp0, res0)),
     )
 
 
@@ -205,16 +223,23 @@ OPS = ["add_doc", "change_doc", "delete_doc", "move_doc", "add_query", "change_q
 scripts = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 1000)), max_size=8)
 
 
-@pytest.mark.parametrize("name", list(OPTIONS))
+TOPK_OPTIONS = [name for name in OPTIONS if _cfg(name).strategy == "topk"]
+# Top-k merges from the heads the earlier run kept, or without them (an artifact mined before heads were kept).
+CASES = [(name, True) for name in OPTIONS] + [(name, False) for name in TOPK_OPTIONS]
+
+
+@pytest.mark.parametrize(("name", "heads"), CASES, ids=[f"{n}{'' if h else '-no-heads'}" for n, h in CASES])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**16), script=scripts)
-def test_update_rows_equal_a_cold_mine_and_reuse_what_the_edit_cannot_change(name: str, seed: int, script) -> None:
+def test_update_rows_equal_a_cold_mine_and_reuse_what_the_edit_cannot_change(
+    name: str, heads: bool, seed: int, script
+) -> None:
     cfg = _cfg(name)
     assert unsupported(cfg) is None, "every option here must be on the allow-list"
     rng = np.random.default_rng(seed)
     before = _world(rng)
     after = _edit(before, script, rng)
-    got, cold, counts, unchanged = _update(before, after, cfg)
+    got, cold, counts, unchanged = _update(before, after, cfg, heads=heads)
     assert got == cold
     assert counts.pairs_drifted == 0  # the same vectors: nothing may count as drift
     # Top-k merges a query whole or mines it whole: an unchanged pair may go with its query (counted as such).
@@ -225,6 +250,63 @@ def test_update_rows_equal_a_cold_mine_and_reuse_what_the_edit_cannot_change(nam
     )
     if cfg.strategy != "topk":
         assert counts.pairs_remined_with_their_query == 0
+
+
+@pytest.mark.parametrize("name", TOPK_OPTIONS)
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**16), first=scripts, second=scripts)
+def test_a_nightly_chain_of_updates_stays_equal_to_a_cold_mine(name: str, seed: int, first, second) -> None:
+    # The second update starts from the first one's rows and heads, not a cold run's: a head the merge
+    # rebuilt (shortened by removals, lengthened by additions) must be as good as a searched one.
+    cfg = _cfg(name)
+    rng = np.random.default_rng(seed)
+    w0 = _world(rng)
+    w1 = _edit(w0, first, rng)
+    w2 = _edit(w1, second, rng)
+    inp0, res0 = _cold(w0, cfg)
+    inp1, res1, _ = _step(w0, w1, cfg, inp0, res0)
+    inp2, res2, counts = _step(w1, w2, cfg, inp1, res1)
+    assert _dump(w2, inp2, res2) == _dump(w2, inp2, _cold(w2, cfg)[1])
+    assert counts.pairs_drifted == 0
+
+
+def test_a_removed_document_that_no_head_lists_costs_no_query_its_rows() -> None:
+    # The default's queries short of picks (few documents under the ceiling) used to be mined again after any
+    # removal; with their heads kept, only those whose head listed a removed document are.
+    rng = np.random.default_rng(8)
+    before = _world(rng, n_docs=200, n_queries=20)
+    cfg = _cfg("default")
+    inp0, res0 = _cold(before, cfg)
+    short = [p for p, r in zip(before.pairs, res0, strict=True) if len(r.negatives) < cfg.num_negatives]
+    assert short, "the world must have queries short of picks for this test to mean anything"
+    # Not a positive and not a pick (those pairs' inputs changed), and not listed by a short query's head.
+    taken = {d for _, d in before.pairs} | {inp0.ids.corpus[n.doc_row] for r in res0 for n in r.negatives}
+    listed = {
+        inp0.ids.corpus[int(row)]
+        for p, r in zip(before.pairs, res0, strict=True)
+        if p in short and r.head is not None
+        for row in r.head.rows
+    }
+    unlisted = [d for d in before.docs if d not in listed | taken]
+    assert unlisted
+    after = before.copy()
+    del after.docs[unlisted[0]]
+    inp1, got, counts = _step(before, after, cfg, inp0, res0)
+    assert _dump(after, inp1, got) == _dump(after, inp1, _cold(after, cfg)[1])
+    assert (counts.pairs_reused, counts.pairs_remined, counts.ranks_recounted) == (len(after.pairs), 0, 0)
+    # A removed document a short query listed: that query may now reach one more document, so it is mined again.
+    victim = next(
+        inp0.ids.corpus[int(row)]
+        for p, r in zip(before.pairs, res0, strict=True)
+        if p in short and r.head is not None
+        for row in r.head.rows
+        if inp0.ids.corpus[int(row)] not in taken
+    )
+    after = before.copy()
+    del after.docs[victim]
+    inp1, got, counts = _step(before, after, cfg, inp0, res0)
+    assert _dump(after, inp1, got) == _dump(after, inp1, _cold(after, cfg)[1])
+    assert counts.pairs_remined_with_their_query >= 1 and counts.ranks_recounted == 0
 
 
 def test_no_edit_reuses_every_pair_and_a_new_document_only_touches_the_pairs_it_enters() -> None:

@@ -8,7 +8,9 @@ for bm25; null for random); `meta` passes the query record's extra fields throug
 keeps its row with an empty list, so the file is complete. `hnm mine` and the sentence-transformers arm of the
 benchmark write it through here; train-reranker, eval's leakage guard and `hnm show` read it through here.
 The audit (`audit/rows-NNNNN.jsonl`) holds every candidate the rule examined with its three distances and
-test outcomes, so selections can be re-made without a search.
+test outcomes, so selections can be re-made without a search. `state/` holds what `hnm mine --update` compares the
+next run with: each text's hash (`docs.jsonl`, `queries.jsonl`), the vector space, and for top-k each query's
+ranking head (`heads.npy`, `head_floors.npy`).
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from hnm_cli.artifacts.files import rows_name
 from hnm_cli.artifacts.manifest import Manifest, load_manifest, output_entry, require_artifact
 from hnm_cli.choices import Stage
 from hnm_cli.errors import CorruptArtifactError, DataError, InputError
-from hnm_cli.fileio import atomic_write_json, iter_jsonl, recorded_file, write_jsonl
+from hnm_cli.fileio import atomic_write_json, iter_jsonl, recorded_file, save_npy, write_jsonl
 
 STAGE = Stage.MINE
 ROWS_PER_SHARD = 10_000
@@ -320,11 +323,18 @@ def hnsw_index(
 @dataclass(frozen=True)
 class MineState:
     """What an earlier mine run saw: every corpus document's text hash (in its row order), every mined query's
-    text hash and exclusion digest, and the vector space the vectors came from."""
+    text hash and exclusion digest, the vector space the vectors came from, and (top-k) the head of each query's
+    ranking its picks came from."""
 
     docs: dict[str, str]  # doc id -> text hash, in corpus-row order
     queries: dict[str, tuple[str, str]]  # query id -> (text hash, exclusions digest)
     space: str
+    # query id -> (corpus rows of that run, best first; the float64 similarity of the last): top-k only
+    heads: Mapping[str, tuple[Sequence[int], float]] | None = None
+
+
+HEAD_ROWS = "heads.npy"  # int32 [queries, longest head]: each query's head (queries.jsonl's order), -1 padded
+HEAD_FLOORS = "head_floors.npy"  # float64 [queries]: the similarity of each head's last document (NaN: no head)
 
 
 def write_state(out: Path, state: MineState) -> list[str]:
@@ -333,7 +343,20 @@ def write_state(out: Path, state: MineState) -> list[str]:
     write_jsonl(out / STATE_DIR / "docs.jsonl", ({"id": d, "h": h} for d, h in state.docs.items()))
     write_jsonl(out / STATE_DIR / "queries.jsonl", ({"id": q, "h": h, "x": x} for q, (h, x) in state.queries.items()))
     atomic_write_json(out / STATE_DIR / "space.json", {"space": state.space})
-    return [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]
+    files = [f"{STATE_DIR}/docs.jsonl", f"{STATE_DIR}/queries.jsonl", f"{STATE_DIR}/space.json"]
+    if state.heads:
+        width = max(len(rows) for rows, _ in state.heads.values())
+        rows = np.full((len(state.queries), width), -1, dtype=np.int32)
+        floors = np.full(len(state.queries), np.nan, dtype=np.float64)
+        for i, q in enumerate(state.queries):
+            if q in state.heads:
+                head, floor = state.heads[q]
+                rows[i, : len(head)] = head
+                floors[i] = floor
+        save_npy(out / STATE_DIR / HEAD_ROWS, rows, np.int32)
+        save_npy(out / STATE_DIR / HEAD_FLOORS, floors, np.float64)
+        files += [f"{STATE_DIR}/{HEAD_ROWS}", f"{STATE_DIR}/{HEAD_FLOORS}"]
+    return files
 
 
 def read_state(mine_dir: Path) -> MineState | None:
@@ -349,4 +372,18 @@ def read_state(mine_dir: Path) -> MineState | None:
         queries = {str(r["id"]): (str(r["h"]), r["x"]) for r in iter_jsonl(folder / "queries.jsonl")}
     with recorded_file(folder / "space.json"):
         space = orjson.loads((folder / "space.json").read_bytes())["space"]
-    return MineState(docs, queries, space)
+    heads: dict[str, tuple[Sequence[int], float]] | None = None
+    if (folder / HEAD_ROWS).is_file():
+        with recorded_file(folder / HEAD_ROWS), recorded_file(folder / HEAD_FLOORS):
+            rows = np.load(folder / HEAD_ROWS, allow_pickle=False)
+            floors = np.load(folder / HEAD_FLOORS, allow_pickle=False)
+        if rows.ndim != 2 or len(rows) != len(queries) or floors.shape != (len(queries),):
+            raise CorruptArtifactError(
+                f"{folder / HEAD_ROWS}: {rows.shape} heads for {len(queries)} queries; mine it again in full"
+            )
+        heads = {
+            q: (r[r >= 0].astype(np.int64), float(f))
+            for q, r, f in zip(queries, rows, floors, strict=True)
+            if not np.isnan(f)
+        }
+    return MineState(docs, queries, space, heads)

@@ -55,6 +55,26 @@ class Negative:
     d_pd: float | None
 
 
+@dataclass(frozen=True, eq=False)
+class RankingHead:
+    """The first documents of a query's dense ranking, as top-k's exact search listed them: what lets `hnm mine
+    --update` merge the query after documents were removed without searching again (`update_merge.merge_topk`).
+
+    Every document that ranks above the last one listed is listed (the rows are a prefix of the ranking), so a
+    removed document that is not here ranked below all of them and cannot have moved a pick or a rank.
+    """
+
+    rows: np.ndarray  # corpus rows, best first (float64 similarity, ties: lower row first)
+    floor: float  # the float64 similarity of the last one (`numerics.rowdot64`, bit for bit)
+
+    def __eq__(self, other: object) -> bool:  # arrays compare element-wise; two heads are equal as lists
+        if not isinstance(other, RankingHead):
+            return NotImplemented
+        return bool(np.array_equal(self.rows, other.rows)) and self.floor == other.floor
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass
 class PairResult:
     """Negatives chosen for one pair plus the per-pair counts behind the stats.
@@ -69,6 +89,8 @@ class PairResult:
         fallback_used: True if the negatives came from the fallback, not from the strategy itself.
         suspected: Candidates a false-negative guard removed as likely positives (`mining.controls`), nearest
             first, each with the guard's name as its source; None when no guard ran.
+        head: Top-k's exact search only: the head of the query's ranking the picks came from (shared by the
+            query's pairs; `hnm mine --update` keeps it in the artifact's state); None otherwise.
     """
 
     pair: Pair
@@ -79,6 +101,7 @@ class PairResult:
     examined: int = 0
     fallback_used: bool = False
     suspected: list[Negative] | None = None
+    head: RankingHead | None = None
 
 
 @dataclass(frozen=True)

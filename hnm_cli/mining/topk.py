@@ -8,7 +8,7 @@ import numpy as np
 
 from hnm_cli.choices import Sampling
 from hnm_cli.mining.numerics import check_inputs, make_negative, rowdot64
-from hnm_cli.mining.results import SOURCE_TOPK, Excluded, MiningStats, Pair, PairResult
+from hnm_cli.mining.results import SOURCE_TOPK, Excluded, MiningStats, Pair, PairResult, RankingHead
 from hnm_cli.search import DEFAULT_BLOCK_ROWS, DEFAULT_QUERY_BLOCK, HnswIndex, VectorSource, exact_topk
 
 
@@ -72,7 +72,8 @@ def mine_topk(
 
     Returns:
         ``(results, stats)`` as in `mine_rule` (C1/C2 counters stay 0; ``examined`` = candidates in the
-        window; ``stats.rejected_by`` = candidates each filter removed).
+        window; ``stats.rejected_by`` = candidates each filter removed; ``head`` = the query's list, exact
+        search only).
 
     Raises:
         ValueError: on the argument combinations sentence-transformers rejects (range_min >= range_max,
@@ -129,7 +130,10 @@ def mine_topk(
                 valid &= ~removed
         window = np.flatnonzero(valid)[:range_max][range_min:]
         chosen = window[:m] if sampling_strategy == Sampling.TOP else sample_window(window, m, rng)
+        # An exact list is a prefix of the ranking (hnsw's may miss a document): only that one is worth keeping.
+        head = RankingHead(got, float(s[-1])) if index is None and len(got) else None
         for i in pair_idx:
+            results[i].head = head
             s_pd = rowdot64(np.broadcast_to(pv[i], (len(chosen), source.dim)), docs[chosen])
             results[i].negatives = [
                 make_negative(got[c], SOURCE_TOPK, int(ranks[c]), s[c], s_qp[i], spd)

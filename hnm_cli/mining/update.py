@@ -27,6 +27,7 @@ from hnm_cli.mining.results import (
     Negative,
     Pair,
     PairResult,
+    RankingHead,
 )
 from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
 from hnm_cli.mining.update_merge import (
@@ -169,7 +170,7 @@ class UpdatePlan:
     removed: int  # documents removed or changed since
     reordered: bool  # documents that stayed changed their order (ties are broken by row: ranks are recounted)
     pairs_new: int  # pairs the earlier run did not have
-    pairs_inputs_changed: int  # query, positive or exclusions changed, or a pick was removed or changed
+    pairs_inputs_changed: int  # query, positive or exclusions changed, or a pick was lost and no head kept
     max_positives_before: int = 0  # the most positives of a query then (top-k's list depth depends on it)
     docs_before: int = 0  # the corpus size then
 
@@ -186,6 +187,7 @@ def plan_update(
     new_queries: Mapping[str, Any],
     pair_ids: Sequence[tuple[str, str]],
     corpus_row: Mapping[str, int],
+    old_heads: Mapping[str, tuple[Sequence[int], float]] | None = None,
 ) -> UpdatePlan:
     """Diff what the earlier run saw against this run's inputs.
 
@@ -197,11 +199,26 @@ def plan_update(
             `rank`, `d_qd`, `d_qp`, `d_pd`).
         pair_ids: this run's (query id, positive id) pairs, in order.
         corpus_row: this run's document id -> corpus row.
+        old_heads: query id -> the head of its ranking then (top-k: corpus rows of the earlier run, best first,
+            and the similarity of the last; `RankingHead`), where the earlier run kept one.
     """
     added = np.array([corpus_row[d] for d, h in new_docs.items() if old_docs.get(d) != h], dtype=np.int64)
     gone = {d for d, h in old_docs.items() if new_docs.get(d) != h}
     kept_rows = [corpus_row[d] for d in old_docs if d in corpus_row and d not in gone]
     reordered = any(b < a for a, b in zip(kept_rows, kept_rows[1:], strict=False))
+    old_ids = list(old_docs)
+    heads: dict[str, RankingHead | None] = {}
+
+    def head_now(q: str) -> RankingHead | None:
+        """The earlier head of `q` in this run's rows, -1 where the document is gone."""
+        if old_heads is None or q not in old_heads:
+            return None
+        if q not in heads:
+            rows, floor = old_heads[q]
+            mapped = [-1 if old_ids[r] in gone else corpus_row[old_ids[r]] for r in rows]
+            heads[q] = RankingHead(np.array(mapped, dtype=np.int64), floor)
+        return heads[q]
+
     previous: list[Previous | None] = []
     new_pairs = changed = 0
     for q, d in pair_ids:
@@ -209,11 +226,14 @@ def plan_update(
         if negs is None:
             new_pairs += 1
             previous.append(None)
-        elif (
+            continue
+        lost = sum(n["doc_id"] in gone for n in negs)
+        if (
             q not in old_queries
             or old_queries[q] != new_queries[q]
             or old_docs.get(d) != new_docs[d]
-            or any(n["doc_id"] in gone for n in negs)
+            # a lost pick: what replaces it is not known, unless the query's head lists what ranked below it
+            or (lost and head_now(q) is None)
         ):
             changed += 1
             previous.append(None)
@@ -223,7 +243,10 @@ def plan_update(
                     tuple(
                         Negative(corpus_row[n["doc_id"]], n["source"], n["rank"], n["d_qd"], n["d_qp"], n["d_pd"])
                         for n in negs
-                    )
+                        if n["doc_id"] not in gone
+                    ),
+                    head_now(q),
+                    picks_lost=lost,
                 )
             )
     positives_before: dict[str, int] = {}
@@ -299,11 +322,12 @@ def update_negatives(
                 qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts
             )
         elif params.strategy == Strategy.TOPK:
+            drifted = counts.pairs_drifted
             merged = merge_topk(
                 qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any,
-                _topk_depth(pairs, params, plan, corpus.n), counts,
+                plan.reordered, _topk_depth(pairs, params, plan, corpus.n), counts,
             )  # fmt: skip
-            counts.pairs_remined_with_their_query = len(reuse) - len(merged)
+            counts.pairs_remined_with_their_query = len(reuse) - len(merged) - (counts.pairs_drifted - drifted)
         else:
             merged = merge_random(
                 corpus, pairs, excluded, params, previous, reuse, plan.added_rows, ids, query_vecs, counts

@@ -41,6 +41,7 @@ from hnm_cli.mining.results import (
     Negative,
     Pair,
     PairResult,
+    RankingHead,
 )
 from hnm_cli.mining.sampling import draw_keys, fill_distances
 from hnm_cli.mining.strategies import Ids
@@ -50,9 +51,14 @@ from hnm_cli.search import VectorSource
 
 @dataclass(frozen=True)
 class Previous:
-    """A pair's row from the earlier run, its negatives' `doc_row` already mapped to the new corpus rows."""
+    """A pair's row from the earlier run, its negatives' `doc_row` already mapped to the new corpus rows, and
+    (top-k) the head of its query's ranking then, mapped the same way with -1 where the document is gone
+    (removed, or its text changed). Only a pair with a head can have lost picks (`picks_lost`, left out of
+    `negatives`): the head says what ranked below them."""
 
     negatives: tuple[Negative, ...]
+    head: RankingHead | None = None
+    picks_lost: int = 0
 
 
 @dataclass
@@ -64,10 +70,11 @@ class UpdateCounts:
     pairs_new: int = 0
     pairs_inputs_changed: int = 0
     pairs_drifted: int = 0  # unchanged texts, but a vector differed by a bit: mined in full to stay exact
-    # top-k shares one list per query: a query is merged whole or mined whole (a sibling pair changed, a removal
-    # or a deeper list may bring a document from below a short list)
+    # top-k shares one list per query: a query is merged whole or mined whole (a sibling pair changed, or a removal
+    # or a deeper list may bring a document from below what the earlier run listed)
     pairs_remined_with_their_query: int = 0
     pairs_changed_by_new_documents: int = 0
+    pairs_changed_by_removed_documents: int = 0  # merged from their query's head after losing a pick
     ranks_recounted: int = 0
     documents_added: int = 0
     documents_removed_or_changed: int = 0
@@ -318,6 +325,41 @@ class _Picks:
     earlier: set[int]
 
 
+class _Drift:
+    """A head whose last document no longer scores as recorded: a vector moved under an unchanged text."""
+
+
+_DRIFT = _Drift()
+
+
+def _listed_now(
+    qv1: np.ndarray, corpus: VectorSource, head: RankingHead, added: np.ndarray, s_a: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, bool] | _Drift | None:
+    """Today's first documents of a query's ranking from its earlier head: (rows, float64 similarities, whether
+    they are all of the first `k`), `_DRIFT` when the head's vectors moved, None when a tie cannot be placed.
+
+    The head's documents that stayed keep their order (`reordered` is handled by the caller), so with the added
+    documents that rank above the head's last one they are a prefix of today's ranking (see `merge_topk`).
+    """
+    here = head.rows >= 0
+    rows = head.rows[here]
+    s = rowdot64(np.broadcast_to(qv1, (len(rows), len(qv1))), corpus.take(rows)) if len(rows) else np.empty(0)
+    last = int(head.rows[-1]) if len(head.rows) else -1
+    # The search wrote the head in (similarity, row) order with the arithmetic used here: any other order, or a
+    # last document that scores otherwise, means a vector moved.
+    if (last >= 0 and s[-1] != head.floor) or np.any((s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & (rows[1:] < rows[:-1]))):
+        return _DRIFT
+    if len(added):
+        if last < 0 and np.any(s_a == head.floor):
+            return None
+        above = (s_a > head.floor) | ((s_a == head.floor) & (added < last))
+        rows = np.concatenate([rows, added[above]])
+        s = np.concatenate([s, s_a[above]])
+        order = np.lexsort((rows, -s))
+        rows, s = rows[order], s[order]
+    return rows[:k], s[:k], len(rows) >= k
+
+
 def merge_topk(
     qv: np.ndarray,
     corpus: VectorSource,
@@ -328,6 +370,7 @@ def merge_topk(
     reuse: list[int],
     added: np.ndarray,
     removed_any: bool,
+    reordered: bool,
     depth: TopkDepth,
     counts: UpdateCounts,
 ) -> dict[int, PairResult]:
@@ -337,12 +380,20 @@ def merge_topk(
     Why it is exact ("top" sampling from position 0, `unsupported` refuses the rest): whether a document is valid
     for a query (not a positive or excluded, through the margins and score bounds) depends only on its own
     similarity and the query's lowest positive similarity, and the picks are the first `num_negatives` valid
-    documents of the query's top-`k` list (ties: lower row). With the query's pairs, positives and exclusions
-    unchanged and no pick removed, a document that was there before and lost still ranks below the picks, so the
-    new picks are the best of (old picks + valid added documents), kept while their rank is within `k`. Ranks
+    documents of the query's top-`k` list (ties: lower row).
+
+    With the head of the query's ranking from the earlier run (`Previous.head`, what a cold run lists): the head
+    less the documents gone since is a prefix of today's ranking of the documents that stayed, and an added
+    document joins it when it ranks above the head's last document. So that prefix, cut at `k`, lists today's
+    first documents exactly: the picks are its first valid ones and the ranks their positions, with no search.
+    When documents were removed the prefix can be shorter than `k`; then the query is merged only if it holds
+    all `num_negatives` picks (otherwise the next one could lie below it, unseen), and mined in full if not.
+
+    Without a head (an artifact mined before heads were kept, or documents that changed order, where ties by row
+    can flip): with no pick removed, a document that was there before and lost still ranks below the picks, so
+    the new picks are the best of (old picks + valid added documents), kept while their rank is within `k`. Ranks
     move with every added document above (counted) or, after a removal, are recounted by a scan. A query whose
-    earlier list was short of picks is merged only when nothing was removed and the list did not get deeper:
-    otherwise a document from below the old list could now be in it.
+    earlier list was short of picks is merged only when nothing was removed and the list did not get deeper.
     """
     m = params.num_negatives
     out: dict[int, PairResult] = {}
@@ -361,22 +412,57 @@ def merge_topk(
         old = [n.doc_row for n in earlier]
         if any([n.doc_row for n in _earlier(previous, i)] != old for i in idx):
             continue  # every pair of a query shares its picks; anything else was not written by top-k
+        prev_first = previous[first]
+        assert prev_first is not None
+        head = prev_first.head
         short = len(old) < m
-        if short and (removed_any or depth.k_now > depth.k_before):
-            continue
+        if head is None or reordered:
+            if prev_first.picks_lost or (short and (removed_any or depth.k_now > depth.k_before)):
+                continue
         qv1 = qv[first]
         pos_rows = np.array([pairs[i].positive_row for i in idx], dtype=np.int64)
         positives = corpus.take(pos_rows)
         s_qp = rowdot64(np.broadcast_to(qv1, (len(idx), qv.shape[1])), positives)
         ref = float(s_qp.min())
+        banned = set(excluded.get(q_row, ())) | set(pos_rows.tolist())
+        banned_rows = np.fromiter(banned, np.int64, len(banned))
+        s_a = _sims_to(qv1, docs_added) if docs_added is not None else np.empty(0)
+        if head is not None and not reordered:
+            listed = _listed_now(qv1, corpus, head, added, s_a, depth.k_now)
+            if listed is None:
+                continue  # a tie with a document that is gone: where the added one ranks is not known
+            if isinstance(listed, _Drift):
+                counts.pairs_drifted += len(idx)
+                continue
+            rows_now, s_now, complete = listed
+            valid = ~np.isin(rows_now, banned_rows)
+            for removes in topk_filters(s_now, ref, params.absolute_margin, params.relative_margin,
+                                        params.max_score, params.min_score).values():  # fmt: skip
+                if removes is not None:
+                    valid &= ~removes
+            window = np.flatnonzero(valid)[: depth.window]
+            chosen = window[:m]
+            if not complete and len(chosen) < m:
+                continue  # the next pick may lie below what the earlier run listed
+            if prev_first.picks_lost:
+                counts.pairs_changed_by_removed_documents += len(idx)
+            elif any(int(rows_now[j]) not in set(old) for j in chosen):
+                counts.pairs_changed_by_new_documents += len(idx)
+            new_head = RankingHead(rows_now, float(s_now[-1])) if len(rows_now) else None
+            docs = corpus.take(rows_now[chosen]) if len(chosen) else np.empty((0, corpus.dim), dtype=np.float32)
+            for i, pd, s_qp_i in zip(idx, positives, s_qp, strict=True):
+                s_pd = rowdot64(np.broadcast_to(pd, (len(chosen), corpus.dim)), docs)
+                negs = [
+                    make_negative(rows_now[j], SOURCE_TOPK, int(j) + 1, s_now[j], s_qp_i, spd)
+                    for j, spd in zip(chosen, s_pd, strict=True)
+                ]
+                out[i] = PairResult(pairs[i], negs, examined=len(window), head=new_head)
+            continue
         rows_old = np.array(old, dtype=np.int64)
         s_old = rowdot64(np.broadcast_to(qv1, (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s = rows_old, s_old
-        s_a = np.empty(0)
         if docs_added is not None:
-            s_a = _sims_to(qv1, docs_added)
-            banned = set(excluded.get(q_row, ())) | set(pos_rows.tolist())
-            ok = ~np.isin(added, np.fromiter(banned, np.int64, len(banned)))
+            ok = ~np.isin(added, banned_rows)
             for removes in topk_filters(s_a, ref, params.absolute_margin, params.relative_margin,
                                         params.max_score, params.min_score).values():  # fmt: skip
                 if removes is not None:

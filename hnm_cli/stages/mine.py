@@ -229,7 +229,7 @@ def run(
         if base is not None:
             stats_dict["update"] = {"from": str(base.path), **ctx.update_counts}
         atomic_write_json(new / mined.STATS_FILE, stats_dict)
-        state_files = mined.write_state(new, mine_state(ctx)) if ctx.space else []
+        state_files = mined.write_state(new, mine_state(ctx, results)) if ctx.space else []
         # Reports and the index are not what training reads: out of the digest, so a re-mine with the same rows
         # (stats.json holds the timing) leaves downstream artifacts up to date.
         reports = [*plot_files, mined.STATS_FILE, *ctx.hnsw_files, *state_files]

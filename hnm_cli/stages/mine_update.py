@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,14 @@ def _exact_hash(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
 
-def mine_state(ctx: MineContext) -> mined.MineState:
-    """What a later `--update` compares against: each text's hash, each query's exclusions, the vectors' space."""
+def mine_state(ctx: MineContext, results: Sequence[Any] = ()) -> mined.MineState:
+    """What a later `--update` compares against: each text's hash, each query's exclusions, the vectors' space,
+    and the head of each query's ranking where `results` (top-k's) carry one."""
     assert ctx.space is not None
     docs = {d: _exact_hash(ctx.corpus[d].full_text) for d in ctx.corpus_ids}
     queries = {q: (_exact_hash(ctx.queries[q].text), _exclusion_digest(ctx.excluded_ids[q])) for q in ctx.query_ids}
-    return mined.MineState(docs, queries, ctx.space)
+    heads = {ctx.query_ids[r.pair.query_row]: (r.head.rows, r.head.floor) for r in results if r.head is not None}
+    return mined.MineState(docs, queries, ctx.space, heads or None)
 
 
 def cannot_update(cfg: MineConfig) -> str | None:
@@ -107,6 +110,7 @@ def mine_incrementally(ctx: MineContext, cfg: MineConfig, base: UpdateBase) -> t
         now.queries,
         ctx.pair_ids,
         ctx.corpus_row,
+        old_heads=base.state.heads,
     )
     texts = None
     if cfg.strategy == Strategy.BM25 or cfg.fallback == Fallback.BM25:

@@ -360,6 +360,39 @@ def _listed_now(
     return rows[:k], s[:k], len(rows) >= k
 
 
+def _passes_filters(s: np.ndarray, ref: float, params: MineConfig) -> np.ndarray:
+    """Which similarities every top-k filter keeps (`topk.topk_filters`, the search's own test)."""
+    keep = np.ones(len(s), dtype=bool)
+    for removes in topk_filters(s, ref, params.absolute_margin, params.relative_margin,
+                                params.max_score, params.min_score).values():  # fmt: skip
+        if removes is not None:
+            keep &= ~removes
+    return keep
+
+
+def _query_rows(
+    pairs: Sequence[Pair],
+    idx: Sequence[int],
+    picks: _Picks,
+    corpus: VectorSource,
+    examined: int,
+    head: RankingHead | None,
+) -> dict[int, PairResult]:
+    """The rows of a query's pairs `idx` from its picks (all with a rank): one list per query, each pair with its
+    own s(Q,PD) (the one computed for the ceiling's reference) and s(PD,D)."""
+    n = len(picks.rows)
+    docs = corpus.take(np.array(picks.rows, dtype=np.int64)) if n else np.empty((0, corpus.dim), dtype=np.float32)
+    out: dict[int, PairResult] = {}
+    for i, pd, s_qp_i in zip(idx, picks.positives, picks.s_qp, strict=True):
+        s_pd = rowdot64(np.broadcast_to(pd, (n, corpus.dim)), docs) if n else np.empty(0)
+        negs = [
+            make_negative(row, SOURCE_TOPK, rank, s, s_qp_i, spd)
+            for row, rank, s, spd in zip(picks.rows, picks.ranks, picks.sims, s_pd, strict=True)
+        ]
+        out[i] = PairResult(pairs[i], negs, examined=examined, head=head)
+    return out
+
+
 def merge_topk(
     qv: np.ndarray,
     corpus: VectorSource,
@@ -435,11 +468,7 @@ def merge_topk(
                 counts.pairs_drifted += len(idx)
                 continue
             rows_now, s_now, complete = listed
-            valid = ~np.isin(rows_now, banned_rows)
-            for removes in topk_filters(s_now, ref, params.absolute_margin, params.relative_margin,
-                                        params.max_score, params.min_score).values():  # fmt: skip
-                if removes is not None:
-                    valid &= ~removes
+            valid = ~np.isin(rows_now, banned_rows) & _passes_filters(s_now, ref, params)
             window = np.flatnonzero(valid)[: depth.window]
             chosen = window[:m]
             if not complete and len(chosen) < m:
@@ -449,24 +478,15 @@ def merge_topk(
             elif any(int(rows_now[j]) not in set(old) for j in chosen):
                 counts.pairs_changed_by_new_documents += len(idx)
             new_head = RankingHead(rows_now, float(s_now[-1])) if len(rows_now) else None
-            docs = corpus.take(rows_now[chosen]) if len(chosen) else np.empty((0, corpus.dim), dtype=np.float32)
-            for i, pd, s_qp_i in zip(idx, positives, s_qp, strict=True):
-                s_pd = rowdot64(np.broadcast_to(pd, (len(chosen), corpus.dim)), docs)
-                negs = [
-                    make_negative(rows_now[j], SOURCE_TOPK, int(j) + 1, s_now[j], s_qp_i, spd)
-                    for j, spd in zip(chosen, s_pd, strict=True)
-                ]
-                out[i] = PairResult(pairs[i], negs, examined=len(window), head=new_head)
+            listed_picks = _Picks([int(r) for r in rows_now[chosen]], [int(j) + 1 for j in chosen], s_now[chosen],
+                                  positives, s_qp, set(old))  # fmt: skip
+            out.update(_query_rows(pairs, idx, listed_picks, corpus, len(window), new_head))
             continue
         rows_old = np.array(old, dtype=np.int64)
         s_old = rowdot64(np.broadcast_to(qv1, (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
         cand_rows, cand_s = rows_old, s_old
         if docs_added is not None:
-            ok = ~np.isin(added, banned_rows)
-            for removes in topk_filters(s_a, ref, params.absolute_margin, params.relative_margin,
-                                        params.max_score, params.min_score).values():  # fmt: skip
-                if removes is not None:
-                    ok &= ~removes
+            ok = ~np.isin(added, banned_rows) & _passes_filters(s_a, ref, params)
             cand_rows = np.concatenate([cand_rows, added[ok]])
             cand_s = np.concatenate([cand_s, s_a[ok]])
         order = np.lexsort((cand_rows, -cand_s))[:m]  # no candidate below the first m can be picked
@@ -500,14 +520,6 @@ def merge_topk(
         idx = by_query[q_row]
         if any(rows[j] not in p.earlier for j in kept):
             counts.pairs_changed_by_new_documents += len(idx)
-        chosen_rows = np.array([rows[j] for j in kept], dtype=np.int64)
-        docs = corpus.take(chosen_rows) if len(kept) else np.empty((0, corpus.dim), dtype=np.float32)
-        # A query's pairs share its vector, so each pair's s(Q,PD) is the one computed for the ceiling's reference.
-        for i, pd, s_qp_i in zip(idx, p.positives, p.s_qp, strict=True):
-            s_pd = rowdot64(np.broadcast_to(pd, (len(kept), corpus.dim)), docs) if len(kept) else np.empty(0)
-            negs = [
-                make_negative(rows[j], SOURCE_TOPK, ranks[j], sims[j], s_qp_i, spd)
-                for j, spd in zip(kept, s_pd, strict=True)
-            ]
-            out[i] = PairResult(pairs[i], negs, examined=len(rows))
+        ranked = _Picks(rows[: len(kept)], list(ranks), sims[: len(kept)], p.positives, p.s_qp, p.earlier)
+        out.update(_query_rows(pairs, idx, ranked, corpus, len(rows), None))
     return out

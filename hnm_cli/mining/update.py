@@ -33,13 +33,12 @@ from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
 from hnm_cli.mining.update_merge import (
     CHUNK,
     Previous,
-    TopkDepth,
     UpdateCounts,
     merge_random,
     merge_rule,
-    merge_topk,
     not_drifted,
 )
+from hnm_cli.mining.update_merge_topk import TopkDepth, merge_topk
 from hnm_cli.search import HnswIndex, VectorSource
 
 # ---------------------------------------------------------------------------------------------

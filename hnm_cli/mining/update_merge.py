@@ -16,8 +16,9 @@ sat in). A pair whose query, positive or picks have other vectors than when it w
 answers a text differently from one run to the next, a cache that was rebuilt) is mined again and counted as
 drifted: the rows stay those of a cold run, and the stage says that drift cost work.
 
-`Previous` and `UpdateCounts` are declared here, where the merges read and count them, so the arrow goes one way:
-`update` imports this module, never the reverse.
+Top-k's merge (the default strategy) is `update_merge_topk`'s. `Previous` and `UpdateCounts` are declared here,
+where the merges read and count them, so the arrows go one way: `update` and `update_merge_topk` import this
+module, never the reverse.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from hnm_cli.mining.results import (
     SOURCE_FALLBACK_NEXT,
     SOURCE_RANDOM,
     SOURCE_RULE,
-    SOURCE_TOPK,
     Excluded,
     Negative,
     Pair,
@@ -45,7 +45,6 @@ from hnm_cli.mining.results import (
 )
 from hnm_cli.mining.sampling import draw_keys, fill_distances
 from hnm_cli.mining.strategies import Ids
-from hnm_cli.mining.topk import topk_filters
 from hnm_cli.search import VectorSource
 
 
@@ -131,7 +130,7 @@ def _in_chunks(
             yield i, near
 
 
-def _sims_to(vector: np.ndarray, docs: np.ndarray) -> np.ndarray:
+def sims_to_added(vector: np.ndarray, docs: np.ndarray) -> np.ndarray:
     """float64 similarities of one vector to every row of `docs` (the added documents), in the search's arithmetic."""
     n = len(docs)
     return gather_dot64(np.broadcast_to(vector, (n, len(vector))), np.arange(n), docs, np.arange(n))
@@ -201,7 +200,7 @@ def merge_rule(
         cand_rows, cand_s, cand_pd = rows_old, s_old, np.array([1.0 - float(n.d_pd) for n in old if n.d_pd is not None])
         fresh = np.empty(0, dtype=np.int64)
         if docs_added is not None:
-            s_a, s_ap = _sims_to(qv[i], docs_added), _sims_to(pd, docs_added)
+            s_a, s_ap = sims_to_added(qv[i], docs_added), sims_to_added(pd, docs_added)
             banned = set(excluded.get(pair.query_row, ())) | {pair.positive_row}
             ok = c2_passes(s_a, s_ap, margin) & ~np.isin(added, np.fromiter(banned, np.int64, len(banned)))
             c1 = s_a > s_qp
@@ -295,231 +294,3 @@ def merge_random(
         out[i] = PairResult(pair, negs)
     filled = fill_distances(query_vecs, corpus, [out[i] for i in reuse])
     return dict(zip(reuse, filled, strict=True))
-
-
-@dataclass(frozen=True)
-class TopkDepth:
-    """How deep top-k looked, before and now: its window (``range_max``) and its list (`mine_topk`'s ``k``)."""
-
-    window: int  # the first `window` valid candidates of the list form the window (resolved range_max)
-    k_now: int  # this run's list length: window + most positives of a query, at most the corpus size
-    k_before: int  # the earlier run's list length, from its pairs and corpus size
-
-
-def _earlier(previous: Sequence[Previous | None], i: int) -> tuple[Negative, ...]:
-    prev = previous[i]
-    assert prev is not None, "only pairs with an earlier row are merged"
-    return prev.negatives
-
-
-@dataclass
-class _Picks:
-    """A query's candidate picks in rank order, their ranks (None: to be recounted) and similarities, with what
-    its rows are written from: its pairs' positive vectors and similarities (in pair order), its earlier picks."""
-
-    rows: list[int]
-    ranks: list[int | None]
-    sims: np.ndarray
-    positives: np.ndarray
-    s_qp: np.ndarray
-    earlier: set[int]
-
-
-class _Drift:
-    """A head whose last document no longer scores as recorded: a vector moved under an unchanged text."""
-
-
-_DRIFT = _Drift()
-
-
-def _listed_now(
-    qv1: np.ndarray, corpus: VectorSource, head: RankingHead, added: np.ndarray, s_a: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray, bool] | _Drift | None:
-    """Today's first documents of a query's ranking from its earlier head: (rows, float64 similarities, whether
-    they are all of the first `k`), `_DRIFT` when the head's vectors moved, None when a tie cannot be placed.
-
-    The head's documents that stayed keep their order (`reordered` is handled by the caller), so with the added
-    documents that rank above the head's last one they are a prefix of today's ranking (see `merge_topk`).
-    """
-    here = head.rows >= 0
-    rows = head.rows[here]
-    s = rowdot64(np.broadcast_to(qv1, (len(rows), len(qv1))), corpus.take(rows)) if len(rows) else np.empty(0)
-    last = int(head.rows[-1]) if len(head.rows) else -1
-    # The search wrote the head in (similarity, row) order with the arithmetic used here: any other order, or a
-    # last document that scores otherwise, means a vector moved.
-    if (last >= 0 and s[-1] != head.floor) or np.any((s[1:] > s[:-1]) | ((s[1:] == s[:-1]) & (rows[1:] < rows[:-1]))):
-        return _DRIFT
-    if len(added):
-        if last < 0 and np.any(s_a == head.floor):
-            return None
-        above = (s_a > head.floor) | ((s_a == head.floor) & (added < last))
-        rows = np.concatenate([rows, added[above]])
-        s = np.concatenate([s, s_a[above]])
-        order = np.lexsort((rows, -s))
-        rows, s = rows[order], s[order]
-    return rows[:k], s[:k], len(rows) >= k
-
-
-def _passes_filters(s: np.ndarray, ref: float, params: MineConfig) -> np.ndarray:
-    """Which similarities every top-k filter keeps (`topk.topk_filters`, the search's own test)."""
-    keep = np.ones(len(s), dtype=bool)
-    for removes in topk_filters(s, ref, params.absolute_margin, params.relative_margin,
-                                params.max_score, params.min_score).values():  # fmt: skip
-        if removes is not None:
-            keep &= ~removes
-    return keep
-
-
-def _query_rows(
-    pairs: Sequence[Pair],
-    idx: Sequence[int],
-    picks: _Picks,
-    corpus: VectorSource,
-    examined: int,
-    head: RankingHead | None,
-) -> dict[int, PairResult]:
-    """The rows of a query's pairs `idx` from its picks (all with a rank): one list per query, each pair with its
-    own s(Q,PD) (the one computed for the ceiling's reference) and s(PD,D)."""
-    n = len(picks.rows)
-    docs = corpus.take(np.array(picks.rows, dtype=np.int64)) if n else np.empty((0, corpus.dim), dtype=np.float32)
-    out: dict[int, PairResult] = {}
-    for i, pd, s_qp_i in zip(idx, picks.positives, picks.s_qp, strict=True):
-        s_pd = rowdot64(np.broadcast_to(pd, (n, corpus.dim)), docs) if n else np.empty(0)
-        negs = [
-            make_negative(row, SOURCE_TOPK, rank, s, s_qp_i, spd)
-            for row, rank, s, spd in zip(picks.rows, picks.ranks, picks.sims, s_pd, strict=True)
-        ]
-        out[i] = PairResult(pairs[i], negs, examined=examined, head=head)
-    return out
-
-
-def merge_topk(
-    qv: np.ndarray,
-    corpus: VectorSource,
-    pairs: Sequence[Pair],
-    excluded: Excluded,
-    params: MineConfig,
-    previous: Sequence[Previous | None],
-    reuse: list[int],
-    added: np.ndarray,
-    removed_any: bool,
-    reordered: bool,
-    depth: TopkDepth,
-    counts: UpdateCounts,
-) -> dict[int, PairResult]:
-    """Top-k's rows of the queries whose pairs are all in `reuse`, by pair index; a query it cannot merge exactly is
-    left out (the caller mines it in full).
-
-    Why it is exact ("top" sampling from position 0, `unsupported` refuses the rest): whether a document is valid
-    for a query (not a positive or excluded, through the margins and score bounds) depends only on its own
-    similarity and the query's lowest positive similarity, and the picks are the first `num_negatives` valid
-    documents of the query's top-`k` list (ties: lower row).
-
-    With the head of the query's ranking from the earlier run (`Previous.head`, what a cold run lists): the head
-    less the documents gone since is a prefix of today's ranking of the documents that stayed, and an added
-    document joins it when it ranks above the head's last document. So that prefix, cut at `k`, lists today's
-    first documents exactly: the picks are its first valid ones and the ranks their positions, with no search.
-    When documents were removed the prefix can be shorter than `k`; then the query is merged only if it holds
-    all `num_negatives` picks (otherwise the next one could lie below it, unseen), and mined in full if not.
-
-    Without a head (an artifact mined before heads were kept, or documents that changed order, where ties by row
-    can flip): with no pick removed, a document that was there before and lost still ranks below the picks, so
-    the new picks are the best of (old picks + valid added documents), kept while their rank is within `k`. Ranks
-    move with every added document above (counted) or, after a removal, are recounted by a scan. A query whose
-    earlier list was short of picks is merged only when nothing was removed and the list did not get deeper.
-    """
-    m = params.num_negatives
-    out: dict[int, PairResult] = {}
-    by_query: dict[int, list[int]] = {}
-    for i, pair in enumerate(pairs):
-        by_query.setdefault(pair.query_row, []).append(i)
-    reusable = set(reuse)
-    docs_added = corpus.take(added) if len(added) else None
-    recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    picks: dict[int, _Picks] = {}  # by query row
-    for q_row, idx in by_query.items():
-        if not all(i in reusable for i in idx):
-            continue
-        first = idx[0]
-        earlier = _earlier(previous, first)
-        old = [n.doc_row for n in earlier]
-        if any([n.doc_row for n in _earlier(previous, i)] != old for i in idx):
-            continue  # every pair of a query shares its picks; anything else was not written by top-k
-        prev_first = previous[first]
-        assert prev_first is not None
-        head = prev_first.head
-        short = len(old) < m
-        if head is None or reordered:
-            if prev_first.picks_lost or (short and (removed_any or depth.k_now > depth.k_before)):
-                continue
-        qv1 = qv[first]
-        pos_rows = np.array([pairs[i].positive_row for i in idx], dtype=np.int64)
-        positives = corpus.take(pos_rows)
-        s_qp = rowdot64(np.broadcast_to(qv1, (len(idx), qv.shape[1])), positives)
-        ref = float(s_qp.min())
-        banned = set(excluded.get(q_row, ())) | set(pos_rows.tolist())
-        banned_rows = np.fromiter(banned, np.int64, len(banned))
-        s_a = _sims_to(qv1, docs_added) if docs_added is not None else np.empty(0)
-        if head is not None and not reordered:
-            listed = _listed_now(qv1, corpus, head, added, s_a, depth.k_now)
-            if listed is None:
-                continue  # a tie with a document that is gone: where the added one ranks is not known
-            if isinstance(listed, _Drift):
-                counts.pairs_drifted += len(idx)
-                continue
-            rows_now, s_now, complete = listed
-            valid = ~np.isin(rows_now, banned_rows) & _passes_filters(s_now, ref, params)
-            window = np.flatnonzero(valid)[: depth.window]
-            chosen = window[:m]
-            if not complete and len(chosen) < m:
-                continue  # the next pick may lie below what the earlier run listed
-            if prev_first.picks_lost:
-                counts.pairs_changed_by_removed_documents += len(idx)
-            elif any(int(rows_now[j]) not in set(old) for j in chosen):
-                counts.pairs_changed_by_new_documents += len(idx)
-            new_head = RankingHead(rows_now, float(s_now[-1])) if len(rows_now) else None
-            listed_picks = _Picks([int(r) for r in rows_now[chosen]], [int(j) + 1 for j in chosen], s_now[chosen],
-                                  positives, s_qp, set(old))  # fmt: skip
-            out.update(_query_rows(pairs, idx, listed_picks, corpus, len(window), new_head))
-            continue
-        rows_old = np.array(old, dtype=np.int64)
-        s_old = rowdot64(np.broadcast_to(qv1, (len(old), qv.shape[1])), corpus.take(rows_old)) if old else np.empty(0)
-        cand_rows, cand_s = rows_old, s_old
-        if docs_added is not None:
-            ok = ~np.isin(added, banned_rows) & _passes_filters(s_a, ref, params)
-            cand_rows = np.concatenate([cand_rows, added[ok]])
-            cand_s = np.concatenate([cand_s, s_a[ok]])
-        order = np.lexsort((cand_rows, -cand_s))[:m]  # no candidate below the first m can be picked
-        by_row = {n.doc_row: n for n in earlier}
-        rows = [int(cand_rows[j]) for j in order]
-        sims = np.array([float(cand_s[j]) for j in order])
-        ranks: list[int | None] = []
-        for row, s in zip(rows, sims, strict=True):
-            old_rank = by_row[row].rank if row in by_row else None
-            if old_rank is None or removed_any:
-                ranks.append(None)  # recounted by a scan below
-            else:
-                # Added documents only: a pick moves down by the number of them ranked above it (ties: lower row).
-                ranks.append(int(old_rank) + int(np.count_nonzero((s_a > s) | ((s_a == s) & (added < row)))))
-        todo = [j for j, r in enumerate(ranks) if r is None]
-        if todo:
-            recount[first] = (np.array([rows[j] for j in todo], dtype=np.int64), sims[todo])
-        picks[q_row] = _Picks(rows, ranks, sims, positives, s_qp, set(old))
-    if recount:
-        counts.ranks_recounted += sum(len(by_query[pairs[i].query_row]) for i in recount)
-        for i, rk in rule_exact.count_ranks(qv, recount, corpus, params.block_size, params.query_block).items():
-            p = picks[pairs[i].query_row]
-            it = iter(rk)
-            p.ranks = [int(next(it)) if r is None else r for r in p.ranks]
-    for q_row, p in picks.items():
-        rows, sims = p.rows, p.sims
-        # The list holds the first k documents: a candidate ranked below it is not there in a cold run (ranks grow
-        # along `rows`, so the kept ones are a prefix).
-        ranks = [r for r in p.ranks if r is not None and r <= depth.k_now]
-        kept = range(len(ranks))
-        idx = by_query[q_row]
-        if any(rows[j] not in p.earlier for j in kept):
-            counts.pairs_changed_by_new_documents += len(idx)
-        ranked = _Picks(rows[: len(kept)], list(ranks), sims[: len(kept)], p.positives, p.s_qp, p.earlier)
-        out.update(_query_rows(pairs, idx, ranked, corpus, len(rows), None))
-    return out

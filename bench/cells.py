@@ -70,8 +70,25 @@ def save_cell(
             q: {m: round(float(x), ROUND) for m, x in sorted(v.items())} for q, v in sorted(per_query.items())
         },
     }
+    _write_atomic(path, cell)
+    return cell
+
+
+def save_record(path: Path, identity: dict[str, Any], body: dict[str, Any], machine: dict[str, Any]) -> dict[str, Any]:
+    """Write a finished measurement that is not a per-query cell (one dataset's nightly-update timings) under the
+    same rule: read back by `load_cell` only while its identity holds."""
+    record = {
+        "identity_key": identity_key(identity),
+        "identity": identity,
+        "machine": dict(machine),
+        **body,
+    }
+    _write_atomic(path, record)
+    return record
+
+
+def _write_atomic(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_bytes(orjson.dumps(cell, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     tmp.replace(path)
-    return cell

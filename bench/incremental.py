@@ -24,11 +24,17 @@ Checks, every night: the incremental rows equal a cold `mine` over the same vect
 promises). Once: against the full path, the largest difference of the fused vectors and how many rows pick other
 negatives (float noise from batch composition in a neural encoder; zero with `hash:`). Output: the
 "incremental" section of BENCHMARKS.md and the same key of BENCHMARKS.json.
+
+Each finished dataset is kept as a small committed file, `bench/results/incremental/<dataset>.json` (`--results`),
+with every setting that shapes it (models, the default config's bytes, mine options, fraction, seed, split) and
+the machine it ran on. A rerun reads a dataset back from its file while those settings hold and measures only the
+others, so the two datasets may be measured in two sessions (each alone on its machine: these are timings).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import random
 import shutil
 import sys
@@ -40,6 +46,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cells import RESULTS_ROOT, load_cell, save_record  # noqa: E402
 from common import REPO, Log, hnm_bin, machine_info, machine_line, markdown_table, measure, update_bench_files  # noqa: E402
 
 STAGES = ("embed", "reduce", "mine")
@@ -259,17 +266,42 @@ def run_dataset(a: argparse.Namespace, data: Path, log: Log) -> dict[str, Any]:
     }
 
 
+def dataset_identity(a: argparse.Namespace, data: Path) -> dict[str, Any]:
+    """Every setting that shapes one dataset's numbers: change any and the dataset is measured again."""
+    config = REPO / "configs" / "default.toml"
+    return {
+        "dataset": data.name,
+        "models": list(a.model) or "config",
+        "default_config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
+        "mine_args": a.mine_args,
+        "fraction": a.fraction,
+        "seed": a.seed,
+        "split": a.split,
+    }
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     if a.work.exists() and not a.keep:
         shutil.rmtree(a.work)
     a.work.mkdir(parents=True, exist_ok=True)
     log = Log(a.work / "bench.log")
+    datasets: dict[str, Any] = {}
+    for data in a.data:
+        ident = dataset_identity(a, data)
+        path = a.results / f"{data.name}.json" if a.results else None
+        kept = load_cell(path, ident) if path else None
+        if kept is not None:
+            log(f"{data.name}: kept in {path} (same settings, measured {kept['machine'].get('date')}), skipped")
+            datasets[data.name] = kept
+            continue
+        machine = machine_info()  # per dataset: the load and the date at its own start
+        result = run_dataset(a, data, log)
+        datasets[data.name] = save_record(path, ident, result, machine) if path else {"machine": machine, **result}
     return {
-        "machine": machine_info(),
         "models": a.model or ["(configs/default.toml)"],
         "mine_args": a.mine_args,
         "fraction": a.fraction,
-        "datasets": {d.name: run_dataset(a, d, log) for d in a.data},
+        "datasets": datasets,
     }
 
 
@@ -284,8 +316,6 @@ def render(r: dict[str, Any], a: argparse.Namespace) -> str:
     models = ", ".join(f"`{m}`" for m in r["models"])
     lines = [
         "## Nightly updates: incremental vs full recomputation",
-        "",
-        machine_line(r["machine"]),
         "",
         f"Models: {models}; mine options `{r['mine_args'] or '(defaults)'}`. Three nights in a row, each "
         f"{r['fraction']:.0%} of the data: **new** documents and training queries, **change**d document texts, "
@@ -308,6 +338,8 @@ def render(r: dict[str, Any], a: argparse.Namespace) -> str:
         e = d["nights"]["new"]["edit"]
         lines += [
             f"### `{name}` ({e['docs']} documents, {d['nights']['new']['pairs']} mined pairs)",
+            "",
+            machine_line(d["machine"]),
             "",
             markdown_table(
                 [
@@ -357,11 +389,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", type=Path, default=None)
     ap.add_argument("--keep", action="store_true", help="keep --work from an earlier run (default: start afresh)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per measured run")
+    ap.add_argument("--results", type=Path, default=RESULTS_ROOT / "incremental",
+                    help="one file per finished dataset, read back while its settings hold (default "
+                         "bench/results/incremental)")  # fmt: skip
+    ap.add_argument("--no-results", action="store_true", help="keep nothing beyond the work dir; measure every dataset")
     ap.add_argument("--md", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--json", type=Path, default=REPO / "BENCHMARKS.json")
     a = ap.parse_args(argv)
     a.data, a.md, a.json = [d.resolve() for d in a.data], a.md.resolve(), a.json.resolve()
     a.work = (a.work or REPO / "runs" / "bench" / "incremental").resolve()
+    a.results = None if a.no_results else a.results.resolve()
     return a
 
 

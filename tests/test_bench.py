@@ -337,11 +337,11 @@ def test_incremental_speedups_reuse_and_report():
     night = lambda: {"stages": table, "update": update, "rows_identical_to_cold_mine": True, "pairs": 100,  # noqa: E731
                      "edit": {"docs": 1000}}  # fmt: skip
     result = {
-        "machine": common.machine_info(),
         "models": ["(configs/default.toml)"],
         "mine_args": "",
         "fraction": 0.01,
-        "datasets": {"tiny": {"nights": {e: night() for e in incremental.EDITS}, "full": sec(100.0, 0.5, 3.5),
+        "datasets": {"tiny": {"machine": common.machine_info(),
+                              "nights": {e: night() for e in incremental.EDITS}, "full": sec(100.0, 0.5, 3.5),
                               "fixed": {"process_start": 1.2, "model_load": 9.5},
                               "max_abs_vector_diff_vs_full": 1e-4, "rows_differing_from_full_path": 0}},
     }  # fmt: skip
@@ -350,3 +350,27 @@ def test_incremental_speedups_reuse_and_report():
     md = incremental.render(result, args)
     assert "| new | 2.0 | 0.5 | 1.5 | **4.0** | 104.0 | **26.0x** | 95.0% | 95 reused / 5 mined again (1 new, " in md
     assert "2 drift) | yes |" in md and "model load 9.5 s" in md and "--data /tmp/x /tmp/y`" in md
+
+
+def test_incremental_keeps_each_finished_dataset_and_remeasures_when_a_setting_changes(tmp_path, monkeypatch):
+    measured: list[str] = []
+
+    def fake_run_dataset(a, data, log):
+        measured.append(data.name)
+        return {"nights": {}, "full": {}, "fixed": {}, "value": len(measured)}
+
+    monkeypatch.setattr(incremental, "run_dataset", fake_run_dataset)
+    base = ["--data", str(tmp_path / "a"), str(tmp_path / "b"), "--work", str(tmp_path / "w"),
+            "--results", str(tmp_path / "cells")]  # fmt: skip
+    first = incremental.run(incremental.parse_args(base))
+    assert measured == ["a", "b"] and sorted(p.name for p in (tmp_path / "cells").iterdir()) == ["a.json", "b.json"]
+    assert first["datasets"]["a"]["machine"]["cores"] and first["datasets"]["a"]["value"] == 1
+    again = incremental.run(incremental.parse_args(base))  # both read back: nothing measured
+    assert measured == ["a", "b"] and again["datasets"]["b"]["value"] == 2
+    (tmp_path / "cells" / "b.json").unlink()  # a dataset measured in another session is missing here
+    incremental.run(incremental.parse_args(base))
+    assert measured == ["a", "b", "b"]
+    incremental.run(incremental.parse_args([*base, "--fraction", "0.02"]))  # another edit size: both again
+    assert measured == ["a", "b", "b", "a", "b"]
+    incremental.run(incremental.parse_args([*base, "--no-results"]))
+    assert measured[-2:] == ["a", "b"] and len(measured) == 7

@@ -308,8 +308,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
 def _update_line(u: dict[str, Any]) -> str:
     if u.get("recomputed_in_full"):
         return f"all mined again ({u['recomputed_in_full']})"
-    return (f"{u.get('pairs_reused', 0)} reused / {u.get('pairs_remined', 0)} mined again ({u.get('pairs_new', 0)} new,"
-            f" {u.get('pairs_inputs_changed', 0)} changed inputs, {u.get('pairs_drifted', 0)} drift)")  # fmt: skip
+    line = (f"{u.get('pairs_reused', 0)} reused / {u.get('pairs_remined', 0)} mined again ({u.get('pairs_new', 0)} new,"
+            f" {u.get('pairs_inputs_changed', 0)} changed inputs, {u.get('pairs_drifted', 0)} drift")  # fmt: skip
+    # top-k mines a query whole: a sibling pair changed, or its short list lost a document (the next pick may lie below)
+    with_query = int(u.get("pairs_remined_with_their_query", 0))
+    return line + (f", {with_query} with their query)" if with_query else ")")
 
 
 def render(r: dict[str, Any], a: argparse.Namespace) -> str:
@@ -360,7 +363,7 @@ def render(r: dict[str, Any], a: argparse.Namespace) -> str:
             f"Fixed cost no update avoids: process start {d['fixed']['process_start']:.1f} s per `hnm` process "
             f"(three per night), model load {d['fixed']['model_load']:.1f} s. Against the full path (every text "
             f"encoded afresh) the fused vectors differ by at most {d['max_abs_vector_diff_vs_full']:.2e} (batch "
-            f"composition changes a neural encoder's float rounding) and {d['rows_differing_from_full_path']} rows "
+            f"composition changes a neural encoder's float rounding) and {d['rows_differing_from_full_path']} row(s) "
             "pick other negatives.",
             "",
         ]

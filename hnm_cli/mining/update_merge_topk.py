@@ -317,7 +317,7 @@ def _rows_without_head(
         # along `rows`, so the kept ones are a prefix).
         ranks = [r for r in p.ranks if r is not None and r <= depth.k_now]
         kept = len(ranks)
-        if any(row not in set(q.earlier_rows) for row in p.rows[:kept]):
+        if not set(p.rows[:kept]) <= set(q.earlier_rows):
             counts.pairs_changed_by_new_documents += len(q.idx)
         ranked = _Picks(p.rows[:kept], list(ranks), p.sims[:kept])
         out.update(_query_rows(pairs, q, ranked, corpus, len(p.rows), None))

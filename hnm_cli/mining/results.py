@@ -58,7 +58,7 @@ class Negative:
 @dataclass(frozen=True, eq=False)
 class RankingHead:
     """The first documents of a query's dense ranking, as top-k's exact search listed them: what lets `hnm mine
-    --update` merge the query after documents were removed without searching again (`update_merge.merge_topk`).
+    --update` merge the query after documents were removed without searching again (`update_merge_topk.merge_topk`).
 
     Every document that ranks above the last one listed is listed (the rows are a prefix of the ranking), so a
     removed document that is not here ranked below all of them and cannot have moved a pick or a rank.

@@ -32,6 +32,7 @@ from hnm_cli.mining.results import (
 from hnm_cli.mining.strategies import Ids, Texts, mine_negatives, restat
 from hnm_cli.mining.update_merge import (
     CHUNK,
+    MergeInputs,
     Previous,
     UpdateCounts,
     merge_random,
@@ -316,21 +317,17 @@ def update_negatives(
     results: list[PairResult | None] = [None] * len(pairs)
     if reuse:
         qv = np.ascontiguousarray(query_vecs[[p.query_row for p in pairs]], dtype=np.float32)
+        inp = MergeInputs(
+            query_vecs, qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts
+        )
         if params.strategy == Strategy.RULE:
-            merged = merge_rule(
-                qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any, counts
-            )
+            merged = merge_rule(inp)
         elif params.strategy == Strategy.TOPK:
             drifted = counts.pairs_drifted
-            merged = merge_topk(
-                qv, corpus, pairs, excluded, params, previous, reuse, plan.added_rows, plan.removed_any,
-                plan.reordered, _topk_depth(pairs, params, plan, corpus.n), counts,
-            )  # fmt: skip
+            merged = merge_topk(inp, reordered=plan.reordered, depth=_topk_depth(pairs, params, plan, corpus.n))
             counts.pairs_remined_with_their_query = len(reuse) - len(merged) - (counts.pairs_drifted - drifted)
         else:
-            merged = merge_random(
-                corpus, pairs, excluded, params, previous, reuse, plan.added_rows, ids, query_vecs, counts
-            )
+            merged = merge_random(inp, ids)
         for i, r in merged.items():
             results[i] = r
     full = [i for i, r in enumerate(results) if r is None]

@@ -16,8 +16,8 @@ sat in). A pair whose query, positive or picks have other vectors than when it w
 answers a text differently from one run to the next, a cache that was rebuilt) is mined again and counted as
 drifted: the rows stay those of a cold run, and the stage says that drift cost work.
 
-Top-k's merge (the default strategy) is `update_merge_topk`'s. `Previous` and `UpdateCounts` are declared here,
-where the merges read and count them, so the arrows go one way: `update` and `update_merge_topk` import this
+Top-k's merge (the default strategy) is `update_merge_topk`'s. `Previous`, `UpdateCounts` and `MergeInputs` are declared
+here, where the merges read and count them, so the arrows go one way: `update` and `update_merge_topk` import this
 module, never the reverse.
 """
 
@@ -166,27 +166,36 @@ def not_drifted(
     ]
 
 
-def merge_rule(
-    qv: np.ndarray,
-    corpus: VectorSource,
-    pairs: Sequence[Pair],
-    excluded: Excluded,
-    params: MineConfig,
-    previous: Sequence[Previous | None],
-    reuse: list[int],
-    added: np.ndarray,
-    removed_any: bool,
-    counts: UpdateCounts,
-) -> dict[int, PairResult]:
+@dataclass(frozen=True, eq=False)
+class MergeInputs:
+    """What every merge reads, gathered once by `update.update_negatives`: this run's pairs and vectors, the earlier
+    run's rows, which pairs may be reused, and what the edit did to the corpus."""
+
+    query_vecs: np.ndarray  # every query row, as `mine_negatives` gets them
+    qv: np.ndarray  # pair i's query vector at row i (float32, contiguous)
+    corpus: VectorSource
+    pairs: Sequence[Pair]
+    excluded: Excluded
+    params: MineConfig
+    previous: Sequence[Previous | None]
+    reuse: list[int]  # the pairs the plan and the drift check left to merge, by index
+    added: np.ndarray  # corpus rows of the documents added (or changed) since the earlier run
+    removed_any: bool  # whether any document was removed (or changed) since
+    counts: UpdateCounts  # what the merges count, filled in place
+
+
+def merge_rule(inp: MergeInputs) -> dict[int, PairResult]:
     """The rule's rows of the pairs `reuse`: each earlier pick list merged with the `added` documents that pass,
     ranks moved by the added documents above a pick or, after a removal, recounted by a scan; by pair index."""
+    qv, corpus, pairs, previous = inp.qv, inp.corpus, inp.pairs, inp.previous
+    excluded, params, added, counts = inp.excluded, inp.params, inp.added, inp.counts
     m = params.num_negatives
     need = m  # top sampling from position 0: the window's first m (`unsupported` refuses the rest)
     margin = params.c2_margin
     out: dict[int, PairResult] = {}
     recount: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     docs_added = corpus.take(added) if len(added) else None
-    for i, near in _in_chunks(corpus, pairs, previous, reuse):
+    for i, near in _in_chunks(corpus, pairs, previous, inp.reuse):
         prev = previous[i]
         assert prev is not None
         pair = pairs[i]
@@ -232,7 +241,7 @@ def merge_rule(
             counts.pairs_changed_by_new_documents += 1
         rule_negs = [n for n in chosen if n.source == SOURCE_RULE]
         new_rule = [n for n in rule_negs if n.doc_row not in by_row or by_row[n.doc_row].rank is None]
-        if rule_negs and (removed_any or new_rule):
+        if rule_negs and (inp.removed_any or new_rule):
             recount[i] = (
                 np.array([n.doc_row for n in rule_negs], dtype=np.int64),
                 np.array([exact_s[n.doc_row] for n in rule_negs]),
@@ -260,20 +269,10 @@ def merge_rule(
     return out
 
 
-def merge_random(
-    corpus: VectorSource,
-    pairs: Sequence[Pair],
-    excluded: Excluded,
-    params: MineConfig,
-    previous: Sequence[Previous | None],
-    reuse: list[int],
-    added: np.ndarray,
-    ids: Ids,
-    query_vecs: np.ndarray,
-    counts: UpdateCounts,
-) -> dict[int, PairResult]:
+def merge_random(inp: MergeInputs, ids: Ids) -> dict[int, PairResult]:
     """Random rows of the pairs `reuse`: the smallest draw keys among the earlier picks and the `added` documents
     not excluded, with their distances filled; by pair index."""
+    pairs, excluded, params, previous, reuse = inp.pairs, inp.excluded, inp.params, inp.previous, inp.reuse
     doc_keys, query_keys = ids.keys()
     out: dict[int, PairResult] = {}
     for i in reuse:
@@ -282,15 +281,15 @@ def merge_random(
         pair = pairs[i]
         keys = draw_keys(params.seed, query_keys[pair.query_row], doc_keys)
         banned = set(excluded.get(pair.query_row, ())) | {pair.positive_row}
-        fresh = np.array([r for r in added if int(r) not in banned], dtype=np.int64)
+        fresh = np.array([r for r in inp.added if int(r) not in banned], dtype=np.int64)
         old_rows = np.array([n.doc_row for n in prev.negatives], dtype=np.int64)
         cand = np.concatenate([old_rows, fresh])
         order = np.lexsort((cand, keys[cand]))[: params.num_negatives]
         chosen_rows = [int(cand[j]) for j in order]
         by_row = {n.doc_row: n for n in prev.negatives}
         if any(r not in by_row for r in chosen_rows):
-            counts.pairs_changed_by_new_documents += 1
+            inp.counts.pairs_changed_by_new_documents += 1
         negs = [by_row.get(r) or Negative(r, SOURCE_RANDOM, None, None, None, None) for r in chosen_rows]
         out[i] = PairResult(pair, negs)
-    filled = fill_distances(query_vecs, corpus, [out[i] for i in reuse])
+    filled = fill_distances(inp.query_vecs, inp.corpus, [out[i] for i in reuse])
     return dict(zip(reuse, filled, strict=True))

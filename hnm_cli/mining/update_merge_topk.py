@@ -37,7 +37,7 @@ from hnm_cli.mining import rule_exact
 from hnm_cli.mining.numerics import make_negative, rowdot64
 from hnm_cli.mining.results import SOURCE_TOPK, Excluded, Negative, Pair, PairResult, RankingHead
 from hnm_cli.mining.topk import topk_filters
-from hnm_cli.mining.update_merge import Previous, UpdateCounts, sims_to_added
+from hnm_cli.mining.update_merge import MergeInputs, Previous, UpdateCounts, sims_to_added
 from hnm_cli.search import VectorSource
 
 
@@ -244,27 +244,19 @@ def _query_inputs(
     )
 
 
-def merge_topk(
-    qv: np.ndarray,
-    corpus: VectorSource,
-    pairs: Sequence[Pair],
-    excluded: Excluded,
-    params: MineConfig,
-    previous: Sequence[Previous | None],
-    reuse: list[int],
-    added: np.ndarray,
-    removed_any: bool,
-    reordered: bool,
-    depth: TopkDepth,
-    counts: UpdateCounts,
-) -> dict[int, PairResult]:
+def merge_topk(inp: MergeInputs, *, reordered: bool, depth: TopkDepth) -> dict[int, PairResult]:
     """Top-k's rows of the queries whose pairs are all in `reuse`, by pair index; a query it cannot merge exactly is
-    left out (the caller mines it in full). Why this is exact: the module's docstring."""
+    left out (the caller mines it in full). Why this is exact: the module's docstring.
+
+    `reordered`: documents changed order since the earlier run (its heads cannot be trusted); `depth`: how deep
+    top-k looked then and now."""
+    qv, corpus, pairs, previous = inp.qv, inp.corpus, inp.pairs, inp.previous
+    excluded, params, added, counts = inp.excluded, inp.params, inp.added, inp.counts
     out: dict[int, PairResult] = {}
     by_query: dict[int, list[int]] = {}
     for i, pair in enumerate(pairs):
         by_query.setdefault(pair.query_row, []).append(i)
-    reusable = set(reuse)
+    reusable = set(inp.reuse)
     docs_added = corpus.take(added) if len(added) else None
     without_head: dict[int, tuple[_Query, _Picks]] = {}  # by query row
     for q_row, idx in by_query.items():
@@ -278,13 +270,13 @@ def merge_topk(
         head = None if reordered else prev.head
         if head is None:
             short = len(old) < params.num_negatives
-            if prev.picks_lost or (short and (removed_any or depth.k_now > depth.k_before)):
+            if prev.picks_lost or (short and (inp.removed_any or depth.k_now > depth.k_before)):
                 continue
         query = _query_inputs(qv, corpus, pairs, idx, excluded, prev, docs_added)
         if head is not None:
             out.update(_merge_from_head(pairs, query, head, corpus, added, params, depth, counts) or {})
         else:
-            without_head[q_row] = (query, _picks_without_head(query, corpus, added, params, removed_any))
+            without_head[q_row] = (query, _picks_without_head(query, corpus, added, params, inp.removed_any))
     out.update(_rows_without_head(qv, corpus, pairs, without_head, params, depth, counts))
     return out
 

@@ -93,7 +93,7 @@ mine: reduce  ## Mine hard negatives with the default recipe (TopK-PercPos on th
 # weights with a fresh head (its own recipe); eval puts both, alone and fused with the first stage, beside the base.
 # TRAIN_ARGS / CROSS_ARGS change either, e.g. CROSS_ARGS="--kind cross-encoder --loss margin" for the paper's loss.
 TRAIN_ARGS ?= --epochs 5
-CROSS_ARGS ?= --kind cross-encoder --epochs 5
+CROSS_ARGS ?= --kind cross-encoder
 BASE_MODEL ?= pkg:all-MiniLM-L6-v2
 
 train-reranker: mine  ## Fine-tune both kinds of reranker on the mined negatives (TRAIN_ARGS / CROSS_ARGS)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from hnm_cli.choices import (
-    DEFAULT_LOSS_BY_KIND,
+    DEFAULT_RECIPE_BY_KIND,
     LOSSES_BY_KIND,
     Backend,
     Balance,
@@ -246,10 +246,10 @@ class TrainRerankerConfig(_StageConfig):
     # bi-encoder's MNRL fine-tune); a cross-encoder grown from bi-encoder weights can rank below it.
     kind: ModelKind = ModelKind.BI_ENCODER
     base_model: str = "pkg:all-MiniLM-L6-v2"
-    loss: Loss = Loss.AUTO  # auto: DEFAULT_LOSS_BY_KIND[kind]; LOSSES_BY_KIND says which a kind accepts
+    loss: Loss = Loss.AUTO  # auto: DEFAULT_RECIPE_BY_KIND[kind].loss; LOSSES_BY_KIND says which a kind accepts
     margin: float = 1.0
-    epochs: int = 1
-    learning_rate: float = 2e-5
+    epochs: int | None = None  # None: the kind's recipe (DEFAULT_RECIPE_BY_KIND)
+    learning_rate: float | None = None  # None: the kind's recipe
     batch_size: int = 16
     warmup_ratio: float = 0.1
     max_length: int = 256
@@ -278,10 +278,15 @@ class TrainRerankerConfig(_StageConfig):
     }
 
     def resolved(self) -> TrainRerankerConfig:
-        """A copy with `loss = "auto"` settled to the kind's default, so the fingerprint records what ran."""
-        if self.loss != Loss.AUTO:
-            return self
-        return dataclasses.replace(self, loss=DEFAULT_LOSS_BY_KIND[self.kind])
+        """A copy with every setting left to the kind's recipe (`loss = "auto"`, `epochs` and `learning_rate` unset)
+        settled from `DEFAULT_RECIPE_BY_KIND`, so the fingerprint records what ran."""
+        recipe = DEFAULT_RECIPE_BY_KIND[self.kind]
+        return dataclasses.replace(
+            self,
+            loss=recipe.loss if self.loss == Loss.AUTO else self.loss,
+            epochs=recipe.epochs if self.epochs is None else self.epochs,
+            learning_rate=recipe.learning_rate if self.learning_rate is None else self.learning_rate,
+        )
 
     def validate(self) -> None:
         losses = LOSSES_BY_KIND[self.kind]
@@ -289,8 +294,10 @@ class TrainRerankerConfig(_StageConfig):
             raise ConfigError(
                 f"train_reranker.loss must be one of {', '.join(losses)} for kind {self.kind}; got '{self.loss}'"
             )
-        for key in ("batch_size", "learning_rate", "epochs", "max_length", "negatives_per_positive"):
+        for key in ("batch_size", "max_length", "negatives_per_positive"):
             _positive(getattr(self, key), f"train_reranker.{key}")
+        for key in ("learning_rate", "epochs"):
+            _positive(getattr(self, key), f"train_reranker.{key}", allow_none=True)
         for key in ("checkpoint_steps", "keep_checkpoints"):
             _positive(getattr(self, key), f"train_reranker.{key}")
         if not self.base_model.strip():

@@ -596,13 +596,16 @@ def test_out_in_or_at_the_base_model_is_refused(cli, tmp_path, tiny_data, fake_m
     assert sorted(p.name for p in fake_model.rglob("*")) == before
 
 
-def test_loss_auto_is_each_kinds_own_recipe_and_is_recorded_resolved():
-    from hnm_cli.choices import DEFAULT_LOSS_BY_KIND, Loss, ModelKind
+def test_each_kind_trains_its_own_recipe_unless_told_and_the_settled_values_are_recorded():
+    from hnm_cli.choices import Loss, ModelKind
     from hnm_cli.config import TrainRerankerConfig
 
     cfg = TrainRerankerConfig()
-    assert (cfg.kind, cfg.loss) == (ModelKind.BI_ENCODER, Loss.AUTO)
-    assert cfg.resolved().loss == Loss.MNRL
-    cross = cfg.merged(kind=ModelKind.CROSS_ENCODER)  # --kind cross-encoder alone is valid and picks its recipe
-    assert cross.resolved().loss == DEFAULT_LOSS_BY_KIND[ModelKind.CROSS_ENCODER]
+    assert (cfg.kind, cfg.loss, cfg.epochs, cfg.learning_rate) == (ModelKind.BI_ENCODER, Loss.AUTO, None, None)
+    bi = cfg.resolved()
+    assert (bi.loss, bi.epochs, bi.learning_rate) == (Loss.MNRL, 1, 2e-5)
+    cross = cfg.merged(kind=ModelKind.CROSS_ENCODER).resolved()  # --kind cross-encoder alone picks its recipe
+    assert (cross.loss, cross.epochs, cross.learning_rate) == (Loss.LISTWISE, 5, 5e-5)
+    told = cfg.merged(kind=ModelKind.CROSS_ENCODER, loss=Loss.MARGIN, epochs=2, learning_rate=1e-5).resolved()
+    assert (told.loss, told.epochs, told.learning_rate) == (Loss.MARGIN, 2, 1e-5)
     assert cfg.merged(kind=ModelKind.CROSS_ENCODER, loss=Loss.MARGIN).resolved().loss == Loss.MARGIN

@@ -175,7 +175,10 @@ def train_model(
     dataset: Any = next(iter(sets.values())) if len(sets) == 1 else datasets.DatasetDict(sets)
 
     per_epoch = steps_per_epoch([len(d) for d in sets.values()], cfg.batch_size, launch)
-    total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * cfg.epochs
+    epochs, learning_rate = cfg.epochs, cfg.learning_rate
+    if epochs is None or learning_rate is None or cfg.loss == Loss.AUTO:
+        raise ValueError("training takes a settled config: TrainRerankerConfig.resolved()")
+    total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * epochs
     extra: dict[str, Any] = {}
     if cfg.kind == ModelKind.BI_ENCODER and cfg.loss == Loss.MNRL:
         # In-batch negatives must not be another row's copy of this row's positive (a false negative).
@@ -191,10 +194,10 @@ def train_model(
         extra["ddp_find_unused_parameters"] = cfg.kind == ModelKind.BI_ENCODER
     args = Args(
         output_dir=str(checkpoints),
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=epochs,
         max_steps=cfg.max_steps,
         per_device_train_batch_size=batch,
-        learning_rate=cfg.learning_rate,
+        learning_rate=learning_rate,
         warmup_steps=float(cfg.warmup_ratio),  # transformers 5: a float in [0, 1) is a ratio of total steps
         seed=cfg.seed,
         data_seed=cfg.seed,

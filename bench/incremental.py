@@ -26,9 +26,10 @@ negatives (float noise from batch composition in a neural encoder; zero with `ha
 "incremental" section of BENCHMARKS.md and the same key of BENCHMARKS.json.
 
 Each finished dataset is kept as a small committed file, `bench/results/incremental/<dataset>.json` (`--results`),
-with every setting that shapes it (models, the default config's bytes, mine options, fraction, seed, split) and
-the machine it ran on. A rerun reads a dataset back from its file while those settings hold and measures only the
-others, so the two datasets may be measured in two sessions (each alone on its machine: these are timings).
+with every setting that shapes it (models, the default config's embed, reduce and mine sections, mine options,
+fraction, seed, split) and the machine it ran on. A rerun reads a dataset back from its file while those settings
+hold and measures only the others, so the two datasets may be measured in two sessions (each alone on its machine:
+these are timings).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import hashlib
 import random
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -266,13 +268,20 @@ def run_dataset(a: argparse.Namespace, data: Path, log: Log) -> dict[str, Any]:
     }
 
 
+def config_digest(config: Path) -> str:
+    """The digest of the config sections this bench runs (embed, reduce, mine), parsed: a comment or another
+    stage's setting (train_reranker, eval) does not make a night's numbers stale."""
+    table = tomllib.loads(config.read_text(encoding="utf-8"))
+    shaping = {k: table[k] for k in ("embed", "reduce", "mine") if k in table}
+    return hashlib.sha256(orjson.dumps(shaping, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
 def dataset_identity(a: argparse.Namespace, data: Path) -> dict[str, Any]:
     """Every setting that shapes one dataset's numbers: change any and the dataset is measured again."""
-    config = REPO / "configs" / "default.toml"
     return {
         "dataset": data.name,
         "models": list(a.model) or "config",
-        "default_config_sha256": hashlib.sha256(config.read_bytes()).hexdigest()[:16],
+        "default_config_sections_sha256": config_digest(REPO / "configs" / "default.toml"),
         "mine_args": a.mine_args,
         "fraction": a.fraction,
         "seed": a.seed,

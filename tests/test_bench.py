@@ -374,3 +374,13 @@ def test_incremental_keeps_each_finished_dataset_and_remeasures_when_a_setting_c
     assert measured == ["a", "b", "b", "a", "b"]
     incremental.run(incremental.parse_args([*base, "--no-results"]))
     assert measured[-2:] == ["a", "b"] and len(measured) == 7
+
+
+def test_incremental_config_digest_follows_only_the_stages_it_runs(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[mine]\nnum_negatives = 3\n[train_reranker]\nepochs = 1\n")
+    before = incremental.config_digest(cfg)
+    cfg.write_text("# a comment\n[mine]\nnum_negatives = 3  # same value\n[train_reranker]\nepochs = 5\n")
+    assert incremental.config_digest(cfg) == before  # another stage's setting: the nights' numbers still hold
+    cfg.write_text("[mine]\nnum_negatives = 4\n[train_reranker]\nepochs = 5\n")
+    assert incremental.config_digest(cfg) != before

@@ -77,18 +77,21 @@ from common import (  # noqa: E402
     update_bench_files,
 )
 
+from hnm_cli.choices import DEFAULT_RECIPE_BY_KIND, ModelKind  # noqa: E402
+
 # Each family trains with its kind's own recipe (hnm_cli.choices.DEFAULT_RECIPE_BY_KIND), scaled to the bench's
 # budget: the bi-encoder `--max-steps` steps at `--lr`; the cross-encoder, whose head starts from nothing,
 # `steps_factor` times the steps at its own lr (300 steps at 5e-5 with the defaults: about 5 epochs of SciFact's
 # pairs, the recipe that won the cross-encoder screen, bench/cross_recipes.py).
+CROSS_RECIPE = DEFAULT_RECIPE_BY_KIND[ModelKind.CROSS_ENCODER]
 FAMILIES: dict[str, dict[str, Any]] = {
     "bi": {"kind": "bi-encoder", "loss": "mnrl", "label": "bi-encoder (MultipleNegativesRankingLoss)"},
     "cross": {
         "kind": "cross-encoder",
-        "loss": "listwise",
+        "loss": str(CROSS_RECIPE.loss),
         "steps_factor": 3,
-        "lr": 5e-5,
-        "label": "cross-encoder (listwise, its recipe: 3x the steps at lr 5e-5, reported alone and fused by RRF)",
+        "lr": CROSS_RECIPE.learning_rate,
+        "label": f"cross-encoder ({CROSS_RECIPE.loss}, its recipe: 3x the steps at lr {CROSS_RECIPE.learning_rate})",
     },
 }
 

@@ -91,6 +91,9 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "loss": str(CROSS_RECIPE.loss),
         "steps_factor": 3,
         "lr": CROSS_RECIPE.learning_rate,
+        # A small cross-encoder is fragile alone (issue 21): its eval also fuses it with the first stage by RRF,
+        # the way README tells users to run one, and the table reports both.
+        "fuse": "rrf",
         "label": f"cross-encoder ({CROSS_RECIPE.loss}, its recipe: 3x the steps at lr {CROSS_RECIPE.learning_rate})",
     },
 }
@@ -413,6 +416,8 @@ def cell_identity(s: Settings, fam: str | None, arm: Arm, seed: int | None, best
         "precision": s.precision,
         "vectors": arm.vectors if arm.vectors != "best" else f"best:{best}",
     }
+    if cfg.get("fuse"):
+        ident["fuse"] = cfg["fuse"]
     if arm.key == REFERENCE_ARM:
         ident["miner"] = "sentence-transformers defaults (bench/st_arm.py)"
     else:
@@ -445,6 +450,12 @@ def _keep_cell(
     step_data = state.data["steps"]
     seconds = {name: (step_data.get(key) or {}).get("work_seconds") for name, key in steps.items()}
     extra: dict[str, Any] = {"arm": arm.key}
+    fuse = FAMILIES[fam].get("fuse") if fam else None
+    if fuse:
+        fused = _per_query(edir, f"{arm.key}+{fuse}")
+        if fused is None:
+            return
+        extra[f"{fuse}_per_query"] = fused
     if mined is not None and (mined / "stats.json").is_file():
         st = orjson.loads((mined / "stats.json").read_bytes())
         extra["mine_stats"] = {k: st[k] for k in MINE_STAT_KEYS if k in st}
@@ -548,7 +559,10 @@ def run_grid(s: Settings) -> int:
             for a in s.run_order
             if a in s.arms and (ARM_BY_KEY[a].mine_args is not None or a == REFERENCE_ARM)
         ]
+        only_seeds = s.extra.get("only_seeds")
         for seed in range(s.seeds):
+            if only_seeds is not None and seed not in only_seeds:
+                continue
             for fam in s.families:
                 for arm in trained:
                     if s.results is not None:
@@ -577,9 +591,10 @@ def run_grid(s: Settings) -> int:
                     if not ok:
                         continue
                     edir = work / "eval" / fam / arm.key / f"s{seed}"
+                    fuse = ["--fuse", cfg["fuse"]] if cfg.get("fuse") else []
                     if step(
                         f"eval:{fam}:{arm.key}:s{seed}",
-                        [hnm, "eval", *eval_common, "--model", f"{arm.key}={tdir}", "--out", edir],
+                        [hnm, "eval", *eval_common, *fuse, "--model", f"{arm.key}={tdir}", "--out", edir],
                     ):
                         mine_name = f"{arm.key}-s{seed}" if arm.per_seed_mine else arm.key
                         steps = {"mine": f"mine:{mine_name}", "train": f"train:{fam}:{arm.key}:s{seed}",
@@ -632,16 +647,28 @@ def _per_query(eval_dir: Path, run: str) -> dict[str, dict[str, float]] | None:
 
 
 def _cell_per_query(
-    s: Settings, fam: str | None, key: str, seed: int | None, best: str | None
+    s: Settings, fam: str | None, key: str, seed: int | None, best: str | None, fuse: str | None = None
 ) -> dict[str, dict[str, float]] | None:
-    """One cell's per-query values: its committed cell file (same settings), else its eval folder in the work dir."""
+    """One cell's per-query values (the model alone, or fused with the first stage by `fuse`): its committed cell
+    file (same settings), else its eval folder in the work dir."""
     arm = ARM_BY_KEY[key]
     if s.results is not None:
         cell = load_cell(cell_path(s.results, fam or "", key, seed), cell_identity(s, fam, arm, seed, best))
         if cell is not None:
-            return {q: dict(v) for q, v in cell["per_query"].items()}
+            found = cell["per_query"] if fuse is None else cell.get(f"{fuse}_per_query")
+            return {q: dict(v) for q, v in found.items()} if found else None
     edir = s.work / "eval" / "first-stage" if fam is None else s.work / "eval" / fam / key / f"s{seed}"
-    return _per_query(edir, key)
+    return _per_query(edir, key if fuse is None else f"{key}+{fuse}")
+
+
+def family_views(families: Sequence[str]) -> list[tuple[str, str, str | None]]:
+    """The tables the report shows: (table key, family, fusion) - each family alone, and fused where it fuses."""
+    views: list[tuple[str, str, str | None]] = []
+    for fam in families:
+        views.append((fam, fam, None))
+        if FAMILIES[fam].get("fuse"):
+            views.append((f"{fam}+{FAMILIES[fam]['fuse']}", fam, FAMILIES[fam]["fuse"]))
+    return views
 
 
 def aggregate(s: Settings, best: str | None) -> dict[str, Any]:
@@ -655,7 +682,7 @@ def aggregate(s: Settings, best: str | None) -> dict[str, Any]:
     metrics = list(TABLE_METRICS)
     fs = _cell_per_query(s, None, "first-stage", None, best)
     result: dict[str, Any] = {"families": {}}
-    for fam in families:
+    for view, fam, fuse in family_views(families):
         rows: dict[str, dict[str, Any]] = {}
         pq_by_arm: dict[str, dict[str, dict[str, float]]] = {}
         for key in arms:
@@ -663,7 +690,7 @@ def aggregate(s: Settings, best: str | None) -> dict[str, Any]:
             if key == "first-stage":
                 seed_pq = [fs] if fs else []
             else:
-                found = (_cell_per_query(s, fam, key, seed, best) for seed in range(seeds))
+                found = (_cell_per_query(s, fam, key, seed, best, fuse) for seed in range(seeds))
                 seed_pq = [pq for pq in found if pq]
             seed_means = [{m: sum(v[m] for v in pq.values()) / len(pq) for m in metrics} for pq in seed_pq]
             rows[key] = {
@@ -687,7 +714,7 @@ def aggregate(s: Settings, best: str | None) -> dict[str, Any]:
                 row["default_vs_this"] = compare(
                     pq_by_arm[DEFAULT_ARM], pq_by_arm[key], metrics, method="randomization", trials=10_000, seed=0
                 )
-        result["families"][fam] = rows
+        result["families"][view] = rows
     result["test_queries"] = len(fs) if fs else None
     return result
 
@@ -741,8 +768,10 @@ def render_quality(s: Settings, data_used: Path, best: str | None, agg: dict[str
         f"{ref_n} (sentence-transformers defaults) and against arm 1.",
         "",
     ]
+    labels = {view: FAMILIES[fam]["label"] + (f", fused with the first stage by {fuse.upper()}" if fuse else "")
+              for view, fam, fuse in family_views(s.families)}  # fmt: skip
     for fam, rows in agg["families"].items():
-        lines.append(f"### {FAMILIES[fam]['label']}")
+        lines.append(f"### {labels[fam]}")
         lines.append("")
         base = rows.get("first-stage", {}).get("mean")
         header = ["#", "arm", *[m.replace("mrr", "MRR").replace("ndcg", "nDCG") for m in TABLE_METRICS]]
@@ -1045,6 +1074,13 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         "--num-negatives 3' (VECTORS: ensemble, best, nopca, balanced); recipes under study, reported beside the rest",
     )
     ap.add_argument("--section", default=None, help="BENCHMARKS.md section to write (default quality / quality-quick)")
+    ap.add_argument(
+        "--only-seeds",
+        default=None,
+        metavar="LIST",
+        help="comma-separated seeds this process trains, e.g. 1,2 (split one grid across processes or machines, each "
+        "with its own --work and the same --results); the report still covers all --seeds",
+    )
     a = ap.parse_args(argv)
     for i, spec in enumerate(a.explore):
         key, _, rest = spec.partition("=")
@@ -1105,6 +1141,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     s.extra["report_only"] = a.report_only
     s.extra["section"] = a.section
     s.extra["explore"] = list(a.explore)
+    if a.only_seeds:
+        try:
+            only = tuple(int(x) for x in a.only_seeds.split(","))
+        except ValueError:
+            ap.error(f"--only-seeds {a.only_seeds!r}: expected comma-separated integers")
+        if any(not 0 <= x < s.seeds for x in only):
+            ap.error(f"--only-seeds {a.only_seeds!r}: each seed must be in 0..{s.seeds - 1} (--seeds {s.seeds})")
+        s.extra["only_seeds"] = only
     return s
 
 

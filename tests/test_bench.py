@@ -204,6 +204,54 @@ def test_cells_are_kept_and_read_back_only_with_the_same_settings(tmp_path):
     assert quality.aggregate(s2, "m")["families"]["bi"]["paper"]["seeds_done"] == 0
 
 
+def _fake_fused_eval(directory: Path, run: str, alone: dict[str, float], fused: dict[str, float]) -> None:
+    _fake_eval(directory, run, alone)
+    rows = [{"run": f"{run}+rrf", "query_id": q, "mrr@3": v, "mrr@10": v, "ndcg@10": v} for q, v in fused.items()]
+    with open(directory / "per-query.jsonl", "ab") as fh:
+        fh.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def test_the_cross_family_is_kept_and_reported_alone_and_fused(tmp_path):
+    """The cross-encoder is used fused with its first stage (issue 21): its cell keeps both runs, the report has a
+    table for each, and a cell measured before the family fused is measured again (its identity lacks `fuse`)."""
+    _fake_eval(tmp_path / "work" / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.5})
+    edir = tmp_path / "work" / "eval" / "cross" / "paper" / "s0"
+    _fake_fused_eval(edir, "paper", {"a": 0.25, "b": 0.25}, {"a": 1.0, "b": 0.5})
+    argv = ["--data", str(tmp_path / "scifact"), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
+            "--seeds", "1", "--arms", "paper", "--families", "cross"]  # fmt: skip
+    s = quality.parse_args(argv)
+    state = quality.State(s.work, s)
+    paper, fs = quality.ARM_BY_KEY["paper"], quality.ARM_BY_KEY["first-stage"]
+    quality._keep_cell(s, state, None, fs, None, "m", s.work / "eval" / "first-stage", {"eval": "eval:first-stage"})
+    quality._keep_cell(s, state, "cross", paper, 0, "m", edir, {"train": "t"})
+    cell = orjson.loads((tmp_path / "res" / "cross" / "paper" / "s0.json").read_bytes())
+    assert cell["identity"]["fuse"] == "rrf" and cell["rrf_per_query"]["a"]["ndcg@10"] == 1.0
+    import shutil
+
+    shutil.rmtree(tmp_path / "work" / "eval")  # a new machine: only the committed cells are left
+    agg = quality.aggregate(s, "m")["families"]
+    assert list(agg) == ["cross", "cross+rrf"]
+    assert agg["cross"]["paper"]["mean"]["ndcg@10"] == pytest.approx(0.25)
+    assert agg["cross+rrf"]["paper"]["mean"]["ndcg@10"] == pytest.approx(0.75)
+    assert agg["cross+rrf"]["paper"]["vs_first_stage"]["delta"]["ndcg@10"] == pytest.approx(0.25)
+    assert agg["cross+rrf"]["first-stage"]["mean"]["ndcg@10"] == pytest.approx(0.5)
+    body = quality.render_quality(s, s.data, "m", quality.aggregate(s, "m"), {"machine": {}})
+    assert "fused with the first stage by RRF" in body
+    # The bi-encoder family is reported alone only, and its cells carry no fusion.
+    assert [v for v, _, _ in quality.family_views(["bi", "cross"])] == ["bi", "cross", "cross+rrf"]
+    ident = quality.cell_identity(s, "bi", paper, 0, "m")
+    assert "fuse" not in ident and quality.cell_identity(s, "cross", paper, 0, "m")["fuse"] == "rrf"
+
+
+def test_only_seeds_splits_a_grid_and_refuses_seeds_outside_it(tmp_path):
+    s = quality.parse_args(["--data", str(tmp_path), "--seeds", "3", "--only-seeds", "1,2"])
+    assert s.extra["only_seeds"] == (1, 2) and s.seeds == 3
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--data", str(tmp_path), "--seeds", "3", "--only-seeds", "3"])
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--data", str(tmp_path), "--only-seeds", "one"])
+
+
 def test_quick_defaults_and_arm_selection(tmp_path):
     s = quality.parse_args(["--data", str(tmp_path), "--quick"])
     assert s.arms == ("first-stage", "random", "hnm-default") and s.seeds == 1 and s.max_steps == 20

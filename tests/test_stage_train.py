@@ -389,7 +389,9 @@ def test_cross_encoder_margin_end_to_end(cli, tmp_path, tiny_data, tiny_model):
     result = cli(*args, *TRAIN_FLAGS)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == f"{out / 'manifest.json'}\n"
-    assert result.stderr == ""  # --quiet: no bars, no library warnings
+    # --quiet: no bars, no library warnings; only hnm's warning that 3 steps cannot grow a fresh head.
+    assert result.stderr.startswith("train-reranker: warning: a fresh cross-encoder head gets 3 optimizer steps")
+    assert result.stderr.count("\n") == 1
     manifest = load_manifest(out)
     assert manifest.stage == "train-reranker"
     assert manifest.params["loss"] == "margin" and manifest.params["seed"] == 0 and manifest.params["max_steps"] == 3
@@ -515,6 +517,15 @@ def test_a_pretrained_cross_encoder_keeps_its_head_and_config(tmp_path, tiny_dat
                 "--max-length", "32")  # fmt: skip
     assert again.exit_code == 0, again.stderr
     assert orjson.loads((tmp_path / "rr2" / "manifest.json").read_bytes())["stats"]["head"] == "pretrained"
+
+
+def test_a_fresh_head_given_few_steps_is_warned_about_and_nothing_else_is():
+    from hnm_cli.training.trainer import FRESH_HEAD_MIN_STEPS, few_steps_warning
+
+    assert "gets 40 optimizer steps" in few_steps_warning("fresh", 40)
+    assert few_steps_warning("fresh", FRESH_HEAD_MIN_STEPS) is None
+    assert few_steps_warning("pretrained", 1) is None  # a trained cross-encoder's head already ranks
+    assert few_steps_warning("n/a", 1) is None  # a bi-encoder has no head to grow
 
 
 def test_listwise_distillation_mixes_the_hard_label_with_the_teachers_softmax():

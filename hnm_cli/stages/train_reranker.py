@@ -148,7 +148,7 @@ def run(
             # Checkpoints of other settings go only once the model loaded, as a run that stops earlier leaves them.
             resume = once(launch, lambda: prepare_checkpoints(out / CHECKPOINT_DIR, job.fingerprint, fresh=force))
             trained = train_model(
-                cfg, model, job.columns, device=device, checkpoints=out / CHECKPOINT_DIR, resume=resume,
+                cfg, model, job.columns, head=head, device=device, checkpoints=out / CHECKPOINT_DIR, resume=resume,
                 save_to=_model_tmp(out) if launch.is_main else None, launch=launch, progress=progress,
             )  # fmt: skip
         trained |= {"head": head, "base_model_path": job.target}

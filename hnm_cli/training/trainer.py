@@ -118,11 +118,31 @@ def load_base_model(cfg: TrainRerankerConfig, target: str, device: str, launch: 
     return model, head, device
 
 
+# A cross-encoder grown from a bi-encoder checkpoint starts with a random scoring head. In the issue-21 screen
+# (SciFact, bench/results/scifact/cross-screen) every recipe at 100 optimizer steps ranked below its first stage, even
+# fused with it, and the listwise recipe at 300 steps ranked above it fused; on the bundled example (5 steps an epoch)
+# 40 steps left it no better than chance. Fewer steps than this get a warning before the time is spent.
+FRESH_HEAD_MIN_STEPS = 300
+
+
+def few_steps_warning(head: str, total_steps: int) -> str | None:
+    """The warning for a fresh cross-encoder head trained too briefly to learn to rank, or None."""
+    if head != "fresh" or total_steps >= FRESH_HEAD_MIN_STEPS:
+        return None
+    return (
+        f"train-reranker: warning: a fresh cross-encoder head gets {total_steps} optimizer steps; heads given fewer "
+        f"than {FRESH_HEAD_MIN_STEPS} ranked below their first stage in our measurements (README, 'Kind and "
+        "recipe'): train longer (--epochs, --max-steps), start from a trained cross-encoder (--base-model), or fuse "
+        "it with the first stage (hnm eval --fuse rrf) and check its row"
+    )
+
+
 def train_model(
     cfg: TrainRerankerConfig,
     model: Any,
     columns: dict[str, dict[str, list[Any]]],
     *,
+    head: str = "n/a",
     device: str,
     checkpoints: Path,
     resume: Path | None,
@@ -136,6 +156,7 @@ def train_model(
         cfg: the resolved settings.
         model: the base model (`load_base_model`).
         columns: the datasets' columns by name (`hnm_cli.training.examples.build_datasets`).
+        head: "fresh" when a cross-encoder's scoring head starts random (`load_base_model`): warned when given few steps.
         device: this rank's resolved device.
         checkpoints: the trainer's output folder (written by rank 0 only).
         resume: the checkpoint to resume from, or None.
@@ -179,6 +200,9 @@ def train_model(
     if epochs is None or learning_rate is None or cfg.loss == Loss.AUTO:
         raise ValueError("training takes a settled config: TrainRerankerConfig.resolved()")
     total_steps = cfg.max_steps if cfg.max_steps > 0 else per_epoch * epochs
+    warning = few_steps_warning(head, total_steps)
+    if warning and launch.is_main:
+        log.warning("%s", warning)
     extra: dict[str, Any] = {}
     if cfg.kind == ModelKind.BI_ENCODER and cfg.loss == Loss.MNRL:
         # In-batch negatives must not be another row's copy of this row's positive (a false negative).

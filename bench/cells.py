@@ -64,7 +64,7 @@ def save_cell(
         "queries": len(per_query),
         "mean": {m: round(sum(v[m] for v in per_query.values()) / max(len(per_query), 1), ROUND) for m in metrics},
         "seconds": {k: (round(v, 1) if v is not None else None) for k, v in seconds.items()},
-        "machine": {k: machine.get(k) for k in ("cpu", "cores", "date", "commit", "torch")},
+        "machine": {k: machine.get(k) for k in ("cpu", "bf16_native", "cores", "date", "commit", "torch")},
         **(extra or {}),
         "per_query": {
             q: {m: round(float(x), ROUND) for m, x in sorted(v.items())} for q, v in sorted(per_query.items())

@@ -143,11 +143,28 @@ def test_st_triplets_to_rows_refuses_foreign_output():
 # ---------------------------------------------------------------------------------------------
 
 
-def _fake_eval(directory: Path, run: str, values: dict[str, float]) -> None:
+def _fake_eval(directory: Path, run: str, values: dict[str, float], fused: dict[str, float] | None = None) -> None:
+    """An eval artifact with `run`'s per-query values (and `run+rrf`'s, given `fused`), every metric the same."""
     directory.mkdir(parents=True)
     (directory / "manifest.json").write_text("{}")
-    rows = [{"run": run, "query_id": q, "mrr@3": v, "mrr@10": v, "ndcg@10": v} for q, v in values.items()]
+    runs = [(run, values)] + ([(f"{run}+rrf", fused)] if fused is not None else [])
+    rows = [
+        {"run": r, "query_id": q, "mrr@3": v, "mrr@10": v, "ndcg@10": v} for r, vals in runs for q, v in vals.items()
+    ]
     (directory / "per-query.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+
+def _keep_first_stage_and_paper(tmp_path: Path, family: str) -> tuple[quality.Settings, list[str]]:
+    """Settings for a one-seed `paper` grid of `family`, with the faked first stage and paper s0 evals kept as cells
+    under <tmp>/res; returns the settings and their argv."""
+    argv = ["--data", str(tmp_path / "scifact"), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
+            "--seeds", "1", "--arms", "paper", "--families", family]  # fmt: skip
+    s = quality.parse_args(argv)
+    state = quality.State(s.work, s)
+    paper, fs = quality.ARM_BY_KEY["paper"], quality.ARM_BY_KEY["first-stage"]
+    quality._keep_cell(s, state, None, fs, None, "m", s.work / "eval" / "first-stage", {"eval": "eval:first-stage"})
+    quality._keep_cell(s, state, family, paper, 0, "m", s.work / "eval" / family / "paper" / "s0", {"train": "t"})
+    return s, argv
 
 
 def test_aggregate_mean_std_over_seeds_and_paired_tests(tmp_path):
@@ -185,13 +202,7 @@ def test_cells_are_kept_and_read_back_only_with_the_same_settings(tmp_path):
     """A finished cell survives the work dir (a new machine) and is ignored once any setting changed."""
     _fake_eval(tmp_path / "work" / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.25})
     _fake_eval(tmp_path / "work" / "eval" / "bi" / "paper" / "s0", "paper", {"a": 1.0, "b": 0.5})
-    argv = ["--data", str(tmp_path / "scifact"), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
-            "--seeds", "1", "--arms", "paper", "--families", "bi"]  # fmt: skip
-    s = quality.parse_args(argv)
-    state = quality.State(s.work, s)
-    paper, fs = quality.ARM_BY_KEY["paper"], quality.ARM_BY_KEY["first-stage"]
-    quality._keep_cell(s, state, None, fs, None, "m", s.work / "eval" / "first-stage", {"eval": "eval:first-stage"})
-    quality._keep_cell(s, state, "bi", paper, 0, "m", s.work / "eval" / "bi" / "paper" / "s0", {"train": "t"})
+    s, argv = _keep_first_stage_and_paper(tmp_path, "bi")
     assert (tmp_path / "res" / "bi" / "paper" / "s0.json").is_file()
     import shutil
 
@@ -204,26 +215,13 @@ def test_cells_are_kept_and_read_back_only_with_the_same_settings(tmp_path):
     assert quality.aggregate(s2, "m")["families"]["bi"]["paper"]["seeds_done"] == 0
 
 
-def _fake_fused_eval(directory: Path, run: str, alone: dict[str, float], fused: dict[str, float]) -> None:
-    _fake_eval(directory, run, alone)
-    rows = [{"run": f"{run}+rrf", "query_id": q, "mrr@3": v, "mrr@10": v, "ndcg@10": v} for q, v in fused.items()]
-    with open(directory / "per-query.jsonl", "ab") as fh:
-        fh.write(b"".join(orjson.dumps(r) + b"\n" for r in rows))
-
-
 def test_the_cross_family_is_kept_and_reported_alone_and_fused(tmp_path):
     """The cross-encoder is used fused with its first stage (issue 21): its cell keeps both runs, the report has a
     table for each, and a cell measured before the family fused is measured again (its identity lacks `fuse`)."""
     _fake_eval(tmp_path / "work" / "eval" / "first-stage", "first-stage", {"a": 0.5, "b": 0.5})
-    edir = tmp_path / "work" / "eval" / "cross" / "paper" / "s0"
-    _fake_fused_eval(edir, "paper", {"a": 0.25, "b": 0.25}, {"a": 1.0, "b": 0.5})
-    argv = ["--data", str(tmp_path / "scifact"), "--work", str(tmp_path / "work"), "--results", str(tmp_path / "res"),
-            "--seeds", "1", "--arms", "paper", "--families", "cross"]  # fmt: skip
-    s = quality.parse_args(argv)
-    state = quality.State(s.work, s)
-    paper, fs = quality.ARM_BY_KEY["paper"], quality.ARM_BY_KEY["first-stage"]
-    quality._keep_cell(s, state, None, fs, None, "m", s.work / "eval" / "first-stage", {"eval": "eval:first-stage"})
-    quality._keep_cell(s, state, "cross", paper, 0, "m", edir, {"train": "t"})
+    _fake_eval(tmp_path / "work" / "eval" / "cross" / "paper" / "s0", "paper", {"a": 0.25, "b": 0.25},
+               fused={"a": 1.0, "b": 0.5})  # fmt: skip
+    s, _ = _keep_first_stage_and_paper(tmp_path, "cross")
     cell = orjson.loads((tmp_path / "res" / "cross" / "paper" / "s0.json").read_bytes())
     assert cell["identity"]["fuse"] == "rrf" and cell["rrf_per_query"]["a"]["ndcg@10"] == 1.0
     import shutil
@@ -239,6 +237,7 @@ def test_the_cross_family_is_kept_and_reported_alone_and_fused(tmp_path):
     assert "fused with the first stage by RRF" in body
     # The bi-encoder family is reported alone only, and its cells carry no fusion.
     assert [v for v, _, _ in quality.family_views(["bi", "cross"])] == ["bi", "cross", "cross+rrf"]
+    paper = quality.ARM_BY_KEY["paper"]
     ident = quality.cell_identity(s, "bi", paper, 0, "m")
     assert "fuse" not in ident and quality.cell_identity(s, "cross", paper, 0, "m")["fuse"] == "rrf"
 
